@@ -1,0 +1,11 @@
+// One `register_<area>` function per area of the compiled module; bindings/module.cpp calls them all.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+namespace kaiwo::bindings {
+
+/// Adds `place_batch` and the placement enums (KIND_*, STATE_*, STRATEGY_*, REASON_*) to the module.
+void register_placement(pybind11::module_& m);
+
+}  // namespace kaiwo::bindings

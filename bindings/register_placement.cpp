@@ -1,0 +1,292 @@
+// Binding of the placement kernel: `_core.place_batch(cluster, batch, strategy) -> dict`.
+//
+// The kernel trusts its input, so everything it relies on is checked here, once, in O(N + G + P + C*N):
+// keys, exact dtypes (native byte order), C-contiguity, shapes, and the few values that would
+// otherwise index out of range or divide by zero. Each failure throws std::invalid_argument (Python
+// ValueError) naming the dict and key. The mutable cluster arrays are written in place: that is how
+// the caller gets the new state, so they are used as given, never converted (a converted copy would
+// silently swallow the updates).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstring>
+#include <limits>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "placement.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace kaiwo::bindings {
+namespace {
+
+template <typename T>
+struct Dt;
+template <> struct Dt<int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
+template <> struct Dt<int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
+template <> struct Dt<int8_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int8"; };
+template <> struct Dt<uint8_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint8"; };
+template <> struct Dt<uint32_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint32"; };
+template <> struct Dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
+
+[[noreturn]] void fail(const std::string& where, const std::string& what) {
+    throw std::invalid_argument(where + ": " + what);
+}
+
+std::string where(const char* dict, const std::string& key) { return std::string(dict) + "['" + key + "']"; }
+
+/// One validated input dict. Arrays are kept referenced until the kernel returns.
+class Inputs {
+public:
+    Inputs(const py::dict& d, const char* name, std::set<std::string> known) : d_(d), name_(name) {
+        for (auto item : d_) {
+            if (!py::isinstance<py::str>(item.first))
+                fail(name_, "keys must be str, got " + std::string(py::str(py::type::of(item.first))));
+            const std::string key = item.first.cast<std::string>();
+            if (!known.count(key)) fail(where(name_, key), "unknown key");
+        }
+    }
+
+    /// Whether `key` is present and not None (for optional arrays).
+    bool has(const std::string& key) const { return d_.contains(key) && !d_[key.c_str()].is_none(); }
+
+    /// The array under `key`, checked for exact dtype, ndim, C-contiguity and (mutable) writeability.
+    template <typename T>
+    py::array get(const std::string& key, int ndim, bool writable) {
+        const std::string w = where(name_, key);
+        if (!has(key)) fail(w, "missing");
+        py::object obj = d_[key.c_str()];
+        if (!py::isinstance<py::array>(obj))
+            fail(w, std::string("expected a numpy array of ") + Dt<T>::name + ", got " +
+                        std::string(py::str(py::type::of(obj))));
+        py::array a = py::reinterpret_borrow<py::array>(obj);
+        const py::dtype dt = a.dtype();
+        const char bo = dt.byteorder();
+        if (dt.kind() != Dt<T>::kind || dt.itemsize() != py::ssize_t(sizeof(T)) || dt.has_fields() ||
+            (bo != '=' && bo != '|'))
+            fail(w, std::string("expected dtype ") + Dt<T>::name + " (native byte order), got " +
+                        std::string(py::str(dt)));
+        if (a.ndim() != ndim)
+            fail(w, "expected " + std::to_string(ndim) + "-D array, got " + std::to_string(a.ndim()) + "-D");
+        if (!(a.flags() & py::array::c_style)) fail(w, "not C-contiguous");
+        if (writable && !a.writeable()) fail(w, "read-only, but the kernel updates it in place");
+        keep_.push_back(a);
+        return a;
+    }
+
+    /// Same as `get` for a 1-D array that must have `n` elements (`what` explains n).
+    template <typename T>
+    py::array get1(const std::string& key, py::ssize_t n, const std::string& what, bool writable = false) {
+        py::array a = get<T>(key, 1, writable);
+        if (a.shape(0) != n)
+            fail(where(name_, key), "expected length " + std::to_string(n) + " (" + what + "), got " +
+                                        std::to_string(a.shape(0)));
+        return a;
+    }
+
+    const char* name() const { return name_; }
+
+private:
+    py::dict d_;
+    const char* name_;
+    std::vector<py::array> keep_;
+};
+
+template <typename T>
+T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
+template <typename T>
+const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
+
+int32_t checked_size(py::ssize_t n, const std::string& what) {
+    if (n > std::numeric_limits<int32_t>::max()) fail(what, "too many elements for int32 indexing");
+    return static_cast<int32_t>(n);
+}
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+    return a;
+}
+
+py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int strategy) {
+    if (strategy < kBinpack || strategy > kFragAware)
+        fail("strategy", "unknown strategy " + std::to_string(strategy) +
+                             " (expected STRATEGY_BINPACK=0, STRATEGY_SPREAD=1 or STRATEGY_FRAG_AWARE=2)");
+
+    // ---- cluster ----
+    Inputs c(cluster, "cluster",
+             {"node_cpu_free", "node_mem_free", "node_pods_free", "node_cpu_cap", "node_mem_cap",
+              "node_dev_start", "dev_gpu", "dev_mem_cap", "dev_xcd_mask", "dev_xcds_per_domain",
+              "dev_milli_free", "dev_mem_free", "dev_xcd_free", "dev_state"});
+    py::array node_cpu_free = c.get<int64_t>("node_cpu_free", 1, true);
+    const py::ssize_t N = node_cpu_free.shape(0);
+    const std::string nodes = "nodes = len(node_cpu_free)";
+    py::array node_mem_free = c.get1<int64_t>("node_mem_free", N, nodes, true);
+    py::array node_pods_free = c.get1<int64_t>("node_pods_free", N, nodes, true);
+    py::array node_cpu_cap = c.get1<int64_t>("node_cpu_cap", N, nodes);
+    py::array node_mem_cap = c.get1<int64_t>("node_mem_cap", N, nodes);
+    py::array node_dev_start = c.get1<int64_t>("node_dev_start", N + 1, "nodes + 1");
+    py::array dev_gpu = c.get<int32_t>("dev_gpu", 1, false);
+    const py::ssize_t G = dev_gpu.shape(0);
+    const std::string devs = "devices = len(dev_gpu)";
+    py::array dev_mem_cap = c.get1<int64_t>("dev_mem_cap", G, devs);
+    py::array dev_xcd_mask = c.get1<uint32_t>("dev_xcd_mask", G, devs);
+    py::array dev_xcds_per_domain = c.get1<int32_t>("dev_xcds_per_domain", G, devs);
+    py::array dev_milli_free = c.get1<int64_t>("dev_milli_free", G, devs, true);
+    py::array dev_mem_free = c.get1<int64_t>("dev_mem_free", G, devs, true);
+    py::array dev_xcd_free = c.get1<uint32_t>("dev_xcd_free", G, devs, true);
+    py::array dev_state = c.get1<int8_t>("dev_state", G, devs, true);
+
+    ClusterView view;
+    view.n_nodes = checked_size(N, "cluster['node_cpu_free']");
+    view.n_devices = checked_size(G, "cluster['dev_gpu']");
+    view.node_cpu_free = mut<int64_t>(node_cpu_free);
+    view.node_mem_free = mut<int64_t>(node_mem_free);
+    view.node_pods_free = mut<int64_t>(node_pods_free);
+    view.node_cpu_cap = cst<int64_t>(node_cpu_cap);
+    view.node_mem_cap = cst<int64_t>(node_mem_cap);
+    view.node_dev_start = cst<int64_t>(node_dev_start);
+    view.dev_gpu = cst<int32_t>(dev_gpu);
+    view.dev_mem_cap = cst<int64_t>(dev_mem_cap);
+    view.dev_xcd_mask = cst<uint32_t>(dev_xcd_mask);
+    view.dev_xcds_per_domain = cst<int32_t>(dev_xcds_per_domain);
+    view.dev_milli_free = mut<int64_t>(dev_milli_free);
+    view.dev_mem_free = mut<int64_t>(dev_mem_free);
+    view.dev_xcd_free = mut<uint32_t>(dev_xcd_free);
+    view.dev_state = mut<int8_t>(dev_state);
+
+    if (view.node_dev_start[0] != 0)
+        fail("cluster['node_dev_start']", "must start at 0, got " + std::to_string(view.node_dev_start[0]));
+    for (py::ssize_t n = 0; n < N; ++n)
+        if (view.node_dev_start[n + 1] < view.node_dev_start[n])
+            fail("cluster['node_dev_start']", "not monotone at index " + std::to_string(n + 1));
+    if (view.node_dev_start[N] != G)
+        fail("cluster['node_dev_start']", "must end at the number of devices " + std::to_string(G) + ", got " +
+                                              std::to_string(view.node_dev_start[N]));
+    for (py::ssize_t d = 0; d < G; ++d) {
+        const std::string at = " at device " + std::to_string(d);
+        if (view.dev_state[d] < kIdle || view.dev_state[d] > kExclusive)
+            fail("cluster['dev_state']", "unknown state " + std::to_string(view.dev_state[d]) + at);
+        if (view.dev_mem_cap[d] < 0) fail("cluster['dev_mem_cap']", "negative" + at);
+        const uint32_t mask = view.dev_xcd_mask[d];
+        if (mask > 0xFFu) fail("cluster['dev_xcd_mask']", "XCD bits beyond 0..7" + at);
+        if (view.dev_xcd_free[d] & ~mask) fail("cluster['dev_xcd_free']", "XCDs outside dev_xcd_mask" + at);
+        if (mask != 0 && view.dev_xcds_per_domain[d] < 1)
+            fail("cluster['dev_xcds_per_domain']", "must be >= 1 for a device with XCDs" + at);
+    }
+
+    // ---- batch ----
+    Inputs b(batch, "batch",
+             {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score"});
+    py::array cpu = b.get<int64_t>("cpu", 1, false);
+    const py::ssize_t P = cpu.shape(0);
+    const std::string pods = "pods = len(cpu)";
+    py::array mem = b.get1<int64_t>("mem", P, pods);
+    py::array kind = b.get1<int8_t>("kind", P, pods);
+    py::array count = b.get1<int32_t>("count", P, pods);
+    py::array milli = b.get1<int32_t>("milli", P, pods);
+    py::array gpu_mem = b.get1<int64_t>("gpu_mem", P, pods);
+    py::array exclusive = b.get1<uint8_t>("exclusive", P, pods);
+    py::array cls = b.get1<int32_t>("cls", P, pods);
+    py::array class_mask = b.get<uint8_t>("class_mask", 2, false);
+    if (class_mask.shape(1) != N)
+        fail("batch['class_mask']", "expected shape (classes, " + std::to_string(N) + "), got (" +
+                                        std::to_string(class_mask.shape(0)) + ", " +
+                                        std::to_string(class_mask.shape(1)) + ")");
+    const py::ssize_t C = class_mask.shape(0);
+    const bool has_extra = b.has("extra_score");
+    py::array extra_score = has_extra ? b.get<double>("extra_score", 2, false) : py::array();
+    if (has_extra && (extra_score.shape(0) != C || extra_score.shape(1) != N))
+        fail("batch['extra_score']", "expected shape (" + std::to_string(C) + ", " + std::to_string(N) +
+                                         ") like class_mask, got (" + std::to_string(extra_score.shape(0)) +
+                                         ", " + std::to_string(extra_score.shape(1)) + ")");
+
+    Batch bt;
+    bt.n_pods = checked_size(P, "batch['cpu']");
+    bt.cpu = cst<int64_t>(cpu);
+    bt.mem = cst<int64_t>(mem);
+    bt.kind = cst<int8_t>(kind);
+    bt.count = cst<int32_t>(count);
+    bt.milli = cst<int32_t>(milli);
+    bt.gpu_mem = cst<int64_t>(gpu_mem);
+    bt.exclusive = cst<uint8_t>(exclusive);
+    bt.cls = cst<int32_t>(cls);
+    bt.n_classes = checked_size(C, "batch['class_mask']");
+    bt.class_mask = cst<uint8_t>(class_mask);
+    bt.extra_score = has_extra ? cst<double>(extra_score) : nullptr;
+
+    for (py::ssize_t p = 0; p < P; ++p) {
+        const std::string at = " at pod " + std::to_string(p);
+        if (bt.cls[p] < 0 || bt.cls[p] >= C)
+            fail("batch['cls']", "class " + std::to_string(bt.cls[p]) + " out of range [0, " + std::to_string(C) +
+                                     ")" + at);
+        if (bt.kind[p] < kNoGpu || bt.kind[p] > kXcd)
+            fail("batch['kind']", "unknown kind " + std::to_string(bt.kind[p]) + at);
+        if (bt.cpu[p] < 0) fail("batch['cpu']", "negative" + at);
+        if (bt.mem[p] < 0) fail("batch['mem']", "negative" + at);
+        if (bt.exclusive[p] > 1) fail("batch['exclusive']", "must be 0 or 1" + at);
+        if (bt.kind[p] == kNoGpu) continue;
+        if (bt.count[p] < 1) fail("batch['count']", "a GPU request needs count >= 1" + at);
+        if (bt.milli[p] < 0 || bt.milli[p] > 1000) fail("batch['milli']", "must be in [0, 1000]" + at);
+        if (bt.gpu_mem[p] < 0) fail("batch['gpu_mem']", "negative" + at);
+    }
+
+    Result r;
+    {
+        py::gil_scoped_release release;
+        r = place_batch(view, bt, static_cast<Strategy>(strategy));
+    }
+
+    py::dict out;
+    out["node"] = to_numpy(r.node);
+    out["asg_start"] = to_numpy(r.asg_start);
+    out["asg_dev"] = to_numpy(r.asg_dev);
+    out["asg_milli"] = to_numpy(r.asg_milli);
+    out["asg_mem"] = to_numpy(r.asg_mem);
+    out["asg_xcds"] = to_numpy(r.asg_xcds);
+    out["reason_counts"] = to_numpy(r.reason_counts).reshape({P, static_cast<py::ssize_t>(kNumReasons)});
+    out["best_share"] = to_numpy(r.best_share);
+    return out;
+}
+
+}  // namespace
+
+void register_placement(py::module_& m) {
+    m.attr("KIND_NO_GPU") = static_cast<int>(kNoGpu);
+    m.attr("KIND_WHOLE") = static_cast<int>(kWhole);
+    m.attr("KIND_SHARED") = static_cast<int>(kShared);
+    m.attr("KIND_XCD") = static_cast<int>(kXcd);
+    m.attr("STATE_IDLE") = static_cast<int>(kIdle);
+    m.attr("STATE_SHARED") = static_cast<int>(kSharedDev);
+    m.attr("STATE_EXCLUSIVE") = static_cast<int>(kExclusive);
+    m.attr("STRATEGY_BINPACK") = static_cast<int>(kBinpack);
+    m.attr("STRATEGY_SPREAD") = static_cast<int>(kSpread);
+    m.attr("STRATEGY_FRAG_AWARE") = static_cast<int>(kFragAware);
+    m.attr("REASON_NODE_FILTER") = static_cast<int>(kRNodeFilter);
+    m.attr("REASON_CPU") = static_cast<int>(kRCpu);
+    m.attr("REASON_MEMORY") = static_cast<int>(kRMemory);
+    m.attr("REASON_PODS") = static_cast<int>(kRPods);
+    m.attr("REASON_GPU_COUNT") = static_cast<int>(kRGpuCount);
+    m.attr("REASON_GPU_BUSY") = static_cast<int>(kRGpuBusy);
+    m.attr("REASON_GPU_SHARE") = static_cast<int>(kRGpuShare);
+    m.attr("REASON_GPU_MEMORY") = static_cast<int>(kRGpuMemory);
+    m.attr("REASON_XCD") = static_cast<int>(kRXcd);
+    m.attr("NUM_REASONS") = static_cast<int>(kNumReasons);
+    m.attr("REASON_NAMES") = py::make_tuple("node_filter", "cpu", "memory", "pods", "gpu_count", "gpu_busy",
+                                            "gpu_share", "gpu_memory", "xcd");
+
+    m.def("place_batch", &place_batch_py, py::arg("cluster"), py::arg("batch"), py::arg("strategy"),
+          R"doc(Place a batch of pods in order onto nodes and logical GPUs (see csrc/placement.hpp).
+
+The mutable cluster arrays (node_*_free, dev_*_free, dev_state) are updated in place.
+Returns a dict: node int32[P] (-1 = not placed), asg_start int64[P+1], asg_dev int32,
+asg_milli int64, asg_mem int64, asg_xcds uint32, reason_counts int32[P, NUM_REASONS]
+(unplaced pods only), best_share int64[P]. Raises ValueError naming the key on bad input.)doc");
+}
+
+}  // namespace kaiwo::bindings

@@ -1,0 +1,117 @@
+// Placement kernel: puts a batch of pending pods, in the given order, onto nodes and logical GPUs.
+//
+// The kernel is plain C++17 with no Python headers. All inputs are flat, columnar arrays that the
+// Python layer (kaiwo_core.snapshot) has already validated; the kernel trusts them and reports
+// outcomes through sentinels (-1 = not placed) and reason codes.
+//
+// Units: CPU milli-cores, memory MiB, GPU compute milli-units (1000 = one logical GPU), GPU memory MiB.
+//
+// A logical GPU ("device") is what Kubernetes counts as one `amd.com/gpu`: a whole generic GPU, or one
+// compute partition of an AMD Instinct GPU (SPX = 1 per GPU, DPX = 2, QPX = 4, CPX = 8 on MI300X).
+// A partition owns a set of XCDs of its physical GPU (`xcd_mask`, bits 0..7). XCD-isolated pods take
+// whole XCDs of a partition for themselves; time-sliced pods share what the XCD pods leave.
+//
+// Invariants the kernel keeps on every device (and the tests check):
+//   milli_free >= 0, mem_free >= 0, popcount(xcd_free) * 1000 / n_xcd <= milli_free (roughly: XCD
+//   pods are charged their XCDs' share of compute), and a device in state EXCLUSIVE hosts exactly one
+//   pod and has milli_free == 0.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace kaiwo {
+
+/// What a pod asks for on each of its devices.
+enum RequestKind : int8_t {
+    kNoGpu = 0,     ///< CPU/memory only.
+    kWhole = 1,     ///< `count` whole, idle logical GPUs, exclusively.
+    kShared = 2,    ///< `milli` of compute (time-sliced) and `gpu_mem` MiB on each of `count` devices.
+    kXcd = 3,       ///< whole XCDs: ceil(milli * n_xcd / 1000) of the partition's XCDs, exclusively.
+};
+
+/// Device occupancy state.
+enum DeviceState : int8_t {
+    kIdle = 0,       ///< nothing on it.
+    kSharedDev = 1,  ///< one or more shared/XCD pods; more sharing pods may join.
+    kExclusive = 2,  ///< a whole-GPU pod or a non-sharing fractional pod holds it alone.
+};
+
+/// Node scoring strategy.
+enum Strategy : int32_t {
+    kBinpack = 0,    ///< fullest node first (GPU utilisation after placement, then CPU).
+    kSpread = 1,     ///< emptiest node first.
+    kFragAware = 2,  ///< least growth of fragmented GPU capacity for the batch's own request shapes.
+};
+
+/// Why a node could not take a pod: the first filter that failed, in this order.
+enum Reason : int32_t {
+    kRNodeFilter = 0,   ///< class mask: nodeSelector, taints/tolerations, GPU model, plugin filters.
+    kRCpu = 1,          ///< not enough free CPU.
+    kRMemory = 2,       ///< not enough free memory.
+    kRPods = 3,         ///< pod count limit reached.
+    kRGpuCount = 4,     ///< node has fewer logical GPUs than the pod asks for (or none at all).
+    kRGpuBusy = 5,      ///< not enough idle devices for whole/exclusive requests.
+    kRGpuShare = 6,     ///< no (or too few) devices with enough free compute share.
+    kRGpuMemory = 7,    ///< enough compute share, but not enough free GPU memory on the device(s).
+    kRXcd = 8,          ///< not enough free XCDs (or the device has no XCDs: generic GPU).
+    kNumReasons = 9,
+};
+
+/// Mutable cluster state. The kernel updates it in place as it commits placements.
+struct ClusterView {
+    int32_t n_nodes = 0;
+    int32_t n_devices = 0;
+    // per node
+    int64_t* node_cpu_free = nullptr;      ///< [N] milli-cores
+    int64_t* node_mem_free = nullptr;      ///< [N] MiB
+    int64_t* node_pods_free = nullptr;     ///< [N] pod slots
+    const int64_t* node_cpu_cap = nullptr;  ///< [N] for scoring
+    const int64_t* node_mem_cap = nullptr;  ///< [N] for scoring
+    const int64_t* node_dev_start = nullptr;  ///< [N+1] CSR offsets into the device arrays
+    // per device (logical GPU), grouped by node in node order
+    const int32_t* dev_gpu = nullptr;        ///< [G] physical GPU index on its node
+    const int64_t* dev_mem_cap = nullptr;    ///< [G] MiB
+    const uint32_t* dev_xcd_mask = nullptr;  ///< [G] XCDs of the partition (0 for generic GPUs)
+    const int32_t* dev_xcds_per_domain = nullptr;  ///< [G] XCDs per memory domain (NPS quadrant), 0 generic
+    int64_t* dev_milli_free = nullptr;       ///< [G]
+    int64_t* dev_mem_free = nullptr;         ///< [G]
+    uint32_t* dev_xcd_free = nullptr;        ///< [G] XCDs not held by an XCD-isolated pod
+    int8_t* dev_state = nullptr;             ///< [G] DeviceState
+};
+
+/// A batch of pending requests, in the order they are to be tried.
+struct Batch {
+    int32_t n_pods = 0;
+    const int64_t* cpu = nullptr;       ///< [P] milli-cores
+    const int64_t* mem = nullptr;       ///< [P] MiB
+    const int8_t* kind = nullptr;       ///< [P] RequestKind
+    const int32_t* count = nullptr;     ///< [P] devices wanted (0 for kNoGpu)
+    const int32_t* milli = nullptr;     ///< [P] compute per device (1000 for kWhole)
+    const int64_t* gpu_mem = nullptr;   ///< [P] MiB per device; 0 = the fraction's share of the device
+    const uint8_t* exclusive = nullptr; ///< [P] 1 = fractional pod that must not share its device(s)
+    const int32_t* cls = nullptr;       ///< [P] row of the class mask / extra score
+    // feasibility and extra score per (class, node), from filters and score plugins
+    int32_t n_classes = 0;
+    const uint8_t* class_mask = nullptr;     ///< [C, N] 1 = node allowed for the class
+    const double* extra_score = nullptr;     ///< [C, N] added to the strategy's score, or nullptr
+};
+
+/// Outcome of a batch. Device assignments are flat, pod-major: pod p's devices are
+/// asg_dev[asg_start[p] .. asg_start[p+1]).
+struct Result {
+    std::vector<int32_t> node;          ///< [P] chosen node or -1
+    std::vector<int64_t> asg_start;     ///< [P+1]
+    std::vector<int32_t> asg_dev;       ///< device index (global)
+    std::vector<int64_t> asg_milli;     ///< compute charged on that device
+    std::vector<int64_t> asg_mem;       ///< GPU memory charged on that device
+    std::vector<uint32_t> asg_xcds;     ///< XCDs held exclusively (kXcd) or usable (kWhole: all)
+    std::vector<int32_t> reason_counts; ///< [P, kNumReasons] nodes rejected per reason (unplaced pods)
+    std::vector<int64_t> best_share;    ///< [P] largest free milli seen on an otherwise fitting node
+};
+
+/// Place the batch in order, committing each placement into `view` before the next pod.
+/// Deterministic: ties go to the lower node index, then the lower device index.
+Result place_batch(ClusterView& view, const Batch& batch, Strategy strategy);
+
+}  // namespace kaiwo

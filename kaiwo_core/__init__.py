@@ -1,0 +1,31 @@
+"""kaiwo_core: the scheduling core of Kaiwo as a library.
+
+A snapshot of the cluster in, decisions out; no Kubernetes client, no I/O. The hot paths are
+compiled (C++ via pybind11 in ``_core``, Cython in ``_quantity``); everything here takes and returns
+columnar numpy arrays.
+
+>>> import kaiwo_core as kc
+>>> snap = kc.Snapshot.from_arrays(["n1"], cpu=[64000], memory=[512000], gpus=[8])
+>>> batch = kc.batch_from_arrays(cpu=[1000] * 3, memory=[1024] * 3, fraction=[500, 500, 600])
+>>> result = kc.place(snap.cluster, snap.state.copy(), batch)
+>>> result.node.tolist()
+[0, 0, 0]
+"""
+from .cluster import Cluster, ClusterState, NodeError, cluster_from_arrays, cluster_from_nodes
+from .cycle import Decisions, schedule
+from .errors import ObjectError
+from .gpu import MODELS, PartitionError, partitioning
+from .placement import Placement, default_pipeline, place
+from .plugins import CycleContext, Pipeline, Plugin, PluginError, register
+from .requests import PodBatch, PodError, batch_from_arrays, batch_from_requests, pod_request
+from .snapshot import Snapshot
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODELS", "Cluster", "ClusterState", "CycleContext", "Decisions", "NodeError", "ObjectError",
+    "PartitionError", "Pipeline", "Placement", "Plugin", "PluginError", "PodBatch", "PodError",
+    "Snapshot", "batch_from_arrays", "batch_from_requests", "cluster_from_arrays",
+    "cluster_from_nodes", "default_pipeline", "partitioning", "place", "pod_request", "register",
+    "schedule",
+]

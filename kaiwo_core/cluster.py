@@ -1,0 +1,371 @@
+"""The cluster as columnar arrays: nodes, and the logical GPUs (devices) on them.
+
+A :class:`Cluster` is the static part (capacities, labels, taints, device geometry); a
+:class:`ClusterState` is the mutable part (what is free) that placement updates. Both are plain numpy
+arrays, node-major, so the compiled kernels take them without conversion.
+
+Nodes come from Kubernetes Node objects (:func:`cluster_from_nodes`) or straight from arrays
+(:func:`cluster_from_arrays`). A node that cannot be read (bad quantity, invalid partition mode,
+GPU count that does not divide into partitions) is left out and reported as a :class:`NodeError`;
+the rest of the cluster is unaffected.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from . import gpu as gpumod
+from .errors import ObjectError
+from .quantity import QuantityError, parse_quantity
+
+NODE_DEFAULT_PODS = 110  # the kubelet's default --max-pods
+
+# Device states (kaiwo::DeviceState)
+IDLE, SHARED, EXCLUSIVE = 0, 1, 2
+
+LABEL_PRODUCT = "amd.com/gpu.product-name"
+LABEL_VRAM = "amd.com/gpu.vram"
+LABEL_PARTITION = "amd.com/gpu.compute-memory-partition"
+RESOURCE_AMD = "amd.com/gpu"
+RESOURCE_NVIDIA = "nvidia.com/gpu"
+LABEL_NVIDIA_PRODUCT = "nvidia.com/gpu.product"
+LABEL_NVIDIA_MEMORY = "nvidia.com/gpu.memory"
+
+
+class NodeError(ObjectError):
+    """A Node object that could not be read; the node is left out of the cluster."""
+
+    kind = "Node"
+
+
+@dataclass(frozen=True)
+class GpuGroup:
+    """``count`` physical GPUs of one model in one partition mode on a node."""
+
+    part: gpumod.Partitioning
+    count: int
+
+
+@dataclass
+class NodeSpec:
+    """One node, decoded from a Node object (or built by hand)."""
+
+    name: str
+    cpu: int                      #: allocatable milli-cores
+    memory: int                   #: allocatable MiB
+    pods: int = NODE_DEFAULT_PODS
+    gpus: tuple[GpuGroup, ...] = ()
+    labels: dict = field(default_factory=dict)
+    taints: tuple = ()            #: NoSchedule/NoExecute taints as (key, value, effect)
+    unschedulable: bool = False
+    resources: frozenset = frozenset()  #: GPU resource names the node advertises
+
+    @property
+    def model(self) -> str:
+        return self.gpus[0].part.model.name if self.gpus else ""
+
+
+@dataclass
+class Cluster:
+    """Static, columnar description of the nodes and their devices (logical GPUs)."""
+
+    nodes: list[NodeSpec]
+    node_cpu_cap: np.ndarray      #: int64[N]
+    node_mem_cap: np.ndarray      #: int64[N]
+    node_pods_cap: np.ndarray     #: int64[N]
+    node_dev_start: np.ndarray    #: int64[N+1]
+    dev_node: np.ndarray          #: int32[G]
+    dev_gpu: np.ndarray           #: int32[G] physical GPU index on the node
+    dev_partition: np.ndarray     #: int32[G] partition index on its physical GPU
+    dev_mem_cap: np.ndarray       #: int64[G] MiB
+    dev_xcd_mask: np.ndarray      #: uint32[G]
+    dev_xcds_per_domain: np.ndarray  #: int32[G]
+    dev_domain: np.ndarray        #: int32[G] memory domain (NPS quadrant) of the partition
+    errors: list = field(default_factory=list)  #: NodeError for nodes left out
+    _index: dict | None = None
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def n_devices(self) -> int:
+        return int(self.dev_node.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def index(self, name: str) -> int:
+        """Node index by name, or -1."""
+        if self._index is None:
+            self._index = {n.name: i for i, n in enumerate(self.nodes)}
+        return self._index.get(name, -1)
+
+    def device_index(self, node: int, gpu: int, partition: int) -> int:
+        """Global device index of (physical GPU, partition) on a node, or -1 if there is none."""
+        offset = int(self.node_dev_start[node])
+        for group in self.nodes[node].gpus:
+            per = group.part.logical_per_gpu
+            if gpu < group.count:
+                return offset + gpu * per + partition if partition < per else -1
+            gpu -= group.count
+            offset += group.count * per
+        return -1
+
+    def empty_state(self) -> "ClusterState":
+        """Everything free."""
+        return ClusterState(
+            node_cpu_free=self.node_cpu_cap.copy(),
+            node_mem_free=self.node_mem_cap.copy(),
+            node_pods_free=self.node_pods_cap.copy(),
+            dev_milli_free=np.full(self.n_devices, 1000, dtype=np.int64),
+            dev_mem_free=self.dev_mem_cap.copy(),
+            dev_xcd_free=self.dev_xcd_mask.copy(),
+            dev_state=np.zeros(self.n_devices, dtype=np.int8),
+        )
+
+
+@dataclass
+class ClusterState:
+    """What is free on every node and device; placement updates it in place."""
+
+    node_cpu_free: np.ndarray
+    node_mem_free: np.ndarray
+    node_pods_free: np.ndarray
+    dev_milli_free: np.ndarray
+    dev_mem_free: np.ndarray
+    dev_xcd_free: np.ndarray
+    dev_state: np.ndarray
+
+    def copy(self) -> "ClusterState":
+        return replace(self, **{k: v.copy() for k, v in vars(self).items()})
+
+
+def kernel_view(cluster: Cluster, state: ClusterState) -> dict:
+    """The dict of arrays ``_core.place_batch`` takes (state arrays are shared, not copied)."""
+    return {
+        "node_cpu_free": state.node_cpu_free, "node_mem_free": state.node_mem_free,
+        "node_pods_free": state.node_pods_free, "node_cpu_cap": cluster.node_cpu_cap,
+        "node_mem_cap": cluster.node_mem_cap, "node_dev_start": cluster.node_dev_start,
+        "dev_gpu": cluster.dev_gpu, "dev_mem_cap": cluster.dev_mem_cap,
+        "dev_xcd_mask": cluster.dev_xcd_mask, "dev_xcds_per_domain": cluster.dev_xcds_per_domain,
+        "dev_milli_free": state.dev_milli_free, "dev_mem_free": state.dev_mem_free,
+        "dev_xcd_free": state.dev_xcd_free, "dev_state": state.dev_state,
+    }
+
+
+# ------------------------------------------------------------------------------------------ build
+
+def build_cluster(nodes: list[NodeSpec], errors: list | None = None) -> Cluster:
+    """Lay out nodes (sorted by name, for determinism) and expand their GPUs into devices."""
+    nodes = sorted(nodes, key=lambda n: n.name)
+    n = len(nodes)
+    dev_counts = np.array([sum(g.count * g.part.logical_per_gpu for g in nd.gpus) for nd in nodes],
+                          dtype=np.int64)
+    dev_start = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(dev_counts, out=dev_start[1:])
+    g = int(dev_start[-1])
+    dev_gpu = np.empty(g, np.int32)
+    dev_part = np.empty(g, np.int32)
+    dev_mem = np.empty(g, np.int64)
+    dev_mask = np.empty(g, np.uint32)
+    dev_per_domain = np.empty(g, np.int32)
+    dev_domain = np.empty(g, np.int32)
+    # One vectorised fill per distinct (partitioning) template: clusters have few distinct modes.
+    pos = 0
+    for nd in nodes:
+        gpu_base = 0
+        for grp in nd.gpus:
+            p = grp.part
+            k = p.logical_per_gpu
+            m = grp.count * k
+            sl = slice(pos, pos + m)
+            dev_gpu[sl] = gpu_base + np.repeat(np.arange(grp.count, dtype=np.int32), k)
+            parts = np.tile(np.arange(k, dtype=np.int32), grp.count)
+            dev_part[sl] = parts
+            dev_mem[sl] = p.memory_per_partition_mib
+            dev_mask[sl] = np.array([p.xcd_mask(i) for i in range(k)], np.uint32)[parts]
+            dev_per_domain[sl] = p.xcds_per_domain
+            dev_domain[sl] = np.array([p.domain_of_partition(i) for i in range(k)], np.int32)[parts]
+            pos += m
+            gpu_base += grp.count
+    return Cluster(
+        nodes=nodes,
+        node_cpu_cap=np.array([nd.cpu for nd in nodes], np.int64),
+        node_mem_cap=np.array([nd.memory for nd in nodes], np.int64),
+        node_pods_cap=np.array([nd.pods for nd in nodes], np.int64),
+        node_dev_start=dev_start,
+        dev_node=np.repeat(np.arange(n, dtype=np.int32), dev_counts),
+        dev_gpu=dev_gpu, dev_partition=dev_part, dev_mem_cap=dev_mem, dev_xcd_mask=dev_mask,
+        dev_xcds_per_domain=dev_per_domain, dev_domain=dev_domain,
+        errors=list(errors or []),
+    )
+
+
+def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partition: str = "spx_nps1",
+                        pods=None, gpu_memory_mib=None) -> Cluster:
+    """Build a homogeneous-per-node cluster straight from arrays (no Kubernetes objects).
+
+    Parameters
+    ----------
+    names : sequence of str
+    cpu, memory : array-like of int
+        Allocatable milli-cores and MiB per node.
+    gpus : array-like of int
+        Physical GPUs per node.
+    model : str or sequence of str
+        GPU model per node (one name for all): an AMD model (``MI300X``...) or any other name for a
+        generic GPU.
+    partition : str or sequence of str
+        Partition mode per node, e.g. ``cpx_nps4`` (ignored for generic GPUs).
+    pods : array-like of int, optional
+        Pod slots per node (default 110).
+    gpu_memory_mib : array-like of int, optional
+        Memory per generic GPU (AMD models use their own).
+    """
+    n = len(names)
+    models = [model] * n if isinstance(model, str) else list(model)
+    modes = [partition] * n if isinstance(partition, str) else list(partition)
+    pods = np.full(n, NODE_DEFAULT_PODS) if pods is None else np.asarray(pods)
+    gmem = [None] * n if gpu_memory_mib is None else list(gpu_memory_mib)
+    cache: dict = {}
+    specs = []
+    for i in range(n):
+        key = (models[i], modes[i], gmem[i])
+        part = cache.get(key)
+        if part is None:
+            part = cache[key] = _partitioning_for(models[i], modes[i], gmem[i])
+        count = int(gpus[i])
+        res = RESOURCE_AMD if part.model.is_amd_instinct else RESOURCE_NVIDIA
+        specs.append(NodeSpec(str(names[i]), int(cpu[i]), int(memory[i]), int(pods[i]),
+                              (GpuGroup(part, count),) if count > 0 else (),
+                              resources=frozenset({res}) if count > 0 else frozenset()))
+    return build_cluster(specs)
+
+
+def _partitioning_for(model: str, mode: str, vram_mib=None) -> gpumod.Partitioning:
+    amd = gpumod.MODELS.get(model.upper())
+    if amd is None:
+        return gpumod.partitioning(gpumod.generic_model(model, vram_mib))
+    return gpumod.partitioning(amd, *gpumod.parse_mode_label(mode))
+
+
+# ------------------------------------------------------------------------- from Node objects
+
+def cluster_from_nodes(objs: list[dict]) -> Cluster:
+    """Build the cluster from Kubernetes Node objects (dicts as ``kubectl get -o yaml`` prints).
+
+    Unreadable nodes are reported in ``Cluster.errors`` and left out.
+    """
+    specs, errors = [], []
+    for obj in objs:
+        try:
+            specs.append(node_spec(obj))
+        except NodeError as e:
+            errors.append(e)
+    return build_cluster(specs, errors)
+
+
+def node_spec(obj: dict) -> NodeSpec:
+    """Decode one Node object. Raises NodeError naming the node, the field and the value."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise NodeError("<unnamed>", "metadata.name", None, "a Node needs a name")
+    labels = meta.get("labels") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    alloc = status.get("allocatable") or status.get("capacity") or {}
+    src = "status.allocatable" if status.get("allocatable") else "status.capacity"
+
+    def qty(key, unit, default=None):
+        raw = alloc.get(key, default)
+        if raw is None:
+            raise NodeError(name, f"{src}.{key}", None, "missing")
+        try:
+            return parse_quantity(raw, unit)
+        except QuantityError as e:
+            raise NodeError(name, f"{src}.{key}", raw, e.reason) from None
+
+    cpu = qty("cpu", "cpu")
+    memory = qty("memory", "memory")
+    pods = qty("pods", "count", NODE_DEFAULT_PODS)
+    gpus, resources = _gpu_groups(name, labels, alloc, src)
+    taints = []
+    for t in spec.get("taints") or []:
+        if t.get("effect") in ("NoSchedule", "NoExecute"):
+            taints.append((t.get("key", ""), t.get("value", ""), t["effect"]))
+    return NodeSpec(name, cpu, memory, pods, tuple(gpus), dict(labels), tuple(taints),
+                    bool(spec.get("unschedulable", False)), frozenset(resources))
+
+
+def _gpu_groups(name: str, labels: dict, alloc: dict, src: str):
+    """The node's GPUs as groups of one model and mode, and the resource names advertising them."""
+    groups, resources = [], []
+    for key, raw in alloc.items():
+        if not isinstance(key, str) or "/" not in key:
+            continue
+        vendor, res = key.split("/", 1)
+        if vendor == "nvidia.com" and res == "gpu":
+            logical = _count(name, f"{src}.{key}", raw)
+            if logical:
+                model = labels.get(LABEL_NVIDIA_PRODUCT, "generic")
+                vram = labels.get(LABEL_NVIDIA_MEMORY)
+                vram = _count(name, f"metadata.labels.{LABEL_NVIDIA_MEMORY}", vram) if vram else None
+                groups.append(GpuGroup(gpumod.partitioning(gpumod.generic_model(model, vram)), logical))
+                resources.append(key)
+            continue
+        if vendor != "amd.com":
+            continue
+        if res == "gpu":
+            mode_src = f"metadata.labels.{LABEL_PARTITION}"
+            mode = labels.get(LABEL_PARTITION, "spx_nps1")
+        else:
+            try:  # mixed strategy: the resource name is the mode, e.g. amd.com/cpx_nps4
+                gpumod.parse_mode_label(res)
+            except gpumod.PartitionError:
+                continue  # another AMD resource (not a GPU partition)
+            mode_src, mode = f"{src}.{key}", res
+        logical = _count(name, f"{src}.{key}", raw)
+        if not logical:
+            continue
+        model = _amd_model(name, labels)
+        try:
+            part = gpumod.partitioning(model, *gpumod.parse_mode_label(mode))
+        except gpumod.PartitionError as e:
+            raise NodeError(name, mode_src, mode, str(e)) from None
+        per = part.logical_per_gpu
+        if logical % per:
+            raise NodeError(name, f"{src}.{key}", raw,
+                            f"{logical} logical GPUs do not divide into {per} {part.compute} "
+                            f"partitions per {model.name}")
+        groups.append(GpuGroup(part, logical // per))
+        resources.append(key)
+    return groups, resources
+
+
+def _amd_model(name: str, labels: dict) -> gpumod.GpuModel:
+    product = labels.get(LABEL_PRODUCT)
+    if product:
+        model = gpumod.model_from_product_name(product)
+        if model is not None:
+            return model
+    # Unknown AMD GPU (no node labeller, or a model we do not know): place it as a generic GPU
+    # (compute share and memory only) with the memory the labeller advertises, if any.
+    vram = labels.get(LABEL_VRAM)
+    vram_mib = None
+    if vram:
+        try:
+            vram_mib = parse_quantity(vram if vram[-1:] == "i" else vram + "i", "memory")
+        except QuantityError as e:
+            raise NodeError(name, f"metadata.labels.{LABEL_VRAM}", vram, e.reason) from None
+    return gpumod.generic_model(product or "AMD-unknown", vram_mib)
+
+
+def _count(name: str, fld: str, raw) -> int:
+    try:
+        return parse_quantity(raw, "count")
+    except QuantityError as e:
+        raise NodeError(name, fld, raw, e.reason) from None

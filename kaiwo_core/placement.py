@@ -1,0 +1,118 @@
+"""Placement: one call that puts a batch of pods onto the cluster with the compiled kernel.
+
+The plugins of a :class:`~kaiwo_core.plugins.Pipeline` give the [C, N] class mask and extra score;
+``_core.place_batch`` does the per-pod, per-node work in C++ with the GIL released and updates the
+cluster state in place. The result stays columnar (:class:`Placement`); it is decoded to names and
+dicts only when a caller asks (CLI, binder).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _core
+from .cluster import Cluster, ClusterState, kernel_view
+from .filters import DEFAULT_PLUGINS
+from .plugins import CycleContext, Pipeline
+from .requests import KIND_XCD, PodBatch
+
+NUM_REASONS = _core.NUM_REASONS
+#: Pending-reason texts, indexed by the kernel's reason codes (kaiwo::Reason).
+REASON_TEXT = (
+    "excluded by node selector/affinity, taints, GPU model or GPU resource name",
+    "insufficient CPU",
+    "insufficient memory",
+    "too many pods",
+    "too few GPUs on the node",
+    "not enough idle GPUs",
+    "insufficient GPU share",
+    "insufficient GPU memory",
+    "not enough free XCDs",
+)
+REASON_KEYS = ("NodeFilter", "Cpu", "Memory", "Pods", "GpuCount", "GpuBusy", "GpuShare",
+               "GpuMemory", "Xcd")
+
+
+def default_pipeline(strategy: str = "binpack") -> Pipeline:
+    """The built-in filters plus one strategy (``binpack``, ``spread`` or ``frag``)."""
+    return Pipeline([*DEFAULT_PLUGINS, strategy])
+
+
+@dataclass
+class Placement:
+    """Outcome of one batch, columnar. Row i is ``batch`` row i."""
+
+    cluster: Cluster
+    batch: PodBatch
+    node: np.ndarray           #: int32[P] chosen node, -1 = not placed
+    asg_start: np.ndarray      #: int64[P+1]
+    asg_dev: np.ndarray        #: int32 global device index
+    asg_milli: np.ndarray      #: int64 compute charged
+    asg_mem: np.ndarray        #: int64 GPU MiB charged
+    asg_xcds: np.ndarray       #: uint32 XCD mask held (XCD pods) or usable (others)
+    reason_counts: np.ndarray  #: int32[P, R] nodes rejected per reason, for unplaced pods
+    best_share: np.ndarray     #: int64[P] largest free milli on a node that otherwise fit
+
+    @property
+    def placed(self) -> np.ndarray:
+        return self.node >= 0
+
+    def devices(self, i: int) -> list[dict]:
+        """Device assignment of row i as the ``kaiwo.ai/gpu-assignment`` entries."""
+        c = self.cluster
+        out = []
+        for k in range(int(self.asg_start[i]), int(self.asg_start[i + 1])):
+            d = int(self.asg_dev[k])
+            frac = self.batch.milli[i] if self.batch.kind[i] != KIND_XCD else self.asg_milli[k]
+            out.append({"gpu": int(c.dev_gpu[d]), "partition": int(c.dev_partition[d]),
+                        "xcds": _bits(int(self.asg_xcds[k])), "fraction": int(frac) / 1000,
+                        "memoryMiB": int(self.asg_mem[k])})
+        return out
+
+    def reason(self, i: int) -> str:
+        """Why row i was not placed, Kubernetes style, with the most common reasons first."""
+        n = self.cluster.n_nodes
+        if n == 0:
+            return "no nodes in the cluster"
+        counts = self.reason_counts[i]
+        parts = []
+        for r in np.argsort(-counts, kind="stable"):
+            if counts[r] == 0:
+                break
+            text = f"{counts[r]} {REASON_TEXT[r]}"
+            if r == _core.REASON_GPU_SHARE and self.best_share[i] >= 0 and self.batch.milli[i] > 0:
+                text += (f" (largest free share {self.best_share[i] / 1000:.3g} < "
+                         f"{self.batch.milli[i] / 1000:.3g} needed)")
+            parts.append(text)
+        return f"0/{n} nodes can take it: " + ", ".join(parts)
+
+
+def _bits(mask: int) -> list[int]:
+    return [b for b in range(32) if mask >> b & 1]
+
+
+def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
+          pipeline: Pipeline | None = None, strategy: str = "binpack") -> Placement:
+    """Place ``batch`` in its row order, updating ``state`` in place.
+
+    Parameters
+    ----------
+    cluster, state : the cluster and what is free on it (copy the state first to keep it).
+    batch : the pending pods, already in the order they should be tried.
+    pipeline : plugins giving filters and scores; default: built-in filters + ``strategy``.
+    """
+    pipeline = pipeline or default_pipeline(strategy)
+    ctx = CycleContext(cluster, state, batch)
+    for p in pipeline.plugins:
+        p.on_cycle_start(ctx)
+    kb = batch.kernel_view()
+    kb["class_mask"] = pipeline.class_mask(ctx)
+    extra = pipeline.extra_score(ctx)
+    if extra is not None:
+        kb["extra_score"] = extra
+    out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
+    result = Placement(cluster=cluster, batch=batch, **out)
+    for p in pipeline.plugins:
+        p.on_cycle_end(ctx, result)
+    return result

@@ -1,0 +1,209 @@
+"""Plugin framework: how placement (and later queues, simulation, monitoring) is assembled.
+
+A plugin is a class registered by name (with :func:`register`, or by a package through the
+``kaiwo.plugins`` entry point group). It has a lifecycle -- ``configure`` (validated against its
+``config_schema``), ``start``, per-cycle hooks, ``stop`` -- and contributes *vectorised* pieces for
+the whole batch, never a Python call per pod per node:
+
+``filter(ctx)``  -> bool/uint8 array [C, N]: may pods of constraint class c go to node n?
+``score(ctx)``   -> float64 array [C, N] (or [N]): added to the strategy's node score.
+``order_key(ctx)`` -> array [P]: extra sort key for the batch (lower first).
+
+Exactly one *strategy* plugin (``binpack``, ``spread``, ``frag``) picks the compiled scoring
+function. The built-in resource filters (CPU, memory, pods, GPU share/memory/XCDs) and the strategy
+scores run inside the C++ kernel; the built-in label/taint/model filters below are numpy over
+constraint classes (a cluster has few distinct constraints, so C is small).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "kaiwo.plugins"
+
+
+class PluginError(ValueError):
+    """Unknown plugin, bad configuration, or a hook that returned the wrong shape."""
+
+
+@dataclass
+class CycleContext:
+    """What hooks see in one cycle: the cluster, its free state, the batch and the classes."""
+
+    cluster: Any
+    state: Any
+    batch: Any
+    extra: dict = field(default_factory=dict)  #: scratch space plugins may share
+
+    @property
+    def constraints(self) -> list:
+        return self.batch.constraints
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.batch.constraints), self.cluster.n_nodes
+
+
+class Plugin:
+    """Base class. Subclasses set ``name`` and optionally ``config_schema``: a dict
+    ``key -> (type, default, description)``; ``configure`` checks types and fills defaults."""
+
+    name: ClassVar[str] = ""
+    config_schema: ClassVar[dict] = {}
+    strategy: ClassVar[int | None] = None  #: kernel strategy code, for strategy plugins
+
+    def __init__(self, **config):
+        self.config: dict = {}
+        self.started = False
+        self.configure(config)
+
+    # lifecycle ------------------------------------------------------------------------------
+    def configure(self, config: dict) -> None:
+        unknown = sorted(set(config) - set(self.config_schema))
+        if unknown:
+            raise PluginError(f"plugin {self.name!r}: unknown config key {unknown[0]!r} "
+                              f"(known: {', '.join(sorted(self.config_schema)) or 'none'})")
+        out = {}
+        for key, (typ, default, _doc) in self.config_schema.items():
+            value = config.get(key, default)
+            wrong_type = not isinstance(value, typ) or (isinstance(value, bool) and typ is not bool)
+            if value is not None and wrong_type:
+                raise PluginError(f"plugin {self.name!r}: config {key!r} = {value!r}: "
+                                  f"expected {getattr(typ, '__name__', typ)}")
+            out[key] = value
+        self.config = out
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.started = False
+
+    # per-cycle hooks (all optional) ---------------------------------------------------------
+    def on_cycle_start(self, ctx: CycleContext) -> None:
+        pass
+
+    def filter(self, ctx: CycleContext):
+        return None
+
+    def score(self, ctx: CycleContext):
+        return None
+
+    def order_key(self, ctx: CycleContext):
+        return None
+
+    def on_cycle_end(self, ctx: CycleContext, result) -> None:
+        pass
+
+
+_REGISTRY: dict[str, type[Plugin]] = {}
+
+
+def register(cls: type[Plugin]) -> type[Plugin]:
+    """Class decorator: make a plugin available by its ``name``."""
+    if not cls.name:
+        raise PluginError(f"{cls.__qualname__} has no name")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other is not cls:
+        raise PluginError(f"plugin name {cls.name!r} already taken by {other.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name not in _REGISTRY:
+            cls = ep.load()
+            if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+                raise PluginError(f"entry point {ep.name!r} ({ep.value}) is not a Plugin class")
+            _REGISTRY[ep.name] = cls
+
+
+def available() -> list[str]:
+    """Names of every registered plugin, entry points included."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+def create(name: str, **config) -> Plugin:
+    """Instantiate and configure a plugin by name."""
+    if name not in _REGISTRY:
+        _load_entry_points()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise PluginError(f"unknown plugin {name!r} (available: {', '.join(available())})")
+    return cls(**config)
+
+
+class Pipeline:
+    """An ordered set of started plugins that together make one placement step.
+
+    Parameters
+    ----------
+    plugins : list of str, Plugin or (str, dict)
+        Names (default config), instances, or (name, config) pairs. Exactly one must be a strategy.
+    """
+
+    def __init__(self, plugins):
+        self.plugins: list[Plugin] = []
+        for p in plugins:
+            if isinstance(p, Plugin):
+                self.plugins.append(p)
+            elif isinstance(p, str):
+                self.plugins.append(create(p))
+            else:
+                name, cfg = p
+                self.plugins.append(create(name, **(cfg or {})))
+        strategies = [p for p in self.plugins if p.strategy is not None]
+        if len(strategies) != 1:
+            raise PluginError(f"a placement pipeline needs exactly one strategy plugin, got "
+                              f"{[p.name for p in strategies] or 'none'}")
+        self.strategy = strategies[0]
+        for p in self.plugins:
+            if not p.started:
+                p.start()
+
+    def stop(self) -> None:
+        for p in self.plugins:
+            p.stop()
+
+    def class_mask(self, ctx: CycleContext) -> np.ndarray:
+        """AND of every filter's [C, N] mask, as uint8."""
+        mask = np.ones(ctx.shape, dtype=np.uint8)
+        for p in self.plugins:
+            m = p.filter(ctx)
+            if m is not None:
+                mask &= _check(p, "filter", np.asarray(m), ctx.shape).astype(np.uint8)
+        return mask
+
+    def extra_score(self, ctx: CycleContext) -> np.ndarray | None:
+        """Sum of every score plugin's contribution, or None if none contributes."""
+        total = None
+        for p in self.plugins:
+            s = p.score(ctx)
+            if s is None:
+                continue
+            s = np.asarray(s, dtype=np.float64)
+            if s.ndim == 1:
+                s = np.broadcast_to(s, ctx.shape)
+            s = _check(p, "score", s, ctx.shape)
+            total = s.copy() if total is None else total + s
+        return None if total is None else np.ascontiguousarray(total)
+
+    def order_keys(self, ctx: CycleContext) -> list[np.ndarray]:
+        keys = []
+        for p in self.plugins:
+            k = p.order_key(ctx)
+            if k is not None:
+                keys.append(_check(p, "order_key", np.asarray(k), (len(ctx.batch),)))
+        return keys
+
+
+def _check(plugin: Plugin, hook: str, arr: np.ndarray, shape) -> np.ndarray:
+    if arr.shape != tuple(shape):
+        raise PluginError(f"plugin {plugin.name!r}: {hook} returned shape {arr.shape}, "
+                          f"expected {tuple(shape)}")
+    return arr

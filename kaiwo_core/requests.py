@@ -1,0 +1,448 @@
+"""Pod requests as columnar arrays, decoded from Pod objects or given as arrays.
+
+A :class:`PodBatch` holds one row per pod: CPU/memory, what it wants of GPUs (kind, device count,
+compute share in milli-GPU, GPU memory, exclusivity), the index of its placement constraints, and
+ordering keys. Decoding a Pod never raises for the batch: a pod with a malformed or impossible value
+becomes a :class:`PodError` (object, field, value, reason) in ``rejected`` and the rest go on.
+
+Annotations (see DESIGN.md, "Requests a pod can make"):
+
+``kaiwo.ai/gpu-fraction``             share of one logical GPU, 0.1..1.0, milli precision
+``kaiwo.ai/gpu-fraction-num-devices`` that share on each of N devices
+``kaiwo.ai/gpu-memory``               MiB of GPU memory per device (alone or with a fraction)
+``kaiwo.ai/gpu-sharing``              "false": a fractional pod that must have its devices alone
+``kaiwo.ai/gpu-isolation``            "time-slicing" (default) or "xcd" (whole XCDs, CU-masked)
+``kaiwo.ai/gpu-model``                allowed GPU models, ``|``-separated (e.g. ``MI300X|MI325X``)
+
+A pod that only names ``kaiwo.ai/gpu-memory`` reserves that memory and time-shares compute without
+a compute reservation (ROCm runs processes concurrently on a GPU natively).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from .errors import ObjectError
+from .quantity import (QuantityError, parse_bool, parse_fraction, parse_mib,
+                       parse_positive_int, parse_quantity)
+
+KIND_NONE, KIND_WHOLE, KIND_SHARED, KIND_XCD = 0, 1, 2, 3
+
+ANN = "kaiwo.ai/"
+ANN_FRACTION = ANN + "gpu-fraction"
+ANN_NUM_DEVICES = ANN + "gpu-fraction-num-devices"
+ANN_MEMORY = ANN + "gpu-memory"
+ANN_SHARING = ANN + "gpu-sharing"
+ANN_ISOLATION = ANN + "gpu-isolation"
+ANN_MODEL = ANN + "gpu-model"
+ANN_ASSIGNMENT = ANN + "gpu-assignment"
+LABEL_QUEUE = ANN + "queue"
+ISOLATION_MODES = ("time-slicing", "xcd")
+SCHEDULER_NAME = "kaiwo"
+
+
+class PodError(ObjectError):
+    """A Pod with a value Kaiwo cannot accept; the pod is reported in ``rejected``."""
+
+    kind = "Pod"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """Where a pod may go, apart from resources. Pods with equal constraints share one row of the
+    class mask, so filters run once per distinct constraint, not once per pod."""
+
+    node_selector: tuple = ()        #: sorted (key, value) pairs
+    tolerations: tuple = ()          #: (key, operator, value, effect)
+    affinity: tuple = ()             #: required node affinity: tuple of terms, each of expressions
+    gpu_models: frozenset | None = None   #: allowed models (upper case), None = any
+    gpu_resource: str | None = None  #: the GPU resource name the pod asks for (e.g. amd.com/gpu)
+
+
+NO_CONSTRAINT = Constraint()
+
+
+@dataclass
+class PodRequest:
+    """One decoded pod (scalar form; batches are built from many of these)."""
+
+    name: str                        #: "namespace/name"
+    uid: str = ""
+    cpu: int = 0
+    memory: int = 0
+    kind: int = KIND_NONE
+    count: int = 0
+    milli: int = 0
+    gpu_memory: int = 0
+    exclusive: bool = False
+    constraint: Constraint = NO_CONSTRAINT
+    priority: int = 0
+    created: float = 0.0
+    queue: str = ""
+    node: str = ""                   #: spec.nodeName for running pods
+    assignment: list | None = None   #: decoded kaiwo.ai/gpu-assignment of a running pod
+    labels: dict = field(default_factory=dict)
+    annotations: dict = field(default_factory=dict)
+
+
+@dataclass
+class PodBatch:
+    """Columnar pod requests; row order is the order placement tries them."""
+
+    names: list
+    cpu: np.ndarray         #: int64 milli-cores
+    mem: np.ndarray         #: int64 MiB
+    kind: np.ndarray        #: int8 KIND_*
+    count: np.ndarray       #: int32 devices
+    milli: np.ndarray       #: int32 compute per device
+    gpu_mem: np.ndarray     #: int64 MiB per device (0 = the fraction's share)
+    exclusive: np.ndarray   #: uint8
+    cls: np.ndarray         #: int32 index into ``constraints``
+    priority: np.ndarray    #: int64
+    created: np.ndarray     #: float64 epoch seconds
+    constraints: list = field(default_factory=lambda: [NO_CONSTRAINT])
+    pods: list | None = None  #: the PodRequest rows, when built from objects
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def take(self, idx) -> "PodBatch":
+        """Rows ``idx`` (an index array), in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        arrays = {k: getattr(self, k)[idx] for k in _ARRAY_FIELDS}
+        return PodBatch(names=[self.names[i] for i in idx], constraints=self.constraints,
+                        pods=None if self.pods is None else [self.pods[i] for i in idx], **arrays)
+
+    def kernel_view(self) -> dict:
+        """The per-pod arrays ``_core.place_batch`` takes (class mask added by the caller)."""
+        return {"cpu": self.cpu, "mem": self.mem, "kind": self.kind, "count": self.count,
+                "milli": self.milli, "gpu_mem": self.gpu_mem, "exclusive": self.exclusive,
+                "cls": self.cls}
+
+
+_ARRAY_FIELDS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls",
+                 "priority", "created")
+
+
+def batch_from_arrays(cpu, memory, gpus=None, fraction=None, gpu_memory=None, num_devices=None,
+                      isolation=None, exclusive=None, names=None, priority=None, created=None,
+                      cls=None, constraints=None) -> PodBatch:
+    """Build a batch straight from arrays, with no Pod objects.
+
+    Parameters
+    ----------
+    cpu, memory : array-like of int
+        Requests in milli-cores and MiB.
+    gpus : array-like of int, optional
+        Whole logical GPUs per pod (0 = none).
+    fraction : array-like of int, optional
+        Milli-GPU per device for shared pods (0 = not fractional); takes precedence over ``gpus``.
+    gpu_memory : array-like of int, optional
+        GPU MiB per device (alone = memory-only sharing pod).
+    num_devices : array-like of int, optional
+        Devices for fractional pods (default 1).
+    isolation : array-like of bool, optional
+        True = XCD isolation for fractional pods.
+    exclusive : array-like of bool, optional
+        True = fractional pod that must not share its devices.
+    cls, constraints : optional
+        Constraint index per pod and the list of :class:`Constraint` it indexes.
+
+    Values are checked (non-negative, fractions within 1..1000 milli) and a ValueError names the
+    first offending row.
+    """
+    n = len(cpu)
+
+    def col(a, dtype, default=0):
+        return np.full(n, default, dtype) if a is None else np.ascontiguousarray(a, dtype=dtype)
+
+    cpu_a, mem_a = col(cpu, np.int64), col(memory, np.int64)
+    whole, frac = col(gpus, np.int32), col(fraction, np.int32)
+    gmem, ndev = col(gpu_memory, np.int64), col(num_devices, np.int32, 1)
+    xcd, excl = col(isolation, np.bool_, False), col(exclusive, np.uint8)
+    for label, arr in (("cpu", cpu_a), ("memory", mem_a), ("gpus", whole), ("gpu_memory", gmem)):
+        bad = np.flatnonzero(arr < 0)
+        if bad.size:
+            raise ValueError(f"{label}[{bad[0]}] = {arr[bad[0]]}: must not be negative")
+    bad = np.flatnonzero((frac < 0) | (frac > 1000))
+    if bad.size:
+        raise ValueError(f"fraction[{bad[0]}] = {frac[bad[0]]}: must be 0..1000 milli-GPU")
+    shared = (frac > 0) | (gmem > 0)
+    kind = np.where(shared, np.where(xcd & (frac > 0), KIND_XCD, KIND_SHARED),
+                    np.where(whole > 0, KIND_WHOLE, KIND_NONE)).astype(np.int8)
+    count = np.where(shared, ndev, whole).astype(np.int32)
+    milli = np.where(shared, frac, np.where(whole > 0, 1000, 0)).astype(np.int32)
+    return PodBatch(
+        names=list(names) if names is not None else [f"pod-{i}" for i in range(n)],
+        cpu=cpu_a, mem=mem_a, kind=kind, count=count, milli=milli,
+        gpu_mem=np.where(shared, gmem, 0).astype(np.int64),
+        exclusive=(excl.astype(bool) & shared).astype(np.uint8),
+        cls=col(cls, np.int32), priority=col(priority, np.int64),
+        created=col(created, np.float64, 0.0),
+        constraints=list(constraints) if constraints is not None else [NO_CONSTRAINT],
+    )
+
+
+def batch_from_requests(reqs: list[PodRequest]) -> PodBatch:
+    """Columnar batch from decoded pods; constraints are interned into classes."""
+    intern: dict = {}
+    cls = np.fromiter((intern.setdefault(r.constraint, len(intern)) for r in reqs), np.int32,
+                      count=len(reqs))
+
+    def col(attr, dtype):
+        return np.fromiter((getattr(r, attr) for r in reqs), dtype, count=len(reqs))
+
+    return PodBatch(
+        names=[r.name for r in reqs], cpu=col("cpu", np.int64), mem=col("memory", np.int64),
+        kind=col("kind", np.int8), count=col("count", np.int32), milli=col("milli", np.int32),
+        gpu_mem=col("gpu_memory", np.int64), exclusive=col("exclusive", np.uint8), cls=cls,
+        priority=col("priority", np.int64), created=col("created", np.float64),
+        constraints=list(intern) or [NO_CONSTRAINT], pods=list(reqs),
+    )
+
+
+# --------------------------------------------------------------------------- from Pod objects
+
+def pod_name(obj: dict) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<unnamed>'}"
+
+
+def pod_request(obj: dict, priority_classes: dict | None = None) -> PodRequest:
+    """Decode one Pod object. Raises PodError naming the pod, the field and the value."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    name = pod_name(obj)
+    ann = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    cpu, mem, gpu_res = _resources(name, spec)
+    req = PodRequest(name=name, uid=meta.get("uid", ""), cpu=cpu, memory=mem,
+                     queue=labels.get(LABEL_QUEUE, ""), node=spec.get("nodeName") or "",
+                     labels=labels, annotations=ann)
+    req.priority = _priority(name, spec, priority_classes or {})
+    req.created = _timestamp(name, meta.get("creationTimestamp"))
+    _gpu_request(req, ann, gpu_res)
+    req.constraint = _constraint(name, spec, ann, gpu_res[0] if gpu_res else None)
+    if req.node and ANN_ASSIGNMENT in ann:
+        req.assignment = parse_assignment(name, ann[ANN_ASSIGNMENT])
+    return req
+
+
+def _field(name, fld, raw, fn, *args):
+    try:
+        return fn(raw, *args)
+    except QuantityError as e:
+        raise PodError(name, fld, raw, e.reason) from None
+
+
+def _resources(name: str, spec: dict):
+    """Effective CPU/memory request (sum of containers, at least the largest init container, plus
+    pod overhead) and the GPU resource (name, count) it asks for."""
+    totals = {"cpu": 0, "memory": 0}
+    gpu_name, gpu_count = None, 0
+    for section in ("containers", "initContainers"):
+        init_max = {"cpu": 0, "memory": 0}
+        for i, c in enumerate(spec.get(section) or []):
+            res = c.get("resources") or {}
+            requests, limits = res.get("requests") or {}, res.get("limits") or {}
+            where = f"spec.{section}[{i}].resources"
+            for key, unit in (("cpu", "cpu"), ("memory", "memory")):
+                raw = requests.get(key, limits.get(key))  # a limit alone defaults the request
+                if raw is None:
+                    continue
+                fld = f"{where}.{'requests' if key in requests else 'limits'}.{key}"
+                v = _field(name, fld, raw, parse_quantity, unit)
+                if section == "containers":
+                    totals[key] += v
+                else:
+                    init_max[key] = max(init_max[key], v)
+            for key in {**requests, **limits}:
+                if not _is_gpu_resource(key):
+                    continue
+                raw = limits.get(key, requests.get(key))
+                fld = f"{where}.{'limits' if key in limits else 'requests'}.{key}"
+                n = _field(name, fld, raw, parse_quantity, "count")
+                if n == 0:
+                    continue
+                if gpu_name not in (None, key):
+                    raise PodError(name, fld, raw, f"a pod may ask for one GPU resource; it "
+                                   f"also asks for {gpu_name}")
+                if section == "containers":
+                    gpu_name, gpu_count = key, gpu_count + n
+                else:
+                    gpu_name, gpu_count = key, max(gpu_count, n)
+        for key in totals:
+            totals[key] = max(totals[key], init_max[key])
+    for key, unit in (("cpu", "cpu"), ("memory", "memory")):
+        raw = (spec.get("overhead") or {}).get(key)
+        if raw is not None:
+            totals[key] += _field(name, f"spec.overhead.{key}", raw, parse_quantity, unit)
+    return totals["cpu"], totals["memory"], (gpu_name, gpu_count) if gpu_name else None
+
+
+def _is_gpu_resource(key: str) -> bool:
+    if key in ("amd.com/gpu", "nvidia.com/gpu"):
+        return True
+    if key.startswith("amd.com/"):
+        from .gpu import PartitionError, parse_mode_label
+        try:
+            parse_mode_label(key[len("amd.com/"):])
+            return True
+        except PartitionError:
+            return False
+    return False
+
+
+def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> None:
+    name = req.name
+    frac = ann.get(ANN_FRACTION)
+    mem = ann.get(ANN_MEMORY)
+    ndev = ann.get(ANN_NUM_DEVICES)
+    sharing = ann.get(ANN_SHARING)
+    isolation = ann.get(ANN_ISOLATION)
+    fld = lambda a: f"metadata.annotations.{a}"  # noqa: E731
+    milli = _field(name, fld(ANN_FRACTION), frac, parse_fraction) if frac is not None else 0
+    gmem = _field(name, fld(ANN_MEMORY), mem, parse_mib) if mem is not None else 0
+    shared_req = frac is not None or mem is not None
+    if ndev is not None:
+        if not shared_req:
+            raise PodError(name, fld(ANN_NUM_DEVICES), ndev,
+                           f"needs {ANN_FRACTION} or {ANN_MEMORY} (it multiplies a shared request)")
+        count = _field(name, fld(ANN_NUM_DEVICES), ndev, parse_positive_int, ANN_NUM_DEVICES)
+    else:
+        count = 1
+    if isolation is not None and isolation not in ISOLATION_MODES:
+        raise PodError(name, fld(ANN_ISOLATION), isolation,
+                       f"unknown isolation mode (expected one of {', '.join(ISOLATION_MODES)})")
+    if isolation == "xcd" and frac is None:
+        raise PodError(name, fld(ANN_ISOLATION), isolation,
+                       f"XCD isolation needs {ANN_FRACTION} (the share rounded up to whole XCDs)")
+    exclusive = False
+    if sharing is not None:
+        share = _field(name, fld(ANN_SHARING), sharing, parse_bool, ANN_SHARING)
+        if not shared_req:
+            raise PodError(name, fld(ANN_SHARING), sharing,
+                           f"applies to shared requests ({ANN_FRACTION} or {ANN_MEMORY}); "
+                           "whole GPUs are never shared")
+        exclusive = not share
+    if shared_req:
+        if gpu_res is not None:
+            raise PodError(name, fld(ANN_FRACTION if frac is not None else ANN_MEMORY),
+                           frac if frac is not None else mem,
+                           f"cannot be combined with a whole-GPU request ({gpu_res[0]}: {gpu_res[1]})")
+        req.kind = KIND_XCD if isolation == "xcd" else KIND_SHARED
+        req.count, req.milli, req.gpu_memory, req.exclusive = count, milli, gmem, exclusive
+    elif gpu_res is not None:
+        req.kind, req.count, req.milli = KIND_WHOLE, gpu_res[1], 1000
+
+
+def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
+    selector = spec.get("nodeSelector") or {}
+    if not isinstance(selector, dict):
+        raise PodError(name, "spec.nodeSelector", selector, "must be a map of label to value")
+    tolerations = []
+    for i, t in enumerate(spec.get("tolerations") or []):
+        op = t.get("operator", "Equal")
+        if op not in ("Equal", "Exists"):
+            raise PodError(name, f"spec.tolerations[{i}].operator", op, "must be Equal or Exists")
+        tolerations.append((t.get("key", ""), op, str(t.get("value", "")), t.get("effect", "")))
+    affinity = _required_affinity(name, spec)
+    models = None
+    if ANN_MODEL in ann:
+        raw = str(ann[ANN_MODEL])
+        models = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
+        if not models:
+            raise PodError(name, f"metadata.annotations.{ANN_MODEL}", raw, "names no GPU model")
+    return Constraint(tuple(sorted((str(k), str(v)) for k, v in selector.items())),
+                      tuple(sorted(tolerations)), affinity, models, gpu_resource)
+
+
+_AFFINITY_OPS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+def _required_affinity(name: str, spec: dict) -> tuple:
+    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")
+    out = []
+    for i, term in enumerate(terms or []):
+        exprs = []
+        for j, e in enumerate(term.get("matchExpressions") or []):
+            op = e.get("operator")
+            fld = f"spec.affinity.nodeAffinity.required...nodeSelectorTerms[{i}].matchExpressions[{j}]"
+            if op not in _AFFINITY_OPS:
+                raise PodError(name, fld + ".operator", op,
+                               f"unsupported operator (expected one of {', '.join(_AFFINITY_OPS)})")
+            exprs.append((e.get("key", ""), op, tuple(sorted(map(str, e.get("values") or ())))))
+        out.append(tuple(exprs))
+    return tuple(out)
+
+
+def _priority(name: str, spec: dict, classes: dict) -> int:
+    if spec.get("priority") is not None:
+        try:
+            return int(spec["priority"])
+        except (TypeError, ValueError):
+            raise PodError(name, "spec.priority", spec["priority"], "must be an integer") from None
+    cls = spec.get("priorityClassName")
+    if cls:
+        if cls not in classes:
+            # Kubernetes admission would have refused the pod; we report rather than guess.
+            raise PodError(name, "spec.priorityClassName", cls, "no PriorityClass of that name")
+        return classes[cls]
+    return classes.get(None, 0)  # the globalDefault class, if any
+
+
+def priority_classes(objs: list[dict]) -> dict:
+    """name -> value of PriorityClass objects; key None holds the globalDefault value."""
+    out: dict = {}
+    for o in objs:
+        value = int(o.get("value", 0))
+        out[(o.get("metadata") or {}).get("name")] = value
+        if o.get("globalDefault"):
+            out[None] = value
+    return out
+
+
+def _timestamp(name: str, raw) -> float:
+    if raw is None:
+        return 0.0
+    if isinstance(raw, datetime):
+        return raw.timestamp()
+    try:
+        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise PodError(name, "metadata.creationTimestamp", raw, "not an RFC 3339 time") from None
+
+
+def parse_assignment(name: str, raw) -> list[dict]:
+    """Decode ``kaiwo.ai/gpu-assignment``: a JSON list of {gpu, partition, xcds, fraction,
+    memoryMiB}, as the binder writes it."""
+    fld = f"metadata.annotations.{ANN_ASSIGNMENT}"
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as e:
+        raise PodError(name, fld, raw, f"not JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise PodError(name, fld, raw, "must be a JSON list of device assignments")
+    out = []
+    for i, d in enumerate(data):
+        if not isinstance(d, dict) or not isinstance(d.get("gpu"), int) or d["gpu"] < 0:
+            raise PodError(name, f"{fld}[{i}].gpu", d, "each entry needs a non-negative integer gpu")
+        part = d.get("partition", 0)
+        frac = d.get("fraction", 1.0)
+        mem = d.get("memoryMiB", 0)
+        xcds = d.get("xcds", [])
+        if not isinstance(part, int) or part < 0:
+            raise PodError(name, f"{fld}[{i}].partition", part, "must be a non-negative integer")
+        if not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+            raise PodError(name, f"{fld}[{i}].fraction", frac, "must be between 0 and 1")
+        if not isinstance(mem, int) or mem < 0:
+            raise PodError(name, f"{fld}[{i}].memoryMiB", mem, "must be a non-negative integer")
+        if not isinstance(xcds, list) or not all(isinstance(x, int) and 0 <= x < 32 for x in xcds):
+            raise PodError(name, f"{fld}[{i}].xcds", xcds, "must be a list of XCD indices")
+        out.append({"gpu": d["gpu"], "partition": part, "xcds": sorted(xcds),
+                    "fraction": float(frac), "memoryMiB": mem})
+    return out

@@ -1,0 +1,198 @@
+"""Snapshot: the cluster with what its running pods already use, ready for a scheduling cycle.
+
+Built once per cycle from Kubernetes objects (:meth:`Snapshot.from_objects`) or from arrays
+(:meth:`Snapshot.from_arrays`). Running pods are charged to their nodes: devices named in their
+``kaiwo.ai/gpu-assignment`` annotation are charged exactly; a running GPU pod without one (placed by
+another scheduler, or a hand-written dump) is placed by the kernel on its own node, which picks the
+devices it must be using.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arrays, cluster_from_nodes
+from .errors import ObjectError
+from .plugins import Plugin
+from .requests import (KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
+                       batch_from_requests, pod_name, pod_request, priority_classes)
+
+FINISHED_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass
+class Snapshot:
+    """Cluster, free state after running pods, and the pods of the input sorted by role."""
+
+    cluster: Cluster
+    state: ClusterState
+    running: list = field(default_factory=list)    #: PodRequest of running pods (charged)
+    pending: list = field(default_factory=list)    #: PodRequest of pods for Kaiwo to place
+    rejected: list = field(default_factory=list)   #: PodError
+    ignored: list = field(default_factory=list)    #: (pod name, reason): pending, not Kaiwo's
+    finished: list = field(default_factory=list)   #: PodRequest of Succeeded/Failed pods
+    warnings: list = field(default_factory=list)   #: str
+    objects: dict = field(default_factory=dict)    #: other kinds by kind (KaiwoQueue, ...)
+
+    def copy(self) -> "Snapshot":
+        return Snapshot(self.cluster, self.state.copy(), list(self.running), list(self.pending),
+                        list(self.rejected), list(self.ignored), list(self.finished),
+                        list(self.warnings), dict(self.objects))
+
+    # ------------------------------------------------------------------------------ builders
+    @classmethod
+    def from_arrays(cls, names, cpu, memory, gpus, model="MI300X", partition="spx_nps1",
+                    pods=None, gpu_memory_mib=None) -> "Snapshot":
+        """An empty cluster from arrays (see :func:`kaiwo_core.cluster.cluster_from_arrays`)."""
+        cluster = cluster_from_arrays(names, cpu, memory, gpus, model, partition, pods,
+                                      gpu_memory_mib)
+        return cls(cluster, cluster.empty_state())
+
+    @classmethod
+    def from_objects(cls, objs: list[dict], scheduler_name: str = SCHEDULER_NAME) -> "Snapshot":
+        """Nodes, Pods, PriorityClasses (and other kinds, kept in ``objects``) as Kubernetes
+        objects. Bound pods are running; unbound pods with ``schedulerName: kaiwo`` are pending."""
+        by_kind: dict[str, list] = {}
+        for o in objs:
+            by_kind.setdefault(o.get("kind", ""), []).append(o)
+        cluster = cluster_from_nodes(by_kind.pop("Node", []))
+        classes = priority_classes(by_kind.pop("PriorityClass", []))
+        snap = cls(cluster, cluster.empty_state(), objects=by_kind)
+        for obj in by_kind.pop("Pod", []):
+            snap.add_pod(obj, classes, scheduler_name)
+        snap.charge_running()
+        return snap
+
+    def add_pod(self, obj: dict, classes: dict, scheduler_name: str = SCHEDULER_NAME) -> None:
+        """Sort one Pod object into running / pending / rejected / ignored / finished."""
+        spec = obj.get("spec") or {}
+        phase = (obj.get("status") or {}).get("phase", "")
+        try:
+            req = pod_request(obj, classes)
+        except PodError as e:
+            self.rejected.append(e)
+            return
+        if phase in FINISHED_PHASES:
+            self.finished.append(req)
+        elif req.node:
+            self.running.append(req)
+        elif spec.get("schedulerName", "default-scheduler") != scheduler_name:
+            self.ignored.append((req.name, f"schedulerName is {spec.get('schedulerName', 'default-scheduler')!r}, "
+                                           f"not {scheduler_name!r}"))
+        else:
+            self.pending.append(req)
+
+    # ------------------------------------------------------------------------ running pods
+    def charge_running(self) -> None:
+        """Charge every running pod to its node: exactly where annotated, else let the kernel
+        choose devices on that node. Problems become warnings; running pods are never dropped."""
+        c, s = self.cluster, self.state
+        unannotated = []
+        for req in self.running:
+            n = c.index(req.node)
+            if n < 0:
+                self.warnings.append(f"pod {req.name}: runs on node {req.node!r}, which is not in "
+                                     "the cluster (or could not be read); not charged")
+                continue
+            if req.kind != KIND_NONE and req.assignment is None:
+                unannotated.append((req, n))
+                continue
+            s.node_cpu_free[n] -= req.cpu
+            s.node_mem_free[n] -= req.memory
+            s.node_pods_free[n] -= 1
+            if req.kind != KIND_NONE:
+                self._charge_devices(req, n)
+        if unannotated:
+            self._place_unannotated(unannotated)
+        self._clamp()
+
+    def _charge_devices(self, req: PodRequest, n: int) -> None:
+        c, s = self.cluster, self.state
+        for d in req.assignment:
+            dev = c.device_index(n, d["gpu"], d["partition"])
+            if dev < 0:
+                self.warnings.append(f"pod {req.name}: assignment names gpu {d['gpu']} partition "
+                                     f"{d['partition']}, which node {req.node} does not have")
+                continue
+            if req.kind == KIND_WHOLE or req.exclusive:
+                if s.dev_state[dev] != 0:
+                    self.warnings.append(f"pod {req.name}: device gpu {d['gpu']} partition "
+                                         f"{d['partition']} on {req.node} is also used by another pod")
+                s.dev_milli_free[dev] = 0
+                s.dev_mem_free[dev] = 0
+                s.dev_xcd_free[dev] = 0
+                s.dev_state[dev] = EXCLUSIVE
+                continue
+            mask = 0
+            if req.kind == KIND_XCD:
+                for x in d["xcds"]:
+                    mask |= 1 << x
+                if mask & ~int(s.dev_xcd_free[dev]):
+                    self.warnings.append(f"pod {req.name}: XCDs {d['xcds']} on {req.node} gpu "
+                                         f"{d['gpu']} are held by another pod too")
+                s.dev_xcd_free[dev] &= np.uint32(~mask & 0xFFFFFFFF)
+            s.dev_milli_free[dev] -= round(d["fraction"] * 1000)
+            s.dev_mem_free[dev] -= d["memoryMiB"]
+            if s.dev_state[dev] == EXCLUSIVE:
+                self.warnings.append(f"pod {req.name}: shares gpu {d['gpu']} on {req.node} with a "
+                                     "pod that holds it exclusively")
+            else:
+                s.dev_state[dev] = SHARED
+
+    def _place_unannotated(self, items) -> None:
+        """Running GPU pods without an assignment: the kernel picks their devices, restricted to
+        their own node (one constraint class per node)."""
+        from .placement import place  # local: placement imports the compiled module
+        from .plugins import Pipeline
+
+        reqs = [r for r, _ in items]
+        batch = batch_from_requests(reqs)
+        nodes = np.array([n for _, n in items], dtype=np.int64)
+        uniq, cls = np.unique(nodes, return_inverse=True)
+        batch.cls = cls.astype(np.int32)
+        batch.constraints = [("node", int(u)) for u in uniq]
+        pin = _PinToNode(uniq)
+        result = place(self.cluster, self.state, batch, Pipeline([pin, "binpack"]))
+        for i in np.flatnonzero(~result.placed):
+            req, n = items[i]
+            # It runs there anyway: charge what we know, say what we could not.
+            self.state.node_cpu_free[n] -= req.cpu
+            self.state.node_mem_free[n] -= req.memory
+            self.state.node_pods_free[n] -= 1
+            self.warnings.append(f"pod {req.name}: runs on {req.node} but its GPU request does not "
+                                 f"fit the free devices there ({result.reason(i)}); CPU and memory "
+                                 "charged, devices unknown")
+        for i in np.flatnonzero(result.placed):
+            reqs[i].assignment = result.devices(i)
+
+    def _clamp(self) -> None:
+        """Input that overcommits (two schedulers, stale dumps) must not break kernel invariants."""
+        s = self.state
+        for name, what in (("node_cpu_free", "CPU on nodes"), ("node_mem_free", "memory on nodes"),
+                           ("node_pods_free", "pod slots on nodes"),
+                           ("dev_milli_free", "GPU share on devices"),
+                           ("dev_mem_free", "GPU memory on devices")):
+            arr = getattr(s, name)
+            neg = arr < 0
+            if neg.any():
+                self.warnings.append(f"running pods overcommit {what}: {int(neg.sum())} of them")
+                arr[neg] = 0
+
+
+class _PinToNode(Plugin):
+    """Filter (not registered): constraint class k may only use node ``nodes[k]``."""
+
+    name = "pin-to-node"
+
+    def __init__(self, nodes):
+        super().__init__()
+        self.nodes = nodes
+
+    def filter(self, ctx):
+        mask = np.zeros(ctx.shape, dtype=np.uint8)
+        mask[np.arange(len(self.nodes)), self.nodes] = 1
+        return mask
+
+
+__all__ = ["Snapshot", "ObjectError", "pod_name"]

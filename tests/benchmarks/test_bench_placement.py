@@ -1,0 +1,54 @@
+"""Placement benchmarks: the compiled kernel and the pure-Python reference on the same inputs.
+
+``_core.place_batch`` and ``tests.naive.place_batch_ref`` run on the same synthetic cluster and
+batch in the same session; each pair shares a ``benchmark.group`` (``place <scale> <strategy>``)
+so the report shows them side by side, and ``asv_bench/ratio.py`` turns a ``--benchmark-json``
+file into kernel/reference ratios (DESIGN.md: times are always reported alongside the reference).
+
+Under the default ``--benchmark-disable`` each test calls its function once, so the suite doubles as
+a check that the kernel and the reference agree on every output and on the state they leave
+(asserted, never a time). Timed run::
+
+    KAIWO_BENCH_SCALES=S,M python -m pytest tests/benchmarks --benchmark-enable --benchmark-only \\
+        --benchmark-json /tmp/bench.json
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kaiwo_core import _core
+from tests.naive import place_batch_ref
+
+# Timed rounds (one call each, fresh state per round). The reference takes ~1 s at S and
+# ~1.5 min at M, so it gets few rounds.
+KERNEL_ROUNDS = {"S": 50, "M": 15, "L": 3}
+REFERENCE_ROUNDS = {"S": 5, "M": 3, "L": 1}
+MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
+           "dev_xcd_free", "dev_state")
+
+
+def _label(benchmark, scale, strategy, impl):
+    benchmark.group = f"place {scale} {strategy}"
+    benchmark.extra_info.update(scale=scale, strategy=strategy, impl=impl)
+
+
+def test_place_kernel(benchmark, case, scale, strategy):
+    _label(benchmark, scale, strategy, "kernel")
+    out = benchmark.pedantic(_core.place_batch, setup=case.setup(strategy),
+                             rounds=KERNEL_ROUNDS[scale], warmup_rounds=1, iterations=1)
+    assert out["node"].shape == (case.n_pods,)
+
+
+def test_place_reference(benchmark, case, scale, strategy):
+    _label(benchmark, scale, strategy, "reference")
+    ref = benchmark.pedantic(place_batch_ref, setup=case.setup(strategy),
+                             rounds=REFERENCE_ROUNDS[scale], iterations=1)
+    ref_cluster = case.last_cluster
+    # Same inputs through the kernel: identical outputs and identical state left behind.
+    out, kernel_cluster = case.run_kernel(strategy)
+    assert set(out) == set(ref)
+    for k in out:
+        assert out[k].dtype == ref[k].dtype, k
+        np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
+    for k in MUTABLE:
+        np.testing.assert_array_equal(kernel_cluster[k], ref_cluster[k], err_msg=k)

@@ -1,0 +1,466 @@
+"""Plain-Python references for every compiled kernel.
+
+Each function here is the slow, obviously-correct version of a kernel in ``csrc/`` (C++),
+``kaiwo_core/_quantity.pyx`` (Cython) or a Numba module. Tests compare the compiled code with these
+on random inputs (hypothesis); benchmarks time both in the same run to report ratios.
+"""
+
+# ---------------------------------------------------------------- quantities (kaiwo_core._quantity)
+import re as _re
+from fractions import Fraction as _Fraction
+
+_Q_NUMBER = _re.compile(r"([+-]?)([0-9]+\.?[0-9]*|\.[0-9]+)")
+_Q_EXPONENT = _re.compile(r"[eE]([+-]?[0-9]+)")
+_Q_DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_Q_BINARY_SI = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_Q_SPACE = " \t\n\r\v\f"
+_Q_INT64_MAX = 2**63 - 1
+
+
+class NaiveQuantityError(ValueError):
+    """Reference error: ``reason`` says why (same wording as kaiwo_core.quantity.QuantityError)."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _naive_text(value):
+    """The string to parse for a str/int/float input, or an exact Fraction for an int."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise NaiveQuantityError(f"expected a string or number, got {type(value).__name__}")
+    if isinstance(value, int):
+        return _Fraction(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise NaiveQuantityError("not a number")
+        return repr(value)
+    return value
+
+
+def naive_quantity_value(value):
+    """Exact value of a quantity and the kind of its suffix.
+
+    Returns ``(Fraction, kind)`` with kind ``"none"``, ``"si"``, ``"binary"`` or ``"exponent"``
+    (``"int"`` for a Python int). Negative values are returned as they are.
+    """
+    s = _naive_text(value)
+    if isinstance(s, _Fraction):
+        return s, "int"
+    try:
+        size = len(s.encode("utf-8"))
+    except UnicodeError:
+        raise NaiveQuantityError("cannot be encoded as UTF-8") from None
+    if size == 0:
+        raise NaiveQuantityError("empty string")
+    if size > 256:
+        raise NaiveQuantityError("longer than 256 bytes")
+    if s[0] in _Q_SPACE or s[-1] in _Q_SPACE:
+        raise NaiveQuantityError("leading or trailing whitespace")
+    m = _Q_NUMBER.match(s)
+    if not m:
+        raise NaiveQuantityError("not a number")
+    sign, number = m.groups()
+    suffix = s[m.end():]
+    whole, _, frac = number.partition(".")
+    value = _Fraction(int(whole + frac or "0"), 10 ** len(frac))
+    if sign == "-":
+        value = -value
+    if suffix == "":
+        return value, "none"
+    if suffix in _Q_DECIMAL_SI:
+        return value * _Fraction(10) ** _Q_DECIMAL_SI[suffix], "si"
+    if suffix in _Q_BINARY_SI:
+        return value * 2 ** _Q_BINARY_SI[suffix], "binary"
+    e = _Q_EXPONENT.fullmatch(suffix)
+    if not e:
+        raise NaiveQuantityError(f"unknown suffix {suffix!r}")
+    # Clamp the exponent so 10**exp stays computable: the mantissa is below 10**256, so beyond +-1000
+    # every nonzero value is either above 2**63 units or strictly between 0 and 1 unit either way.
+    exp = max(-1000, min(1000, int(e.group(1))))
+    return value * _Fraction(10) ** exp, "exponent"
+
+
+def _naive_ceil(x):
+    return -((-x.numerator) // x.denominator)
+
+
+def naive_quantity(value, unit):
+    """Reference for ``parse_quantity``: exact Fraction arithmetic, rounding up (whole for count).
+
+    ``unit``: ``"cpu"`` (milli-cores), ``"memory"`` (MiB of bytes), ``"count"``, or ``"mib"``
+    (``parse_mib``: a number without SI/binary suffix is MiB and must be whole; > 0).
+    """
+    value, kind = naive_quantity_value(value)
+    if value < 0:
+        raise NaiveQuantityError("must not be negative")
+    if unit == "cpu":
+        result = _naive_ceil(value * 1000)
+    elif unit == "memory":
+        result = _naive_ceil(value / 2**20)
+    elif unit == "count" or (unit == "mib" and kind not in ("si", "binary")):
+        if value.denominator != 1:
+            raise NaiveQuantityError("a number without a unit suffix is MiB and must be whole"
+                                     if unit == "mib" else "not a whole number")
+        result = value.numerator
+    elif unit == "mib":
+        result = _naive_ceil(value / 2**20)
+    else:
+        raise ValueError(unit)
+    if result > _Q_INT64_MAX:
+        raise NaiveQuantityError("too large")
+    if unit == "mib" and result == 0:
+        raise NaiveQuantityError("must be greater than 0")
+    return result
+
+
+def naive_fraction(value):
+    """Reference for ``parse_fraction``: milli-GPU of a plain decimal in [0.1, 1.0], milli precision."""
+    s = _naive_text(value)
+    if isinstance(s, _Fraction):
+        x = s
+    else:
+        if isinstance(value, float) and "e" in s:
+            raise NaiveQuantityError("must be between 0.1 and 1.0")
+        if s == "":
+            raise NaiveQuantityError("empty string")
+        if len(s.encode("utf-8", "surrogatepass")) > 256:
+            raise NaiveQuantityError("longer than 256 bytes")
+        if s[0] in _Q_SPACE or s[-1] in _Q_SPACE:
+            raise NaiveQuantityError("leading or trailing whitespace")
+        m = _Q_NUMBER.fullmatch(s)
+        if not m:
+            raise NaiveQuantityError("not a number")
+        sign, number = m.groups()
+        whole, _, frac = number.partition(".")
+        x = _Fraction(int(whole + frac or "0"), 10 ** len(frac)) * (-1 if sign == "-" else 1)
+    if not _Fraction(1, 10) <= x <= 1:
+        raise NaiveQuantityError("must be between 0.1 and 1.0")
+    if (x * 1000).denominator != 1:
+        raise NaiveQuantityError("more than milli precision (at most 3 decimals)")
+    return int(x * 1000)
+
+
+def naive_quantities(values, unit):
+    """Reference for ``parse_quantities``: ``(list of int, list of error indices)``; None -> 0."""
+    out, bad = [], []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(0)
+            continue
+        try:
+            out.append(naive_quantity(v, unit))
+        except NaiveQuantityError:
+            out.append(0)
+            bad.append(i)
+    return out, bad
+
+
+# ---------------------------------------------------------------- placement (csrc/placement.cpp)
+
+# Everything below is the executable specification of `kaiwo::place_batch`. It is deliberately
+# naive: Python ints and lists, every check re-evaluated from the device arrays, scores computed by
+# placing tentatively and undoing. Float expressions are written in the same order as the C++ so that
+# scores, and hence node choices, are identical bit for bit.
+
+import numpy as _np
+
+P_KIND_NO_GPU, P_KIND_WHOLE, P_KIND_SHARED, P_KIND_XCD = 0, 1, 2, 3
+P_IDLE, P_SHARED, P_EXCLUSIVE = 0, 1, 2
+P_BINPACK, P_SPREAD, P_FRAG = 0, 1, 2
+(R_NODE_FILTER, R_CPU, R_MEMORY, R_PODS, R_GPU_COUNT, R_GPU_BUSY, R_GPU_SHARE, R_GPU_MEMORY,
+ R_XCD) = range(9)
+NUM_REASONS = 9
+MAX_FRAG_SHAPES = 16
+
+_CLUSTER_MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free",
+                    "dev_mem_free", "dev_xcd_free", "dev_state")
+
+
+def _popcount(x):
+    return bin(x).count("1")
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def _lists(arrays):
+    """dict of numpy arrays -> dict of (nested) lists of Python ints/floats."""
+    return {k: (None if v is None else _np.asarray(v).tolist()) for k, v in arrays.items()}
+
+
+def pod_shape_ref(b, p):
+    """The GPU shape (kind, count, milli, gpu_mem, exclusive) of pod p (b: dict of lists)."""
+    return (b["kind"][p], b["count"][p], b["milli"][p], b["gpu_mem"][p], b["exclusive"][p])
+
+
+def _devs(c, n):
+    return range(c["node_dev_start"][n], c["node_dev_start"][n + 1])
+
+
+def _share_mem(c, d, milli, gpu_mem):
+    return gpu_mem if gpu_mem > 0 else _ceil_div(milli * c["dev_mem_cap"][d], 1000)
+
+
+def _xcd_need(c, d, milli, gpu_mem):
+    """(nx, k, charged milli, memory) of an XCD pod on device d."""
+    nx = _popcount(c["dev_xcd_mask"][d])
+    if nx == 0:
+        return 0, 0, 0, 0
+    k = max(1, _ceil_div(milli * nx, 1000))
+    charge = k * 1000 // nx
+    mem = gpu_mem if gpu_mem > 0 else c["dev_mem_cap"][d] * k // nx
+    return nx, k, charge, mem
+
+
+def best_xcd_subset_ref(free, k, xcds_per_domain):
+    """k XCDs of `free` touching the fewest memory domains, then the lowest mask (None if none)."""
+    best = None
+    for m in range(256):
+        if m & ~free or _popcount(m) != k:
+            continue
+        domains = len({b // xcds_per_domain for b in range(8) if m >> b & 1})
+        if best is None or (domains, m) < best:
+            best = (domains, m)
+    return None if best is None else best[1]
+
+
+def _exclusive_mode(shape):
+    kind, _, _, _, exclusive = shape
+    return kind == P_KIND_WHOLE or (kind in (P_KIND_SHARED, P_KIND_XCD) and exclusive == 1)
+
+
+def gpu_check_ref(c, n, shape):
+    """Device-level checks of `shape` on node n: (reason or None, chosen devices)."""
+    kind, count, milli, gpu_mem, exclusive = shape
+    devs = list(_devs(c, n))
+    if len(devs) < count:
+        return R_GPU_COUNT, []
+    st, mf, memf, xf = c["dev_state"], c["dev_milli_free"], c["dev_mem_free"], c["dev_xcd_free"]
+    if _exclusive_mode(shape):
+        idle = [d for d in devs if st[d] == P_IDLE]
+        if len(idle) < count:
+            return R_GPU_BUSY, []
+        return None, idle[:count]
+    if kind == P_KIND_SHARED:
+        share = [d for d in devs if st[d] != P_EXCLUSIVE and mf[d] >= milli]
+        if len(share) < count:
+            return R_GPU_SHARE, []
+        fit = [d for d in share if memf[d] >= _share_mem(c, d, milli, gpu_mem)]
+        if len(fit) < count:
+            return R_GPU_MEMORY, []
+        fit.sort(key=lambda d: (0 if st[d] == P_SHARED else 1, mf[d], d))
+        return None, fit[:count]
+    # XCD-isolated
+    xcd = [d for d in devs if _popcount(c["dev_xcd_mask"][d]) > 0 and st[d] != P_EXCLUSIVE
+           and _popcount(xf[d]) >= _xcd_need(c, d, milli, gpu_mem)[1]]
+    if len(xcd) < count:
+        return R_XCD, []
+    share = [d for d in xcd if mf[d] >= _xcd_need(c, d, milli, gpu_mem)[2]]
+    if len(share) < count:
+        return R_GPU_SHARE, []
+    fit = [d for d in share if memf[d] >= _xcd_need(c, d, milli, gpu_mem)[3]]
+    if len(fit) < count:
+        return R_GPU_MEMORY, []
+    fit.sort(key=lambda d: (0 if st[d] == P_SHARED else 1, _popcount(xf[d]), d))
+    return None, fit[:count]
+
+
+def _charge(c, d, shape):
+    """Charge one device-unit of `shape` on device d; returns (milli, mem, xcds) of the assignment."""
+    kind, _, milli, gpu_mem, _ = shape
+    if _exclusive_mode(shape):
+        out = (c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_mask"][d])
+        c["dev_milli_free"][d] = 0
+        c["dev_mem_free"][d] = 0
+        c["dev_xcd_free"][d] = 0
+        c["dev_state"][d] = P_EXCLUSIVE
+        return out
+    if kind == P_KIND_SHARED:
+        mem = _share_mem(c, d, milli, gpu_mem)
+        c["dev_milli_free"][d] -= milli
+        c["dev_mem_free"][d] -= mem
+        c["dev_state"][d] = P_SHARED
+        return (milli, mem, c["dev_xcd_free"][d])
+    _, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)
+    s = best_xcd_subset_ref(c["dev_xcd_free"][d], k, c["dev_xcds_per_domain"][d])
+    c["dev_xcd_free"][d] &= ~s
+    c["dev_milli_free"][d] -= charge
+    c["dev_mem_free"][d] -= mem
+    c["dev_state"][d] = P_SHARED
+    return (charge, mem, s)
+
+
+def _unit_ok(c, d, shape):
+    """Could device d (not EXCLUSIVE) host one device-unit of `shape`? (fragmentation test)"""
+    kind, _, milli, gpu_mem, _ = shape
+    if _exclusive_mode(shape):
+        return c["dev_state"][d] == P_IDLE
+    if kind == P_KIND_SHARED:
+        return c["dev_milli_free"][d] >= milli and c["dev_mem_free"][d] >= _share_mem(c, d, milli, gpu_mem)
+    nx, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)
+    return (nx > 0 and _popcount(c["dev_xcd_free"][d]) >= k and c["dev_milli_free"][d] >= charge
+            and c["dev_mem_free"][d] >= mem)
+
+
+def frag_shapes_ref(b):
+    """[(shape, weight)]: the 16 most frequent GPU shapes of the batch, ties by first appearance."""
+    weights, first = {}, {}
+    for p in range(len(b["kind"])):
+        if b["kind"][p] == P_KIND_NO_GPU:
+            continue
+        s = pod_shape_ref(b, p)
+        weights[s] = weights.get(s, 0) + 1
+        first.setdefault(s, p)
+    ranked = sorted(weights, key=lambda s: (-weights[s], first[s]))
+    return [(s, weights[s]) for s in ranked[:MAX_FRAG_SHAPES]]
+
+
+def node_frag_ref(c, n, shapes):
+    """F(n): weighted milli on node n that the batch's shapes could not use."""
+    total = 0
+    for shape, w in shapes:
+        usable = [d for d in _devs(c, n) if c["dev_state"][d] != P_EXCLUSIVE]
+        ok = [d for d in usable if _unit_ok(c, d, shape)]
+        if len(ok) >= shape[1]:
+            frag = sum(c["dev_milli_free"][d] for d in usable if d not in ok)
+        else:
+            frag = sum(c["dev_milli_free"][d] for d in usable)
+        total += w * frag
+    return total
+
+
+def _ratio(used, cap):
+    return 0.0 if cap == 0 else float(used) / float(cap)
+
+
+def _base_reason(c, b, p, n):
+    if not b["class_mask"][b["cls"][p]][n]:
+        return R_NODE_FILTER
+    if b["cpu"][p] > c["node_cpu_free"][n]:
+        return R_CPU
+    if b["mem"][p] > c["node_mem_free"][n]:
+        return R_MEMORY
+    if c["node_pods_free"][n] < 1:
+        return R_PODS
+    return None
+
+
+def _node_reason(c, b, p, n):
+    """(first failing reason or None, chosen devices) of pod p on node n."""
+    r = _base_reason(c, b, p, n)
+    if r is not None or b["kind"][p] == P_KIND_NO_GPU:
+        return r, []
+    return gpu_check_ref(c, n, pod_shape_ref(b, p))
+
+
+def _score(c, b, p, n, chosen, strategy, shapes):
+    cpu_cap = c["node_cpu_cap"][n]
+    cu = _ratio(cpu_cap - (c["node_cpu_free"][n] - b["cpu"][p]), cpu_cap)
+    devs = list(_devs(c, n))
+    if b["kind"][p] != P_KIND_NO_GPU:
+        shape = pod_shape_ref(b, p)
+        f_before = node_frag_ref(c, n, shapes) if strategy == P_FRAG else 0
+        saved = [(d, c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_free"][d],
+                  c["dev_state"][d]) for d in devs]
+        for d in chosen:
+            _charge(c, d, shape)
+        gused = sum(1000 - c["dev_milli_free"][d] for d in devs)
+        f_after = node_frag_ref(c, n, shapes) if strategy == P_FRAG else 0
+        for d, mf, memf, xf, st in saved:
+            c["dev_milli_free"][d], c["dev_mem_free"][d] = mf, memf
+            c["dev_xcd_free"][d], c["dev_state"][d] = xf, st
+        gu = float(gused) / float(1000 * len(devs))
+        if strategy == P_SPREAD:
+            score = -gu - 0.001 * cu
+        else:
+            score = gu + 0.001 * cu
+            if strategy == P_FRAG:
+                w = sum(wt for _, wt in shapes)
+                score = float(f_before - f_after) / float(w) + 1e-6 * score
+    else:
+        mem_cap = c["node_mem_cap"][n]
+        mu = _ratio(mem_cap - (c["node_mem_free"][n] - b["mem"][p]), mem_cap)
+        penalty = 1.0 if devs else 0.0
+        if strategy == P_SPREAD:
+            score = -(cu + mu) / 2.0 - penalty
+        else:
+            score = (cu + mu) / 2.0 - penalty
+    extra = b.get("extra_score")
+    if extra is not None:
+        score = score + extra[b["cls"][p]][n]
+    return score
+
+
+def feasible_nodes_ref(cluster, batch, p):
+    """Reasons of pod p on every node of the current state: list of (reason or None) per node."""
+    c, b = _lists(cluster), _lists(batch)
+    return [_node_reason(c, b, p, n)[0] for n in range(len(c["node_cpu_free"]))]
+
+
+def node_scores_ref(cluster, batch, p, strategy):
+    """{node: score} of pod p on its feasible nodes in the current state (nothing is changed)."""
+    c, b = _lists(cluster), _lists(batch)
+    shapes = frag_shapes_ref(b)
+    out = {}
+    for n in range(len(c["node_cpu_free"])):
+        r, chosen = _node_reason(c, b, p, n)
+        if r is None:
+            out[n] = _score(c, b, p, n, chosen, strategy, shapes)
+    return out
+
+
+def place_batch_ref(cluster, batch, strategy):
+    """Reference of `_core.place_batch`: same arguments, same in-place updates, same outputs."""
+    c, b = _lists(cluster), _lists(batch)
+    n_nodes, n_pods = len(c["node_cpu_free"]), len(b["cpu"])
+    shapes = frag_shapes_ref(b)
+    node, asg_start = [], [0]
+    asg_dev, asg_milli, asg_mem, asg_xcds = [], [], [], []
+    reason_counts, best_share = [], []
+    for p in range(n_pods):
+        reasons = [0] * NUM_REASONS
+        share = -1
+        best, best_score, best_chosen = -1, None, []
+        for n in range(n_nodes):
+            if _base_reason(c, b, p, n) is None:
+                for d in _devs(c, n):
+                    if c["dev_state"][d] != P_EXCLUSIVE:
+                        share = max(share, c["dev_milli_free"][d])
+            r, chosen = _node_reason(c, b, p, n)
+            if r is not None:
+                reasons[r] += 1
+                continue
+            score = _score(c, b, p, n, chosen, strategy, shapes)
+            if best < 0 or score > best_score:
+                best, best_score, best_chosen = n, score, chosen
+        best_share.append(share)
+        node.append(best)
+        if best < 0:
+            reason_counts.append(reasons)
+        else:
+            reason_counts.append([0] * NUM_REASONS)
+            c["node_cpu_free"][best] -= b["cpu"][p]
+            c["node_mem_free"][best] -= b["mem"][p]
+            c["node_pods_free"][best] -= 1
+            if b["kind"][p] != P_KIND_NO_GPU:
+                for d in best_chosen:
+                    m, mem, x = _charge(c, d, pod_shape_ref(b, p))
+                    asg_dev.append(d)
+                    asg_milli.append(m)
+                    asg_mem.append(mem)
+                    asg_xcds.append(x)
+        asg_start.append(len(asg_dev))
+    for k in _CLUSTER_MUTABLE:
+        cluster[k][...] = _np.asarray(c[k], dtype=cluster[k].dtype)
+    return {
+        "node": _np.array(node, dtype=_np.int32),
+        "asg_start": _np.array(asg_start, dtype=_np.int64),
+        "asg_dev": _np.array(asg_dev, dtype=_np.int32),
+        "asg_milli": _np.array(asg_milli, dtype=_np.int64),
+        "asg_mem": _np.array(asg_mem, dtype=_np.int64),
+        "asg_xcds": _np.array(asg_xcds, dtype=_np.uint32),
+        "reason_counts": _np.array(reason_counts, dtype=_np.int32).reshape(n_pods, NUM_REASONS),
+        "best_share": _np.array(best_share, dtype=_np.int64),
+    }

@@ -1,0 +1,481 @@
+"""Tests of the compiled placement kernel ``kaiwo_core._core.place_batch``.
+
+The kernel is compared with the naive reference ``tests.naive.place_batch_ref`` on random clusters and
+batches (every output and the in-place cluster update must be identical), checked for invariants
+(no overcommit, exclusive devices hold one pod, determinism), and on hand-checked scenarios built
+directly at the array level. Validation errors must be ValueErrors naming the offending key.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kaiwo_core import _core
+from tests.naive import best_xcd_subset_ref, feasible_nodes_ref, node_scores_ref, place_batch_ref
+
+STRATEGIES = [_core.STRATEGY_BINPACK, _core.STRATEGY_SPREAD, _core.STRATEGY_FRAG_AWARE]
+MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
+           "dev_xcd_free", "dev_state")
+OUT_DTYPES = {"node": np.int32, "asg_start": np.int64, "asg_dev": np.int32, "asg_milli": np.int64,
+              "asg_mem": np.int64, "asg_xcds": np.uint32, "reason_counts": np.int32,
+              "best_share": np.int64}
+
+SPX_MEM = 196608  # MI300X, 192 GB in MiB
+CPX_MEM = 24576
+
+
+# ------------------------------------------------------------------------------------- builders
+
+def make_cluster(nodes):
+    """nodes: list of dicts {cpu_cap, cpu_free, mem_cap, mem_free, pods_free, devs: [dev dicts]}.
+
+    dev dict: {gpu, mem_cap, mask, xpd, milli_free, mem_free, xcd_free, state} (defaults: idle).
+    """
+    devs = [d for n in nodes for d in n["devs"]]
+    start = np.zeros(len(nodes) + 1, np.int64)
+    start[1:] = np.cumsum([len(n["devs"]) for n in nodes])
+
+    def col(seq, dtype):
+        return np.array(list(seq), dtype=dtype)
+
+    return {
+        "node_cpu_free": col((n["cpu_free"] for n in nodes), np.int64),
+        "node_mem_free": col((n["mem_free"] for n in nodes), np.int64),
+        "node_pods_free": col((n["pods_free"] for n in nodes), np.int64),
+        "node_cpu_cap": col((n["cpu_cap"] for n in nodes), np.int64),
+        "node_mem_cap": col((n["mem_cap"] for n in nodes), np.int64),
+        "node_dev_start": start,
+        "dev_gpu": col((d.get("gpu", 0) for d in devs), np.int32),
+        "dev_mem_cap": col((d["mem_cap"] for d in devs), np.int64),
+        "dev_xcd_mask": col((d["mask"] for d in devs), np.uint32),
+        "dev_xcds_per_domain": col((d["xpd"] for d in devs), np.int32),
+        "dev_milli_free": col((d.get("milli_free", 1000) for d in devs), np.int64),
+        "dev_mem_free": col((d.get("mem_free", d["mem_cap"]) for d in devs), np.int64),
+        "dev_xcd_free": col((d.get("xcd_free", d["mask"]) for d in devs), np.uint32),
+        "dev_state": col((d.get("state", 0) for d in devs), np.int8),
+    }
+
+
+def make_batch(pods, n_nodes, class_mask=None, extra_score=None):
+    """pods: list of dicts {cpu, mem, kind, count, milli, gpu_mem, exclusive, cls} (defaults 0)."""
+    def col(key, dtype, default=0):
+        return np.array([p.get(key, default) for p in pods], dtype=dtype)
+
+    b = {"cpu": col("cpu", np.int64), "mem": col("mem", np.int64), "kind": col("kind", np.int8),
+         "count": col("count", np.int32), "milli": col("milli", np.int32),
+         "gpu_mem": col("gpu_mem", np.int64), "exclusive": col("exclusive", np.uint8),
+         "cls": col("cls", np.int32),
+         "class_mask": np.ones((1, n_nodes), np.uint8) if class_mask is None
+         else np.ascontiguousarray(class_mask, dtype=np.uint8)}
+    if extra_score is not None:
+        b["extra_score"] = np.ascontiguousarray(extra_score, dtype=np.float64)
+    return b
+
+
+def node(devs, cpu=256000, mem=2_000_000, pods=110):
+    return {"cpu_cap": cpu, "cpu_free": cpu, "mem_cap": mem, "mem_free": mem, "pods_free": pods,
+            "devs": devs}
+
+
+def spx(gpu=0):
+    return {"gpu": gpu, "mem_cap": SPX_MEM, "mask": 0xFF, "xpd": 8}
+
+
+def cpx_node():
+    """8 MI300X in CPX/NPS4: 64 logical GPUs of one XCD each; XCD pair (2k, 2k+1) shares quadrant k."""
+    return node([{"gpu": g, "mem_cap": CPX_MEM, "mask": 1 << x, "xpd": 2}
+                 for g in range(8) for x in range(8)])
+
+
+def run_both(cluster, batch, strategy):
+    """(kernel result, kernel cluster, reference result, reference cluster) on copies."""
+    ck, cr = copy.deepcopy(cluster), copy.deepcopy(cluster)
+    out = _core.place_batch(ck, batch, strategy)
+    ref = place_batch_ref(cr, batch, strategy)
+    return out, ck, ref, cr
+
+
+def assert_same(out, ck, ref, cr):
+    assert set(out) == set(OUT_DTYPES)
+    for k, dt in OUT_DTYPES.items():
+        assert out[k].dtype == dt, k
+        assert ref[k].dtype == dt, k
+        np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
+    for k in MUTABLE:
+        np.testing.assert_array_equal(ck[k], cr[k], err_msg=k)
+
+
+# ------------------------------------------------------------------------- random inputs
+
+# (mask, xcds per domain) of a logical GPU: generic, SPX (NPS1/NPS4-like), DPX halves, QPX pairs, CPX.
+DEVICE_KINDS = [(0, 0), (0xFF, 8), (0xFF, 2), (0x0F, 4), (0xF0, 2), (0x03, 2), (0x0C, 1),
+                (0x30, 2), (0x01, 2), (0x80, 1), (0x02, 2)]
+MEM_CAPS = [1000, CPX_MEM, 81920, SPX_MEM]
+MILLIS = [0, 100, 125, 250, 300, 375, 500, 600, 999, 1000]
+GPU_MEMS = [0, 0, 0, 500, 4000, 30000]
+
+
+@st.composite
+def devices(draw):
+    mask, xpd = draw(st.sampled_from(DEVICE_KINDS))
+    mem_cap = draw(st.sampled_from(MEM_CAPS))
+    state = draw(st.sampled_from([0, 0, 1, 1, 2]))
+    d = {"gpu": draw(st.integers(0, 7)), "mem_cap": mem_cap, "mask": mask, "xpd": xpd, "state": state}
+    if state == 2:
+        d.update(milli_free=0, mem_free=0, xcd_free=0)
+    elif state == 1:
+        # Some XCDs held by XCD pods, some compute and memory used by time-sliced pods.
+        taken = mask & draw(st.integers(0, 255))
+        nx = bin(mask).count("1")
+        taken_milli = (bin(taken).count("1") * 1000 // nx) if nx else 0
+        d.update(xcd_free=mask & ~taken,
+                 milli_free=draw(st.integers(0, 1000 - taken_milli)),
+                 mem_free=draw(st.integers(0, mem_cap)))
+    return d
+
+
+@st.composite
+def clusters(draw, max_nodes=8):
+    n = draw(st.integers(1, max_nodes))
+    nodes = []
+    for _ in range(n):
+        cpu_cap = draw(st.sampled_from([0, 8000, 32000]))
+        mem_cap = draw(st.sampled_from([0, 16000, 128000]))
+        nodes.append({"cpu_cap": cpu_cap, "cpu_free": draw(st.integers(0, cpu_cap)),
+                      "mem_cap": mem_cap, "mem_free": draw(st.integers(0, mem_cap)),
+                      "pods_free": draw(st.integers(0, 6)),
+                      "devs": draw(st.lists(devices(), min_size=0, max_size=8))})
+    return make_cluster(nodes)
+
+
+@st.composite
+def batches(draw, n_nodes, max_pods=25):
+    n_cls = draw(st.integers(1, 3))
+    pods = []
+    for _ in range(draw(st.integers(1, max_pods))):
+        kind = draw(st.sampled_from([0, 1, 2, 2, 3, 3]))
+        pods.append({"cpu": draw(st.sampled_from([0, 500, 4000, 20000])),
+                     "mem": draw(st.sampled_from([0, 1000, 64000])),
+                     "kind": kind,
+                     "count": draw(st.integers(1, 3)) if kind else draw(st.sampled_from([0, 0, 2])),
+                     "milli": 1000 if kind == 1 else draw(st.sampled_from(MILLIS)),
+                     "gpu_mem": draw(st.sampled_from(GPU_MEMS)) if kind in (2, 3) else 0,
+                     "exclusive": draw(st.sampled_from([0, 0, 0, 1])) if kind in (2, 3) else 0,
+                     "cls": draw(st.integers(0, n_cls - 1))})
+    mask = np.array(draw(st.lists(st.sampled_from([1, 1, 1, 0]), min_size=n_cls * n_nodes,
+                                  max_size=n_cls * n_nodes)), np.uint8).reshape(n_cls, n_nodes)
+    extra = None
+    if draw(st.booleans()):
+        extra = np.array(draw(st.lists(st.sampled_from([0.0, 0.0, 0.25, -0.5, 1e-7, 2.0]),
+                                       min_size=n_cls * n_nodes, max_size=n_cls * n_nodes)),
+                         np.float64).reshape(n_cls, n_nodes)
+    return make_batch(pods, n_nodes, mask, extra)
+
+
+@st.composite
+def problems(draw, max_nodes=8, max_pods=25):
+    c = draw(clusters(max_nodes))
+    b = draw(batches(len(c["node_cpu_free"]), max_pods))
+    return c, b, draw(st.sampled_from(STRATEGIES))
+
+
+def check_invariants(cluster, batch, out, after):
+    """No overcommit, consistent charges, exclusive devices hold one pod, sane reasons."""
+    for k in ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free"):
+        assert (after[k] >= 0).all(), k
+    assert (after["dev_xcd_free"] & ~after["dev_xcd_mask"] == 0).all()
+    per_dev = np.bincount(out["asg_dev"], minlength=len(after["dev_state"]))
+    milli = np.bincount(out["asg_dev"], weights=out["asg_milli"], minlength=len(per_dev))
+    np.testing.assert_array_equal(milli, cluster["dev_milli_free"] - after["dev_milli_free"])
+    was_excl = cluster["dev_state"] == _core.STATE_EXCLUSIVE
+    assert (per_dev[was_excl] == 0).all()
+    became = (after["dev_state"] == _core.STATE_EXCLUSIVE) & ~was_excl
+    assert (per_dev[became] == 1).all()
+    assert (after["dev_milli_free"][after["dev_state"] == _core.STATE_EXCLUSIVE] == 0).all()
+    # Each placed GPU pod got `count` distinct devices of its node; reasons only for unplaced pods.
+    for p, n in enumerate(out["node"]):
+        a, b = out["asg_start"][p], out["asg_start"][p + 1]
+        devs = out["asg_dev"][a:b]
+        if n < 0 or batch["kind"][p] == _core.KIND_NO_GPU:
+            assert a == b
+        else:
+            assert len(set(devs.tolist())) == b - a == batch["count"][p]
+            lo, hi = cluster["node_dev_start"][n], cluster["node_dev_start"][n + 1]
+            assert ((devs >= lo) & (devs < hi)).all()
+        assert out["reason_counts"][p].sum() == (len(after["node_cpu_free"]) if n < 0 else 0)
+
+
+def check_problem(problem):
+    cluster, batch, strategy = problem
+    out, ck, ref, cr = run_both(cluster, batch, strategy)
+    assert_same(out, ck, ref, cr)
+    check_invariants(cluster, batch, out, ck)
+    # Determinism: a second run on a fresh copy gives the same result and state.
+    c2 = copy.deepcopy(cluster)
+    again = _core.place_batch(c2, batch, strategy)
+    for k in out:
+        np.testing.assert_array_equal(out[k], again[k], err_msg=k)
+    for k in MUTABLE:
+        np.testing.assert_array_equal(ck[k], c2[k], err_msg=k)
+
+
+# Generating a cluster costs more than placing it, so one generated problem serves the comparison
+# with the reference, the invariants and determinism at once.
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_kernel_matches_reference_and_keeps_invariants(problem):
+    check_problem(problem)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.data_too_large])
+@given(problems(max_nodes=24, max_pods=60))
+def test_kernel_matches_reference_larger(problem):
+    check_problem(problem)
+
+
+# ---------------------------------------------------------------------- hand-checked scenarios
+
+def test_shared_pods_pair_up_on_spx_devices():
+    cluster = make_cluster([node([spx(g) for g in range(8)])])
+    pods = [{"kind": _core.KIND_SHARED, "count": 1, "milli": 500} for _ in range(16)]
+    pods.append({"kind": _core.KIND_SHARED, "count": 1, "milli": 600})
+    for strategy in STRATEGIES:
+        c = copy.deepcopy(cluster)
+        out = _core.place_batch(c, make_batch(pods, 1), strategy)
+        assert (out["node"][:16] == 0).all()
+        # Already-shared devices first: pods 2k and 2k+1 share device k.
+        np.testing.assert_array_equal(out["asg_dev"], np.repeat(np.arange(8), 2))
+        np.testing.assert_array_equal(out["asg_milli"], np.full(16, 500))
+        np.testing.assert_array_equal(out["asg_mem"], np.full(16, SPX_MEM // 2))
+        np.testing.assert_array_equal(out["asg_xcds"], np.full(16, 0xFF))  # time-sliced: all XCDs
+        assert out["node"][16] == -1
+        expected = np.zeros(_core.NUM_REASONS, np.int32)
+        expected[_core.REASON_GPU_SHARE] = 1
+        np.testing.assert_array_equal(out["reason_counts"][16], expected)
+        assert out["best_share"][16] == 0
+        assert out["best_share"][0] == 1000
+        assert (c["dev_milli_free"] == 0).all() and (c["dev_mem_free"] == 0).all()
+        assert (c["dev_state"] == _core.STATE_SHARED).all()
+        assert c["node_pods_free"][0] == 110 - 16
+
+
+def test_xcd_pods_take_whole_xcds():
+    cluster = make_cluster([node([spx()])])
+    pods = [{"kind": _core.KIND_XCD, "count": 1, "milli": 300} for _ in range(2)]
+    out = _core.place_batch(cluster, make_batch(pods, 1), _core.STRATEGY_BINPACK)
+    np.testing.assert_array_equal(out["node"], [0, 0])
+    np.testing.assert_array_equal(out["asg_xcds"], [0b111, 0b111000])
+    np.testing.assert_array_equal(out["asg_milli"], [375, 375])  # 3 of 8 XCDs
+    np.testing.assert_array_equal(out["asg_mem"], [SPX_MEM * 3 // 8] * 2)
+    assert cluster["dev_xcd_free"][0] == 0b11000000
+    assert cluster["dev_milli_free"][0] == 250
+    assert cluster["dev_state"][0] == _core.STATE_SHARED
+    # Two XCDs left: a third 300-milli pod needs three -> XCD reason.
+    out = _core.place_batch(cluster, make_batch(pods[:1], 1), _core.STRATEGY_BINPACK)
+    assert out["node"][0] == -1
+    assert out["reason_counts"][0][_core.REASON_XCD] == 1
+    assert out["best_share"][0] == 250
+
+
+def test_xcd_subset_prefers_one_memory_domain():
+    # NPS4-like domains of two XCDs: free = {1, 2, 3}; two XCDs -> (2, 3), one domain, not (1, 2).
+    dev = dict(spx(), xpd=2, state=_core.STATE_SHARED, xcd_free=0b1110, milli_free=375)
+    cluster = make_cluster([node([dev])])
+    out = _core.place_batch(cluster, make_batch([{"kind": _core.KIND_XCD, "count": 1, "milli": 250}], 1),
+                            _core.STRATEGY_BINPACK)
+    assert out["asg_xcds"][0] == 0b1100 == best_xcd_subset_ref(0b1110, 2, 2)
+    assert out["asg_milli"][0] == 250
+
+
+def test_cpx_nps4_node():
+    cluster = make_cluster([cpx_node()])
+    K = _core
+    pods = ([{"kind": K.KIND_WHOLE, "count": 8, "milli": 1000}]
+            + [{"kind": K.KIND_XCD, "count": 1, "milli": 500}]      # 1 of 1 XCD: whole partition
+            + [{"kind": K.KIND_SHARED, "count": 2, "milli": 250}]   # 250 * 24576 / 1000 = 6144 MiB
+            + [{"kind": K.KIND_WHOLE, "count": 65, "milli": 1000}])
+    out = _core.place_batch(cluster, make_batch(pods, 1), K.STRATEGY_BINPACK)
+    np.testing.assert_array_equal(out["node"], [0, 0, 0, -1])
+    s = out["asg_start"]
+    np.testing.assert_array_equal(out["asg_dev"][s[0]:s[1]], np.arange(8))
+    np.testing.assert_array_equal(out["asg_mem"][s[0]:s[1]], np.full(8, CPX_MEM))
+    np.testing.assert_array_equal(out["asg_xcds"][s[0]:s[1]], 1 << np.arange(8))
+    assert out["asg_dev"][s[1]] == 8 and out["asg_xcds"][s[1]] == 1
+    assert out["asg_milli"][s[1]] == 1000 and out["asg_mem"][s[1]] == CPX_MEM
+    # Shared: both idle devices with the most... equal milli -> lowest indices 9, 10.
+    np.testing.assert_array_equal(out["asg_dev"][s[2]:s[3]], [9, 10])
+    np.testing.assert_array_equal(out["asg_mem"][s[2]:s[3]], [6144, 6144])
+    assert out["reason_counts"][3][K.REASON_GPU_COUNT] == 1
+    assert cluster["dev_state"][:9].tolist() == [K.STATE_EXCLUSIVE] * 8 + [K.STATE_SHARED]
+    # 53 idle devices left; a 54-device whole pod is busy-rejected.
+    out = _core.place_batch(cluster, make_batch([{"kind": K.KIND_WHOLE, "count": 54, "milli": 1000}], 1),
+                            K.STRATEGY_BINPACK)
+    assert out["reason_counts"][0][K.REASON_GPU_BUSY] == 1
+
+
+def test_reasons_follow_filter_order():
+    K = _core
+    nodes = [node([spx()]), node([spx()], cpu=1000), node([spx()], mem=10), dict(node([spx()]), pods_free=0),
+             node([]), node([dict(spx(), state=K.STATE_EXCLUSIVE, milli_free=0, mem_free=0, xcd_free=0)]),
+             node([dict(spx(), state=K.STATE_SHARED, milli_free=900, mem_free=100)])]
+    cluster = make_cluster(nodes)
+    mask = np.ones((1, len(nodes)), np.uint8)
+    mask[0, 0] = 0
+    pod = {"cpu": 2000, "mem": 100, "kind": K.KIND_SHARED, "count": 1, "milli": 500}
+    out = _core.place_batch(cluster, make_batch([pod], len(nodes), mask), K.STRATEGY_BINPACK)
+    assert out["node"][0] == -1
+    assert out["reason_counts"][0].tolist() == [1, 1, 1, 1, 1, 0, 1, 1, 0]
+    assert out["best_share"][0] == 900  # the exclusive device does not count
+    assert feasible_nodes_ref(cluster, make_batch([pod], len(nodes), mask), 0) == [
+        K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
+        K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY]
+
+
+def test_strategies_and_extra_score():
+    K = _core
+    busy = dict(spx(), state=K.STATE_SHARED, milli_free=500, mem_free=SPX_MEM // 2)
+    cluster = make_cluster([node([spx(), spx()]), node([busy, spx()]), node([])])
+    gpu_pod = {"kind": K.KIND_SHARED, "count": 1, "milli": 250}
+    cpu_pod = {"cpu": 1000, "mem": 1000}
+    b = make_batch([gpu_pod, cpu_pod], 3)
+    for strategy, expect in [(K.STRATEGY_BINPACK, [1, 2]), (K.STRATEGY_SPREAD, [0, 2])]:
+        out = _core.place_batch(copy.deepcopy(cluster), b, strategy)
+        assert out["node"].tolist() == expect  # CPU-only pods stay off GPU nodes either way
+        scores = node_scores_ref(cluster, b, 0, strategy)
+        assert max(scores, key=lambda n: (scores[n], -n)) == expect[0]
+    # An extra score overrides, and equal scores go to the lower index.
+    tie = make_cluster([node([spx()]), node([spx()])])
+    out = _core.place_batch(copy.deepcopy(tie), make_batch([gpu_pod], 2), K.STRATEGY_BINPACK)
+    assert out["node"][0] == 0
+    out = _core.place_batch(copy.deepcopy(tie), make_batch([gpu_pod], 2, extra_score=[[0.0, 1e-9]]),
+                            K.STRATEGY_BINPACK)
+    assert out["node"][0] == 1
+    out = _core.place_batch(copy.deepcopy(cluster), make_batch([gpu_pod], 3, extra_score=[[5.0, 0.0, 0.0]]),
+                            K.STRATEGY_BINPACK)
+    assert out["node"][0] == 0
+
+
+def test_frag_aware_leaves_usable_shares():
+    # Node 0 has a shared GPU with 600 free, node 1 an idle GPU; the batch is one 400 pod then three
+    # 600 pods. Binpack puts the 400 on the fuller GPU and strands 200 there, so only one 600 pod
+    # fits; fragmentation-aware keeps both 600-shaped holes and places two.
+    K = _core
+    gpu = dict(spx(), mem_cap=10000)  # round MiB so that 400 + 600 of a GPU fit exactly
+    shared = dict(gpu, state=K.STATE_SHARED, milli_free=600, mem_free=6000)
+    cluster = make_cluster([node([shared]), node([gpu])])
+    pods = [{"kind": K.KIND_SHARED, "count": 1, "milli": m} for m in (400, 600, 600, 600)]
+    for strategy, expect in [(K.STRATEGY_BINPACK, [0, 1, -1, -1]), (K.STRATEGY_FRAG_AWARE, [1, 0, 1, -1])]:
+        out, ck, ref, cr = run_both(cluster, make_batch(pods, 2), strategy)
+        assert_same(out, ck, ref, cr)
+        assert out["node"].tolist() == expect
+
+
+def test_empty_inputs():
+    cluster = make_cluster([])
+    out = _core.place_batch(cluster, make_batch([{"kind": 1, "count": 1, "milli": 1000}], 0),
+                            _core.STRATEGY_BINPACK)
+    assert out["node"].tolist() == [-1] and out["reason_counts"].sum() == 0
+    out = _core.place_batch(make_cluster([node([spx()])]), make_batch([], 1), _core.STRATEGY_FRAG_AWARE)
+    assert out["node"].shape == (0,) and out["reason_counts"].shape == (0, _core.NUM_REASONS)
+    assert out["asg_start"].tolist() == [0]
+
+
+# ---------------------------------------------------------------------------------- validation
+
+def _valid():
+    cluster = make_cluster([node([spx(), spx()]), node([])])
+    batch = make_batch([{"kind": 2, "count": 1, "milli": 500}, {"cpu": 10}], 2)
+    return cluster, batch
+
+
+def _mutate(which, key, value):
+    def f(cluster, batch):
+        d = cluster if which == "cluster" else batch
+        if value is _DEL:
+            del d[key]
+        else:
+            d[key] = value(d[key]) if callable(value) else value
+    return f
+
+
+_DEL = object()
+
+
+def _readonly(a):
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+VALIDATION_CASES = [
+    ("cluster", "node_mem_free", _DEL, "missing"),
+    ("batch", "class_mask", _DEL, "missing"),
+    ("cluster", "node_cpu_free", lambda a: a.astype(np.int32), "int64"),
+    ("cluster", "dev_state", lambda a: a.astype(np.int64), "int8"),
+    ("cluster", "dev_xcd_mask", lambda a: a.astype(np.int32), "uint32"),
+    ("batch", "class_mask", lambda a: a.astype(bool), "uint8"),
+    ("batch", "cpu", lambda a: a.astype(">i8"), "byte order"),
+    ("cluster", "dev_milli_free", lambda a: np.repeat(a, 2)[::2], "C-contiguous"),
+    ("batch", "class_mask", lambda a: np.asfortranarray(np.vstack([a, a])), "C-contiguous"),
+    ("cluster", "dev_mem_free", lambda a: a[:1], "length"),
+    ("batch", "milli", lambda a: a[:1], "length"),
+    ("cluster", "node_dev_start", lambda a: np.array([0, 2, 1], np.int64), "monotone"),
+    ("cluster", "node_dev_start", lambda a: np.array([0, 1, 1], np.int64), "end"),
+    ("cluster", "node_dev_start", lambda a: np.array([1, 2, 2], np.int64), "start at 0"),
+    ("batch", "cls", lambda a: np.array([0, 1], np.int32), "out of range"),
+    ("batch", "cls", lambda a: np.array([-1, 0], np.int32), "out of range"),
+    ("batch", "kind", lambda a: np.array([4, 0], np.int8), "unknown kind"),
+    ("batch", "count", lambda a: np.array([0, 0], np.int32), "count >= 1"),
+    ("batch", "milli", lambda a: np.array([1001, 0], np.int32), "milli"),
+    ("batch", "extra_score", np.zeros((2, 2)), "shape"),
+    ("batch", "extra_scores", np.zeros((1, 2)), "unknown key"),
+    ("batch", "class_mask", np.ones(2, np.uint8), "2-D"),
+    ("batch", "class_mask", np.ones((1, 3), np.uint8), "shape"),
+    ("cluster", "dev_state", lambda a: np.array([0, 3], np.int8), "unknown state"),
+    ("cluster", "dev_xcd_free", lambda a: np.array([0x1FF, 0], np.uint32), "outside"),
+    ("cluster", "dev_xcd_mask", lambda a: np.array([0x100, 0xFF], np.uint32), "XCD bits"),
+    ("cluster", "dev_xcds_per_domain", lambda a: np.zeros(2, np.int32), ">= 1"),
+    ("cluster", "node_pods_free", lambda a: _readonly(a), "read-only"),
+    ("cluster", "dev_gpu", [0, 0], "numpy array"),
+]
+
+
+@pytest.mark.parametrize("which,key,value,words", VALIDATION_CASES,
+                         ids=[f"{w}.{k}-{m}" for w, k, _, m in VALIDATION_CASES])
+def test_validation_errors_name_the_key(which, key, value, words):
+    cluster, batch = _valid()
+    _mutate(which, key, value)(cluster, batch)
+    with pytest.raises(ValueError, match=key) as e:
+        _core.place_batch(cluster, batch, _core.STRATEGY_BINPACK)
+    assert words in str(e.value)
+
+
+def test_validation_strategy_and_valid_baseline():
+    cluster, batch = _valid()
+    with pytest.raises(ValueError, match="strategy"):
+        _core.place_batch(cluster, batch, 7)
+    batch["extra_score"] = None  # None = no extra score
+    out = _core.place_batch(cluster, batch, _core.STRATEGY_SPREAD)
+    assert out["node"].tolist() == [0, 1]
+
+
+def test_in_place_update_is_visible_through_views():
+    # The caller keeps views of its state arrays; the kernel must write into them, not a copy.
+    cluster, batch = _valid()
+    view = cluster["dev_milli_free"]
+    _core.place_batch(cluster, batch, _core.STRATEGY_BINPACK)
+    assert view.tolist() == [500, 1000] and cluster["dev_milli_free"] is view
+
+
+def test_module_constants():
+    K = _core
+    assert (K.KIND_NO_GPU, K.KIND_WHOLE, K.KIND_SHARED, K.KIND_XCD) == (0, 1, 2, 3)
+    assert (K.STATE_IDLE, K.STATE_SHARED, K.STATE_EXCLUSIVE) == (0, 1, 2)
+    assert (K.STRATEGY_BINPACK, K.STRATEGY_SPREAD, K.STRATEGY_FRAG_AWARE) == (0, 1, 2)
+    assert K.NUM_REASONS == len(K.REASON_NAMES) == 9
+    assert (K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
+            K.REASON_GPU_BUSY, K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY, K.REASON_XCD) == tuple(range(9))

@@ -1,0 +1,73 @@
+"""Hand-checked scenarios through the same path ``kaiwo schedule`` takes (objects -> JSON dict)."""
+from collections import Counter
+
+import pytest
+
+import kaiwo_core as kc
+from tests.scenario_loader import load, scenario_objects
+
+SCENARIOS = load("placement.yaml")
+
+
+def run(sc):
+    snap = kc.Snapshot.from_objects(scenario_objects(sc))
+    return kc.schedule(snap, strategy=sc.get("strategy", "binpack")).to_dict()
+
+
+def check_exactly_once(sc, doc):
+    seen = Counter(e["pod"] for key in ("bindings", "pending", "rejected", "running") for e in doc[key])
+    expected = [o for o in scenario_objects(sc) if o["kind"] == "Pod"]
+    assert sorted(seen) == sorted(f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in expected)
+    assert max(seen.values()) == 1
+
+
+def subset(expected: dict, actual: dict) -> bool:
+    return all(actual.get(k) == v for k, v in expected.items())
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s["name"] for s in SCENARIOS])
+def test_scenario(sc):
+    doc = run(sc)
+    exp = sc["expect"]
+    check_exactly_once(sc, doc)
+    bound = {b["pod"]: b for b in doc["bindings"]}
+    pending = {p["pod"]: p["reason"] for p in doc["pending"]}
+    rejected = {r["pod"]: r for r in doc["rejected"]}
+    running = {r["pod"]: r for r in doc["running"]}
+    if "bound_count" in exp:
+        assert len(bound) == exp["bound_count"], pending
+    for pod, node in exp.get("bound", {}).items():
+        assert pod in bound, pending.get(pod) or rejected.get(pod)
+        assert bound[pod]["node"] == node
+    for pod in exp.get("pending", []):
+        assert pod in pending
+    for pod, text in exp.get("pending_reason", {}).items():
+        assert pod in pending, bound.get(pod)
+        assert text in pending[pod]
+    for pod, field in exp.get("rejected", {}).items():
+        assert pod in rejected, (bound.get(pod), pending.get(pod))
+        assert rejected[pod]["field"] == field
+        assert rejected[pod]["error"]
+    for pod, devs in exp.get("devices", {}).items():
+        got = bound[pod]["devices"]
+        assert len(got) == len(devs) and all(subset(e, g) for e, g in zip(devs, got)), got
+    for pod, mib in exp.get("device_memory", {}).items():
+        assert all(d["memoryMiB"] == mib for d in bound[pod]["devices"])
+    for pod, n in exp.get("device_xcds_count", {}).items():
+        assert all(len(d["xcds"]) == n for d in bound[pod]["devices"])
+    if "pods_per_device" in exp:
+        per = Counter((b["node"], d["gpu"], d["partition"]) for b in bound.values() for d in b["devices"])
+        assert set(per.values()) == {exp["pods_per_device"]}
+    if exp.get("disjoint_xcds"):
+        held = Counter((b["node"], d["gpu"], x) for b in bound.values() for d in b["devices"] for x in d["xcds"])
+        assert max(held.values()) == 1
+    if "gpus" in exp:
+        assert doc["stats"]["gpus"] == exp["gpus"]
+    for node, field in exp.get("invalid_nodes", {}).items():
+        match = [e for e in doc["invalidNodes"] if e["node"] == node]
+        assert match and match[0]["field"] == field
+    for pod, node in exp.get("running", {}).items():
+        assert running[pod]["node"] == node
+    for pod, devs in exp.get("running_devices", {}).items():
+        got = running[pod]["devices"]
+        assert len(got) == len(devs) and all(subset(e, g) for e, g in zip(devs, got)), got
