@@ -14,6 +14,9 @@ from setuptools import Extension, setup
 CORE_SOURCES = sorted([
     "bindings/module.cpp",
     "bindings/register_placement.cpp",
+    "bindings/register_queues.cpp",
+    "csrc/fairshare.cpp",
+    "csrc/ordering.cpp",
     "csrc/placement.cpp",
 ])
 

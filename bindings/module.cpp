@@ -4,4 +4,5 @@
 PYBIND11_MODULE(_core, m) {
     m.doc() = "Compiled kernels of kaiwo_core (private; use the kaiwo_core Python API).";
     kaiwo::bindings::register_placement(m);
+    kaiwo::bindings::register_queues(m);
 }

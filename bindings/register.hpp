@@ -8,4 +8,7 @@ namespace kaiwo::bindings {
 /// Adds `place_batch` and the placement enums (KIND_*, STATE_*, STRATEGY_*, REASON_*) to the module.
 void register_placement(pybind11::module_& m);
 
+/// Adds `fair_share`, `order_pending` and their constants (QUEUE_RESOURCES, PHASE_*, ORDER_*).
+void register_queues(pybind11::module_& m);
+
 }  // namespace kaiwo::bindings

@@ -1,8 +1,18 @@
-"""One scheduling cycle on a snapshot: check, order, place, decide.
+"""One scheduling cycle on a snapshot: check, share, order, place, decide.
 
-The steps follow the pattern of the best schedulers: snapshot -> order -> allocate -> decisions.
-Queues, fair shares, gangs and reclaim slot in between as they land; the output contract
-(:meth:`Decisions.to_dict`, the ``kaiwo schedule --output json`` shape) does not change.
+The steps follow the pattern of the best schedulers (KAI's session actions, Kueue's numbered
+steps):
+
+1. check   -- requests no node could ever satisfy, and pods on unknown or non-leaf queues, are
+              rejected with the field and the reason;
+2. share   -- deserved and fair shares of every queue over running + pending pods (compiled H-DRF);
+3. order   -- pending pods across queues by entitlement and within a queue by effective priority
+              (compiled keyed heap); pods a queue limit holds back stay pending with that reason;
+4. place   -- the placement kernel, gangs all-or-nothing;
+5. decide  -- bindings, pending reasons, queue status, decoded on demand.
+
+The output contract (:meth:`Decisions.to_dict`, the ``kaiwo schedule --output json`` shape) is the
+stable interface of DESIGN.md.
 """
 from __future__ import annotations
 
@@ -11,9 +21,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .accounting import assign_queues, request_vectors
+from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, order_pending, \
+    subtree_sums, within_queue_key
+from .gangs import gang_of
 from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
-from .requests import KIND_NONE, ANN_MEMORY, PodError, batch_from_requests
+from .queues import RESOURCES, QueueTree, build_tree, human
+from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
 from .snapshot import Snapshot
 
 
@@ -23,8 +38,13 @@ class Decisions:
 
     snapshot: Snapshot
     placement: Placement | None
-    rejected: list = field(default_factory=list)   #: PodError (snapshot's and the cycle's)
-    timings: dict = field(default_factory=dict)    #: seconds per step
+    tree: QueueTree
+    shares: Shares
+    pending_rows: np.ndarray                          #: queue row of each placement batch row
+    running_rows: np.ndarray                          #: queue row of each running pod (-1 = none)
+    held: list = field(default_factory=list)          #: (pod name, reason) held by queue limits
+    rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
+    timings: dict = field(default_factory=dict)       #: seconds per step
 
     def bindings(self) -> list[dict]:
         p = self.placement
@@ -36,6 +56,7 @@ class Decisions:
 
     def pending(self) -> list[dict]:
         out = [{"pod": name, "reason": why} for name, why in self.snapshot.ignored]
+        out += [{"pod": name, "reason": why} for name, why in self.held]
         p = self.placement
         if p is not None:
             out += [{"pod": p.batch.names[i], "reason": p.reason(i)}
@@ -49,6 +70,34 @@ class Decisions:
                 for r in self.snapshot.finished]
         return out
 
+    def queue_allocated(self) -> np.ndarray:
+        """[Q, 3] used by running pods plus this cycle's bindings (internal rows = subtree sums)."""
+        alloc = np.zeros((len(self.tree), 3), dtype=np.int64)
+        p = self.placement
+        if p is not None and len(p.batch):
+            vec = request_vectors(p.batch, self._device_mem())
+            placed = p.placed
+            np.add.at(alloc, self.pending_rows[placed], vec[placed])
+        return self.shares.running + subtree_sums(self.tree, alloc)
+
+    def _device_mem(self) -> int:
+        c = self.snapshot.cluster
+        return int(c.dev_mem_cap.max()) if c.n_devices else 0
+
+    def queues(self) -> list[dict]:
+        t, s = self.tree, self.shares
+        alloc = self.queue_allocated()
+        pending = np.bincount(self.pending_rows[~self.placement.placed], minlength=len(t)) \
+            if self.placement is not None else np.zeros(len(t), dtype=np.int64)
+
+        def vec(v):
+            return {res: human(i, int(v[i])) for i, res in enumerate(RESOURCES)}
+        return [{"name": spec.name, "parent": spec.parent or None, "priority": spec.priority,
+                 "deserved": vec(s.deserved[q]), "fairShare": vec(s.fair_share[q]),
+                 "allocated": vec(alloc[q]), "demand": vec(s.demand[q]),
+                 "pendingPods": int(pending[q])}
+                for q, spec in enumerate(t.specs)]
+
     def to_dict(self) -> dict:
         """The ``kaiwo schedule --output json`` document (DESIGN.md, stable interface)."""
         bindings, pending, running = self.bindings(), self.pending(), self.running()
@@ -60,11 +109,14 @@ class Decisions:
             "pending": pending,
             "rejected": rejected,
             "running": running,
-            "queues": [],
+            "queues": self.queues(),
             "invalidNodes": [e.to_dict() for e in snap.cluster.errors],
+            "invalidQueues": [e.to_dict() for e in self.tree.errors],
+            "invalidJobs": [e.to_dict() for e in snap.job_errors],
             "warnings": list(snap.warnings),
             "stats": {
                 "nodes": snap.cluster.n_nodes, "gpus": snap.cluster.n_devices,
+                "queues": len(self.tree),
                 "pods": len(bindings) + len(pending) + len(rejected) + len(running),
                 "bound": len(bindings), "pending": len(pending), "rejected": len(rejected),
                 "running": len(running),
@@ -87,29 +139,135 @@ def impossible(snapshot: Snapshot, reqs: list) -> tuple[list, list]:
     return ok, bad
 
 
-def order(batch, keys=()) -> np.ndarray:
-    """Row order: extra plugin keys first, then priority (high first), creation time, name."""
-    names = np.array(batch.names, dtype=object)
-    return np.lexsort((names, batch.created, -batch.priority, *reversed(list(keys))))
+def gangs(reqs: list, running: list) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Gang id per pending pod (-1 none), members still needed from this batch, the pods kept and
+    the errors (a malformed minimum; members that disagree on it)."""
+    info, errors = {}, []
+    for r in reqs + running:
+        try:
+            info[r.name] = gang_of(r)
+        except PodError as e:
+            errors.append(e)
+    mins: dict[str, set] = {}
+    for name, g in info.items():
+        if g:
+            mins.setdefault(g[0], set()).add(g[1])
+    bad_gangs = {g for g, m in mins.items() if len(m) > 1}
+    kept = []
+    for r in reqs:
+        g = info.get(r.name, False)
+        if g is False:
+            continue  # malformed: already an error
+        if g and g[0] in bad_gangs:
+            errors.append(PodError(r.name, "metadata.annotations.kaiwo.ai/gang-min-members",
+                                   r.annotations.get("kaiwo.ai/gang-min-members"),
+                                   f"members of gang {g[0]} disagree on the minimum "
+                                   f"({', '.join(map(str, sorted(mins[g[0]])))})"))
+            continue
+        kept.append(r)
+    running_members: dict[str, int] = {}
+    for r in running:
+        g = info.get(r.name)
+        if g:
+            running_members[g[0]] = running_members.get(g[0], 0) + 1
+    ids: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for r in kept:
+        g = info[r.name]
+        if g:
+            size[g[0]] = size.get(g[0], 0) + 1
+    gang = np.full(len(kept), -1, dtype=np.int32)
+    need = np.zeros(len(kept), dtype=np.int32)
+    for i, r in enumerate(kept):
+        g = info[r.name]
+        if not g:
+            continue
+        gid, minimum = g
+        gang[i] = ids.setdefault(gid, len(ids))
+        total = size[gid] + running_members.get(gid, 0)
+        want = total if minimum == 0 else minimum
+        need[i] = max(0, want - running_members.get(gid, 0))
+    return gang, need, kept, errors
 
 
-def schedule(snapshot: Snapshot, strategy: str = "binpack",
-             pipeline: Pipeline | None = None) -> Decisions:
-    """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed."""
+def _rank(created: np.ndarray, names: list) -> np.ndarray:
+    order = np.lexsort((np.array(names, dtype=object), created))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline | None = None,
+             ordering: OrderingConfig = OrderingConfig(), now: float | None = None) -> Decisions:
+    """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed.
+
+    ``now`` (epoch seconds) ages pending pods; by default the newest creation time among the pods,
+    so that a dump always gives the same decisions.
+    """
     t0 = time.perf_counter()
     pipeline = pipeline or default_pipeline(strategy)
-    reqs, bad = impossible(snapshot, snapshot.pending)
-    rejected = list(snapshot.rejected) + bad
+    cluster = snapshot.cluster
+    dev_mem = int(cluster.dev_mem_cap.max()) if cluster.n_devices else 0
+    capacity = np.array([cluster.n_devices * 1000, cluster.node_cpu_cap.sum(),
+                         cluster.node_mem_cap.sum()], dtype=np.int64)
+
+    # 1. check
+    reqs, rejected = impossible(snapshot, snapshot.pending)
+    rejected = list(snapshot.rejected) + rejected
+    tree = build_tree(snapshot.objects.get("KaiwoQueue", []))
+    run_rows, run_err = assign_queues(tree, snapshot.running)
+    for e in run_err:  # running pods run whatever their label says: account them nowhere
+        snapshot.warnings.append(f"running pod {e.name}: {e.reason}; not counted in any queue")
+    rows, errs = assign_queues(tree, reqs)
+    rejected += errs
+    reqs = [r for r, q in zip(reqs, rows) if q >= 0]
+    gang, need, reqs, errs = gangs(reqs, snapshot.running)
+    rejected += errs
+    rows = np.array([tree.index.get(r.queue or "default") for r in reqs], dtype=np.int32)
+    batch = batch_from_requests(reqs)
+    keep_run = run_rows >= 0
+    run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k])
+    run_req = request_vectors(run_batch, dev_mem)
+    pend_req = request_vectors(batch, dev_mem)
+    if now is None:
+        now = max([r.created for r in reqs + snapshot.running] or [0.0])
+    key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
+    t1 = time.perf_counter()
+
+    # 2. share
+    shares = compute_shares(tree, capacity, run_rows[keep_run], run_req, rows, pend_req, key)
+    t2 = time.perf_counter()
+
+    # 3. order
+    plugin_keys = pipeline.order_keys(CycleContext(cluster, snapshot.state, batch))
+    if plugin_keys:  # plugins' keys come first within a queue; the effective priority breaks ties
+        ranked = np.lexsort((key, *reversed(plugin_keys)))
+        key = np.empty(len(ranked), dtype=np.float64)
+        key[ranked] = np.arange(len(ranked))
+    order, status = order_pending(tree, capacity, shares, rows, pend_req, key,
+                                  _rank(batch.created, batch.names), gang)
+    held = [(batch.names[i], _limit_reason(tree, shares, int(rows[i]), pend_req[i]))
+            for i in np.flatnonzero(status == ORDER_HELD_LIMIT)]
+    t3 = time.perf_counter()
+
+    # 4. place
     state = snapshot.state.copy()
-    placement = None
-    timings = {}
-    if reqs:
-        batch = batch_from_requests(reqs)
-        keys = pipeline.order_keys(CycleContext(snapshot.cluster, state, batch))
-        batch = batch.take(order(batch, keys))
-        t1 = time.perf_counter()
-        timings["order"] = t1 - t0
-        placement = place(snapshot.cluster, state, batch, pipeline)
-        timings["place"] = time.perf_counter() - t1
-    timings["cycle"] = time.perf_counter() - t0
-    return Decisions(snapshot, placement, rejected, timings)
+    ordered = batch.take(order)
+    placement = place(cluster, state, ordered, pipeline) if len(ordered) else None
+    t4 = time.perf_counter()
+    timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
+               "cycle": t4 - t0}
+    return Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, rejected,
+                     timings)
+
+
+def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:
+    for a in tree.ancestors(q):
+        for r, res in enumerate(RESOURCES):
+            lim = int(tree.limit[a, r])
+            if lim >= 0 and req[r] > 0 and shares.running[a, r] + req[r] > lim:
+                return (f"queue {tree.specs[a].name} would exceed its {res} limit "
+                        f"({human(r, lim)}; running {human(r, int(shares.running[a, r]))}, "
+                        f"this pod {human(r, int(req[r]))})")
+    return (f"queue {tree.specs[q].name} or a parent would exceed its limit with the pods "
+            "ordered before this one")

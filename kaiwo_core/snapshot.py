@@ -14,6 +14,7 @@ import numpy as np
 
 from .cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arrays, cluster_from_nodes
 from .errors import ObjectError
+from .gangs import expand_jobs
 from .plugins import Plugin
 from .requests import (KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
                        batch_from_requests, pod_name, pod_request, priority_classes)
@@ -34,11 +35,12 @@ class Snapshot:
     finished: list = field(default_factory=list)   #: PodRequest of Succeeded/Failed pods
     warnings: list = field(default_factory=list)   #: str
     objects: dict = field(default_factory=dict)    #: other kinds by kind (KaiwoQueue, ...)
+    job_errors: list = field(default_factory=list)  #: JobError for KaiwoJobs that could not expand
 
     def copy(self) -> "Snapshot":
         return Snapshot(self.cluster, self.state.copy(), list(self.running), list(self.pending),
                         list(self.rejected), list(self.ignored), list(self.finished),
-                        list(self.warnings), dict(self.objects))
+                        list(self.warnings), dict(self.objects), list(self.job_errors))
 
     # ------------------------------------------------------------------------------ builders
     @classmethod
@@ -58,8 +60,10 @@ class Snapshot:
             by_kind.setdefault(o.get("kind", ""), []).append(o)
         cluster = cluster_from_nodes(by_kind.pop("Node", []))
         classes = priority_classes(by_kind.pop("PriorityClass", []))
-        snap = cls(cluster, cluster.empty_state(), objects=by_kind)
-        for obj in by_kind.pop("Pod", []):
+        pods = by_kind.pop("Pod", [])
+        created, job_errors = expand_jobs(by_kind.get("KaiwoJob", []), pods)
+        snap = cls(cluster, cluster.empty_state(), objects=by_kind, job_errors=job_errors)
+        for obj in pods + created:
             snap.add_pod(obj, classes, scheduler_name)
         snap.charge_running()
         return snap

@@ -68,9 +68,18 @@ def _stamp(sec: int) -> str:
     return f"2026-01-01T{sec // 3600:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}Z"
 
 
+def queue_obj(spec: dict) -> dict:
+    body = {k: v for k, v in spec.items() if k not in ("name", "parent")}
+    if spec.get("parent"):
+        body["parentQueue"] = spec["parent"]
+    return {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoQueue",
+            "metadata": {"name": spec["name"]}, "spec": body}
+
+
 def scenario_objects(sc: dict) -> list[dict]:
-    """Nodes, then pods in file order (each created one second after the previous)."""
+    """Nodes, queues, then pods in file order (each created one second after the previous)."""
     objs = [node_obj(n) for n in sc.get("nodes", [])]
+    objs += [queue_obj(q) for q in sc.get("queues", [])]
     pods: list[dict] = []
     for p in sc.get("pods", []):
         pods += pod_objs(p, len(pods))

@@ -6,7 +6,7 @@ import pytest
 import kaiwo_core as kc
 from tests.scenario_loader import load, scenario_objects
 
-SCENARIOS = load("placement.yaml")
+SCENARIOS = load("placement.yaml") + load("queues.yaml")
 
 
 def run(sc):
@@ -41,7 +41,7 @@ def test_scenario(sc):
         assert bound[pod]["node"] == node
     for pod in exp.get("pending", []):
         assert pod in pending
-    for pod, text in exp.get("pending_reason", {}).items():
+    for pod, text in {**exp.get("pending_reason", {}), **exp.get("pending_reason_contains", {})}.items():
         assert pod in pending, bound.get(pod)
         assert text in pending[pod]
     for pod, field in exp.get("rejected", {}).items():
@@ -71,3 +71,17 @@ def test_scenario(sc):
     for pod, devs in exp.get("running_devices", {}).items():
         got = running[pod]["devices"]
         assert len(got) == len(devs) and all(subset(e, g) for e, g in zip(devs, got)), got
+    if "count_per_queue" in exp:
+        queue_of = {f"{o['metadata']['namespace']}/{o['metadata']['name']}":
+                    o["metadata"]["labels"].get("kaiwo.ai/queue", "default")
+                    for o in scenario_objects(sc) if o["kind"] == "Pod"}
+        got = Counter(queue_of[p] for p in list(bound) + list(running))
+        assert {q: got.get(q, 0) for q in exp["count_per_queue"]} == exp["count_per_queue"], pending
+    status = {q["name"]: q for q in doc["queues"]}
+    for q, gpus in exp.get("queue_fair_share_gpu", {}).items():
+        assert status[q]["fairShare"]["gpu"] == gpus
+    for q, gpus in exp.get("queue_deserved_gpu", {}).items():
+        assert status[q]["deserved"]["gpu"] == gpus
+    for q, field in exp.get("invalid_queues", {}).items():
+        match = [e for e in doc["invalidQueues"] if e["kaiwoqueue"] == q]
+        assert match and match[0]["field"] == field, doc["invalidQueues"]

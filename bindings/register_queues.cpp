@@ -1,0 +1,360 @@
+// Bindings of the queue kernels:
+//   `_core.fair_share(tree, pods) -> dict`            (csrc/fairshare.hpp)
+//   `_core.order_pending(tree, state, pods) -> dict`  (csrc/ordering.hpp)
+//
+// The kernels trust their input, so everything they rely on is checked here, once, in O(Q + P):
+// keys (unknown keys are errors, so a typo never passes silently), exact dtypes (native byte order),
+// C-contiguity, shapes, value ranges, the tree shape (parent[q] in [-1, q), which also rules out
+// cycles), pods only on leaf queues, gang members in one queue, and column totals small enough
+// (<= 2^62) that no sum the kernels form can overflow. Each failure throws std::invalid_argument
+// (Python ValueError) naming the dict and key. Nothing is written in place; results are fresh arrays.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "fairshare.hpp"
+#include "ordering.hpp"
+#include "register.hpp"
+
+namespace py = pybind11;
+
+namespace kaiwo::bindings {
+namespace {
+
+constexpr int64_t kMaxTotal = int64_t{1} << 62;  ///< bound on capacities and column totals
+
+template <typename T>
+struct Dt;
+template <> struct Dt<int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
+template <> struct Dt<int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
+template <> struct Dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
+
+[[noreturn]] void fail(const std::string& where, const std::string& what) {
+    throw std::invalid_argument(where + ": " + what);
+}
+
+/// One validated input dict. Arrays are kept referenced until the kernel returns.
+class Inputs {
+public:
+    Inputs(const py::dict& d, const char* name, const std::set<std::string>& required,
+           const std::set<std::string>& optional = {})
+        : d_(d), name_(name) {
+        for (auto item : d_) {
+            if (!py::isinstance<py::str>(item.first))
+                fail(name_, "keys must be str, got " + std::string(py::str(py::type::of(item.first))));
+            const std::string key = item.first.cast<std::string>();
+            if (!required.count(key) && !optional.count(key)) fail(at(key), "unknown key");
+        }
+        for (const auto& key : required)
+            if (!has(key)) fail(at(key), "missing");
+    }
+
+    bool has(const std::string& key) const { return d_.contains(key) && !d_[key.c_str()].is_none(); }
+    std::string at(const std::string& key) const { return std::string(name_) + "['" + key + "']"; }
+
+    /// The array under `key`: exact dtype, `ndim` dimensions, C-contiguous.
+    template <typename T>
+    const T* get(const std::string& key, int ndim, py::ssize_t* shape) {
+        const std::string w = at(key);
+        if (!has(key)) fail(w, "missing");
+        py::object obj = d_[key.c_str()];
+        if (!py::isinstance<py::array>(obj))
+            fail(w, std::string("expected a numpy array of ") + Dt<T>::name + ", got " +
+                        std::string(py::str(py::type::of(obj))));
+        py::array a = py::reinterpret_borrow<py::array>(obj);
+        const py::dtype dt = a.dtype();
+        const char bo = dt.byteorder();
+        if (dt.kind() != Dt<T>::kind || dt.itemsize() != py::ssize_t(sizeof(T)) || dt.has_fields() ||
+            (bo != '=' && bo != '|'))
+            fail(w, std::string("expected dtype ") + Dt<T>::name + " (native byte order), got " +
+                        std::string(py::str(dt)));
+        if (a.ndim() != ndim)
+            fail(w, "expected " + std::to_string(ndim) + "-D array, got " + std::to_string(a.ndim()) + "-D");
+        if (!(a.flags() & py::array::c_style)) fail(w, "not C-contiguous");
+        for (int i = 0; i < ndim; ++i) shape[i] = a.shape(i);
+        keep_.push_back(a);
+        return static_cast<const T*>(a.data());
+    }
+
+    /// A 1-D array of exactly `n` elements (`what` explains n).
+    template <typename T>
+    const T* vec(const std::string& key, py::ssize_t n, const std::string& what) {
+        py::ssize_t s[1];
+        const T* p = get<T>(key, 1, s);
+        if (s[0] != n)
+            fail(at(key), "expected length " + std::to_string(n) + " (" + what + "), got " + std::to_string(s[0]));
+        return p;
+    }
+
+    /// A 2-D array of shape (n, 3) (`what` explains n).
+    template <typename T>
+    const T* mat(const std::string& key, py::ssize_t n, const std::string& what) {
+        py::ssize_t s[2];
+        const T* p = get<T>(key, 2, s);
+        if (s[0] != n || s[1] != kNumRes)
+            fail(at(key), "expected shape (" + std::to_string(n) + ", 3) (" + what +
+                              " x gpu/cpu/memory), got (" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ")");
+        return p;
+    }
+
+private:
+    py::dict d_;
+    const char* name_;
+    std::vector<py::array> keep_;
+};
+
+std::string at_queue(int64_t q) { return "at queue " + std::to_string(q); }
+std::string at_pod(int64_t p) { return "at pod " + std::to_string(p); }
+std::string at_res(int64_t q, int r) {
+    static const char* names[kNumRes] = {"gpu", "cpu", "memory"};
+    return "at queue " + std::to_string(q) + ", " + names[r];
+}
+
+/// Checks every element of a [n,3] int64 matrix is >= lo.
+void check_min(Inputs& in, const std::string& key, const int64_t* m, int64_t n, int64_t lo, const std::string& why) {
+    for (int64_t q = 0; q < n; ++q)
+        for (int r = 0; r < kNumRes; ++r)
+            if (m[q * kNumRes + r] < lo)
+                fail(in.at(key), std::to_string(m[q * kNumRes + r]) + " " + why + " " + at_res(q, r));
+}
+
+/// The tree dict: `parent` (shape and order), `limit`, `priority`; `quota`, `weight`, `capacity`
+/// when `full` (fair_share requires them; order_pending accepts them and does not read them).
+struct TreeIn {
+    QueueTree tree;
+    int64_t n = 0;
+    std::vector<uint8_t> leaf;
+};
+
+TreeIn parse_tree(Inputs& in, bool full) {
+    TreeIn out;
+    py::ssize_t s[1];
+    const int32_t* parent = in.get<int32_t>("parent", 1, s);
+    const py::ssize_t Q = s[0];
+    if (Q > std::numeric_limits<int32_t>::max() / 4) fail(in.at("parent"), "too many queues");
+    const std::string qs = "queues = len(parent)";
+    for (py::ssize_t q = 0; q < Q; ++q)
+        if (parent[q] < -1 || parent[q] >= q)
+            fail(in.at("parent"), "parent " + std::to_string(parent[q]) + " " + at_queue(q) +
+                                      " must be -1 (top level) or a smaller index (parents come before "
+                                      "children, which also rules out cycles)");
+    out.n = Q;
+    out.tree.n = static_cast<int32_t>(Q);
+    out.tree.parent = parent;
+    out.leaf.assign(static_cast<size_t>(Q), 1);
+    for (py::ssize_t q = 0; q < Q; ++q)
+        if (parent[q] >= 0) out.leaf[parent[q]] = 0;
+    out.tree.limit = in.mat<int64_t>("limit", Q, qs);
+    check_min(in, "limit", out.tree.limit, Q, -1, "must be >= 0 or -1 (no limit)");
+    out.tree.priority = in.vec<int32_t>("priority", Q, qs);
+    if (full || in.has("quota")) {
+        out.tree.quota = in.mat<int64_t>("quota", Q, qs);
+        check_min(in, "quota", out.tree.quota, Q, -1, "must be >= 0 or -1 (unlimited)");
+    }
+    if (full || in.has("weight")) {
+        out.tree.weight = in.mat<double>("weight", Q, qs);
+        for (py::ssize_t q = 0; q < Q; ++q)
+            for (int r = 0; r < kNumRes; ++r) {
+                const double w = out.tree.weight[q * kNumRes + r];
+                if (!(w > 0.0) || !std::isfinite(w))
+                    fail(in.at("weight"), "overQuotaWeight " + std::to_string(w) + " must be finite and > 0 " +
+                                              at_res(q, r));
+            }
+    }
+    if (full || in.has("capacity")) {
+        out.tree.capacity = in.vec<int64_t>("capacity", kNumRes, "gpu, cpu, memory");
+        for (int r = 0; r < kNumRes; ++r)
+            if (out.tree.capacity[r] < 0 || out.tree.capacity[r] > kMaxTotal)
+                fail(in.at("capacity"), "must be in [0, 2^62], got " + std::to_string(out.tree.capacity[r]));
+    }
+    return out;
+}
+
+/// `pod_start` (CSR over queues, pods only on leaves) and `req`; returns P and adds the column
+/// totals of `req` into `totals` (checked against kMaxTotal).
+int64_t parse_pods(Inputs& in, const TreeIn& t, const int64_t** pod_start, const int64_t** req, int64_t* totals) {
+    const int64_t Q = t.n;
+    const int64_t* ps = in.vec<int64_t>("pod_start", Q + 1, "queues + 1");
+    py::ssize_t s[2];
+    const int64_t* rq = in.get<int64_t>("req", 2, s);
+    const py::ssize_t P = s[0];
+    if (s[1] != kNumRes)
+        fail(in.at("req"), "expected shape (pods, 3) (gpu/cpu/memory), got (" + std::to_string(s[0]) + ", " +
+                               std::to_string(s[1]) + ")");
+    if (ps[0] != 0) fail(in.at("pod_start"), "must start at 0, got " + std::to_string(ps[0]));
+    for (int64_t q = 0; q < Q; ++q) {
+        if (ps[q + 1] < ps[q]) fail(in.at("pod_start"), "not monotone at index " + std::to_string(q + 1));
+        if (!t.leaf[q] && ps[q + 1] != ps[q])
+            fail(in.at("pod_start"), std::to_string(ps[q + 1] - ps[q]) + " pods " + at_queue(q) +
+                                         ", which is not a leaf (only leaf queues hold pods)");
+    }
+    if (ps[Q] != P)
+        fail(in.at("pod_start"), "must end at the number of pods len(req) = " + std::to_string(P) + ", got " +
+                                     std::to_string(ps[Q]));
+    for (py::ssize_t p = 0; p < P; ++p)
+        for (int r = 0; r < kNumRes; ++r) {
+            const int64_t x = rq[p * kNumRes + r];
+            if (x < 0) fail(in.at("req"), "negative request " + std::to_string(x) + " " + at_pod(p));
+            if (x > kMaxTotal - totals[r]) fail(in.at("req"), "column total exceeds 2^62");
+            totals[r] += x;
+        }
+    *pod_start = ps;
+    *req = rq;
+    return P;
+}
+
+template <typename T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
+    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
+    return a;
+}
+
+py::array queue_matrix(const std::vector<int64_t>& v, int64_t Q) {
+    return to_numpy(v).reshape({static_cast<py::ssize_t>(Q), static_cast<py::ssize_t>(kNumRes)});
+}
+
+py::dict fair_share_py(const py::dict& tree, const py::dict& pods) {
+    Inputs ti(tree, "tree", {"parent", "quota", "limit", "weight", "priority", "capacity"});
+    TreeIn t = parse_tree(ti, true);
+    Inputs pi(pods, "pods", {"pod_start", "req"});
+    const int64_t* pod_start = nullptr;
+    const int64_t* req = nullptr;
+    int64_t totals[kNumRes] = {0, 0, 0};
+    parse_pods(pi, t, &pod_start, &req, totals);
+
+    FairShareResult r;
+    {
+        py::gil_scoped_release release;
+        r = fair_share(t.tree, pod_start, req);
+    }
+    py::dict out;
+    out["demand"] = queue_matrix(r.demand, t.n);
+    out["deserved"] = queue_matrix(r.deserved, t.n);
+    out["fair_share"] = queue_matrix(r.fair_share, t.n);
+    out["allocated"] = queue_matrix(r.allocated, t.n);
+    out["admitted"] = to_numpy(r.admitted);
+    out["phase"] = to_numpy(r.phase);
+    return out;
+}
+
+py::dict order_pending_py(const py::dict& tree, const py::dict& state, const py::dict& pods) {
+    Inputs ti(tree, "tree", {"parent", "limit", "priority", "deserved", "fair_share"},
+              {"quota", "weight", "capacity"});
+    TreeIn t = parse_tree(ti, false);
+    const int64_t Q = t.n;
+    const std::string qs = "queues = len(parent)";
+    const int64_t* deserved = ti.mat<int64_t>("deserved", Q, qs);
+    check_min(ti, "deserved", deserved, Q, 0, "must be >= 0");
+    const int64_t* fair = ti.mat<int64_t>("fair_share", Q, qs);
+    check_min(ti, "fair_share", fair, Q, 0, "must be >= 0");
+
+    Inputs si(state, "state", {"allocated"});
+    const int64_t* allocated = si.mat<int64_t>("allocated", Q, qs);
+    check_min(si, "allocated", allocated, Q, 0, "must be >= 0");
+    // Leaf rows are what the kernel reads. Internal rows may be left at zero (the kernel sums the
+    // leaves) or filled in, and then must equal the sum of their leaves.
+    int64_t totals[kNumRes] = {0, 0, 0};
+    {
+        std::vector<int64_t> sum(static_cast<size_t>(Q) * kNumRes, 0);
+        for (int64_t q = Q - 1; q >= 0; --q) {
+            for (int r = 0; r < kNumRes; ++r) {
+                const int64_t i = q * kNumRes + r;
+                if (t.leaf[q]) {
+                    sum[i] = allocated[i];
+                    if (allocated[i] > kMaxTotal - totals[r]) fail(si.at("allocated"), "column total exceeds 2^62");
+                    totals[r] += allocated[i];
+                }
+                if (t.tree.parent[q] >= 0) sum[t.tree.parent[q] * kNumRes + r] += sum[i];
+            }
+        }
+        for (int64_t q = 0; q < Q; ++q) {
+            if (t.leaf[q]) continue;
+            bool zero = true, same = true;
+            for (int r = 0; r < kNumRes; ++r) {
+                zero = zero && allocated[q * kNumRes + r] == 0;
+                same = same && allocated[q * kNumRes + r] == sum[q * kNumRes + r];
+            }
+            if (!zero && !same)
+                fail(si.at("allocated"), "row " + at_queue(q) + " (internal) must be all zero or the sum of its "
+                                                                  "children's rows");
+        }
+    }
+
+    Inputs pi(pods, "pods", {"pod_start", "req", "key", "tiebreak", "gang"});
+    PendingPods pp;
+    const int64_t P = parse_pods(pi, t, &pp.pod_start, &pp.req, totals);
+    const std::string ps = "pods = len(req)";
+    pp.key = pi.vec<double>("key", P, ps);
+    pp.tiebreak = pi.vec<int64_t>("tiebreak", P, ps);
+    pp.gang = pi.vec<int32_t>("gang", P, ps);
+    for (int64_t p = 0; p < P; ++p)
+        if (!std::isfinite(pp.key[p])) fail(pi.at("key"), "must be finite " + at_pod(p));
+    {
+        std::unordered_map<int32_t, int64_t> gang_queue;
+        for (int64_t q = 0; q < Q; ++q)
+            for (int64_t p = pp.pod_start[q]; p < pp.pod_start[q + 1]; ++p) {
+                const int32_t g = pp.gang[p];
+                if (g < -1) fail(pi.at("gang"), "gang id " + std::to_string(g) + " must be >= 0 or -1 (none) " + at_pod(p));
+                if (g < 0) continue;
+                auto it = gang_queue.emplace(g, q).first;
+                if (it->second != q)
+                    fail(pi.at("gang"), "gang " + std::to_string(g) + " has members in queues " +
+                                            std::to_string(it->second) + " and " + std::to_string(q) +
+                                            " (a gang belongs to one queue) " + at_pod(p));
+            }
+    }
+
+    OrderResult r;
+    {
+        py::gil_scoped_release release;
+        r = order_pending(t.tree, deserved, fair, allocated, pp);
+    }
+    py::dict out;
+    out["order"] = to_numpy(r.order);
+    out["status"] = to_numpy(r.status);
+    return out;
+}
+
+}  // namespace
+
+void register_queues(py::module_& m) {
+    m.attr("QUEUE_RESOURCES") = py::make_tuple("gpu", "cpu", "memory");
+    m.attr("PHASE_NONE") = static_cast<int>(kPhaseNone);
+    m.attr("PHASE_DESERVED") = static_cast<int>(kPhaseDeserved);
+    m.attr("PHASE_OVER_QUOTA") = static_cast<int>(kPhaseOverQuota);
+    m.attr("ORDER_OK") = static_cast<int>(kOrdered);
+    m.attr("ORDER_HELD_LIMIT") = static_cast<int>(kHeldLimit);
+
+    m.def("fair_share", &fair_share_py, py::arg("tree"), py::arg("pods"),
+          R"doc(Hierarchical fair shares by a pod-granular virtual allocation (see csrc/fairshare.hpp).
+
+tree: parent int32[Q] (-1 = top level, else < own index), quota int64[Q,3] (-1 = unlimited),
+limit int64[Q,3] (-1 = none), weight float64[Q,3] (> 0), priority int32[Q], capacity int64[3].
+pods: pod_start int64[Q+1] (CSR of each leaf's pods, in queue order), req int64[P,3].
+Columns are gpu milli-units, cpu milli-cores, memory MiB.
+Returns a dict: demand, deserved, fair_share, allocated int64[Q,3], admitted uint8[P],
+phase int8[P] (PHASE_*). Raises ValueError naming the key on bad input.)doc");
+
+    m.def("order_pending", &order_pending_py, py::arg("tree"), py::arg("state"), py::arg("pods"),
+          R"doc(Order pending pods across the queue tree (see csrc/ordering.hpp).
+
+tree: parent, limit, priority as for fair_share (quota, weight accepted, not read; capacity, when given, makes shares ignore saturated resources),
+deserved int64[Q,3], fair_share int64[Q,3]. state: allocated int64[Q,3] by running pods (leaf
+rows are read; internal rows must be zero or the sum of their children).
+pods: pod_start int64[Q+1] (pending pods per leaf), req int64[P,3], key float64[P] (smaller
+first), tiebreak int64[P] (smaller first), gang int32[P] (-1 = none; one queue per gang).
+Returns a dict: order int64[P'] (pod indices to try, in order), status int8[P] (ORDER_OK, or
+ORDER_HELD_LIMIT for pods that would push a queue over its limit). Raises ValueError naming the
+key on bad input.)doc");
+}
+
+}  // namespace kaiwo::bindings

@@ -1,0 +1,236 @@
+// Hierarchical fair shares: see fairshare.hpp for the contract and the numbered semantics.
+//
+// Implementation notes (tests/naive_queues.py `fair_share_ref` is the executable specification):
+//
+// * Nodes are 0..Q-1 plus a virtual root Q whose children are the top-level queues. Because
+//   parent[q] < q, "children before parents" is simply decreasing index order.
+// * Phase 2 keeps, per node, its aggregate over-quota vector `vec` (U for a leaf, the H-DRF aggregate
+//   V for an internal node) and its weighted share `g`. Admitting a pod changes U of one leaf, so only
+//   the path to the root is recomputed (an internal node rescans its children: O(siblings)); blocking
+//   a leaf changes which children its parent rescales, so the path is recomputed too. When a resource
+//   saturates, every share changes, so all nodes are recomputed bottom-up and the heaps rebuilt; that
+//   happens at most once per resource.
+// * Selection at each level uses a keyed heap over the node's non-blocked children ordered by
+//   (priority desc, g asc, index asc), a strict total order, so the choice equals the reference's
+//   min-scan. Only the nodes on the changed path change key among their siblings, except after a
+//   saturation (full rebuild).
+// * Shares are computed with the operations and order of the reference:
+//   g(V, q) = max over r (in column order) of V[r] / (double(capacity[r]) * weight[q][r]);
+//   V_n accumulates children in index order, each as `V[r] += vec_c[r] * (M / g_c)` (scaled) or
+//   `V[r] += vec_c[r]` (raw), starting from 0.0.
+#include "fairshare.hpp"
+
+#include <algorithm>
+#include <limits>
+
+namespace kaiwo {
+
+Children::Children(const int32_t* parent, int32_t n)
+    : start(static_cast<size_t>(n) + 2, 0), child(static_cast<size_t>(n)) {
+    for (int32_t q = 0; q < n; ++q) ++start[(parent[q] < 0 ? n : parent[q]) + 1];
+    for (int32_t i = 0; i <= n; ++i) start[i + 1] += start[i];
+    std::vector<int32_t> cur(start.begin(), start.end() - 1);
+    for (int32_t q = 0; q < n; ++q) child[cur[parent[q] < 0 ? n : parent[q]]++] = q;
+}
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+/// Phase-2 state and the operations on it.
+class OverQuota {
+public:
+    OverQuota(const QueueTree& t, const Children& ch, const int64_t* deserved, const int64_t* alloc)
+        : t_(t), ch_(ch), des_(deserved), alloc_(alloc), vec_(static_cast<size_t>(t.n) * kNumRes, 0.0),
+          g_(static_cast<size_t>(t.n), 0.0) {}
+
+    double g(int32_t q) const { return g_[q]; }
+
+    /// Weighted dominant share of `v` for queue `q` over the non-saturated resources.
+    double share(const double* v, int32_t q) const {
+        double s = 0.0;
+        for (int r = 0; r < kNumRes; ++r) {
+            if (saturated[r] || t_.capacity[r] <= 0) continue;
+            const double x = v[r] / (static_cast<double>(t_.capacity[r]) * t_.weight[q * kNumRes + r]);
+            if (x > s) s = x;
+        }
+        return s;
+    }
+
+    /// Recomputes vec and g of `q` from its own state (leaf) or its children's (internal).
+    void recompute(int32_t q, const std::vector<uint8_t>& blocked) {
+        double* v = &vec_[static_cast<size_t>(q) * kNumRes];
+        if (ch_.leaf(q)) {
+            for (int r = 0; r < kNumRes; ++r) {
+                const int64_t over = alloc_[q * kNumRes + r] - des_[q * kNumRes + r];
+                v[r] = static_cast<double>(over > 0 ? over : 0);
+            }
+        } else {
+            double m = kInf;
+            for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
+                const int32_t c = ch_.child[i];
+                if (!blocked[c] && g_[c] > 0.0 && g_[c] < m) m = g_[c];
+            }
+            for (int r = 0; r < kNumRes; ++r) v[r] = 0.0;
+            for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
+                const int32_t c = ch_.child[i];
+                const double* vc = &vec_[static_cast<size_t>(c) * kNumRes];
+                if (!blocked[c] && g_[c] > 0.0) {
+                    const double f = m / g_[c];
+                    for (int r = 0; r < kNumRes; ++r) v[r] += vc[r] * f;
+                } else {
+                    for (int r = 0; r < kNumRes; ++r) v[r] += vc[r];
+                }
+            }
+        }
+        g_[q] = share(v, q);
+    }
+
+    bool saturated[kNumRes] = {false, false, false};
+
+private:
+    const QueueTree& t_;
+    const Children& ch_;
+    const int64_t* des_;
+    const int64_t* alloc_;
+    std::vector<double> vec_;
+    std::vector<double> g_;
+};
+
+}  // namespace
+
+FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const int64_t* req) {
+    const int32_t Q = t.n;
+    const int32_t root = Q;
+    const int64_t P = pod_start[Q];
+    const Children ch(t.parent, Q);
+    auto up = [&](int32_t q) { return t.parent[q] < 0 ? root : t.parent[q]; };
+
+    FairShareResult res;
+    const size_t QR = static_cast<size_t>(Q) * kNumRes;
+    res.demand.assign(QR, 0);
+    res.deserved.assign(QR, 0);
+    res.fair_share.assign(QR, 0);
+    res.allocated.assign(QR, 0);
+    res.admitted.assign(static_cast<size_t>(P), 0);
+    res.phase.assign(static_cast<size_t>(P), kPhaseNone);
+    int64_t* dem = res.demand.data();
+    int64_t* des = res.deserved.data();
+    int64_t* alloc = res.allocated.data();
+
+    // 1. Demand: leaves sum their pods, then children into parents (decreasing index).
+    for (int32_t q = 0; q < Q; ++q)
+        for (int64_t p = pod_start[q]; p < pod_start[q + 1]; ++p)
+            for (int r = 0; r < kNumRes; ++r) dem[q * kNumRes + r] += req[p * kNumRes + r];
+    for (int32_t q = Q - 1; q >= 0; --q)
+        if (t.parent[q] >= 0)
+            for (int r = 0; r < kNumRes; ++r) dem[t.parent[q] * kNumRes + r] += dem[q * kNumRes + r];
+
+    // 2. Deserved, capped top-down (increasing index) by the parent's.
+    for (int32_t q = 0; q < Q; ++q) {
+        for (int r = 0; r < kNumRes; ++r) {
+            const int64_t i = q * kNumRes + r;
+            int64_t d = t.quota[i] < 0 ? dem[i] : std::min(t.quota[i], dem[i]);
+            if (t.limit[i] >= 0) d = std::min(d, t.limit[i]);
+            if (t.parent[q] >= 0) d = std::min(d, des[t.parent[q] * kNumRes + r]);
+            des[i] = d;
+        }
+    }
+
+    int64_t total[kNumRes] = {0, 0, 0};
+    std::vector<int64_t> next(pod_start, pod_start + Q);  // next pod of each leaf
+    auto fits_capacity = [&](const int64_t* x) {
+        for (int r = 0; r < kNumRes; ++r)
+            if (total[r] + x[r] > t.capacity[r]) return false;
+        return true;
+    };
+    auto admit = [&](int32_t leaf, int64_t p, int8_t phase) {
+        const int64_t* x = req + p * kNumRes;
+        for (int r = 0; r < kNumRes; ++r) total[r] += x[r];
+        for (int32_t a = leaf; a >= 0; a = t.parent[a])
+            for (int r = 0; r < kNumRes; ++r) alloc[a * kNumRes + r] += x[r];
+        res.admitted[p] = 1;
+        res.phase[p] = phase;
+        ++next[leaf];
+    };
+
+    // 3. Phase 1: within deserved, leaves in index order, each up to its first misfit.
+    for (int32_t q = 0; q < Q; ++q) {
+        if (!ch.leaf(q)) continue;
+        while (next[q] < pod_start[q + 1]) {
+            const int64_t p = next[q];
+            const int64_t* x = req + p * kNumRes;
+            bool ok = fits_capacity(x);
+            for (int32_t a = q; ok && a >= 0; a = t.parent[a])
+                for (int r = 0; r < kNumRes; ++r)
+                    if (alloc[a * kNumRes + r] + x[r] > des[a * kNumRes + r]) ok = false;
+            if (!ok) break;
+            admit(q, p, kPhaseDeserved);
+        }
+    }
+
+    // 4. Phase 2: dynamic H-DRF over the over-quota usage.
+    std::vector<uint8_t> blocked(static_cast<size_t>(Q), 0);
+    std::vector<int32_t> open(static_cast<size_t>(Q) + 1, 0);  // non-blocked children per node
+    for (int32_t q = Q - 1; q >= 0; --q) {
+        blocked[q] = ch.leaf(q) ? next[q] == pod_start[q + 1] : open[q] == 0;
+        if (!blocked[q]) ++open[up(q)];
+    }
+    OverQuota oq(t, ch, des, alloc);
+    auto less = [&](int32_t a, int32_t b) {
+        if (t.priority[a] != t.priority[b]) return t.priority[a] > t.priority[b];
+        const double ga = oq.g(a), gb = oq.g(b);
+        if (ga != gb) return ga < gb;
+        return a < b;
+    };
+    HeapForest<decltype(less)> heaps(Q + 1, Q, less);
+    auto rebuild = [&]() {
+        for (int32_t q = Q - 1; q >= 0; --q) oq.recompute(q, blocked);
+        heaps.clear();
+        for (int32_t q = 0; q < Q; ++q)
+            if (!blocked[q]) heaps.push(up(q), q);
+    };
+    rebuild();
+
+    while (!heaps.empty(root)) {
+        int32_t n = heaps.top(root);
+        while (!ch.leaf(n)) n = heaps.top(n);  // a non-blocked internal node has a non-blocked child
+        const int64_t p = next[n];
+        const int64_t* x = req + p * kNumRes;
+        bool grew = false;
+        bool ok = true;
+        for (int r = 0; r < kNumRes; ++r) {
+            if (total[r] + x[r] > t.capacity[r]) {
+                ok = false;
+                if (!oq.saturated[r]) grew = oq.saturated[r] = true;
+            }
+        }
+        for (int32_t a = n; ok && a >= 0; a = t.parent[a])
+            for (int r = 0; r < kNumRes; ++r)
+                if (t.limit[a * kNumRes + r] >= 0 && alloc[a * kNumRes + r] + x[r] > t.limit[a * kNumRes + r])
+                    ok = false;
+        if (ok) admit(n, p, kPhaseOverQuota);
+        bool newly = !ok || next[n] == pod_start[n + 1];  // misfit, or no pods left
+        if (newly) blocked[n] = 1;
+        // Up the path: shares change (allocation or the blocked set did), blocking may propagate.
+        for (int32_t a = n;;) {
+            oq.recompute(a, blocked);
+            const int32_t pa = up(a);
+            if (newly) {
+                heaps.erase(a);
+                newly = --open[pa] == 0 && pa != root;
+                if (newly) blocked[pa] = 1;
+            } else {
+                heaps.update(a);
+            }
+            if (pa == root) break;
+            a = pa;
+        }
+        if (grew) rebuild();
+    }
+
+    for (size_t i = 0; i < QR; ++i) res.fair_share[i] = std::max(des[i], alloc[i]);
+    return res;
+}
+
+}  // namespace kaiwo

@@ -1,0 +1,270 @@
+"""KaiwoQueue objects as a validated, columnar queue tree.
+
+``KaiwoQueue`` (``kaiwo.ai/v1alpha2``, cluster-scoped)::
+
+    spec:
+      displayName: Team A
+      parentQueue: org              # absent = top level
+      priority: 100                 # higher = served first for over-quota resources
+      resources:
+        gpu:    {quota: 8, overQuotaWeight: 2, limit: 16}     # GPUs (fractions allowed)
+        cpu:    {quota: "64", limit: -1}                      # Kubernetes CPU quantity
+        memory: {quota: 512Gi}                                # Kubernetes memory quantity
+      fairness: {policy: DRF, reclaimStrategy: aggressive}  # or conservative
+      preemptMinRuntime: 10m
+      reclaimMinRuntime: 5m
+
+``quota: -1`` means unlimited, an absent ``limit`` (or -1) means no limit, an absent quota is 0.
+Only leaf queues hold pods; pods without a ``kaiwo.ai/queue`` label go to the ``default`` queue,
+which is created (top level, no quota) when no KaiwoQueue of that name exists.
+
+A queue that cannot be accepted -- unknown parent, part of a cycle, a bad value, a quota larger than
+its parent's -- is reported as a :class:`QueueError` and left out, with its descendants (each told
+why); the rest of the tree keeps working. Columns are ordered parents-before-children, which the
+compiled fair-share and ordering kernels rely on.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ObjectError
+from .quantity import QuantityError, parse_quantity
+
+RESOURCES = ("gpu", "cpu", "memory")
+GPU, CPU, MEMORY = 0, 1, 2
+DEFAULT_QUEUE = "default"
+UNLIMITED = -1
+RECLAIM_STRATEGIES = ("aggressive", "conservative")
+FAIRNESS_POLICIES = ("DRF",)
+
+
+class QueueError(ObjectError):
+    """A KaiwoQueue that could not be accepted; it (and its subtree) is left out."""
+
+    kind = "KaiwoQueue"
+
+
+@dataclass
+class QueueSpec:
+    """One decoded KaiwoQueue."""
+
+    name: str
+    parent: str = ""
+    display_name: str = ""
+    priority: int = 0
+    quota: tuple = (0, 0, 0)            #: gpu milli, cpu milli, memory MiB; -1 = unlimited
+    limit: tuple = (-1, -1, -1)         #: -1 = none
+    weight: tuple = (1.0, 1.0, 1.0)     #: overQuotaWeight per resource
+    reclaim: str = "aggressive"
+    preempt_min_runtime: float = 0.0    #: seconds
+    reclaim_min_runtime: float = 0.0    #: seconds
+
+
+@dataclass
+class QueueTree:
+    """Accepted queues, parents before children, as arrays for the kernels."""
+
+    specs: list                          #: QueueSpec per queue
+    parent: np.ndarray                   #: int32[Q], -1 = top level
+    quota: np.ndarray                    #: int64[Q, 3]
+    limit: np.ndarray                    #: int64[Q, 3]
+    weight: np.ndarray                   #: float64[Q, 3]
+    priority: np.ndarray                 #: int32[Q]
+    errors: list = field(default_factory=list)   #: QueueError for queues left out
+    index: dict = field(default_factory=dict)    #: name -> row
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.specs]
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+    @property
+    def is_leaf(self) -> np.ndarray:
+        leaf = np.ones(len(self.specs), dtype=bool)
+        leaf[self.parent[self.parent >= 0]] = False
+        return leaf
+
+    def ancestors(self, q: int) -> list[int]:
+        """q and every queue above it, bottom-up."""
+        out = []
+        while q >= 0:
+            out.append(q)
+            q = int(self.parent[q])
+        return out
+
+
+# ---------------------------------------------------------------------------------- parsing
+
+def human(resource: int, amount: int):
+    """An amount in kernel units as users write it: GPUs and CPU cores (float), memory in MiB."""
+    if amount == UNLIMITED:
+        return -1
+    return amount if resource == MEMORY else amount / 1000
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+
+
+def parse_duration(text, name: str, fld: str) -> float:
+    """Go-style duration (``1h30m``, ``90s``, ``500ms``) or a number of seconds -> seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool) and text >= 0:
+        return float(text)
+    s = str(text).strip()
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or not s:
+        raise QueueError(name, fld, text, "not a duration (expected e.g. 10m, 1h30m, 90s)")
+    return total
+
+
+def _amount(name: str, fld: str, raw, resource: str, allow_unlimited: bool) -> int:
+    if raw is None:
+        return UNLIMITED
+    if allow_unlimited and (raw == -1 or raw == "-1"):
+        return UNLIMITED
+    try:
+        if resource == "gpu":  # GPUs, fractions allowed: milli-GPU
+            return parse_quantity(raw, "cpu")  # same grammar and rounding as CPU cores -> milli
+        return parse_quantity(raw, "cpu" if resource == "cpu" else "memory")
+    except QuantityError as e:
+        raise QueueError(name, fld, raw, e.reason) from None
+
+
+def queue_spec(obj: dict) -> QueueSpec:
+    """Decode one KaiwoQueue object. Raises QueueError naming the queue, field and value."""
+    meta = obj.get("metadata") or {}
+    name = meta.get("name")
+    if not name:
+        raise QueueError("<unnamed>", "metadata.name", None, "a KaiwoQueue needs a name")
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, dict):
+        raise QueueError(name, "spec", spec, "must be a map")
+    qs = QueueSpec(name=name, parent=spec.get("parentQueue") or "",
+                   display_name=spec.get("displayName") or name)
+    prio = spec.get("priority", 0)
+    if isinstance(prio, bool) or not isinstance(prio, int):
+        raise QueueError(name, "spec.priority", prio, "must be an integer")
+    qs.priority = prio
+    resources = spec.get("resources") or {}
+    if not isinstance(resources, dict):
+        raise QueueError(name, "spec.resources", resources, "must be a map of gpu/cpu/memory")
+    unknown = sorted(set(resources) - set(RESOURCES))
+    if unknown:
+        raise QueueError(name, f"spec.resources.{unknown[0]}", None,
+                         f"unknown resource (expected {', '.join(RESOURCES)})")
+    quota, limit, weight = [0, 0, 0], [UNLIMITED] * 3, [1.0] * 3
+    for i, res in enumerate(RESOURCES):
+        r = resources.get(res) or {}
+        if not isinstance(r, dict):
+            raise QueueError(name, f"spec.resources.{res}", r, "must be a map of quota/overQuotaWeight/limit")
+        base = f"spec.resources.{res}"
+        quota[i] = 0 if "quota" not in r else _amount(name, f"{base}.quota", r["quota"], res, True)
+        limit[i] = _amount(name, f"{base}.limit", r.get("limit"), res, True)
+        w = r.get("overQuotaWeight", 1)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
+            raise QueueError(name, f"{base}.overQuotaWeight", w, "must be a number > 0")
+        weight[i] = float(w)
+        if limit[i] != UNLIMITED and quota[i] != UNLIMITED and quota[i] > limit[i]:
+            raise QueueError(name, f"{base}.quota", r["quota"], f"larger than the limit {r['limit']}")
+    qs.quota, qs.limit, qs.weight = tuple(quota), tuple(limit), tuple(weight)
+    fairness = spec.get("fairness") or {}
+    policy = fairness.get("policy", "DRF")
+    if policy not in FAIRNESS_POLICIES:
+        raise QueueError(name, "spec.fairness.policy", policy, "only DRF is supported")
+    qs.reclaim = fairness.get("reclaimStrategy", "aggressive")
+    if qs.reclaim not in RECLAIM_STRATEGIES:
+        raise QueueError(name, "spec.fairness.reclaimStrategy", qs.reclaim,
+                         f"expected one of {', '.join(RECLAIM_STRATEGIES)}")
+    for key, attr in (("preemptMinRuntime", "preempt_min_runtime"),
+                      ("reclaimMinRuntime", "reclaim_min_runtime")):
+        if spec.get(key) is not None:
+            setattr(qs, attr, parse_duration(spec[key], name, f"spec.{key}"))
+    return qs
+
+
+def build_tree(objs: list[dict]) -> QueueTree:
+    """Validate KaiwoQueue objects into a tree; bad queues (and their subtrees) are reported."""
+    errors: list[QueueError] = []
+    specs: dict[str, QueueSpec] = {}
+    for obj in objs:
+        try:
+            qs = queue_spec(obj)
+        except QueueError as e:
+            errors.append(e)
+            continue
+        if qs.name in specs:
+            errors.append(QueueError(qs.name, "metadata.name", qs.name, "duplicate KaiwoQueue name"))
+            continue
+        specs[qs.name] = qs
+    if DEFAULT_QUEUE not in specs:
+        specs[DEFAULT_QUEUE] = QueueSpec(DEFAULT_QUEUE, display_name="default (pods without a queue)")
+    rejected = {e.name for e in errors}
+    # Parents before children: depth-first from the top-level queues; whatever is not reached is
+    # either under an unknown/rejected parent or on a cycle.
+    children: dict[str, list[str]] = {}
+    for qs in specs.values():
+        children.setdefault(qs.parent, []).append(qs.name)
+    order: list[str] = []
+    stack = sorted(children.get("", []), reverse=True)
+    while stack:
+        n = stack.pop()
+        order.append(n)
+        stack.extend(sorted(children.get(n, []), reverse=True))
+    reached = set(order)
+    for name in sorted(set(specs) - reached):
+        qs = specs[name]
+        if qs.parent not in specs:
+            why = ("parent queue was rejected" if qs.parent in rejected
+                   else "no KaiwoQueue of that name")
+        else:
+            # Walk up: either a cycle through this queue, or under one.
+            seen, p = [name], qs.parent
+            while p in specs and p not in reached and p not in seen:
+                seen.append(p)
+                p = specs[p].parent
+            why = (f"cycle: {' -> '.join(seen + [p])}" if p in seen
+                   else f"parent queue was rejected")
+        errors.append(QueueError(name, "spec.parentQueue", qs.parent, why))
+    # Quotas: a child may not be promised more than its parent.
+    ok: list[str] = []
+    dropped: set[str] = set()
+    for name in order:
+        qs = specs[name]
+        if qs.parent in dropped:
+            dropped.add(name)
+            errors.append(QueueError(name, "spec.parentQueue", qs.parent, "parent queue was rejected"))
+            continue
+        if qs.parent:
+            pq = specs[qs.parent]
+            bad = [i for i in range(3) if pq.quota[i] != UNLIMITED and
+                   (qs.quota[i] == UNLIMITED or qs.quota[i] > pq.quota[i])]
+            if bad:
+                res = RESOURCES[bad[0]]
+                dropped.add(name)
+                errors.append(QueueError(name, f"spec.resources.{res}.quota",
+                                         human(bad[0], qs.quota[bad[0]]),
+                                         f"larger than parent {qs.parent}'s quota "
+                                         f"({human(bad[0], pq.quota[bad[0]])})"))
+                continue
+        ok.append(name)
+    index = {n: i for i, n in enumerate(ok)}
+    rows = [specs[n] for n in ok]
+    q = len(rows)
+    return QueueTree(
+        specs=rows,
+        parent=np.array([index[s.parent] if s.parent else -1 for s in rows], np.int32),
+        quota=np.array([s.quota for s in rows], np.int64).reshape(q, 3),
+        limit=np.array([s.limit for s in rows], np.int64).reshape(q, 3),
+        weight=np.array([s.weight for s in rows], np.float64).reshape(q, 3),
+        priority=np.array([s.priority for s in rows], np.int32),
+        errors=errors, index=index,
+    )
