@@ -101,6 +101,22 @@ T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
 template <typename T>
 const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
 
+constexpr int64_t kMaxQty = int64_t(1) << 53;       ///< CPU, memory, pod slots: exact as double
+constexpr int64_t kMaxDevMem = int64_t(1) << 40;    ///< MiB of one device (times milli <= 1000 fits)
+constexpr int64_t kMaxDevMilli = int64_t(1) << 31;  ///< summed over a node's devices, fits int64
+
+/// Every a[i] in [lo, hi], else an error naming the key, the element and the bound.
+void check_range(const int64_t* a, py::ssize_t n, int64_t lo, int64_t hi, const char* key, const char* elem) {
+    for (py::ssize_t i = 0; i < n; ++i) {
+        if (a[i] < lo || a[i] > hi) {
+            fail(key, (a[i] < 0 && lo == 0 ? std::string("negative") : "value " + std::to_string(a[i]) + " out of range [" +
+                                                                          std::to_string(lo) + ", " +
+                                                                          std::to_string(hi) + "]") +
+                          " at " + elem + " " + std::to_string(i));
+        }
+    }
+}
+
 int32_t checked_size(py::ssize_t n, const std::string& what) {
     if (n > std::numeric_limits<int32_t>::max()) fail(what, "too many elements for int32 indexing");
     return static_cast<int32_t>(n);
@@ -168,16 +184,25 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     if (view.node_dev_start[N] != G)
         fail("cluster['node_dev_start']", "must end at the number of devices " + std::to_string(G) + ", got " +
                                               std::to_string(view.node_dev_start[N]));
+    // Magnitudes: the kernel's integer arithmetic must not overflow where the reference's Python
+    // ints would not, and quantities must convert to double exactly.
+    check_range(view.node_cpu_free, N, -kMaxQty, kMaxQty, "cluster['node_cpu_free']", "node");
+    check_range(view.node_mem_free, N, -kMaxQty, kMaxQty, "cluster['node_mem_free']", "node");
+    check_range(view.node_pods_free, N, -kMaxQty, kMaxQty, "cluster['node_pods_free']", "node");
+    check_range(view.node_cpu_cap, N, 0, kMaxQty, "cluster['node_cpu_cap']", "node");
+    check_range(view.node_mem_cap, N, 0, kMaxQty, "cluster['node_mem_cap']", "node");
+    check_range(view.dev_mem_cap, G, 0, kMaxDevMem, "cluster['dev_mem_cap']", "device");
+    check_range(view.dev_milli_free, G, -kMaxDevMilli, kMaxDevMilli, "cluster['dev_milli_free']", "device");
+    check_range(view.dev_mem_free, G, -kMaxQty, kMaxQty, "cluster['dev_mem_free']", "device");
     for (py::ssize_t d = 0; d < G; ++d) {
-        const std::string at = " at device " + std::to_string(d);
+        auto at = [d] { return " at device " + std::to_string(d); };
         if (view.dev_state[d] < kIdle || view.dev_state[d] > kExclusive)
-            fail("cluster['dev_state']", "unknown state " + std::to_string(view.dev_state[d]) + at);
-        if (view.dev_mem_cap[d] < 0) fail("cluster['dev_mem_cap']", "negative" + at);
+            fail("cluster['dev_state']", "unknown state " + std::to_string(view.dev_state[d]) + at());
         const uint32_t mask = view.dev_xcd_mask[d];
-        if (mask > 0xFFu) fail("cluster['dev_xcd_mask']", "XCD bits beyond 0..7" + at);
-        if (view.dev_xcd_free[d] & ~mask) fail("cluster['dev_xcd_free']", "XCDs outside dev_xcd_mask" + at);
+        if (mask > 0xFFu) fail("cluster['dev_xcd_mask']", "XCD bits beyond 0..7" + at());
+        if (view.dev_xcd_free[d] & ~mask) fail("cluster['dev_xcd_free']", "XCDs outside dev_xcd_mask" + at());
         if (mask != 0 && view.dev_xcds_per_domain[d] < 1)
-            fail("cluster['dev_xcds_per_domain']", "must be >= 1 for a device with XCDs" + at);
+            fail("cluster['dev_xcds_per_domain']", "must be >= 1 for a device with XCDs" + at());
     }
 
     // ---- batch ----
@@ -220,20 +245,20 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     bt.class_mask = cst<uint8_t>(class_mask);
     bt.extra_score = has_extra ? cst<double>(extra_score) : nullptr;
 
+    check_range(bt.cpu, P, 0, kMaxQty, "batch['cpu']", "pod");
+    check_range(bt.mem, P, 0, kMaxQty, "batch['mem']", "pod");
+    check_range(bt.gpu_mem, P, 0, kMaxQty, "batch['gpu_mem']", "pod");
     for (py::ssize_t p = 0; p < P; ++p) {
-        const std::string at = " at pod " + std::to_string(p);
+        auto at = [p] { return " at pod " + std::to_string(p); };
         if (bt.cls[p] < 0 || bt.cls[p] >= C)
             fail("batch['cls']", "class " + std::to_string(bt.cls[p]) + " out of range [0, " + std::to_string(C) +
-                                     ")" + at);
+                                     ")" + at());
         if (bt.kind[p] < kNoGpu || bt.kind[p] > kXcd)
-            fail("batch['kind']", "unknown kind " + std::to_string(bt.kind[p]) + at);
-        if (bt.cpu[p] < 0) fail("batch['cpu']", "negative" + at);
-        if (bt.mem[p] < 0) fail("batch['mem']", "negative" + at);
-        if (bt.exclusive[p] > 1) fail("batch['exclusive']", "must be 0 or 1" + at);
+            fail("batch['kind']", "unknown kind " + std::to_string(bt.kind[p]) + at());
+        if (bt.exclusive[p] > 1) fail("batch['exclusive']", "must be 0 or 1" + at());
         if (bt.kind[p] == kNoGpu) continue;
-        if (bt.count[p] < 1) fail("batch['count']", "a GPU request needs count >= 1" + at);
-        if (bt.milli[p] < 0 || bt.milli[p] > 1000) fail("batch['milli']", "must be in [0, 1000]" + at);
-        if (bt.gpu_mem[p] < 0) fail("batch['gpu_mem']", "negative" + at);
+        if (bt.count[p] < 1) fail("batch['count']", "a GPU request needs count >= 1" + at());
+        if (bt.milli[p] < 0 || bt.milli[p] > 1000) fail("batch['milli']", "must be in [0, 1000]" + at());
     }
 
     Result r;

@@ -17,12 +17,12 @@
 //
 // Speed. The naive algorithm scans every device of every node for every pod and, for the
 // fragmentation-aware strategy, re-evaluates every tracked request shape on every device of every
-// feasible node. What keeps the kernel far below that:
+// feasible node. What keeps the kernel far below that (1,000 nodes x 8 GPUs, 10,000 pods: tens of ms):
 //   1. The device-level outcome of a GPU request (reason, or the utilisation and fragmentation change
 //      it would cause) depends only on the request's GPU shape and the node's devices. It is cached
-//      per (shape, node) and invalidated by a per-node version that a GPU placement bumps, so after
-//      the first pod of a shape a pod re-evaluates only the nodes that changed since that shape was
-//      last placed, and costs O(1) (a few loads and one division) on every other node.
+//      per (shape, node); a GPU placement marks the node's entries stale for every shape. After the
+//      first pod of a shape, a pod re-evaluates only the nodes that changed since that shape was
+//      last placed.
 //   2. Per-node summaries (idle devices, largest shareable milli, best XCD ratio, used compute) reject
 //      most infeasible nodes without a device scan. They are exact: a summary only ever proves "no
 //      device passes the kind's first device check", which is precisely when the full scan reports
@@ -31,9 +31,11 @@
 //      shape, milli they cannot use, usable milli) plus a per-device bitmask of the shapes it can
 //      host; a tentative placement changes only its `count` devices, so F(after) costs
 //      O(shapes x count) instead of O(shapes x devices on the node).
-//   4. The node-level fields read for every node of every pod live in one 64-byte record per node
-//      (written through to the caller's arrays on commit), and scratch buffers are sized up front:
-//      the per-pod loop never allocates.
+//   4. Per pod, the node filters run as one vectorised pass; a branch-free compaction keeps the nodes
+//      that pass them and may host the shape; only those are scored, and a bound on the score
+//      (exact, see `scan`) skips most of them without the CPU-utilisation division. Reason counts,
+//      needed only for pods that fit nowhere, are computed for those pods only.
+//   5. Scratch buffers are sized up front: the per-pod loops never allocate.
 // Placements only ever consume resources, so the in-place state after the batch is exactly what the
 // reference produces. Float scores use the same operations in the same order as the Python reference
 // (setup.py compiles with -ffp-contract=off), so node choices are bit-for-bit identical.
@@ -47,11 +49,6 @@
 #include <map>
 #include <tuple>
 #include <utility>
-#include <cstdio>
-#include <x86intrin.h>
-static unsigned long long T[8]; static long C[8];
-#define TS(i) unsigned long long _t##i = __rdtsc();
-#define TE(i, slot) T[slot] += __rdtsc() - _t##i; ++C[slot];
 
 namespace kaiwo {
 namespace {
@@ -60,7 +57,8 @@ constexpr int64_t kFullMilli = 1000;   ///< compute of one logical GPU
 constexpr int kMaxFragShapes = 16;      ///< request shapes the fragmentation score tracks (fits uint16)
 constexpr int kMaxXcdBits = 8;          ///< XCDs per partition mask (bits 0..7), checked by the binding
 constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr std::size_t kCacheBudget = std::size_t(1) << 20;  ///< (shape, node) cache entries, 24 MiB
+constexpr std::size_t kCacheBudget = std::size_t(1) << 20;  ///< (shape, node) cache entries, ~18 MiB
+constexpr std::size_t kMaxSlots = 4096;                    ///< cached shapes at most
 
 /// Bits set in an XCD mask (bits 0..7, checked by the binding). A table, because without
 /// -mpopcnt the builtin is a library call and this runs in the innermost device loops.
@@ -153,12 +151,22 @@ const XcdTable& xcd_table() {
     return table;
 }
 
-/// Device-level outcome of a GPU shape on one node; cached per (shape slot, node).
-struct GpuEval {
-    uint32_t ver = 0;    ///< node version it was computed at (0 = never)
-    int8_t reason = -1;  ///< first failing Reason, or -1 = the node's devices can host the pod
-    double gu = 0.0;     ///< GPU utilisation of the node after the placement
-    double fterm = 0.0;  ///< (F(before) - F(after)) / total weight, kFragAware only
+/// State of a cached (shape, node) device-level outcome.
+enum EntryState : uint8_t {
+    kEntryNo = 0,     ///< fresh: the node's devices cannot host the shape (reason in the entry)
+    kEntryYes = 1,    ///< fresh: they can (utilisation and fragmentation change in the entry)
+    kEntryStale = 2,  ///< the node's devices changed since; evaluate again when needed
+};
+
+/// One shape's cache row, [N] entries in separate arrays by who reads them: the state byte (every
+/// pod, every node passing the node filters), the utilisation after placement and the
+/// fragmentation term (feasible nodes only; the latter for kFragAware only) and the reason
+/// (unplaced pods only). Narrow arrays keep the rows of many shapes in cache.
+struct CacheRow {
+    uint8_t* state = nullptr;
+    int8_t* reason = nullptr;
+    double* gu = nullptr;     ///< GPU utilisation of the node after the placement
+    double* fterm = nullptr;  ///< (F(before) - F(after)) / total weight
 };
 
 /// Per-shape fragmentation counters of one node (or a tentative variant of them).
@@ -220,16 +228,6 @@ private:
                        v_.dev_mem_free[d] >= xcd_mem(s, d, k, nx);
             }
             default: return false;
-        }
-    }
-
-    /// Compute charged on device d by one device-unit of s (without charging it).
-    int64_t unit_milli(const Shape& s, int64_t d) const {
-        switch (s.mode) {
-            case kModeIdle: return v_.dev_milli_free[d];
-            case kModeShare: return s.milli;
-            case kModeXcd: return s.xcharge[popcount(v_.dev_xcd_mask[d])];
-            default: return 0;
         }
     }
 
@@ -439,25 +437,18 @@ private:
         return acc;
     }
 
-    /// Full device-level evaluation of shape s on node n, as cached.
-    GpuEval evaluate(const Shape& s, int32_t n) {
-        TS(0)
-        GpuEval e = evaluate_(s, n);
-        TE(0, 0)
-        return e;
-    }
-    GpuEval evaluate_(const Shape& s, int32_t n) {
-        GpuEval e;
-        e.ver = ver_[n];
+    /// Full device-level evaluation of shape s on node n into its cache entry.
+    void evaluate(const Shape& s, int32_t n, const CacheRow& row) {
         int64_t gdelta = 0;
-        e.reason = static_cast<int8_t>(eval_gpu(s, n, frag_on_, gdelta));
-        if (e.reason >= 0) return e;
-        e.gu = static_cast<double>(gused_[n] + gdelta) / static_cast<double>(kFullMilli * ndev_[n]);
+        const int reason = eval_gpu(s, n, frag_on_, gdelta);
+        row.reason[n] = static_cast<int8_t>(reason);
+        row.state[n] = reason >= 0 ? kEntryNo : kEntryYes;
+        if (reason >= 0) return;
+        row.gu[n] = static_cast<double>(gused_[n] + gdelta) / static_cast<double>(kFullMilli * ndev_[n]);
         if (frag_on_) {
             const int64_t after = frag_total(charge_chosen(s, n, false, nullptr));
-            e.fterm = static_cast<double>(frag_F_[n] - after) / static_cast<double>(frag_weight_);
+            row.fterm[n] = static_cast<double>(frag_F_[n] - after) / static_cast<double>(frag_weight_);
         }
-        return e;
     }
 
     /// Recompute node n's device summaries (after a commit, or at start).
@@ -482,10 +473,10 @@ private:
     void setup();
     void commit(int32_t p, int32_t n, Result& r);
     template <Strategy S, bool kGpu, bool kExtra>
-    int32_t scan(int32_t p, GpuEval* cache, int64_t& best_share_out);
+    int32_t scan(int32_t p, const CacheRow& cache, int64_t& best_share_out);
     template <Strategy S>
-    int32_t scan_pod(int32_t p, GpuEval* cache, int64_t& best_share);
-    void count_reasons(int32_t p, const GpuEval* cache, int32_t* out) const;
+    int32_t scan_pod(int32_t p, const CacheRow& cache, int64_t& best_share);
+    void count_reasons(int32_t p, const int8_t* gpu_reason, int32_t* out) const;
 
     ClusterView& v_;
     const Batch& b_;
@@ -496,7 +487,6 @@ private:
 
     // per node (structure of arrays: the per-pod filter pass streams through a few of them)
     std::vector<int64_t> max_share_;   ///< largest milli_free of a non-EXCLUSIVE device, -1 if none
-    std::vector<uint32_t> ver_;        ///< bumped when the node's devices change; cache entries compare it
     std::vector<int32_t> ndev_;
     std::vector<int32_t> idle_;
     std::vector<int64_t> max_xratio_;  ///< largest floor(free XCDs * 1000 / XCDs), -1 if none
@@ -513,9 +503,14 @@ private:
 
     std::vector<std::pair<Shape, int64_t>> frag_shapes_;  ///< tracked shapes and their weights
     int64_t frag_weight_ = 0;                             ///< sum of the weights
-    std::vector<GpuEval> cache_;                          ///< [slot * N + n]
-    std::vector<GpuEval> scratch_;                        ///< [N] for pods of uncached shapes
-    std::vector<int32_t> pass_;                           ///< [N] nodes passing the filters so far
+    int32_t n_slots_ = 0;                                 ///< cached shapes
+    // Cache rows: entry [(slot + 1) * N + n]; row 0 is scratch for pods of one-off shapes.
+    std::vector<uint8_t> cache_state_;                    ///< EntryState
+    std::vector<int8_t> cache_reason_;
+    std::vector<double> cache_gu_;
+    std::vector<double> cache_fterm_;                     ///< kFragAware only
+    std::vector<uint8_t> base_;                           ///< [N] node filters passed (0/1)
+    std::vector<int32_t> pass_;                           ///< [N] nodes left for scoring
 
     // scratch, sized once to the largest node so the per-pod loops never allocate
     std::vector<int32_t> chosen_;
@@ -569,7 +564,9 @@ void Placer::setup() {
     }
 
     // Cache slots for the most frequent shapes that recur; a one-off shape gains nothing from caching.
-    const std::size_t max_slots = N > 0 ? std::max<std::size_t>(1, kCacheBudget / std::size_t(N)) : 0;
+    // Capped: a commit marks its node stale in every slot.
+    const std::size_t max_slots =
+        N > 0 ? std::min<std::size_t>(kMaxSlots, std::max<std::size_t>(1, kCacheBudget / std::size_t(N))) : 0;
     std::vector<int32_t> slot_of(shapes.size(), -1);
     int32_t n_slots = 0;
     for (int32_t id : order) {
@@ -579,11 +576,15 @@ void Placer::setup() {
     pod_slot_.assign(P, -1);
     for (int32_t p = 0; p < P; ++p)
         if (pod_id[p] >= 0) pod_slot_[p] = slot_of[pod_id[p]];
-    cache_.assign(std::size_t(n_slots) * std::size_t(N), GpuEval{});
-    scratch_.assign(N, GpuEval{});
+    n_slots_ = n_slots;
+    const std::size_t entries = (std::size_t(n_slots) + 1) * std::size_t(N);
+    cache_state_.assign(entries, kEntryStale);
+    cache_reason_.assign(entries, -1);
+    cache_gu_.assign(entries, 0.0);
+    if (frag_on_) cache_fterm_.assign(entries, 0.0);
+    base_.assign(N, 0);
 
     max_share_.assign(N, -1);
-    ver_.assign(N, 1);
     ndev_.assign(N, 0);
     pass_.assign(N, 0);
     idle_.assign(N, 0);
@@ -629,20 +630,44 @@ void Placer::commit(int32_t p, int32_t n, Result& r) {
             frag_F_[n] = frag_total(acc);
         }
         refresh_summaries(n);
-        ++ver_[n];
+        // Every cached outcome on this node is now out of date.
+        uint8_t* state = cache_state_.data() + n;
+        for (int32_t slot = 0; slot <= n_slots_; ++slot) state[std::size_t(slot) * std::size_t(v_.n_nodes)] = kEntryStale;
     }
+}
+
+/// The node filters for one pod over all nodes: base[n] = 1 if node n passes the class mask, CPU,
+/// memory and pod-slot checks; returns the largest max_share among those nodes (-1 if none).
+/// Kept free of branches and calls so the compiler vectorises it; on x86-64 with GCC an AVX2 clone
+/// is picked at load time when the CPU has it (the baseline has no 64-bit vector compare).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+int64_t filter_nodes(int32_t N, const uint8_t* __restrict allowed, const int64_t* __restrict cpu_free,
+                     const int64_t* __restrict mem_free, const int64_t* __restrict pods_free,
+                     const int64_t* __restrict max_share, int64_t cpu, int64_t mem, uint8_t* __restrict base) {
+    int64_t best_share = -1;
+    for (int32_t n = 0; n < N; ++n) {
+        const bool ok = (allowed[n] != 0) & (cpu <= cpu_free[n]) & (mem <= mem_free[n]) & (pods_free[n] >= 1);
+        base[n] = ok;
+        const int64_t share = ok ? max_share[n] : int64_t(-1);
+        best_share = share > best_share ? share : best_share;
+    }
+    return best_share;
 }
 
 /// Pass 1 for pod p: the best feasible node (or -1) and best_share.
 ///
 /// Which nodes pass which filter looks random to the branch predictor, and mispredictions, not
-/// arithmetic, dominated a straightforward loop. So the node filters are evaluated branch-free over
-/// the node arrays, compacting the passing nodes into pass_ (store always, advance by the outcome);
-/// then the GPU outcome (cached) compacts them again; only the survivors are scored, where the
-/// branches (pruned or not, new best or not) are mostly predictable. Reason counts are not kept
-/// here: they are only needed when the pod stays unplaced (see `count_reasons`).
+/// arithmetic, dominated a straightforward loop; so did streaming wide per-node cache entries. So:
+/// the node filters run vectorised (`filter_nodes`); a branch-free compaction (store always,
+/// advance by the outcome) keeps the nodes that pass them and are feasible per the shape's cache
+/// row or stale there (one state byte per node); only those are visited by the scoring loop, which
+/// re-evaluates stale entries and whose branches (infeasible, pruned, new best) are mostly
+/// predictable. Reason counts are not kept here: they are only needed when the pod stays unplaced
+/// (see `count_reasons`), and this pass leaves a fresh cache entry on every node passing the filters.
 template <Strategy S, bool kGpu, bool kExtra>
-int32_t Placer::scan(int32_t p, GpuEval* cache, int64_t& best_share_out) {
+int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) {
     const int32_t N = v_.n_nodes;
     const int64_t cpu = b_.cpu[p], mem = b_.mem[p];
     const Shape& s = pod_shape_[p];
@@ -650,35 +675,24 @@ int32_t Placer::scan(int32_t p, GpuEval* cache, int64_t& best_share_out) {
     const double* extra = kExtra ? b_.extra_score + std::size_t(b_.cls[p]) * std::size_t(N) : nullptr;
     const int64_t* cpu_free = v_.node_cpu_free;
     const int64_t* mem_free = v_.node_mem_free;
-    const int64_t* pods_free = v_.node_pods_free;
-    const int64_t* max_share = max_share_.data();
+    const uint8_t* base = base_.data();
     int32_t* pass = pass_.data();
 
-    TS(1)
-    int64_t best_share = -1;
+    best_share_out = filter_nodes(N, allowed, cpu_free, mem_free, v_.node_pods_free, max_share_.data(), cpu, mem,
+                                  base_.data());
     int32_t k = 0;
-    for (int32_t n = 0; n < N; ++n) {
-        const bool ok = (allowed[n] != 0) & (cpu <= cpu_free[n]) & (mem <= mem_free[n]) & (pods_free[n] >= 1);
-        pass[k] = n;
-        k += ok;
-        best_share = std::max(best_share, ok ? max_share[n] : int64_t(-1));
-    }
-    best_share_out = best_share;
-    TE(1, 1)
-    TS(2)
     if constexpr (kGpu) {
-        int32_t k2 = 0;
-        for (int32_t i = 0; i < k; ++i) {
-            const int32_t n = pass[i];
-            GpuEval& e = cache[n];
-            if (__builtin_expect(e.ver != ver_[n], 0)) e = evaluate(s, n);
-            pass[k2] = n;
-            k2 += e.reason < 0;
+        const uint8_t* state = cache.state;
+        for (int32_t n = 0; n < N; ++n) {
+            pass[k] = n;
+            k += base[n] & (state[n] != kEntryNo);
         }
-        k = k2;
+    } else {
+        for (int32_t n = 0; n < N; ++n) {
+            pass[k] = n;
+            k += base[n];
+        }
     }
-    TE(2, 2)
-    TS(3)
 
     int32_t best = -1;
     double best_score = 0.0;
@@ -687,7 +701,9 @@ int32_t Placer::scan(int32_t p, GpuEval* cache, int64_t& best_share_out) {
         const int64_t cpu_cap = v_.node_cpu_cap[n];
         double score;
         if constexpr (kGpu) {
-            const GpuEval& e = cache[n];
+            if (cache.state[n] == kEntryStale) evaluate(s, n, cache);
+            if (cache.state[n] == kEntryNo) continue;
+            const double gu = cache.gu[n];
             // Exact pruning: the score is monotone in the CPU utilisation cu (every rounding step
             // is), and cu lies in [0, 1] (cu <= 1 because the CPU filter passed; cu >= 0 checked
             // for spread), so the score at the favourable end of that range bounds it from above.
@@ -697,23 +713,23 @@ int32_t Placer::scan(int32_t p, GpuEval* cache, int64_t& best_share_out) {
                 double bound;
                 if constexpr (S == kSpread) {
                     const bool cu_nonneg = (cpu_cap == 0) | (cpu_free[n] - cpu <= cpu_cap);
-                    bound = cu_nonneg ? -e.gu : kInf;
+                    bound = cu_nonneg ? -gu : kInf;
                 } else if constexpr (S == kBinpack) {
-                    bound = e.gu + 0.001;
+                    bound = gu + 0.001;
                 } else {
-                    bound = e.fterm + 1e-6 * (e.gu + 0.001);
+                    bound = cache.fterm[n] + 1e-6 * (gu + 0.001);
                 }
                 if constexpr (kExtra) bound = bound + extra[n];
                 if (bound <= best_score) continue;
             }
             const double cu = ratio(cpu_cap - (cpu_free[n] - cpu), cpu_cap);
             if constexpr (S == kSpread) {
-                score = -e.gu - 0.001 * cu;
+                score = -gu - 0.001 * cu;
             } else if constexpr (S == kBinpack) {
-                score = e.gu + 0.001 * cu;
+                score = gu + 0.001 * cu;
             } else {
-                score = e.gu + 0.001 * cu;
-                score = e.fterm + 1e-6 * score;
+                score = gu + 0.001 * cu;
+                score = cache.fterm[n] + 1e-6 * score;
             }
         } else {
             const int64_t mem_cap = v_.node_mem_cap[n];
@@ -729,22 +745,21 @@ int32_t Placer::scan(int32_t p, GpuEval* cache, int64_t& best_share_out) {
             best_score = score;
         }
     }
-    TE(3, 3)
     return best;
 }
 
 /// Pass 2, only for a pod that fits nowhere: every node's first failing reason, branch-free
-/// (reason 9 = none, never hit here). The GPU reason comes from the cache, which pass 1 refreshed
-/// for every node that passed the node filters; four interleaved tallies keep consecutive nodes
-/// with the same reason from waiting on each other's increment.
-void Placer::count_reasons(int32_t p, const GpuEval* cache, int32_t* out) const {
+/// (reason 9 = none, never hit here). The GPU reason comes from the cache row, fresh on every node
+/// that passed the node filters; four interleaved tallies keep consecutive nodes with the same
+/// reason from waiting on each other's increment.
+void Placer::count_reasons(int32_t p, const int8_t* gpu_reason, int32_t* out) const {
     const int32_t N = v_.n_nodes;
     const int64_t cpu = b_.cpu[p], mem = b_.mem[p];
     const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
     std::array<std::array<int32_t, kNumReasons + 1>, 4> tally{};
     for (int32_t n = 0; n < N; ++n) {
         int r = kNumReasons;
-        if (cache) r = cache[n].reason >= 0 ? cache[n].reason : r;
+        if (gpu_reason) r = gpu_reason[n] >= 0 ? gpu_reason[n] : r;
         r = v_.node_pods_free[n] < 1 ? int(kRPods) : r;
         r = mem > v_.node_mem_free[n] ? int(kRMemory) : r;
         r = cpu > v_.node_cpu_free[n] ? int(kRCpu) : r;
@@ -755,7 +770,7 @@ void Placer::count_reasons(int32_t p, const GpuEval* cache, int32_t* out) const 
 }
 
 template <Strategy S>
-int32_t Placer::scan_pod(int32_t p, GpuEval* cache, int64_t& best_share) {
+int32_t Placer::scan_pod(int32_t p, const CacheRow& cache, int64_t& best_share) {
     const bool gpu = pod_shape_[p].mode != kModeNone;
     if (b_.extra_score) return gpu ? scan<S, true, true>(p, cache, best_share) : scan<S, false, true>(p, cache, best_share);
     return gpu ? scan<S, true, false>(p, cache, best_share) : scan<S, false, false>(p, cache, best_share);
@@ -778,15 +793,13 @@ Result Placer::run() {
     r.asg_xcds.reserve(max_asg);
 
     for (int32_t p = 0; p < P; ++p) {
-        GpuEval* cache = nullptr;
+        CacheRow cache;
         if (pod_shape_[p].mode != kModeNone) {
-            if (pod_slot_[p] >= 0) {
-                cache = cache_.data() + std::size_t(pod_slot_[p]) * std::size_t(N);
-            } else {
-                // A one-off shape: a scratch row, invalidated (version 0 never matches a node).
-                std::fill(scratch_.begin(), scratch_.end(), GpuEval{});
-                cache = scratch_.data();
-            }
+            // Row 0 is scratch for one-off shapes, made stale for each such pod.
+            const std::size_t off = std::size_t(pod_slot_[p] + 1) * std::size_t(N);
+            cache = {cache_state_.data() + off, cache_reason_.data() + off, cache_gu_.data() + off,
+                     frag_on_ ? cache_fterm_.data() + off : nullptr};
+            if (pod_slot_[p] < 0) std::fill(cache.state, cache.state + N, uint8_t(kEntryStale));
         }
         int64_t best_share = -1;
         int32_t best;
@@ -796,10 +809,8 @@ Result Placer::run() {
             default: best = scan_pod<kBinpack>(p, cache, best_share); break;
         }
         r.best_share[p] = best_share;
-        TS(4)
-        if (best < 0) count_reasons(p, cache, r.reason_counts.data() + std::size_t(p) * kNumReasons);
+        if (best < 0) count_reasons(p, cache.reason, r.reason_counts.data() + std::size_t(p) * kNumReasons);
         else commit(p, best, r);
-        TE(4, 4)
         r.asg_start[p + 1] = static_cast<int64_t>(r.asg_dev.size());
     }
     return r;
@@ -808,14 +819,8 @@ Result Placer::run() {
 }  // namespace
 
 Result place_batch(ClusterView& view, const Batch& batch, Strategy strategy) {
-    for (int i = 0; i < 8; ++i) { T[i] = 0; C[i] = 0; }
-    TS(9)
     Placer placer(view, batch, strategy);
-    auto r = placer.run();
-    TE(9, 7)
-    const char* nm[8] = {"evaluate", "filters", "gpu-compact", "score", "commit/reasons", "", "", "total"};
-    for (int i = 0; i < 8; ++i) if (C[i]) fprintf(stderr, "%-15s %8.1f Mcyc  n=%ld\n", nm[i], T[i] / 1e6, C[i]);
-    return r;
+    return placer.run();
 }
 
 }  // namespace kaiwo

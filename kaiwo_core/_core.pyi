@@ -10,6 +10,79 @@ import numpy.typing as npt
 
 def __getattr__(name: str) -> Any: ...  # areas not stubbed yet (partial stub)
 
+# -------------------------------------------------------------- placement (register_placement.cpp)
+# Enum values of csrc/placement.hpp. The _TypedDicts describe the dict-of-arrays contract of
+# place_batch; they exist only in this stub. Dtypes are exact (native byte order), arrays C-contiguous.
+
+KIND_NO_GPU: int  # 0: CPU/memory only
+KIND_WHOLE: int  # 1: `count` whole idle logical GPUs, exclusively
+KIND_SHARED: int  # 2: `milli` compute + `gpu_mem` MiB on each of `count` devices, time-sliced
+KIND_XCD: int  # 3: whole XCDs, ceil(milli * n_xcd / 1000) of the partition's XCDs
+STATE_IDLE: int  # 0
+STATE_SHARED: int  # 1
+STATE_EXCLUSIVE: int  # 2
+STRATEGY_BINPACK: int  # 0
+STRATEGY_SPREAD: int  # 1
+STRATEGY_FRAG_AWARE: int  # 2
+REASON_NODE_FILTER: int  # 0
+REASON_CPU: int  # 1
+REASON_MEMORY: int  # 2
+REASON_PODS: int  # 3
+REASON_GPU_COUNT: int  # 4
+REASON_GPU_BUSY: int  # 5
+REASON_GPU_SHARE: int  # 6
+REASON_GPU_MEMORY: int  # 7
+REASON_XCD: int  # 8
+NUM_REASONS: int  # 9
+REASON_NAMES: tuple[str, str, str, str, str, str, str, str, str]  # "node_filter", "cpu", ..., "xcd"
+
+class _PlacementCluster(TypedDict):
+    node_cpu_free: npt.NDArray[np.int64]  # [N] milli-cores, updated in place
+    node_mem_free: npt.NDArray[np.int64]  # [N] MiB, updated in place
+    node_pods_free: npt.NDArray[np.int64]  # [N] pod slots, updated in place
+    node_cpu_cap: npt.NDArray[np.int64]  # [N]
+    node_mem_cap: npt.NDArray[np.int64]  # [N]
+    node_dev_start: npt.NDArray[np.int64]  # [N + 1] CSR into the device arrays: 0, monotone, G
+    dev_gpu: npt.NDArray[np.int32]  # [G] physical GPU index on its node
+    dev_mem_cap: npt.NDArray[np.int64]  # [G] MiB, >= 0
+    dev_xcd_mask: npt.NDArray[np.uint32]  # [G] XCDs of the partition, bits 0..7; 0 = generic GPU
+    dev_xcds_per_domain: npt.NDArray[np.int32]  # [G] >= 1 when the mask is not 0
+    dev_milli_free: npt.NDArray[np.int64]  # [G] updated in place
+    dev_mem_free: npt.NDArray[np.int64]  # [G] updated in place
+    dev_xcd_free: npt.NDArray[np.uint32]  # [G] subset of dev_xcd_mask, updated in place
+    dev_state: npt.NDArray[np.int8]  # [G] STATE_*, updated in place
+
+class _PlacementBatchRequired(TypedDict):
+    cpu: npt.NDArray[np.int64]  # [P] milli-cores, >= 0
+    mem: npt.NDArray[np.int64]  # [P] MiB, >= 0
+    kind: npt.NDArray[np.int8]  # [P] KIND_*
+    count: npt.NDArray[np.int32]  # [P] devices, >= 1 for GPU kinds
+    milli: npt.NDArray[np.int32]  # [P] compute per device, 0..1000 for GPU kinds
+    gpu_mem: npt.NDArray[np.int64]  # [P] MiB per device, 0 = the fraction's share
+    exclusive: npt.NDArray[np.uint8]  # [P] 0/1: a fractional pod that must not share its devices
+    cls: npt.NDArray[np.int32]  # [P] row of class_mask / extra_score
+    class_mask: npt.NDArray[np.uint8]  # [C, N] 1 = node allowed for the class
+
+class _PlacementBatch(_PlacementBatchRequired, total=False):
+    extra_score: npt.NDArray[np.float64] | None  # [C, N] added to the strategy's score
+
+class _PlacementResult(TypedDict):
+    node: npt.NDArray[np.int32]  # [P] chosen node, -1 = not placed
+    asg_start: npt.NDArray[np.int64]  # [P + 1] pod p's devices: asg_*[asg_start[p]:asg_start[p+1]]
+    asg_dev: npt.NDArray[np.int32]  # global device index
+    asg_milli: npt.NDArray[np.int64]  # compute charged on the device
+    asg_mem: npt.NDArray[np.int64]  # GPU MiB charged on the device
+    asg_xcds: npt.NDArray[np.uint32]  # XCDs held (XCD pods), usable (time-sliced) or all (whole)
+    reason_counts: npt.NDArray[np.int32]  # [P, NUM_REASONS] nodes per first failing filter (unplaced pods)
+    best_share: npt.NDArray[np.int64]  # [P] largest free milli on a node passing the node filters, -1
+
+def place_batch(cluster: _PlacementCluster, batch: _PlacementBatch, strategy: int) -> _PlacementResult:
+    """Place the batch in order (GIL released), updating the cluster's free arrays in place.
+
+    Raises ValueError naming the dict and key on any contract break (missing or unknown key, dtype,
+    contiguity, shape, out-of-range value, unknown strategy). See csrc/placement.hpp.
+    """
+
 # ----------------------------------------------------------------- queues (register_queues.cpp)
 # The _TypedDicts describe the dict-of-arrays contracts; they exist only in this stub.
 

@@ -441,6 +441,9 @@ VALIDATION_CASES = [
     ("cluster", "dev_xcds_per_domain", lambda a: np.zeros(2, np.int32), ">= 1"),
     ("cluster", "node_pods_free", lambda a: _readonly(a), "read-only"),
     ("cluster", "dev_gpu", [0, 0], "numpy array"),
+    ("batch", "cpu", lambda a: np.array([-1, 0], np.int64), "negative"),
+    ("cluster", "node_cpu_cap", lambda a: np.array([-5, 0], np.int64), "negative"),
+    ("cluster", "dev_mem_cap", lambda a: np.array([1 << 41, 0], np.int64), "out of range"),
 ]
 
 
