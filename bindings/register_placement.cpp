@@ -14,6 +14,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "placement.hpp"
@@ -207,7 +208,8 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
 
     // ---- batch ----
     Inputs b(batch, "batch",
-             {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score"});
+             {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score",
+              "gang", "gang_need"});
     py::array cpu = b.get<int64_t>("cpu", 1, false);
     const py::ssize_t P = cpu.shape(0);
     const std::string pods = "pods = len(cpu)";
@@ -231,6 +233,12 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
                                          ") like class_mask, got (" + std::to_string(extra_score.shape(0)) +
                                          ", " + std::to_string(extra_score.shape(1)) + ")");
 
+    const bool has_gang = b.has("gang");
+    if (has_gang != b.has("gang_need"))
+        fail(has_gang ? "batch['gang_need']" : "batch['gang']", "gang and gang_need come together");
+    py::array gang = has_gang ? b.get1<int32_t>("gang", P, pods) : py::array();
+    py::array gang_need = has_gang ? b.get1<int32_t>("gang_need", P, pods) : py::array();
+
     Batch bt;
     bt.n_pods = checked_size(P, "batch['cpu']");
     bt.cpu = cst<int64_t>(cpu);
@@ -244,6 +252,23 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     bt.n_classes = checked_size(C, "batch['class_mask']");
     bt.class_mask = cst<uint8_t>(class_mask);
     bt.extra_score = has_extra ? cst<double>(extra_score) : nullptr;
+    bt.gang = has_gang ? cst<int32_t>(gang) : nullptr;
+    bt.gang_need = has_gang ? cst<int32_t>(gang_need) : nullptr;
+    if (has_gang) {  // each gang one run of consecutive rows, one minimum
+        std::unordered_set<int32_t> done;
+        for (py::ssize_t p = 0; p < P; ++p) {
+            const int32_t g = bt.gang[p];
+            auto at = [p] { return " at pod " + std::to_string(p); };
+            if (g < -1) fail("batch['gang']", "gang id must be >= 0 or -1 (none)" + at());
+            if (g < 0) continue;
+            if (bt.gang_need[p] < 0) fail("batch['gang_need']", "must be >= 0" + at());
+            const bool first = p == 0 || bt.gang[p - 1] != g;
+            if (first && !done.insert(g).second)
+                fail("batch['gang']", "members of gang " + std::to_string(g) + " are not consecutive" + at());
+            if (!first && bt.gang_need[p] != bt.gang_need[p - 1])
+                fail("batch['gang_need']", "members of gang " + std::to_string(g) + " disagree" + at());
+        }
+    }
 
     check_range(bt.cpu, P, 0, kMaxQty, "batch['cpu']", "pod");
     check_range(bt.mem, P, 0, kMaxQty, "batch['mem']", "pod");
@@ -276,6 +301,7 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     out["asg_xcds"] = to_numpy(r.asg_xcds);
     out["reason_counts"] = to_numpy(r.reason_counts).reshape({P, static_cast<py::ssize_t>(kNumReasons)});
     out["best_share"] = to_numpy(r.best_share);
+    out["gang_failed"] = to_numpy(r.gang_failed);
     return out;
 }
 
@@ -311,7 +337,10 @@ void register_placement(py::module_& m) {
 The mutable cluster arrays (node_*_free, dev_*_free, dev_state) are updated in place.
 Returns a dict: node int32[P] (-1 = not placed), asg_start int64[P+1], asg_dev int32,
 asg_milli int64, asg_mem int64, asg_xcds uint32, reason_counts int32[P, NUM_REASONS]
-(unplaced pods only), best_share int64[P]. Raises ValueError naming the key on bad input.)doc");
+(unplaced pods only), best_share int64[P], gang_failed uint8[P]. Optional batch keys gang and
+gang_need (int32[P], together): consecutive members of a gang are kept only if at least gang_need
+of them were placed, else all are rolled back (gang_failed = 1). Raises ValueError naming the key
+on bad input.)doc");
 }
 
 }  // namespace kaiwo::bindings

@@ -183,6 +183,18 @@ struct DevSave {
     int8_t state;
 };
 
+/// Undo records of a gang's commits, replayed in reverse if the gang does not reach its minimum.
+struct NodeUndo {
+    int32_t n;
+    int64_t cpu_free, mem_free, pods_free, frag_F;
+    FragAcc frag;
+};
+struct DevUndo {
+    int32_t d;
+    DevSave save;
+    uint16_t okmask;
+};
+
 /// Device candidate with its pick key (already shared first, then fullest, then index).
 struct Cand {
     int32_t shared_rank;  ///< 0 = already shared, 1 = idle
@@ -472,6 +484,7 @@ private:
 
     void setup();
     void commit(int32_t p, int32_t n, Result& r);
+    void rollback(int32_t first, int32_t last, std::size_t asg_mark, Result& r);
     template <Strategy S, bool kGpu, bool kExtra>
     int32_t scan(int32_t p, const CacheRow& cache, int64_t& best_share_out);
     template <Strategy S>
@@ -511,6 +524,11 @@ private:
     std::vector<double> cache_fterm_;                     ///< kFragAware only
     std::vector<uint8_t> base_;                           ///< [N] node filters passed (0/1)
     std::vector<int32_t> pass_;                           ///< [N] nodes left for scoring
+
+    // gang undo log (recording only while a gang's members are being placed)
+    bool logging_ = false;
+    std::vector<NodeUndo> node_undo_;
+    std::vector<DevUndo> dev_undo_;
 
     // scratch, sized once to the largest node so the per-pod loops never allocate
     std::vector<int32_t> chosen_;
@@ -616,6 +634,9 @@ void Placer::setup() {
 
 void Placer::commit(int32_t p, int32_t n, Result& r) {
     r.node[p] = n;
+    if (logging_)
+        node_undo_.push_back({n, v_.node_cpu_free[n], v_.node_mem_free[n], v_.node_pods_free[n],
+                              frag_on_ ? frag_F_[n] : 0, frag_on_ ? frag_[n] : FragAcc{}});
     v_.node_cpu_free[n] -= b_.cpu[p];
     v_.node_mem_free[n] -= b_.mem[p];
     v_.node_pods_free[n] -= 1;
@@ -624,6 +645,12 @@ void Placer::commit(int32_t p, int32_t n, Result& r) {
         // The cache keeps only totals, so the device choice is made again for the winner.
         int64_t gdelta = 0;
         eval_gpu(s, n, true, gdelta);
+        if (logging_)
+            for (int32_t i = 0; i < s.count; ++i) {
+                const int32_t d = chosen_[i];
+                dev_undo_.push_back({d, {v_.dev_milli_free[d], v_.dev_mem_free[d], v_.dev_xcd_free[d], v_.dev_state[d]},
+                                     frag_on_ ? okmask_[d] : uint16_t(0)});
+            }
         const FragAcc acc = charge_chosen(s, n, true, &r);
         if (frag_on_) {
             frag_[n] = acc;
@@ -776,6 +803,40 @@ int32_t Placer::scan_pod(int32_t p, const CacheRow& cache, int64_t& best_share) 
     return gpu ? scan<S, true, false>(p, cache, best_share) : scan<S, false, false>(p, cache, best_share);
 }
 
+/// Undo the commits of pods first..last (a gang short of its minimum), newest first, and mark them.
+void Placer::rollback(int32_t first, int32_t last, std::size_t asg_mark, Result& r) {
+    for (auto it = dev_undo_.rbegin(); it != dev_undo_.rend(); ++it) {
+        v_.dev_milli_free[it->d] = it->save.milli_free;
+        v_.dev_mem_free[it->d] = it->save.mem_free;
+        v_.dev_xcd_free[it->d] = it->save.xcd_free;
+        v_.dev_state[it->d] = it->save.state;
+        if (frag_on_) okmask_[it->d] = it->okmask;
+    }
+    for (auto it = node_undo_.rbegin(); it != node_undo_.rend(); ++it) {
+        v_.node_cpu_free[it->n] = it->cpu_free;
+        v_.node_mem_free[it->n] = it->mem_free;
+        v_.node_pods_free[it->n] = it->pods_free;
+        if (frag_on_) {
+            frag_[it->n] = it->frag;
+            frag_F_[it->n] = it->frag_F;
+        }
+    }
+    for (const NodeUndo& u : node_undo_) {
+        refresh_summaries(u.n);
+        uint8_t* state = cache_state_.data() + u.n;
+        for (int32_t slot = 0; slot <= n_slots_; ++slot) state[std::size_t(slot) * std::size_t(v_.n_nodes)] = kEntryStale;
+    }
+    r.asg_dev.resize(asg_mark);
+    r.asg_milli.resize(asg_mark);
+    r.asg_mem.resize(asg_mark);
+    r.asg_xcds.resize(asg_mark);
+    for (int32_t q = first; q <= last; ++q) {
+        r.node[q] = -1;
+        r.asg_start[q + 1] = static_cast<int64_t>(asg_mark);
+        r.gang_failed[q] = 1;
+    }
+}
+
 Result Placer::run() {
     setup();
     const int32_t N = v_.n_nodes, P = b_.n_pods;
@@ -784,6 +845,7 @@ Result Placer::run() {
     r.asg_start.assign(std::size_t(P) + 1, 0);
     r.reason_counts.assign(std::size_t(P) * kNumReasons, 0);
     r.best_share.assign(P, -1);
+    r.gang_failed.assign(P, 0);
     std::size_t max_asg = 0;
     for (int32_t p = 0; p < P; ++p)
         if (b_.kind[p] != kNoGpu) max_asg += std::size_t(std::max(b_.count[p], 0));
@@ -792,7 +854,19 @@ Result Placer::run() {
     r.asg_mem.reserve(max_asg);
     r.asg_xcds.reserve(max_asg);
 
+    int32_t gang_first = -1;      // first row of the gang being placed
+    std::size_t gang_mark = 0;    // assignments before it
+    int32_t gang_placed = 0;
     for (int32_t p = 0; p < P; ++p) {
+        const int32_t g = b_.gang ? b_.gang[p] : -1;
+        if (g >= 0 && (p == 0 || b_.gang[p - 1] != g)) {
+            gang_first = p;
+            gang_mark = r.asg_dev.size();
+            gang_placed = 0;
+            logging_ = true;
+            node_undo_.clear();
+            dev_undo_.clear();
+        }
         CacheRow cache;
         if (pod_shape_[p].mode != kModeNone) {
             // Row 0 is scratch for one-off shapes, made stale for each such pod.
@@ -812,6 +886,13 @@ Result Placer::run() {
         if (best < 0) count_reasons(p, cache.reason, r.reason_counts.data() + std::size_t(p) * kNumReasons);
         else commit(p, best, r);
         r.asg_start[p + 1] = static_cast<int64_t>(r.asg_dev.size());
+        if (g >= 0) {
+            gang_placed += best >= 0;
+            if (p + 1 == P || b_.gang[p + 1] != g) {  // last member: commit or roll back
+                if (gang_placed < b_.gang_need[p]) rollback(gang_first, p, gang_mark, r);
+                logging_ = false;
+            }
+        }
     }
     return r;
 }

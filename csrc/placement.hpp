@@ -95,6 +95,11 @@ struct Batch {
     int32_t n_classes = 0;
     const uint8_t* class_mask = nullptr;     ///< [C, N] 1 = node allowed for the class
     const double* extra_score = nullptr;     ///< [C, N] added to the strategy's score, or nullptr
+    // Gangs (optional, both or neither): members of a gang are consecutive rows. After its last
+    // member the gang is committed only if at least `gang_need` of its members were placed;
+    // otherwise every member's placement is rolled back, so a gang that does not fit holds nothing.
+    const int32_t* gang = nullptr;           ///< [P] gang id, -1 = none
+    const int32_t* gang_need = nullptr;      ///< [P] members that must be placed (same in a gang)
 };
 
 /// Outcome of a batch. Device assignments are flat, pod-major: pod p's devices are
@@ -108,6 +113,7 @@ struct Result {
     std::vector<uint32_t> asg_xcds;     ///< XCDs held exclusively (kXcd) or usable (kWhole: all)
     std::vector<int32_t> reason_counts; ///< [P, kNumReasons] nodes rejected per reason (unplaced pods)
     std::vector<int64_t> best_share;    ///< [P] largest free milli seen on an otherwise fitting node
+    std::vector<uint8_t> gang_failed;   ///< [P] 1 = member of a gang rolled back (too few fit)
 };
 
 /// Place the batch in order, committing each placement into `view` before the next pod.

@@ -225,6 +225,13 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     rejected += errs
     rows = np.array([tree.index.get(r.queue or "default") for r in reqs], dtype=np.int32)
     batch = batch_from_requests(reqs)
+    if (gang >= 0).any():
+        batch.gang, batch.gang_need = gang, need
+        names = {}
+        for r, g in zip(reqs, gang):
+            if g >= 0:
+                names[int(g)] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
+        batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
     run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k])
     run_req = request_vectors(run_batch, dev_mem)

@@ -53,6 +53,7 @@ class Placement:
     asg_xcds: np.ndarray       #: uint32 XCD mask held (XCD pods) or usable (others)
     reason_counts: np.ndarray  #: int32[P, R] nodes rejected per reason, for unplaced pods
     best_share: np.ndarray     #: int64[P] largest free milli on a node that otherwise fit
+    gang_failed: np.ndarray    #: uint8[P] 1 = member of a gang rolled back (too few members fit)
 
     @property
     def placed(self) -> np.ndarray:
@@ -73,8 +74,21 @@ class Placement:
     def reason(self, i: int) -> str:
         """Why row i was not placed, Kubernetes style, with the most common reasons first."""
         n = self.cluster.n_nodes
+        b = self.batch
+        if self.gang_failed[i]:
+            g = int(b.gang[i])
+            members = np.flatnonzero(b.gang == g)
+            fit = int((self.reason_counts[members].sum(axis=1) == 0).sum())
+            name = b.gang_names[g] if g < len(b.gang_names) else f"#{g}"
+            why = (f"gang {name}: {fit} of the {int(b.gang_need[i])} members it needs fit, so none "
+                   "was placed")
+            return why if self.reason_counts[i].sum() == 0 else f"{why}; this one: {self._nodes_reason(i)}"
         if n == 0:
             return "no nodes in the cluster"
+        return self._nodes_reason(i)
+
+    def _nodes_reason(self, i: int) -> str:
+        n = self.cluster.n_nodes
         counts = self.reason_counts[i]
         parts = []
         for r in np.argsort(-counts, kind="stable"):

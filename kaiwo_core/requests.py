@@ -105,6 +105,9 @@ class PodBatch:
     created: np.ndarray     #: float64 epoch seconds
     constraints: list = field(default_factory=lambda: [NO_CONSTRAINT])
     pods: list | None = None  #: the PodRequest rows, when built from objects
+    gang: np.ndarray | None = None       #: int32 gang id (-1 none); members must be consecutive
+    gang_need: np.ndarray | None = None  #: int32 members of the gang that must be placed
+    gang_names: list = field(default_factory=list)  #: gang id -> "namespace/name"
 
     def __len__(self) -> int:
         return len(self.names)
@@ -113,14 +116,19 @@ class PodBatch:
         """Rows ``idx`` (an index array), in that order."""
         idx = np.asarray(idx, dtype=np.int64)
         arrays = {k: getattr(self, k)[idx] for k in _ARRAY_FIELDS}
+        gangs = {} if self.gang is None else {"gang": self.gang[idx], "gang_need": self.gang_need[idx]}
         return PodBatch(names=[self.names[i] for i in idx], constraints=self.constraints,
-                        pods=None if self.pods is None else [self.pods[i] for i in idx], **arrays)
+                        pods=None if self.pods is None else [self.pods[i] for i in idx],
+                        gang_names=self.gang_names, **arrays, **gangs)
 
     def kernel_view(self) -> dict:
         """The per-pod arrays ``_core.place_batch`` takes (class mask added by the caller)."""
-        return {"cpu": self.cpu, "mem": self.mem, "kind": self.kind, "count": self.count,
+        view = {"cpu": self.cpu, "mem": self.mem, "kind": self.kind, "count": self.count,
                 "milli": self.milli, "gpu_mem": self.gpu_mem, "exclusive": self.exclusive,
                 "cls": self.cls}
+        if self.gang is not None:
+            view.update(gang=self.gang, gang_need=self.gang_need)
+        return view
 
 
 _ARRAY_FIELDS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls",

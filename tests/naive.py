@@ -419,7 +419,12 @@ def place_batch_ref(cluster, batch, strategy):
     node, asg_start = [], [0]
     asg_dev, asg_milli, asg_mem, asg_xcds = [], [], [], []
     reason_counts, best_share = [], []
+    gang = b.get("gang") or [-1] * n_pods
+    gang_failed = [0] * n_pods
     for p in range(n_pods):
+        if gang[p] >= 0 and (p == 0 or gang[p - 1] != gang[p]):  # a gang starts: checkpoint
+            saved = {k: list(c[k]) for k in _CLUSTER_MUTABLE}
+            first, mark = p, len(asg_dev)
         reasons = [0] * NUM_REASONS
         share = -1
         best, best_score, best_chosen = -1, None, []
@@ -452,6 +457,14 @@ def place_batch_ref(cluster, batch, strategy):
                     asg_mem.append(mem)
                     asg_xcds.append(x)
         asg_start.append(len(asg_dev))
+        if gang[p] >= 0 and (p + 1 == n_pods or gang[p + 1] != gang[p]):  # last member
+            if sum(node[q] >= 0 for q in range(first, p + 1)) < b["gang_need"][p]:
+                c.update(saved)  # too few fit: the gang holds nothing
+                del asg_dev[mark:], asg_milli[mark:], asg_mem[mark:], asg_xcds[mark:]
+                for q in range(first, p + 1):
+                    node[q] = -1
+                    asg_start[q + 1] = mark
+                    gang_failed[q] = 1
     for k in _CLUSTER_MUTABLE:
         cluster[k][...] = _np.asarray(c[k], dtype=cluster[k].dtype)
     return {
@@ -463,4 +476,5 @@ def place_batch_ref(cluster, batch, strategy):
         "asg_xcds": _np.array(asg_xcds, dtype=_np.uint32),
         "reason_counts": _np.array(reason_counts, dtype=_np.int32).reshape(n_pods, NUM_REASONS),
         "best_share": _np.array(best_share, dtype=_np.int64),
+        "gang_failed": _np.array(gang_failed, dtype=_np.uint8),
     }

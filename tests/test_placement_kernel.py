@@ -22,7 +22,7 @@ MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free",
            "dev_xcd_free", "dev_state")
 OUT_DTYPES = {"node": np.int32, "asg_start": np.int64, "asg_dev": np.int32, "asg_milli": np.int64,
               "asg_mem": np.int64, "asg_xcds": np.uint32, "reason_counts": np.int32,
-              "best_share": np.int64}
+              "best_share": np.int64, "gang_failed": np.uint8}
 
 SPX_MEM = 196608  # MI300X, 192 GB in MiB
 CPX_MEM = 24576
@@ -173,7 +173,20 @@ def batches(draw, n_nodes, max_pods=25):
         extra = np.array(draw(st.lists(st.sampled_from([0.0, 0.0, 0.25, -0.5, 1e-7, 2.0]),
                                        min_size=n_cls * n_nodes, max_size=n_cls * n_nodes)),
                          np.float64).reshape(n_cls, n_nodes)
-    return make_batch(pods, n_nodes, mask, extra)
+    b = make_batch(pods, n_nodes, mask, extra)
+    if draw(st.booleans()):  # gangs: runs of consecutive pods, each with a minimum
+        gang = np.full(len(pods), -1, np.int32)
+        need = np.zeros(len(pods), np.int32)
+        p, gid = 0, 0
+        while p < len(pods):
+            size = draw(st.integers(1, 4))
+            if draw(st.booleans()):
+                gang[p:p + size] = gid
+                need[p:p + size] = draw(st.integers(0, size))
+                gid += 1
+            p += size
+        b["gang"], b["gang_need"] = gang, need
+    return b
 
 
 @st.composite
@@ -206,7 +219,19 @@ def check_invariants(cluster, batch, out, after):
             assert len(set(devs.tolist())) == b - a == batch["count"][p]
             lo, hi = cluster["node_dev_start"][n], cluster["node_dev_start"][n + 1]
             assert ((devs >= lo) & (devs < hi)).all()
-        assert out["reason_counts"][p].sum() == (len(after["node_cpu_free"]) if n < 0 else 0)
+        rolled_back = n < 0 and out["gang_failed"][p] and out["reason_counts"][p].sum() == 0
+        assert out["reason_counts"][p].sum() == (len(after["node_cpu_free"]) if n < 0 and not rolled_back else 0)
+    # A gang short of its minimum holds nothing; one that reached it keeps its placed members.
+    if "gang" in batch:
+        for g in set(batch["gang"].tolist()) - {-1}:
+            members = np.flatnonzero(batch["gang"] == g)
+            placed = int((out["node"][members] >= 0).sum())
+            failed = out["gang_failed"][members]
+            assert failed.all() or not failed.any()
+            if failed.any():
+                assert placed == 0
+            else:
+                assert placed >= batch["gang_need"][members[0]]
 
 
 def check_problem(problem):
@@ -482,3 +507,30 @@ def test_module_constants():
     assert K.NUM_REASONS == len(K.REASON_NAMES) == 9
     assert (K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
             K.REASON_GPU_BUSY, K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY, K.REASON_XCD) == tuple(range(9))
+
+
+def test_gang_that_does_not_fit_holds_nothing():
+    """Three 4-GPU members on one 8-GPU node with a minimum of 3: two fit, so the gang rolls back
+    and the whole-GPU pod after it gets the node; a minimum of 2 keeps two members."""
+    cluster = make_cluster([node([spx(g) for g in range(8)])])
+    pods = [{"kind": 1, "count": 4, "milli": 1000}] * 3 + [{"kind": 1, "count": 8, "milli": 1000}]
+    for need, expect in ((3, [-1, -1, -1, 0]), (2, [0, 0, -1, -1])):
+        batch = make_batch(pods, 1)
+        batch["gang"] = np.array([7, 7, 7, -1], np.int32)
+        batch["gang_need"] = np.array([need, need, need, 0], np.int32)
+        out, ck, ref, cr = run_both(cluster, batch, _core.STRATEGY_BINPACK)
+        assert_same(out, ck, ref, cr)
+        assert out["node"].tolist() == expect
+        assert out["gang_failed"].tolist() == ([1, 1, 1, 0] if need == 3 else [0, 0, 0, 0])
+
+
+def test_gang_validation():
+    cluster = make_cluster([node([spx()])])
+    batch = make_batch([{"kind": 1, "count": 1, "milli": 1000}] * 3, 1)
+    batch["gang"] = np.array([1, -1, 1], np.int32)
+    batch["gang_need"] = np.array([1, 0, 1], np.int32)
+    with pytest.raises(ValueError, match=r"batch\['gang'\].*not consecutive"):
+        _core.place_batch(copy.deepcopy(cluster), batch, 0)
+    del batch["gang_need"]
+    with pytest.raises(ValueError, match="gang and gang_need come together"):
+        _core.place_batch(copy.deepcopy(cluster), batch, 0)
