@@ -29,6 +29,7 @@ from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
 from .queues import RESOURCES, QueueTree, build_tree, human
 from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
+from .reservations import ReservationConfig, Reservations, active_reservations, grant_access
 from .snapshot import Snapshot
 
 
@@ -43,6 +44,9 @@ class Decisions:
     pending_rows: np.ndarray                          #: queue row of each placement batch row
     running_rows: np.ndarray                          #: queue row of each running pod (-1 = none)
     held: list = field(default_factory=list)          #: (pod name, reason) held by queue limits
+    reservations: list = field(default_factory=list)  #: Reservation in force this cycle
+    reservation_errors: list = field(default_factory=list)
+    expired: list = field(default_factory=list)       #: names of reservations that expired
     rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
     timings: dict = field(default_factory=dict)       #: seconds per step
 
@@ -113,6 +117,9 @@ class Decisions:
             "invalidNodes": [e.to_dict() for e in snap.cluster.errors],
             "invalidQueues": [e.to_dict() for e in self.tree.errors],
             "invalidJobs": [e.to_dict() for e in snap.job_errors],
+            "reservations": [r.to_dict() for r in self.reservations],
+            "expiredReservations": list(self.expired),
+            "invalidReservations": [e.to_dict() for e in self.reservation_errors],
             "warnings": list(snap.warnings),
             "stats": {
                 "nodes": snap.cluster.n_nodes, "gpus": snap.cluster.n_devices,
@@ -198,11 +205,12 @@ def _rank(created: np.ndarray, names: list) -> np.ndarray:
 
 
 def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline | None = None,
-             ordering: OrderingConfig = OrderingConfig(), now: float | None = None) -> Decisions:
+             ordering: OrderingConfig = OrderingConfig(), now: float | None = None,
+             reserving: ReservationConfig = ReservationConfig()) -> Decisions:
     """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed.
 
-    ``now`` (epoch seconds) ages pending pods; by default the newest creation time among the pods,
-    so that a dump always gives the same decisions.
+    ``now`` (epoch seconds) ages pending pods and expires reservations; by default the newest
+    creation time among the pods, so that a dump always gives the same decisions.
     """
     t0 = time.perf_counter()
     pipeline = pipeline or default_pipeline(strategy)
@@ -221,6 +229,12 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     rows, errs = assign_queues(tree, reqs)
     rejected += errs
     reqs = [r for r, q in zip(reqs, rows) if q >= 0]
+    if now is None:
+        now = max([r.created for r in reqs + snapshot.running] or [0.0])
+    reservations, res_errors, expired = active_reservations(snapshot, tree, reqs, now, reserving)
+    reqs = grant_access(reqs, reservations, tree, now)
+    if reservations:
+        pipeline = Pipeline([*pipeline.plugins, Reservations(reservations=reservations)])
     gang, need, reqs, errs = gangs(reqs, snapshot.running)
     rejected += errs
     rows = np.array([tree.index.get(r.queue or "default") for r in reqs], dtype=np.int32)
@@ -236,8 +250,6 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k])
     run_req = request_vectors(run_batch, dev_mem)
     pend_req = request_vectors(batch, dev_mem)
-    if now is None:
-        now = max([r.created for r in reqs + snapshot.running] or [0.0])
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
     t1 = time.perf_counter()
 
@@ -264,8 +276,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     t4 = time.perf_counter()
     timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
                "cycle": t4 - t0}
-    return Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, rejected,
-                     timings)
+    return Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, reservations,
+                     res_errors, expired, rejected, timings)
 
 
 def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:

@@ -20,7 +20,7 @@ from .requests import KIND_XCD, PodBatch
 NUM_REASONS = _core.NUM_REASONS
 #: Pending-reason texts, indexed by the kernel's reason codes (kaiwo::Reason).
 REASON_TEXT = (
-    "excluded by node selector/affinity, taints, GPU model or GPU resource name",
+    "excluded by node selector/affinity, taints, GPU model, GPU resource name or a reservation",
     "insufficient CPU",
     "insufficient memory",
     "too many pods",

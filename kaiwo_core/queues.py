@@ -25,11 +25,11 @@ compiled fair-share and ordering kernels rely on.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .durations import parse_duration
 from .errors import ObjectError
 from .quantity import QuantityError, parse_quantity
 
@@ -107,23 +107,11 @@ def human(resource: int, amount: int):
     return amount if resource == MEMORY else amount / 1000
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
-
-
-def parse_duration(text, name: str, fld: str) -> float:
-    """Go-style duration (``1h30m``, ``90s``, ``500ms``) or a number of seconds -> seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool) and text >= 0:
-        return float(text)
-    s = str(text).strip()
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(s):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * {"h": 3600, "m": 60, "s": 1, "ms": 0.001}[m.group(2)]
-        pos = m.end()
-    if pos != len(s) or not s:
-        raise QueueError(name, fld, text, "not a duration (expected e.g. 10m, 1h30m, 90s)")
-    return total
+def _duration(text, name: str, fld: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise QueueError(name, fld, text, str(e)) from None
 
 
 def _amount(name: str, fld: str, raw, resource: str, allow_unlimited: bool) -> int:
@@ -187,7 +175,7 @@ def queue_spec(obj: dict) -> QueueSpec:
     for key, attr in (("preemptMinRuntime", "preempt_min_runtime"),
                       ("reclaimMinRuntime", "reclaim_min_runtime")):
         if spec.get(key) is not None:
-            setattr(qs, attr, parse_duration(spec[key], name, f"spec.{key}"))
+            setattr(qs, attr, _duration(spec[key], name, f"spec.{key}"))
     return qs
 
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import numpy as np
 
+from .durations import parse_duration
 from .errors import ObjectError
 from .quantity import (QuantityError, parse_bool, parse_fraction, parse_mib,
                        parse_positive_int, parse_quantity)
@@ -39,6 +40,8 @@ ANN_SHARING = ANN + "gpu-sharing"
 ANN_ISOLATION = ANN + "gpu-isolation"
 ANN_MODEL = ANN + "gpu-model"
 ANN_ASSIGNMENT = ANN + "gpu-assignment"
+ANN_RUNTIME = ANN + "expected-runtime"
+ANN_PREEMPTIBLE = ANN + "preemptible"
 LABEL_QUEUE = ANN + "queue"
 ISOLATION_MODES = ("time-slicing", "xcd")
 SCHEDULER_NAME = "kaiwo"
@@ -60,6 +63,7 @@ class Constraint:
     affinity: tuple = ()             #: required node affinity: tuple of terms, each of expressions
     gpu_models: frozenset | None = None   #: allowed models (upper case), None = any
     gpu_resource: str | None = None  #: the GPU resource name the pod asks for (e.g. amd.com/gpu)
+    reservations: frozenset = frozenset()  #: reservations whose held nodes the pod may use
 
 
 NO_CONSTRAINT = Constraint()
@@ -83,6 +87,9 @@ class PodRequest:
     created: float = 0.0
     queue: str = ""
     node: str = ""                   #: spec.nodeName for running pods
+    started: float = 0.0             #: status.startTime (epoch seconds) of running pods, 0 unknown
+    expected_runtime: float | None = None  #: kaiwo.ai/expected-runtime in seconds
+    preemptible: bool = True         #: False with kaiwo.ai/preemptible: "false"
     assignment: list | None = None   #: decoded kaiwo.ai/gpu-assignment of a running pod
     labels: dict = field(default_factory=dict)
     annotations: dict = field(default_factory=dict)
@@ -232,6 +239,15 @@ def pod_request(obj: dict, priority_classes: dict | None = None) -> PodRequest:
                      labels=labels, annotations=ann)
     req.priority = _priority(name, spec, priority_classes or {})
     req.created = _timestamp(name, meta.get("creationTimestamp"))
+    req.started = _timestamp(name, (obj.get("status") or {}).get("startTime"), "status.startTime")
+    if ANN_RUNTIME in ann:
+        try:
+            req.expected_runtime = parse_duration(ann[ANN_RUNTIME])
+        except ValueError as e:
+            raise PodError(name, f"metadata.annotations.{ANN_RUNTIME}", ann[ANN_RUNTIME], str(e)) from None
+    if ANN_PREEMPTIBLE in ann:
+        req.preemptible = _field(name, f"metadata.annotations.{ANN_PREEMPTIBLE}", ann[ANN_PREEMPTIBLE],
+                                 parse_bool, ANN_PREEMPTIBLE)
     _gpu_request(req, ann, gpu_res)
     req.constraint = _constraint(name, spec, ann, gpu_res[0] if gpu_res else None)
     if req.node and ANN_ASSIGNMENT in ann:
@@ -414,15 +430,16 @@ def priority_classes(objs: list[dict]) -> dict:
     return out
 
 
-def _timestamp(name: str, raw) -> float:
+def _timestamp(name: str, raw, fld: str = "metadata.creationTimestamp") -> float:
     if raw is None:
         return 0.0
-    if isinstance(raw, datetime):
-        return raw.timestamp()
+    if isinstance(raw, datetime):  # YAML loaders give naive datetimes for ...Z: they are UTC
+        return (raw if raw.tzinfo else raw.replace(tzinfo=timezone.utc)).timestamp()
     try:
-        return datetime.fromisoformat(str(raw).replace("Z", "+00:00")).timestamp()
+        t = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
     except ValueError:
-        raise PodError(name, "metadata.creationTimestamp", raw, "not an RFC 3339 time") from None
+        raise PodError(name, fld, raw, "not an RFC 3339 time") from None
 
 
 def parse_assignment(name: str, raw) -> list[dict]:

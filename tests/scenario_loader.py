@@ -52,7 +52,7 @@ def pod_objs(spec: dict, start: int = 0) -> list[dict]:
                "metadata": {"name": name, "namespace": spec.get("namespace", "default"),
                             "annotations": dict(spec.get("annotations") or {}),
                             "labels": dict(spec.get("labels") or {}),
-                            "creationTimestamp": _stamp(start + i)},
+                            "creationTimestamp": spec.get("created", _stamp(start + i))},
                "spec": {"schedulerName": spec.get("scheduler", "kaiwo"),
                         "containers": [{"name": "c", "resources": {"limits": limits}}]}}
         for key in ("nodeSelector", "tolerations", "priority", "nodeName", "affinity"):

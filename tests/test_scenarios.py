@@ -95,3 +95,12 @@ def test_scenario(sc):
     for job, field in exp.get("invalid_jobs", {}).items():
         match = [e for e in doc["invalidJobs"] if e["kaiwojob"] == job]
         assert match and match[0]["field"] == field, doc["invalidJobs"]
+    if "reservations" in exp:
+        assert [r["name"] for r in doc["reservations"]] == exp["reservations"]
+    for name, nodes in exp.get("reserved_nodes", {}).items():
+        assert next(r for r in doc["reservations"] if r["name"] == name)["nodes"] == nodes
+    if "expired_reservations" in exp:
+        assert doc["expiredReservations"] == exp["expired_reservations"]
+    for name, field in exp.get("invalid_reservations", {}).items():
+        match = [e for e in doc["invalidReservations"] if e["kaiworeservation"] == name]
+        assert match and match[0]["field"] == field, doc["invalidReservations"]
