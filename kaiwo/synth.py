@@ -3,7 +3,8 @@
 Used by benchmarks, scale tests and ``kaiwo generate``: the same generator gives Kubernetes objects
 (for dumps and the controller) and arrays (for the library API), so both paths see one workload.
 
-Scale M = 1,000 nodes x 8 MI300X, 10,000 pending and 20,000 running pods; S = M/10; L = M x 10.
+Scale M = 1,000 nodes x 8 MI300X, 100 queues in three levels, 10,000 pending and 20,000 running
+pods; S = M/10; L = M x 10.
 """
 from __future__ import annotations
 
@@ -101,9 +102,51 @@ def node_objects(n: int, partition: str = "spx_nps1", model: str = "MI300X") -> 
     } for i in range(n)]
 
 
+def queue_objects(n: int, total_gpus: int, seed: int = 0) -> list[dict]:
+    """``n`` KaiwoQueues in three levels (top, middle, leaves: about 1 : 4 : 20), quotas dividing
+    80% of ``total_gpus`` down the tree, over-quota weights 1-3, two priority bands at the top."""
+    rng = np.random.default_rng(seed)
+    top = max(1, n // 25)
+    mid = min(4 * top, max(0, n - top - 1))
+    leaves = max(1, n - top - mid)
+    objs, parents = [], []
+
+    def add(name, parent, quota, priority=0):
+        spec = {"resources": {"gpu": {"quota": round(quota, 3), "overQuotaWeight": int(rng.integers(1, 4))}},
+                "priority": priority}
+        if parent:
+            spec["parentQueue"] = parent
+        objs.append({"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoQueue",
+                     "metadata": {"name": name}, "spec": spec})
+
+    for t in range(top):
+        add(f"org-{t}", "", 0.8 * total_gpus / top, int(rng.integers(0, 2)))
+    level2 = [f"org-{t}" for t in range(top)]
+    if mid:
+        for m in range(mid):
+            parent = level2[m % top]
+            add(f"dept-{m}", parent, 0.8 * total_gpus / top * 0.8 / -(-mid // top))
+        parents = [f"dept-{m}" for m in range(mid)]
+    else:
+        parents = level2
+    per_parent = -(-leaves // len(parents))
+    quota_of = {o["metadata"]["name"]: o["spec"]["resources"]["gpu"]["quota"] for o in objs}
+    for i in range(leaves):
+        parent = parents[i % len(parents)]
+        add(f"team-{i}", parent, quota_of[parent] / per_parent)
+    return objs
+
+
+def leaf_names(objs: list[dict]) -> list[str]:
+    parents = {o["spec"].get("parentQueue") for o in objs}
+    return [o["metadata"]["name"] for o in objs if o["metadata"]["name"] not in parents]
+
+
 def pod_objects(n: int, seed: int = 0, prefix: str = "pod", namespace: str = "default",
-                shapes=SHAPES) -> list[dict]:
+                shapes=SHAPES, queues: list | None = None) -> list[dict]:
+    """Pod objects of the mixed workload; with ``queues``, each labelled with a random one."""
     cols = pod_columns(n, seed, shapes)
+    pick = np.random.default_rng(seed + 7).integers(0, len(queues), size=n) if queues else None
     out = []
     for i in range(n):
         kind = cols["kind"][i]
@@ -123,6 +166,7 @@ def pod_objects(n: int, seed: int = 0, prefix: str = "pod", namespace: str = "de
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"{prefix}-{i:06d}", "namespace": namespace, "uid": f"{prefix}-uid-{i}",
                          "annotations": ann,
+                         "labels": {"kaiwo.ai/queue": queues[pick[i]]} if queues else {},
                          "creationTimestamp": f"2026-11-28T{(i // 3600) % 24:02d}:{(i // 60) % 60:02d}:{i % 60:02d}Z"},
             "spec": {"schedulerName": "kaiwo", "priority": int(cols["priority"][i]),
                      "containers": [{"name": "main", "resources": {"limits": limits}}]},
@@ -131,15 +175,21 @@ def pod_objects(n: int, seed: int = 0, prefix: str = "pod", namespace: str = "de
 
 
 def dump_objects(scale: str = "M", seed: int = 0, partition: str = "spx_nps1",
-                 running: bool = False) -> list[dict]:
-    """Nodes and pending pods (and, with ``running``, running pods placed by Kaiwo itself, with
-    their ``kaiwo.ai/gpu-assignment``) at a scale."""
+                 running: bool = False, queues: bool = True) -> list[dict]:
+    """Nodes, KaiwoQueues (100 in three levels at M) and pending pods (and, with ``running``,
+    running pods placed by Kaiwo itself, with their ``kaiwo.ai/gpu-assignment``) at a scale."""
     sz = sizes(scale)
     objs = node_objects(sz["nodes"], partition)
+    leaves = None
+    if queues:
+        qobjs = queue_objects(max(3, int(100 * SCALES[scale])), sz["nodes"] * 8, seed)
+        objs += qobjs
+        leaves = leaf_names(qobjs)
     if running:
         import json
 
-        run = pod_objects(sz["running"], seed + 1, prefix="running", shapes=RUNNING_SHAPES)
+        run = pod_objects(sz["running"], seed + 1, prefix="running", shapes=RUNNING_SHAPES,
+                          queues=leaves)
         by_name = {f"default/{o['metadata']['name']}": o for o in run}
         for b in kc.schedule(kc.Snapshot.from_objects(objs + run)).bindings():
             o = by_name[b["pod"]]
@@ -147,4 +197,4 @@ def dump_objects(scale: str = "M", seed: int = 0, partition: str = "spx_nps1",
             o["metadata"]["annotations"]["kaiwo.ai/gpu-assignment"] = json.dumps(b["devices"])
             o["status"] = {"phase": "Running"}
             objs.append(o)
-    return objs + pod_objects(sz["pending"], seed, prefix="pending")
+    return objs + pod_objects(sz["pending"], seed, prefix="pending", queues=leaves)

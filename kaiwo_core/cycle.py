@@ -151,6 +151,9 @@ def gangs(reqs: list, running: list) -> tuple[np.ndarray, np.ndarray, list, list
     the errors (a malformed minimum; members that disagree on it)."""
     info, errors = {}, []
     for r in reqs + running:
+        if "kaiwo.ai/gang" not in r.annotations and "kaiwo.ai/gang-min-members" not in r.annotations:
+            info[r.name] = None  # most pods: no gang, no parsing
+            continue
         try:
             info[r.name] = gang_of(r)
         except PodError as e:
@@ -247,7 +250,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
                 names[int(g)] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
-    run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k])
+    run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k],
+                                    constraints=False)
     run_req = request_vectors(run_batch, dev_mem)
     pend_req = request_vectors(batch, dev_mem)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)

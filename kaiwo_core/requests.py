@@ -201,11 +201,15 @@ def batch_from_arrays(cpu, memory, gpus=None, fraction=None, gpu_memory=None, nu
     )
 
 
-def batch_from_requests(reqs: list[PodRequest]) -> PodBatch:
-    """Columnar batch from decoded pods; constraints are interned into classes."""
+def batch_from_requests(reqs: list[PodRequest], constraints: bool = True) -> PodBatch:
+    """Columnar batch from decoded pods; constraints are interned into classes (skip that with
+    ``constraints=False`` when only the requests matter, e.g. for running pods)."""
     intern: dict = {}
-    cls = np.fromiter((intern.setdefault(r.constraint, len(intern)) for r in reqs), np.int32,
-                      count=len(reqs))
+    if constraints:
+        cls = np.fromiter((intern.setdefault(r.constraint, len(intern)) for r in reqs), np.int32,
+                          count=len(reqs))
+    else:
+        cls = np.zeros(len(reqs), dtype=np.int32)
 
     def col(attr, dtype):
         return np.fromiter((getattr(r, attr) for r in reqs), dtype, count=len(reqs))

@@ -48,11 +48,15 @@ class ReservationError(ObjectError):
 @dataclass(frozen=True)
 class ReservationConfig:
     """When Kaiwo reserves on its own: a gang or a pod of at least ``min_gpus`` GPUs that has waited
-    ``starvation`` seconds gets nodes held for ``ttl`` seconds. ``starvation <= 0`` turns it off."""
+    ``starvation`` seconds gets nodes held for ``ttl`` seconds -- only the ``max_automatic`` oldest
+    such units, and never more than ``max_node_fraction`` of the nodes, so reservations protect the
+    jobs that starve without starving everyone else. ``starvation <= 0`` turns it off."""
 
     starvation: float = 600.0
     ttl: float = 1800.0
     min_gpus: int = 2
+    max_automatic: int = 2          #: reservations made per cycle (the oldest starving units)
+    max_node_fraction: float = 0.1  #: of the cluster's nodes that automatic reservations may hold
 
 
 @dataclass
@@ -173,7 +177,12 @@ def active_reservations(snapshot, tree, pending: list, now: float, cfg: Reservat
     """Reservations in force now: declared ones (expired dropped, amounts resolved to nodes) and
     automatic ones for starving jobs. Returns (reservations, errors, expired names)."""
     cluster, state = snapshot.cluster, snapshot.state
-    release = _release_time(cluster, snapshot.running, now)
+    cache: list = []
+
+    def release():  # per node, when its running pods end; computed only if a choice needs it
+        if not cache:
+            cache.append(_release_time(cluster, snapshot.running, now))
+        return cache[0]
     out, errors, expired = [], [], []
     taken: set = set()
     for obj in snapshot.objects.get("KaiwoReservation", []):
@@ -199,7 +208,7 @@ def active_reservations(snapshot, tree, pending: list, now: float, cfg: Reservat
                 errors.append(ReservationError(r.name, "spec.nodes", clash[0], "already held by another reservation"))
                 continue
         else:
-            idx = pick_nodes(cluster, state, r.gpus, taken, release)
+            idx = pick_nodes(cluster, state, r.gpus, taken, release())
             if not idx:
                 errors.append(ReservationError(r.name, "spec.gpus", r.gpus, "more GPUs than the free nodes have"))
                 continue
@@ -212,7 +221,7 @@ def active_reservations(snapshot, tree, pending: list, now: float, cfg: Reservat
 
 
 def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig, taken: set,
-               release: np.ndarray) -> list:
+               release) -> list:
     """One reservation per starving unit (gang or big pod), oldest first."""
     units: dict[str, list] = {}
     for r in pending:
@@ -220,20 +229,24 @@ def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig
         key = f"{r.name.split('/', 1)[0]}/{gang}" if gang else r.name
         units.setdefault(key, []).append(r)
     out = []
+    budget = int(cfg.max_node_fraction * cluster.n_nodes)
     for key, members in sorted(units.items(), key=lambda kv: min(m.created for m in kv[1])):
+        if len(out) >= cfg.max_automatic:
+            break
         waited = now - min(m.created for m in members)
         gpus = sum(m.count for m in members if m.kind != KIND_NONE and m.milli == 1000)
         if waited < cfg.starvation or gpus < cfg.min_gpus:
             continue
-        idx = pick_nodes(cluster, state, gpus, taken, release)
-        if not idx:
+        idx = pick_nodes(cluster, state, gpus, taken, release())
+        if not idx or len(idx) > budget:
             continue
+        budget -= len(idx)
         taken.update(idx)
         is_gang = len(members) > 1 or "kaiwo.ai/gang" in members[0].annotations
         out.append(Reservation(
             name=f"auto-{key.replace('/', '-')}", owner_job=key if is_gang else "",
             owner_queue="", nodes=[cluster.names[i] for i in idx], gpus=gpus,
-            start=float(max(now, release[idx].max())), until=now + cfg.ttl, automatic=True,
+            start=float(max(now, release()[idx].max())), until=now + cfg.ttl, automatic=True,
             reason=f"waited {waited / 60:.0f} min for {gpus} GPUs"))
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
