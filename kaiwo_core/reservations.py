@@ -229,7 +229,7 @@ def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig
         key = f"{r.name.split('/', 1)[0]}/{gang}" if gang else r.name
         units.setdefault(key, []).append(r)
     out = []
-    budget = int(cfg.max_node_fraction * cluster.n_nodes)
+    budget = max(1, int(cfg.max_node_fraction * cluster.n_nodes))
     for key, members in sorted(units.items(), key=lambda kv: min(m.created for m in kv[1])):
         if len(out) >= cfg.max_automatic:
             break
