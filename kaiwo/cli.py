@@ -53,6 +53,20 @@ def render_table(doc: dict) -> str:
     if doc["rejected"]:
         out.append(_table([[r["pod"], r["field"], r["error"]] for r in doc["rejected"]],
                           ["REJECTED", "FIELD", "ERROR"]))
+    if doc.get("queues"):
+        out.append(_table([[q["name"], q["parent"] or "-", q["priority"],
+                            f"{q['deserved']['gpu']:g}", f"{q['fairShare']['gpu']:g}",
+                            f"{q['allocated']['gpu']:g}", q["pendingPods"]] for q in doc["queues"]],
+                          ["QUEUE", "PARENT", "PRIO", "DESERVED GPU", "FAIR GPU", "ALLOCATED GPU", "PENDING"]))
+    if doc.get("reservations"):
+        out.append(_table([[r["name"], r["queue"] or r["job"], ",".join(r["nodes"]), r["until"] or "-",
+                            r["reason"]] for r in doc["reservations"]],
+                          ["RESERVATION", "FOR", "NODES", "UNTIL", "WHY"]))
+    for key, kind in (("invalidQueues", "kaiwoqueue"), ("invalidJobs", "kaiwojob"),
+                      ("invalidReservations", "kaiworeservation")):
+        if doc.get(key):
+            out.append(_table([[r[kind], r["field"], r["error"]] for r in doc[key]],
+                              [f"INVALID {kind.upper()}", "FIELD", "ERROR"]))
     if doc["invalidNodes"]:
         out.append(_table([[r["node"], r["field"], r["error"]] for r in doc["invalidNodes"]],
                           ["INVALID NODE", "FIELD", "ERROR"]))

@@ -276,7 +276,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     # 4. place
     state = snapshot.state.copy()
     ordered = batch.take(order)
-    placement = place(cluster, state, ordered, pipeline) if len(ordered) else None
+    placement = place(cluster, state, ordered, pipeline, xcd_held=snapshot.dev_xcd_held) \
+        if len(ordered) else None
     t4 = time.perf_counter()
     timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
                "cycle": t4 - t0}

@@ -54,6 +54,20 @@ class Placement:
     reason_counts: np.ndarray  #: int32[P, R] nodes rejected per reason, for unplaced pods
     best_share: np.ndarray     #: int64[P] largest free milli on a node that otherwise fit
     gang_failed: np.ndarray    #: uint8[P] 1 = member of a gang rolled back (too few members fit)
+    xcd_held: np.ndarray | None = None  #: uint32[G] XCDs held by XCD pods before this batch
+
+    def _held_after(self) -> np.ndarray:
+        """XCDs held exclusively by XCD-isolated pods once this batch is in (cached)."""
+        held = getattr(self, "_held", None)
+        if held is None:
+            held = (np.zeros(self.cluster.n_devices, np.uint32) if self.xcd_held is None
+                    else self.xcd_held.copy())
+            rows = np.flatnonzero(self.placed & (self.batch.kind == KIND_XCD))
+            for i in rows:
+                a, b = int(self.asg_start[i]), int(self.asg_start[i + 1])
+                np.bitwise_or.at(held, self.asg_dev[a:b], self.asg_xcds[a:b])
+            self._held = held
+        return held
 
     @property
     def placed(self) -> np.ndarray:
@@ -63,11 +77,16 @@ class Placement:
         """Device assignment of row i as the ``kaiwo.ai/gpu-assignment`` entries."""
         c = self.cluster
         out = []
+        xcd = self.batch.kind[i] == KIND_XCD
         for k in range(int(self.asg_start[i]), int(self.asg_start[i + 1])):
             d = int(self.asg_dev[k])
-            frac = self.batch.milli[i] if self.batch.kind[i] != KIND_XCD else self.asg_milli[k]
+            frac = self.asg_milli[k] if xcd else self.batch.milli[i]
+            # An XCD pod holds its XCDs; any other pod runs on the partition's XCDs that no XCD
+            # pod holds once the whole batch is placed (its CU mask).
+            xcds = int(self.asg_xcds[k]) if xcd else \
+                int(c.dev_xcd_mask[d]) & ~int(self._held_after()[d])
             out.append({"gpu": int(c.dev_gpu[d]), "partition": int(c.dev_partition[d]),
-                        "xcds": _bits(int(self.asg_xcds[k])), "fraction": int(frac) / 1000,
+                        "xcds": _bits(xcds), "fraction": int(frac) / 1000,
                         "memoryMiB": int(self.asg_mem[k])})
         return out
 
@@ -107,7 +126,8 @@ def _bits(mask: int) -> list[int]:
 
 
 def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
-          pipeline: Pipeline | None = None, strategy: str = "binpack") -> Placement:
+          pipeline: Pipeline | None = None, strategy: str = "binpack",
+          xcd_held: np.ndarray | None = None) -> Placement:
     """Place ``batch`` in its row order, updating ``state`` in place.
 
     Parameters
@@ -115,6 +135,8 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     cluster, state : the cluster and what is free on it (copy the state first to keep it).
     batch : the pending pods, already in the order they should be tried.
     pipeline : plugins giving filters and scores; default: built-in filters + ``strategy``.
+    xcd_held : XCDs already held by XCD-isolated pods (``Snapshot.dev_xcd_held``), so the CU masks
+        of time-sliced pods leave them out.
     """
     pipeline = pipeline or default_pipeline(strategy)
     ctx = CycleContext(cluster, state, batch)
@@ -126,7 +148,7 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     if extra is not None:
         kb["extra_score"] = extra
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
-    result = Placement(cluster=cluster, batch=batch, **out)
+    result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, **out)
     for p in pipeline.plugins:
         p.on_cycle_end(ctx, result)
     return result

@@ -233,6 +233,8 @@ def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig
     for key, members in sorted(units.items(), key=lambda kv: min(m.created for m in kv[1])):
         if len(out) >= cfg.max_automatic:
             break
+        if min(m.created for m in members) <= 0:
+            continue  # no creation time: how long it waited is unknown
         waited = now - min(m.created for m in members)
         gpus = sum(m.count for m in members if m.kind != KIND_NONE and m.milli == 1000)
         if waited < cfg.starvation or gpus < cfg.min_gpus:

@@ -36,11 +36,15 @@ class Snapshot:
     warnings: list = field(default_factory=list)   #: str
     objects: dict = field(default_factory=dict)    #: other kinds by kind (KaiwoQueue, ...)
     job_errors: list = field(default_factory=list)  #: JobError for KaiwoJobs that could not expand
+    #: uint32[G] XCDs held exclusively by running XCD-isolated pods (time-sliced pods' CU masks
+    #: are the partition's XCDs minus these)
+    dev_xcd_held: np.ndarray | None = None
 
     def copy(self) -> "Snapshot":
         return Snapshot(self.cluster, self.state.copy(), list(self.running), list(self.pending),
                         list(self.rejected), list(self.ignored), list(self.finished),
-                        list(self.warnings), dict(self.objects), list(self.job_errors))
+                        list(self.warnings), dict(self.objects), list(self.job_errors),
+                        None if self.dev_xcd_held is None else self.dev_xcd_held.copy())
 
     # ------------------------------------------------------------------------------ builders
     @classmethod
@@ -92,6 +96,7 @@ class Snapshot:
         """Charge every running pod to its node: exactly where annotated, else let the kernel
         choose devices on that node. Problems become warnings; running pods are never dropped."""
         c, s = self.cluster, self.state
+        self.dev_xcd_held = np.zeros(c.n_devices, dtype=np.uint32)
         unannotated = []
         for req in self.running:
             n = c.index(req.node)
@@ -129,13 +134,16 @@ class Snapshot:
                 s.dev_state[dev] = EXCLUSIVE
                 continue
             mask = 0
+            for x in d["xcds"]:
+                mask |= 1 << x
             if req.kind == KIND_XCD:
-                for x in d["xcds"]:
-                    mask |= 1 << x
                 if mask & ~int(s.dev_xcd_free[dev]):
                     self.warnings.append(f"pod {req.name}: XCDs {d['xcds']} on {req.node} gpu "
                                          f"{d['gpu']} are held by another pod too")
-                s.dev_xcd_free[dev] &= np.uint32(~mask & 0xFFFFFFFF)
+                self.dev_xcd_held[dev] |= np.uint32(mask)
+            # A time-sliced pod runs on the XCDs of its CU mask: no XCD-isolated pod may take them
+            # later (they can still be time-shared), so they leave the pool of free XCDs too.
+            s.dev_xcd_free[dev] &= np.uint32(~mask & 0xFFFFFFFF)
             s.dev_milli_free[dev] -= round(d["fraction"] * 1000)
             s.dev_mem_free[dev] -= d["memoryMiB"]
             if s.dev_state[dev] == EXCLUSIVE:
@@ -157,7 +165,8 @@ class Snapshot:
         batch.cls = cls.astype(np.int32)
         batch.constraints = [("node", int(u)) for u in uniq]
         pin = _PinToNode(uniq)
-        result = place(self.cluster, self.state, batch, Pipeline([pin, "binpack"]))
+        result = place(self.cluster, self.state, batch, Pipeline([pin, "binpack"]),
+                       xcd_held=self.dev_xcd_held)
         for i in np.flatnonzero(~result.placed):
             req, n = items[i]
             # It runs there anyway: charge what we know, say what we could not.
@@ -169,6 +178,15 @@ class Snapshot:
                                  "charged, devices unknown")
         for i in np.flatnonzero(result.placed):
             reqs[i].assignment = result.devices(i)
+            for k in range(int(result.asg_start[i]), int(result.asg_start[i + 1])):
+                d, x = int(result.asg_dev[k]), np.uint32(result.asg_xcds[k])
+                if reqs[i].kind == KIND_XCD:
+                    self.dev_xcd_held[d] |= x
+                elif reqs[i].kind != KIND_WHOLE and not reqs[i].exclusive:  # time-sliced: claim
+                    mask = 0
+                    for xcd in reqs[i].assignment[k - int(result.asg_start[i])]["xcds"]:
+                        mask |= 1 << xcd
+                    self.state.dev_xcd_free[d] &= np.uint32(~mask & 0xFFFFFFFF)
 
     def _clamp(self) -> None:
         """Input that overcommits (two schedulers, stale dumps) must not break kernel invariants."""

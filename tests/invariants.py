@@ -59,6 +59,16 @@ def check_no_overcommit(objs: list[dict], doc: dict) -> None:
                     assert int(cluster.dev_xcd_mask[dev]) >> x & 1, (entry, "XCD outside partition")
                     assert (dev, x) not in xcd_owner, (entry, xcd_owner.get((dev, x)))
                     xcd_owner[(dev, x)] = entry["pod"]
+    # CU isolation: no other pod's XCDs (its CU mask) overlap the XCDs an XCD-isolated pod holds.
+    for entry in doc["bindings"] + [r for r in doc["running"] if r.get("phase") != "finished"]:
+        r = reqs[entry["pod"]]
+        if r.kind in (KIND_NONE, KIND_XCD) or r.kind == KIND_WHOLE or r.exclusive:
+            continue
+        n = cluster.index(entry["node"])
+        for d in entry["devices"]:
+            dev = cluster.device_index(n, d["gpu"], d["partition"])
+            clash = [x for x in d["xcds"] if (dev, x) in xcd_owner]
+            assert not clash, (entry["pod"], "CU mask overlaps XCDs of", xcd_owner[(dev, clash[0])])
     for n in cpu:
         assert cpu[n] <= cluster.node_cpu_cap[n] and mem[n] <= cluster.node_mem_cap[n], cluster.names[n]
         assert pods[n] <= cluster.node_pods_cap[n]

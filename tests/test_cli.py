@@ -17,7 +17,9 @@ def test_bundled_example_json(capsys):
     assert {r["pod"] for r in doc["running"]} == {"research/llm-pretrain-0"}
     xcd = next(b for b in doc["bindings"] if b["pod"] == "serving/inference-xcd")
     assert len(xcd["devices"][0]["xcds"]) == 3 and xcd["devices"][0]["fraction"] == 0.375
-    assert doc["stats"]["pods"] == 10
+    assert doc["stats"]["pods"] == 12  # ten Pod objects and the two pods of the KaiwoJob
+    assert {q["name"] for q in doc["queues"]} == {"default", "research", "product", "serving", "notebooks"}
+    assert {b["pod"] for b in doc["bindings"]} >= {"research/sweep-0", "research/sweep-1"}
 
 
 def test_missing_file(capsys, tmp_path):
