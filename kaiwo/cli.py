@@ -3,6 +3,7 @@
 ``kaiwo schedule [DUMP]``  one scheduling cycle on a cluster dump (default: the bundled MI300X
                            example); a readable table, or ``--output json`` (DESIGN.md contract).
 ``kaiwo generate``         a synthetic cluster dump at a DESIGN.md scale (S, M, L).
+``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.monitor_cli`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
 """
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import sys
 import time
 from importlib.resources import files
+
+from . import monitor_cli
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     g.set_defaults(func=cmd_generate)
+    monitor_cli.add_commands(sub)
     pl = sub.add_parser("plugins", help="list registered plugins")
     pl.set_defaults(func=cmd_plugins)
     return p
