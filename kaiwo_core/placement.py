@@ -121,8 +121,11 @@ class Placement:
         return f"0/{n} nodes can take it: " + ", ".join(parts)
 
 
+_BITS = [[b for b in range(8) if m >> b & 1] for m in range(256)]  # XCD masks are 8 bits wide
+
+
 def _bits(mask: int) -> list[int]:
-    return [b for b in range(32) if mask >> b & 1]
+    return list(_BITS[mask]) if mask < 256 else [b for b in range(32) if mask >> b & 1]
 
 
 def place(cluster: Cluster, state: ClusterState, batch: PodBatch,

@@ -65,6 +65,14 @@ class Constraint:
     gpu_resource: str | None = None  #: the GPU resource name the pod asks for (e.g. amd.com/gpu)
     reservations: frozenset = frozenset()  #: reservations whose held nodes the pod may use
 
+    def __hash__(self):  # cached: interning thousands of pods hashes each constraint once
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.node_selector, self.tolerations, self.affinity, self.gpu_models,
+                      self.gpu_resource, self.reservations))
+            object.__setattr__(self, "_hash", h)
+        return h
+
 
 NO_CONSTRAINT = Constraint()
 
@@ -384,8 +392,20 @@ def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
         models = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
         if not models:
             raise PodError(name, f"metadata.annotations.{ANN_MODEL}", raw, "names no GPU model")
+    if not selector and not tolerations and not affinity and models is None:
+        return _plain(gpu_resource)  # most pods: one shared object per GPU resource name
     return Constraint(tuple(sorted((str(k), str(v)) for k, v in selector.items())),
                       tuple(sorted(tolerations)), affinity, models, gpu_resource)
+
+
+_PLAIN: dict = {}
+
+
+def _plain(gpu_resource) -> Constraint:
+    c = _PLAIN.get(gpu_resource)
+    if c is None:
+        c = _PLAIN[gpu_resource] = Constraint(gpu_resource=gpu_resource)
+    return c
 
 
 _AFFINITY_OPS = ("In", "NotIn", "Exists", "DoesNotExist")

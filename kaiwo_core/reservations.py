@@ -230,15 +230,22 @@ def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig
         units.setdefault(key, []).append(r)
     out = []
     budget = max(1, int(cfg.max_node_fraction * cluster.n_nodes))
-    for key, members in sorted(units.items(), key=lambda kv: min(m.created for m in kv[1])):
-        if len(out) >= cfg.max_automatic:
-            break
-        if min(m.created for m in members) <= 0:
+    idle = _free_gpus(cluster, state)
+    idle_sorted = np.sort(idle)[::-1]
+    first = {key: min(m.created for m in members) for key, members in units.items()}
+    for key in sorted(units, key=first.__getitem__):
+        members = units[key]
+        if len(out) >= cfg.max_automatic or now - first[key] < cfg.starvation:
+            break  # oldest first: the rest waited less
+        if first[key] <= 0:
             continue  # no creation time: how long it waited is unknown
-        waited = now - min(m.created for m in members)
-        gpus = sum(m.count for m in members if m.kind != KIND_NONE and m.milli == 1000)
-        if waited < cfg.starvation or gpus < cfg.min_gpus:
+        waited = now - first[key]
+        whole = [m.count for m in members if m.kind != KIND_NONE and m.milli == 1000]
+        gpus = sum(whole)
+        if gpus < cfg.min_gpus:
             continue
+        if _fits_now(whole, idle_sorted):
+            continue  # it only waits for this very cycle: nothing to protect
         idx = pick_nodes(cluster, state, gpus, taken, release())
         if not idx or len(idx) > budget:
             continue
@@ -253,6 +260,20 @@ def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
     return out
+
+
+def _fits_now(counts: list, idle_sorted: np.ndarray) -> bool:
+    """Could pods asking for ``counts`` whole GPUs (largest first) go to today's idle GPUs, first
+    fit over nodes by idle count? A cheap, optimistic test (CPU and memory are not looked at)."""
+    if len(counts) == 1:
+        return bool(idle_sorted.size) and idle_sorted[0] >= counts[0]
+    free = idle_sorted.astype(np.int64).copy()
+    for c in sorted(counts, reverse=True):
+        hit = np.flatnonzero(free >= c)
+        if not hit.size:
+            return False
+        free[hit[-1]] -= c  # the tightest node that fits
+    return True
 
 
 def grant_access(reqs: list, reservations: list, tree, now: float) -> list:
