@@ -14,10 +14,12 @@ from setuptools import Extension, setup
 CORE_SOURCES = sorted([
     "bindings/module.cpp",
     "bindings/register_placement.cpp",
+    "bindings/register_preempt.cpp",
     "bindings/register_queues.cpp",
     "csrc/fairshare.cpp",
     "csrc/ordering.cpp",
     "csrc/placement.cpp",
+    "csrc/preempt.cpp",
 ])
 
 core = Pybind11Extension(

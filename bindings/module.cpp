@@ -5,4 +5,5 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "Compiled kernels of kaiwo_core (private; use the kaiwo_core Python API).";
     kaiwo::bindings::register_placement(m);
     kaiwo::bindings::register_queues(m);
+    kaiwo::bindings::register_preempt(m);
 }

@@ -11,4 +11,7 @@ void register_placement(pybind11::module_& m);
 /// Adds `fair_share`, `order_pending` and their constants (QUEUE_RESOURCES, PHASE_*, ORDER_*).
 void register_queues(pybind11::module_& m);
 
+/// Adds `plan_preemptions` and its constants (RULE_*, RULE_NAMES, RECLAIM_*).
+void register_preempt(pybind11::module_& m);
+
 }  // namespace kaiwo::bindings

@@ -23,7 +23,17 @@ STATE_SHARED: int  # 1
 STATE_EXCLUSIVE: int  # 2
 STRATEGY_BINPACK: int  # 0
 STRATEGY_SPREAD: int  # 1
-STRATEGY_FRAG_AWARE: int  # 2
+STRATEGY_FRAG_AWARE: int  # 2: Kaiwo's fragmentation-aware policy (plugin "frag")
+STRATEGY_RANDOM: int  # 3: FGD paper baseline, a random feasible node (seeded splitmix64)
+STRATEGY_BEST_FIT: int  # 4: FGD paper baseline, least CPU and GPU left
+STRATEGY_DOT_PRODUCT: int  # 5: FGD paper baseline, least free . requested (Tetris)
+STRATEGY_GPU_PACKING: int  # 6: FGD paper baseline, partly used GPUs / nodes first
+STRATEGY_GPU_CLUSTERING: int  # 7: FGD paper baseline, nodes holding the same GPU kind first
+STRATEGY_FGD: int  # 8: Fragmentation Gradient Descent (Weng et al., USENIX ATC'23)
+NUM_STRATEGIES: int  # 9
+MAX_SPEC_CPU: int  # 128000: CPU milli of the FGD paper's reference node (score normalisation)
+MAX_SPEC_GPU: int  # 8000: GPU milli of that node
+MAX_WORKLOAD: int  # 1024: target workload shapes at most
 REASON_NODE_FILTER: int  # 0
 REASON_CPU: int  # 1
 REASON_MEMORY: int  # 2
@@ -36,7 +46,7 @@ REASON_XCD: int  # 8
 NUM_REASONS: int  # 9
 REASON_NAMES: tuple[str, str, str, str, str, str, str, str, str]  # "node_filter", "cpu", ..., "xcd"
 
-class _PlacementCluster(TypedDict):
+class _PlacementClusterRequired(TypedDict):
     node_cpu_free: npt.NDArray[np.int64]  # [N] milli-cores, updated in place
     node_mem_free: npt.NDArray[np.int64]  # [N] MiB, updated in place
     node_pods_free: npt.NDArray[np.int64]  # [N] pod slots, updated in place
@@ -52,6 +62,11 @@ class _PlacementCluster(TypedDict):
     dev_xcd_free: npt.NDArray[np.uint32]  # [G] subset of dev_xcd_mask, updated in place
     dev_state: npt.NDArray[np.int8]  # [G] STATE_*, updated in place
 
+class _PlacementCluster(_PlacementClusterRequired, total=False):
+    # STRATEGY_GPU_CLUSTERING's kinds of GPU pods per node, updated in place: bit 0 = a pod sharing
+    # a device, bit k = a pod of k whole devices (63 = 63 or more)
+    node_gpu_kinds: npt.NDArray[np.uint64]  # [N]
+
 class _PlacementBatchRequired(TypedDict):
     cpu: npt.NDArray[np.int64]  # [P] milli-cores, >= 0
     mem: npt.NDArray[np.int64]  # [P] MiB, >= 0
@@ -65,6 +80,12 @@ class _PlacementBatchRequired(TypedDict):
 
 class _PlacementBatch(_PlacementBatchRequired, total=False):
     extra_score: npt.NDArray[np.float64] | None  # [C, N] added to the strategy's score
+    gang: npt.NDArray[np.int32]  # [P] gang id, -1 = none (with gang_need)
+    gang_need: npt.NDArray[np.int32]  # [P] members of the gang that must be placed
+    seed: npt.NDArray[np.uint64]  # [1] STRATEGY_RANDOM: row p draws splitmix64 outputs 2p+1, 2p+2
+    # STRATEGY_FGD / STRATEGY_FRAG_AWARE target workload (absent: the batch's own shapes):
+    workload_shapes: npt.NDArray[np.int64]  # [T, 8] cpu, mem, kind, count, milli, gpu_mem, exclusive, cls (-1 any)
+    workload_weights: npt.NDArray[np.float64]  # [T] frequencies, finite, >= 0
 
 class _PlacementResult(TypedDict):
     node: npt.NDArray[np.int32]  # [P] chosen node, -1 = not placed
@@ -133,3 +154,71 @@ def fair_share(tree: _QueueTree, pods: _FairSharePods) -> _FairShareResult:
     """Hierarchical fair shares (pod-granular dynamic H-DRF); see csrc/fairshare.hpp."""
 def order_pending(tree: _QueueTree, state: _QueueState, pods: _PendingPods) -> _OrderResult:
     """Order pending pods across the queue tree (keyed heaps); see csrc/ordering.hpp."""
+
+# ------------------------------------------------------------- preemption (register_preempt.cpp)
+
+RULE_WITHIN_QUEUE: int  # 0: same queue, strictly lower priority, past preemptMinRuntime
+RULE_RECLAIM_CONSERVATIVE: int  # 1: another queue; the preemptor's queue restores its deserved quota
+RULE_RECLAIM_AGGRESSIVE: int  # 2: another queue; the preemptor's queue restores its fair share
+RULE_NAMES: tuple[str, str, str]  # ("within-queue", "reclaim-conservative", "reclaim-aggressive")
+RECLAIM_AGGRESSIVE: int  # 0: reclaimStrategy aggressive (entitlement = fair share)
+RECLAIM_CONSERVATIVE: int  # 1: reclaimStrategy conservative (entitlement = deserved)
+
+class _PreemptRunning(TypedDict):
+    node: npt.NDArray[np.int32]  # [V]
+    queue: npt.NDArray[np.int32]  # [V] leaf row, -1 = none (never a victim)
+    priority: npt.NDArray[np.int64]  # [V]
+    preemptible: npt.NDArray[np.uint8]  # [V] 0 = never a victim
+    runtime: npt.NDArray[np.float64]  # [V] seconds, >= 0
+    req: npt.NDArray[np.int64]  # [V, 3] queue charge: gpu milli, cpu milli, memory MiB
+    cpu: npt.NDArray[np.int64]  # [V] node-level CPU milli-cores
+    mem: npt.NDArray[np.int64]  # [V] node-level memory MiB
+    asg_start: npt.NDArray[np.int64]  # [V + 1] CSR of the device charges
+    asg_dev: npt.NDArray[np.int32]  # device on the pod's node, at most once per pod
+    asg_milli: npt.NDArray[np.int64]
+    asg_mem: npt.NDArray[np.int64]
+    asg_xcds: npt.NDArray[np.uint32]  # XCDs claimed (read when xcd = 1)
+    exclusive: npt.NDArray[np.uint8]  # [V] held its devices alone
+    xcd: npt.NDArray[np.uint8]  # [V] its asg_xcds are taken out of dev_xcd_free
+
+class _PreemptPendingRequired(_PlacementBatchRequired):
+    queue: npt.NDArray[np.int32]  # [P] leaf row
+    priority: npt.NDArray[np.int64]  # [P]
+    req: npt.NDArray[np.int64]  # [P, 3]
+
+class _PreemptPending(_PreemptPendingRequired, total=False):
+    extra_score: npt.NDArray[np.float64]  # [C, N], accepted and not used
+
+class _PreemptQueues(TypedDict):
+    parent: npt.NDArray[np.int32]  # [Q], -1 = top level, else < own index
+    deserved: npt.NDArray[np.int64]  # [Q, 3]
+    fair_share: npt.NDArray[np.int64]  # [Q, 3]
+    allocated: npt.NDArray[np.int64]  # [Q, 3], internal rows 0 or the sum of their children
+    strategy: npt.NDArray[np.int8]  # [Q], RECLAIM_*
+    preempt_min_runtime: npt.NDArray[np.float64]  # [Q] seconds
+    reclaim_min_runtime: npt.NDArray[np.float64]  # [Q] seconds
+
+class _PreemptResult(TypedDict):
+    node: npt.NDArray[np.int32]  # [P], -1 = nothing
+    vic_start: npt.NDArray[np.int64]  # [P + 1]
+    vic: npt.NDArray[np.int64]  # running rows, in order of addition
+    vic_rule: npt.NDArray[np.int8]  # RULE_*
+    asg_start: npt.NDArray[np.int64]  # [P + 1], the preemptors' devices as place_batch gives them
+    asg_dev: npt.NDArray[np.int32]
+    asg_milli: npt.NDArray[np.int64]
+    asg_mem: npt.NDArray[np.int64]
+    asg_xcds: npt.NDArray[np.uint32]
+    node_cpu_free: npt.NDArray[np.int64]  # final state (fresh arrays; the input is not modified)
+    node_mem_free: npt.NDArray[np.int64]
+    node_pods_free: npt.NDArray[np.int64]
+    dev_milli_free: npt.NDArray[np.int64]
+    dev_mem_free: npt.NDArray[np.int64]
+    dev_xcd_free: npt.NDArray[np.uint32]
+    dev_state: npt.NDArray[np.int8]
+    allocated: npt.NDArray[np.int64]  # [Q, 3] after the plan
+    fit_mismatch: int  # 0 unless placement's checks changed without csrc/preempt.cpp following
+
+def plan_preemptions(cluster: _PlacementCluster, running: _PreemptRunning, pending: _PreemptPending,
+                     queues: _PreemptQueues) -> _PreemptResult:
+    """Reclaim across queues and preemption within a queue for pods placement left (see
+    csrc/preempt.hpp)."""
