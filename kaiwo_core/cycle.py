@@ -29,6 +29,7 @@ from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
 from .queues import RESOURCES, QueueTree, build_tree, human
 from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
+from .preemption import PreemptionConfig, plan_preemptions
 from .reservations import ReservationConfig, Reservations, active_reservations, grant_access
 from .snapshot import Snapshot
 
@@ -47,6 +48,7 @@ class Decisions:
     reservations: list = field(default_factory=list)  #: Reservation in force this cycle
     reservation_errors: list = field(default_factory=list)
     expired: list = field(default_factory=list)       #: names of reservations that expired
+    preemption: object = None                         #: PreemptionPlan (reclaim and preemption)
     rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
     timings: dict = field(default_factory=dict)       #: seconds per step
 
@@ -63,7 +65,8 @@ class Decisions:
         out += [{"pod": name, "reason": why} for name, why in self.held]
         p = self.placement
         if p is not None:
-            out += [{"pod": p.batch.names[i], "reason": p.reason(i)}
+            nominated = self.preemption.pending_reasons() if self.preemption is not None else {}
+            out += [{"pod": p.batch.names[i], "reason": nominated.get(p.batch.names[i]) or p.reason(i)}
                     for i in np.flatnonzero(~p.placed)]
         return out
 
@@ -109,7 +112,7 @@ class Decisions:
         snap = self.snapshot
         return {
             "bindings": bindings,
-            "preemptions": [],
+            "preemptions": self.preemption.preemptions() if self.preemption is not None else [],
             "pending": pending,
             "rejected": rejected,
             "running": running,
@@ -209,7 +212,8 @@ def _rank(created: np.ndarray, names: list) -> np.ndarray:
 
 def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline | None = None,
              ordering: OrderingConfig = OrderingConfig(), now: float | None = None,
-             reserving: ReservationConfig = ReservationConfig()) -> Decisions:
+             reserving: ReservationConfig = ReservationConfig(),
+             preempting: PreemptionConfig = PreemptionConfig()) -> Decisions:
     """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed.
 
     ``now`` (epoch seconds) ages pending pods and expires reservations; by default the newest
@@ -279,10 +283,17 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     placement = place(cluster, state, ordered, pipeline, xcd_held=snapshot.dev_xcd_held) \
         if len(ordered) else None
     t4 = time.perf_counter()
-    timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
-               "cycle": t4 - t0}
-    return Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, reservations,
-                     res_errors, expired, rejected, timings)
+    decisions = Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held,
+                          reservations, res_errors, expired, rejected=rejected)
+
+    # 5. reclaim and preemption, for the pods placement could not place
+    if placement is not None and not placement.placed.all() and snapshot.running:
+        decisions.preemption = plan_preemptions(decisions, state, pipeline=pipeline, config=preempting,
+                                                now=now)
+    t5 = time.perf_counter()
+    decisions.timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
+                         "preempt": t5 - t4, "cycle": t5 - t0}
+    return decisions
 
 
 def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:

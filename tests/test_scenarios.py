@@ -104,3 +104,8 @@ def test_scenario(sc):
     for name, field in exp.get("invalid_reservations", {}).items():
         match = [e for e in doc["invalidReservations"] if e["kaiworeservation"] == name]
         assert match and match[0]["field"] == field, doc["invalidReservations"]
+    if "preemption_count" in exp:
+        assert len(doc["preemptions"]) == exp["preemption_count"], doc["preemptions"]
+        assert len({p["pod"] for p in doc["preemptions"]}) == exp["preemption_count"]
+    if "preemption_reason_contains" in exp:
+        assert all(exp["preemption_reason_contains"] in p["reason"] for p in doc["preemptions"])
