@@ -4,6 +4,7 @@
                            example); a readable table, or ``--output json`` (DESIGN.md contract).
 ``kaiwo generate``         a synthetic cluster dump at a DESIGN.md scale (S, M, L).
 ``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.monitor_cli`.
+``kaiwo controller``       the Kubernetes scheduler/controller, see :mod:`kaiwo.controller_cli`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 import time
 from importlib.resources import files
 
-from . import monitor_cli
+from . import controller_cli, monitor_cli
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     g.set_defaults(func=cmd_generate)
     monitor_cli.add_commands(sub)
+    controller_cli.add_commands(sub)
     pl = sub.add_parser("plugins", help="list registered plugins")
     pl.set_defaults(func=cmd_plugins)
     return p

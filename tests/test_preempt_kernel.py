@@ -387,13 +387,13 @@ def check_problem(empty, cluster, running, pending, queues, prune=True):
 
 # ----------------------------------------------------------------------------- random tests
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1))
 def test_kernel_matches_reference_and_rules(seed):
     check_problem(*random_problem(seed))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1))
 def test_busy_clusters_match_reference(seed):
     """More running pods than fit (full clusters: many victims), more pending pods."""

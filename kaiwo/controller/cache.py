@@ -1,0 +1,611 @@
+"""Watch cache: Kubernetes objects in memory, and the columnar snapshot built from them.
+
+Informers
+    One thread per watched kind (and per namespace for namespaced kinds when the controller is
+    scoped): *list* (paged), then *watch from the list's resourceVersion*; a stream that ends
+    (server timeout, dropped connection) is resumed from the last version seen, so no event is
+    lost or repeated; ``410 Gone`` (the version was compacted away) means *relist*; temporary
+    failures back off; a missing CRD (404) counts as "no objects" and is retried slowly, so the
+    scheduler keeps working without KaiwoJobs.
+
+ClusterCache
+    The objects by kind and key, plus what a scheduling cycle needs, kept up to date
+    incrementally instead of rebuilt from the objects every cycle:
+
+    * **nodes**: each Node is decoded once per change of the fields placement reads (labels,
+      allocatable, taints, unschedulable), not per heartbeat; the :class:`~kaiwo_core.Cluster`
+      arrays are rebuilt only when one of those changes;
+    * **pods**: each Pod is decoded (requests, annotations, constraints) once per change;
+    * **running pods** are charged into a :class:`~kaiwo_core.ClusterState` by
+      :class:`ChargeBook` with :meth:`kaiwo_core.Snapshot.charge_running` itself: pods that start
+      running are charged on top of the current state; a pod that stops gives back its node
+      resources and each device it used is recomputed from the pods still on it -- so a cycle
+      copies one state instead of re-charging tens of thousands of pods, and the result equals a
+      full ``Snapshot.from_objects`` (tested). When exactness is lost (overcommitted input, devices
+      used twice, running GPU pods without an assignment) the next change rebuilds it from scratch;
+    * **assumptions**: a binding decided by a cycle is *assumed* -- charged as if the pod ran there
+      with the decided devices -- from the moment it is decided until the API confirms it (the pod
+      shows up bound) so the next cycle, which may run before the binder is done, never gives the
+      same GPU to another pod. A failed binding drops its assumption at once; a successful one
+      that the watch has not confirmed within the TTL is checked against the API
+      (:meth:`ClusterCache.expired_assumptions`) and dropped only if the pod is not bound.
+
+:meth:`ClusterCache.snapshot` gives a :class:`~kaiwo_core.Snapshot` equal to
+``Snapshot.from_objects`` on the cached objects (with assumed pods running), plus the KaiwoJob pods
+that still have to be created.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from kaiwo_core.cluster import IDLE, NodeError, build_cluster, node_spec
+from kaiwo_core.gangs import LABEL_JOB, expand_jobs
+from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME,
+                                 PodError, pod_request, priority_classes)
+from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
+
+from .api import WATCHED_KINDS
+from .errors import Disposition, RetryPolicy, classify, describe
+
+log = logging.getLogger("kaiwo.controller.cache")
+
+MAX_WARNINGS = 200
+
+
+def object_key(kind: str, obj: dict) -> str:
+    """``namespace/name`` for namespaced kinds, ``name`` for cluster-scoped ones."""
+    meta = obj.get("metadata") or {}
+    if kind in ("Pod", "KaiwoJob"):
+        return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+    return str(meta.get("name"))
+
+
+def _rv(obj: dict) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _node_fingerprint(obj: dict) -> str:
+    """The fields of a Node that placement reads; heartbeats and conditions are left out."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    return json.dumps([meta.get("labels") or {}, spec.get("taints") or [], bool(spec.get("unschedulable")),
+                       status.get("allocatable") or {}, status.get("capacity") or {}], sort_keys=True)
+
+
+# ----------------------------------------------------------------------------- charge book
+
+class ChargeBook:
+    """Running pods charged into a free-state, kept in step incrementally.
+
+    Charging is :meth:`kaiwo_core.Snapshot.charge_running` itself (on a Snapshot that shares this
+    book's arrays), so the semantics cannot drift from ``kaiwo schedule``:
+
+    * pods that start running are charged on top of the current state;
+    * a pod that stops is uncharged from the node (CPU, memory, pod slot) and each device it used
+      is *recomputed* from the pods still on it (reset, then charged again per device) -- exact
+      even where pods share a device (a time-sliced pod's XCDs return to the free pool only when
+      no other pod uses them);
+    * whatever cannot be done exactly this way -- new running GPU pods without an assignment (the
+      kernel picks their devices, which depends on everything else), or input with warnings
+      (overcommit, devices used twice, unknown devices) -- makes the next change a full rebuild.
+
+    Parameters
+    ----------
+    cluster : kaiwo_core.Cluster
+        The cluster the state belongs to (a new cluster needs a new book).
+    """
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.state = cluster.empty_state()
+        self.held = np.zeros(cluster.n_devices, dtype=np.uint32)  #: XCDs held by XCD-isolated pods
+        self.charged: dict[str, tuple] = {}   #: key -> (signature, PodRequest), in charge order
+        self.on_device: dict[int, dict] = {}  #: device -> {key: None} of pods charged on it
+        self.exact = True
+        self.warnings: list[str] = []
+        self.rebuilds = 0
+
+    def sync(self, running: dict[str, tuple]) -> None:
+        """Make the charged set equal ``running`` (key -> (signature, PodRequest)): uncharge pods
+        that left or changed, charge the new ones."""
+        removed = {k for k, (sig, _) in self.charged.items()
+                   if k not in running or running[k][0] != sig}
+        added = [(k, v) for k, v in running.items() if k not in self.charged or k in removed]
+        guess = any(v[1].kind != KIND_NONE and v[1].assignment is None for _, v in added)
+        if (removed and not self.exact) or (guess and self.charged):
+            self.rebuild(running)
+            return
+        for k in removed:
+            self._uncharge(k)
+        if added:
+            self._charge(added)
+
+    def rebuild(self, running: dict[str, tuple]) -> None:
+        """Charge every running pod on an empty state."""
+        self.state = self.cluster.empty_state()
+        self.held = np.zeros(self.cluster.n_devices, dtype=np.uint32)
+        self.charged = {}
+        self.on_device = {}
+        self.exact = True
+        self.warnings = []
+        self.rebuilds += 1
+        self._charge(list(running.items()))
+
+    def _charge(self, items: list) -> None:
+        snap = Snapshot(self.cluster, self.state, running=[req for _, (_, req) in items])
+        snap.charge_running()  # the very code Snapshot.from_objects runs, on our arrays
+        self.held |= snap.dev_xcd_held
+        if snap.warnings:
+            self._inexact(snap.warnings)
+        c = self.cluster
+        for k, v in items:
+            self.charged[k] = v
+            req = v[1]
+            n = c.index(req.node)
+            for d in (req.assignment or []) if n >= 0 and req.kind != KIND_NONE else []:
+                dev = c.device_index(n, d["gpu"], d["partition"])
+                if dev >= 0:
+                    self.on_device.setdefault(dev, {})[k] = None
+
+    def _inexact(self, warnings: list) -> None:
+        self.exact = False
+        self.warnings.extend(warnings)
+        del self.warnings[:-MAX_WARNINGS]
+
+    def _uncharge(self, key: str) -> None:
+        """Take one pod out: node resources back, its devices recomputed from the others."""
+        _, req = self.charged.pop(key)
+        c, s = self.cluster, self.state
+        n = c.index(req.node)
+        if n < 0:  # never charged (that made the book inexact; unreachable while exact)
+            return
+        s.node_cpu_free[n] += req.cpu
+        s.node_mem_free[n] += req.memory
+        s.node_pods_free[n] += 1
+        devices = [dev for dev, keys in self.on_device.items() if key in keys] \
+            if req.kind != KIND_NONE else []
+        for dev in devices:
+            del self.on_device[dev][key]
+            self._recompute(dev, n)
+
+    def _recompute(self, dev: int, n: int) -> None:
+        """Reset device ``dev`` and charge the pods still on it again (in charge order)."""
+        c, s = self.cluster, self.state
+        s.dev_milli_free[dev] = 1000
+        s.dev_mem_free[dev] = c.dev_mem_cap[dev]
+        s.dev_xcd_free[dev] = c.dev_xcd_mask[dev]
+        s.dev_state[dev] = IDLE
+        self.held[dev] = 0
+        # A Snapshot sharing our arrays; its per-device charge is the one charge_running applies.
+        snap = Snapshot(c, s, dev_xcd_held=self.held)
+        for key in self.on_device[dev]:
+            req = self.charged[key][1]
+            entries = [d for d in req.assignment if c.device_index(n, d["gpu"], d["partition"]) == dev]
+            snap._charge_devices(dataclasses.replace(req, assignment=entries), n)
+        if snap.warnings:
+            self._inexact(snap.warnings)
+
+
+def _signature(req, annotated: str | None) -> tuple:
+    """What a running pod's charge depends on; a change means uncharge and charge again."""
+    return (req.node, annotated, req.cpu, req.memory, req.kind, req.count, req.milli,
+            req.gpu_memory, req.exclusive)
+
+
+# ----------------------------------------------------------------------------------- cache
+
+@dataclass
+class Assumption:
+    """A binding decided but not yet seen in the API."""
+
+    node: str
+    devices: list
+    uid: str
+    since: float
+    deadline: float | None = None   #: None while the binder is still working on it
+
+
+@dataclass
+class CacheSnapshot:
+    """What one cycle works on."""
+
+    snapshot: Snapshot
+    pods: dict                       #: key -> Pod object (as cached)
+    jobs: dict                       #: key -> KaiwoJob object
+    queues: dict                     #: name -> KaiwoQueue object
+    missing_job_pods: list = field(default_factory=list)  #: Pod dicts to create for KaiwoJobs
+    assumed: set = field(default_factory=set)             #: pod keys running by assumption
+
+
+class ClusterCache:
+    """Objects by kind, decoded pods and nodes, charged running pods and assumptions.
+
+    Parameters
+    ----------
+    scheduler_name : str
+        Pending pods with this ``spec.schedulerName`` are Kaiwo's.
+    assume_ttl : float
+        Seconds a *successful* binding may stay unconfirmed by the watch before it is checked.
+    clock : callable
+        Monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(self, scheduler_name: str = SCHEDULER_NAME, assume_ttl: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.scheduler_name = scheduler_name
+        self.assume_ttl = assume_ttl
+        self.clock = clock
+        self._lock = threading.RLock()
+        self.changed = threading.Event()
+        self.generation = 0
+        self._objects: dict[str, dict[str, dict]] = {k: {} for k in WATCHED_KINDS}
+        self._node_specs: dict[str, tuple] = {}      # name -> (fingerprint, NodeSpec | NodeError)
+        self._nodes_dirty = True
+        self._cluster = None
+        self._book: ChargeBook | None = None
+        self._classes: dict | None = None
+        self._decoded: dict[str, object] = {}        # pod key -> PodRequest | PodError
+        self._assumed: dict[str, Assumption] = {}
+        self._expected: dict[str, float] = {}        # job pods created, not yet seen -> deadline
+
+    # ------------------------------------------------------------------ informer updates
+    def replace(self, kind: str, items: list[dict], namespace: str | None = None) -> None:
+        """The full list of ``kind`` (in ``namespace``) after a (re)list: upserts, and deletes
+        what the list no longer has."""
+        with self._lock:
+            keys = set()
+            for obj in items:
+                keys.add(object_key(kind, obj))
+                self._upsert(kind, obj)
+            for key in [k for k in self._objects[kind] if k not in keys]:
+                if namespace is None or key.split("/", 1)[0] == namespace:
+                    self._delete(kind, key)
+
+    def upsert(self, kind: str, obj: dict) -> None:
+        with self._lock:
+            self._upsert(kind, obj)
+
+    def delete(self, kind: str, obj: dict) -> None:
+        with self._lock:
+            self._delete(kind, object_key(kind, obj))
+
+    def _upsert(self, kind: str, obj: dict) -> None:
+        key = object_key(kind, obj)
+        store = self._objects[kind]
+        old = store.get(key)
+        if old is not None and _rv(old) and _rv(old) == _rv(obj):
+            return  # the same version again (a relist): nothing changed
+        store[key] = obj
+        relevant = True
+        if kind == "Node":
+            fp = _node_fingerprint(obj)
+            cached = self._node_specs.get(key)
+            if cached is None or cached[0] != fp:
+                try:
+                    spec = node_spec(obj)
+                except NodeError as e:
+                    spec = e
+                self._node_specs[key] = (fp, spec)
+                self._nodes_dirty = True
+            else:
+                relevant = False
+        elif kind == "Pod":
+            self._decoded.pop(key, None)
+            self._expected.pop(key, None)
+            spec = obj.get("spec") or {}
+            if spec.get("nodeName"):
+                a = self._assumed.pop(key, None)  # confirmed (or bound by someone else: the API wins)
+                if a is not None and a.node == spec["nodeName"] and \
+                        _annotation(obj) == json.dumps(a.devices, separators=(",", ":")):
+                    relevant = False  # exactly as assumed: no capacity changed, no new cycle needed
+            # A running pod's status heartbeat does not change what can be scheduled.
+            if old is not None and (old.get("spec") or {}).get("nodeName") == spec.get("nodeName") \
+                    and spec.get("nodeName") and _phase(old) == _phase(obj) \
+                    and _annotation(old) == _annotation(obj):
+                relevant = False
+        elif kind == "PriorityClass":
+            self._classes = None
+            self._decoded.clear()
+        self.generation += 1
+        if relevant:
+            self.changed.set()
+
+    def _delete(self, kind: str, key: str) -> None:
+        if self._objects[kind].pop(key, None) is None:
+            return
+        if kind == "Node":
+            self._node_specs.pop(key, None)
+            self._nodes_dirty = True
+        elif kind == "Pod":
+            self._decoded.pop(key, None)
+            self._assumed.pop(key, None)
+        elif kind == "PriorityClass":
+            self._classes = None
+            self._decoded.clear()
+        self.generation += 1
+        self.changed.set()
+
+    # ------------------------------------------------------------------------ assumptions
+    def assume(self, key: str, uid: str, node: str, devices: list) -> None:
+        """Charge ``key`` on ``node`` with ``devices`` until the API confirms the binding."""
+        with self._lock:
+            self._assumed[key] = Assumption(node, devices, uid, self.clock())
+
+    def binding_done(self, key: str, ok: bool) -> None:
+        """The binder finished with ``key``: start the TTL on success, forget it on failure."""
+        with self._lock:
+            a = self._assumed.get(key)
+            if a is None:
+                return
+            pod = self._objects["Pod"].get(key)
+            if ok:
+                if pod is not None and (pod.get("spec") or {}).get("nodeName"):
+                    self._assumed.pop(key, None)  # the watch was faster than the binder
+                else:
+                    a.deadline = self.clock() + self.assume_ttl
+            else:
+                self._assumed.pop(key, None)
+                self.changed.set()  # the pod is pending again
+
+    def expired_assumptions(self) -> list[str]:
+        """Keys of successful bindings the watch has not confirmed within the TTL."""
+        with self._lock:
+            now = self.clock()
+            return [k for k, a in self._assumed.items() if a.deadline is not None and now > a.deadline]
+
+    def resolve_assumption(self, key: str, obj: dict | None) -> bool:
+        """Settle an expired assumption with the pod as the API has it now (None: gone).
+
+        A bound pod replaces the cached one (the watch was behind); an unbound or missing pod
+        drops the assumption and its capacity returns. Returns True if the capacity returned.
+        """
+        with self._lock:
+            if key not in self._assumed:
+                return False
+            if obj is not None and (obj.get("spec") or {}).get("nodeName"):
+                self._upsert("Pod", obj)
+                self._assumed.pop(key, None)
+                return False
+            self._assumed.pop(key, None)
+            self.changed.set()
+            return True
+
+    def extend_assumption(self, key: str) -> None:
+        """Keep an assumption for another TTL (its check could not reach the API)."""
+        with self._lock:
+            a = self._assumed.get(key)
+            if a is not None and a.deadline is not None:
+                a.deadline = self.clock() + self.assume_ttl
+
+    @property
+    def assumed_count(self) -> int:
+        with self._lock:
+            return len(self._assumed)
+
+    def expect_created(self, key: str, ttl: float = 60.0) -> None:
+        """A KaiwoJob pod was just created: do not create it again until the watch shows it."""
+        with self._lock:
+            self._expected[key] = self.clock() + ttl
+
+    def creation_failed(self, key: str) -> None:
+        with self._lock:
+            self._expected.pop(key, None)
+
+    # ------------------------------------------------------------------------- reading
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {k: len(v) for k, v in self._objects.items()}
+
+    def get(self, kind: str, key: str) -> dict | None:
+        with self._lock:
+            return self._objects[kind].get(key)
+
+    def snapshot(self) -> CacheSnapshot:
+        """The cycle's view: a Snapshot equal to ``Snapshot.from_objects`` on the cached objects
+        (assumed pods as running), plus the KaiwoJob pods to create."""
+        with self._lock:
+            if self._nodes_dirty or self._cluster is None:
+                specs, errors = [], []
+                for _, spec in self._node_specs.values():
+                    (errors if isinstance(spec, NodeError) else specs).append(spec)
+                self._cluster = build_cluster(specs, errors)
+                self._book = ChargeBook(self._cluster)
+                self._nodes_dirty = False
+            if self._classes is None:
+                self._classes = priority_classes(list(self._objects["PriorityClass"].values()))
+            cluster, book, classes = self._cluster, self._book, self._classes
+            pods = dict(self._objects["Pod"])
+            jobs = dict(self._objects["KaiwoJob"])
+            queues = dict(self._objects["KaiwoQueue"])
+            reservations = list(self._objects["KaiwoReservation"].values())
+            # KaiwoJobs: replicas without a pod, and gang marks on the existing ones (on copies:
+            # the cached objects stay exactly what the API sent).
+            job_pods = {k: _own_annotations(p) for k, p in pods.items()
+                        if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_JOB)}
+            created, job_errors = expand_jobs(list(jobs.values()), list(job_pods.values()))
+            now = self.clock()
+            for k in [k for k, t in self._expected.items() if t < now]:
+                del self._expected[k]
+            missing = [p for p in created if object_key("Pod", p) not in self._expected]
+
+            running: dict[str, tuple] = {}
+            pending, rejected, ignored, finished = [], [], [], []
+            assumed = set()
+            for key in sorted(pods):
+                obj = pods[key]
+                src = job_pods.get(key, obj)
+                req = self._decode(key, obj, src, classes)
+                if isinstance(req, PodError):
+                    rejected.append(req)
+                    continue
+                if _phase(obj) in FINISHED_PHASES:
+                    finished.append(req)
+                elif req.node:
+                    running[key] = (_signature(req, (_annotations(obj)).get(ANN_ASSIGNMENT)), req)
+                elif key in self._assumed:
+                    a = self._assumed[key]
+                    areq = dataclasses.replace(req, node=a.node, assignment=a.devices)
+                    running[key] = (_signature(areq, "assumed:" + json.dumps(a.devices)), areq)
+                    assumed.add(key)
+                elif (obj.get("spec") or {}).get("schedulerName", "default-scheduler") != self.scheduler_name:
+                    sched = (obj.get("spec") or {}).get("schedulerName", "default-scheduler")
+                    ignored.append((req.name, f"schedulerName is {sched!r}, not {self.scheduler_name!r}"))
+                else:
+                    pending.append(req)
+            book.sync(running)
+            snap = Snapshot(cluster, book.state.copy(), running=[v[1] for v in book.charged.values()],
+                            pending=pending, rejected=rejected, ignored=ignored, finished=finished,
+                            warnings=list(book.warnings),
+                            objects={"KaiwoQueue": list(queues.values()), "KaiwoJob": list(jobs.values()),
+                                     "KaiwoReservation": reservations},
+                            job_errors=job_errors, dev_xcd_held=book.held.copy())
+            return CacheSnapshot(snap, pods, jobs, queues, missing, assumed)
+
+    def _decode(self, key: str, obj: dict, src: dict, classes: dict):
+        """Decoded ``src`` (the pod, or its copy with KaiwoJob gang marks), cached until the pod
+        changes; a copy whose marks differ from the pod's annotations is decoded every time."""
+        same = src is obj or _annotations(src) == _annotations(obj)
+        if same:
+            hit = self._decoded.get(key)
+            if hit is not None:
+                return hit
+        try:
+            req = pod_request(src, classes)
+        except PodError as e:
+            req = e
+        if same:
+            self._decoded[key] = req
+        return req
+
+
+def _phase(obj: dict) -> str:
+    return (obj.get("status") or {}).get("phase", "")
+
+
+def _annotations(obj: dict) -> dict:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def _annotation(obj: dict) -> str | None:
+    return _annotations(obj).get(ANN_ASSIGNMENT)
+
+
+def _own_annotations(pod: dict) -> dict:
+    """A shallow copy of a pod whose annotations may be changed without touching the original."""
+    meta = dict(pod.get("metadata") or {})
+    meta["annotations"] = dict(meta.get("annotations") or {})
+    return dict(pod, metadata=meta)
+
+
+# -------------------------------------------------------------------------------- informer
+
+class Informer(threading.Thread):
+    """List, then watch, one kind into the cache; resumes, relists on 410, backs off on errors.
+
+    Parameters
+    ----------
+    api : kaiwo.controller.api.KubeApi
+    cache : ClusterCache
+    kind : str
+        One of ``api.WATCHED_KINDS``.
+    namespace : str, optional
+        Scope (namespaced kinds only); None = all namespaces.
+    stop : threading.Event
+        Set to end the thread.
+    watch_timeout : int
+        Seconds the server keeps one watch open.
+    policy : RetryPolicy
+        Backoff between failed attempts.
+    on_restart : callable, optional
+        ``on_restart(kind, reason)`` for metrics: reason is ``closed``, ``gone`` or ``error``.
+    """
+
+    def __init__(self, api, cache: ClusterCache, kind: str, namespace: str | None, stop: threading.Event,
+                 watch_timeout: int = 300, policy: RetryPolicy | None = None,
+                 on_restart: Callable[[str, str], None] | None = None):
+        super().__init__(name=f"informer-{kind}{'-' + namespace if namespace else ''}", daemon=True)
+        self.api = api
+        self.cache = cache
+        self.kind = kind
+        self.namespace = namespace
+        self.stop_event = stop
+        self.watch_timeout = watch_timeout
+        self.policy = policy or RetryPolicy(attempts=1_000_000, initial=0.2, maximum=10.0)
+        self.on_restart = on_restart or (lambda kind, reason: None)
+        self.synced = threading.Event()
+        self.resource_version: str | None = None
+        self.relists = 0
+        self.last_error: str | None = None
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                if self.resource_version is None:
+                    items, rv = self.api.list(self.kind, self.namespace)
+                    self.cache.replace(self.kind, items, self.namespace)
+                    self.resource_version = rv or None
+                    self.relists += 1
+                    self.synced.set()
+                for event in self.api.watch(self.kind, self.namespace, self.resource_version,
+                                            self.watch_timeout):
+                    if self.stop_event.is_set():
+                        return
+                    self._apply(event)
+                failures = 0
+                self.last_error = None
+                self.on_restart(self.kind, "closed")
+            except Exception as exc:  # noqa: BLE001 - classified; the informer must survive
+                if self.stop_event.is_set():
+                    return
+                disposition = classify(exc)
+                self.last_error = describe(exc)
+                status = getattr(exc, "status", None)
+                if status == 410:
+                    # Our version was compacted away: only a fresh list is consistent.
+                    self.resource_version = None
+                    self.on_restart(self.kind, "gone")
+                    continue
+                failures += 1
+                self.on_restart(self.kind, "error")
+                if disposition is Disposition.GONE:
+                    # 404: the resource itself is missing (CRD not installed, or deleted while we
+                    # watched): no objects of it, and look again later.
+                    log.warning("%s: cannot list (%s); treating as empty and retrying in 30 s",
+                                self.kind, self.last_error)
+                    self.resource_version = None
+                    self.cache.replace(self.kind, [], self.namespace)
+                    self.synced.set()
+                    self.stop_event.wait(30.0)
+                    continue
+                wait = self.policy.backoff(min(failures, 10))
+                if disposition is Disposition.PERMANENT:
+                    log.error("%s: %s (retrying in %.1f s)", self.kind, self.last_error, max(wait, 5.0))
+                    wait = max(wait, 5.0)
+                else:
+                    log.info("%s: watch interrupted: %s (retrying in %.2f s)", self.kind, self.last_error, wait)
+                self.stop_event.wait(wait)
+
+    def _apply(self, event: dict) -> None:
+        typ, obj = event.get("type"), event.get("object") or {}
+        rv = _rv(obj)
+        if typ in ("ADDED", "MODIFIED"):
+            self.cache.upsert(self.kind, obj)
+        elif typ == "DELETED":
+            self.cache.delete(self.kind, obj)
+        elif typ != "BOOKMARK":
+            log.warning("%s: unexpected watch event type %r", self.kind, typ)
+        if rv:
+            self.resource_version = rv
+
+
+__all__ = ["Assumption", "CacheSnapshot", "ChargeBook", "ClusterCache", "Informer", "object_key"]

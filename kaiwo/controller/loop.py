@@ -1,0 +1,497 @@
+"""The scheduling loop: cycles on the watch cache, decisions to the binder, status back.
+
+One replica (the Lease holder) runs a cycle every ``period`` (default 1 s), and sooner -- after at
+least ``min_interval`` -- when the cache reports a change that can alter a decision (a new pending
+pod, a pod gone or finished, a node's capacity or labels, a queue, a job, a priority class, a failed
+binding). A cycle:
+
+1. checks expired assumptions against the API (:mod:`kaiwo.controller.cache`);
+2. takes the cache's snapshot (incrementally maintained) and creates the pods KaiwoJobs still lack;
+3. runs :func:`kaiwo_core.schedule` -- the same cycle as ``kaiwo schedule``;
+4. *assumes* every binding in the cache and hands it to the :class:`~kaiwo.controller.binder.Binder`
+   (asynchronous, bounded concurrency: the next cycle does not wait for the API), preemptions to
+   its evictor;
+5. makes unschedulable and rejected pods visible (condition + Event), writes KaiwoQueue and KaiwoJob
+   status, and records metrics.
+
+Standby replicas run the informers too (a warm cache makes fail-over take one lease period, not a
+full relist) but no cycles.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from kaiwo_core.cycle import schedule
+from kaiwo_core.gangs import LABEL_JOB
+from kaiwo_core.queues import RESOURCES
+
+from .api import WATCHED_KINDS, KubeApi, quantities_as_strings
+from .binder import Binder, BindTask, EvictTask, config_map_name, device_env
+from .cache import ClusterCache, Informer, object_key
+from .errors import ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry, classify
+from .events import NORMAL, WARNING, EventRecorder, custom_ref
+from .leader import LeaderElector
+from .metrics import ControllerMetrics
+from .server import ProbeServer
+from .status import StatusWriter
+
+log = logging.getLogger("kaiwo.controller")
+
+
+def default_identity() -> str:
+    """The pod name (``POD_NAME`` from the downward API) or ``host-pid``."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def default_namespace() -> str:
+    """The namespace the controller runs in (service account mount), else ``kaiwo-system``."""
+    path = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+    try:
+        with open(path) as f:
+            return f.read().strip() or "kaiwo-system"
+    except OSError:
+        return os.environ.get("POD_NAMESPACE") or "kaiwo-system"
+
+
+def make_api_client(kubeconfig: str | None = None, in_cluster: bool | None = None,
+                    context: str | None = None, pool_size: int = 32):
+    """An ``ApiClient`` from a kubeconfig, or from the pod's service account.
+
+    Parameters
+    ----------
+    kubeconfig : str, optional
+        Path; default ``$KUBECONFIG`` or ``~/.kube/config``.
+    in_cluster : bool, optional
+        Force the service account (True) or a kubeconfig (False); None picks in-cluster when
+        ``KUBERNETES_SERVICE_HOST`` is set and no kubeconfig was given.
+    context : str, optional
+        Kubeconfig context.
+    pool_size : int
+        HTTP connections kept open: binder workers, status writers and one per watch.
+
+    Raises
+    ------
+    kubernetes.config.ConfigException
+        The configuration cannot be loaded (message says why).
+    """
+    from kubernetes import client, config
+
+    cfg = client.Configuration()
+    if in_cluster or (in_cluster is None and kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST")):
+        config.load_incluster_config(client_configuration=cfg)
+    else:
+        config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
+                                persist_config=False)
+    cfg.connection_pool_maxsize = pool_size
+    return client.ApiClient(cfg)
+
+
+@dataclass
+class ControllerConfig:
+    """Settings of one controller replica (the CLI flags of ``kaiwo controller``)."""
+
+    scheduler_name: str = "kaiwo"
+    period: float = 1.0                 #: seconds between cycles at the latest
+    min_interval: float = 0.05          #: seconds between change-triggered cycles (batches bursts)
+    namespaces: tuple = ()              #: pods and KaiwoJobs of these namespaces only (() = all)
+    strategy: str = "binpack"
+    concurrency: int = 16               #: bindings in flight
+    request_timeout: float = 30.0       #: seconds per API request
+    watch_timeout: int = 300            #: seconds one watch stream stays open
+    assume_ttl: float = 30.0            #: seconds a binding may stay unconfirmed before a check
+    leader_election: bool = True
+    lease_name: str = "kaiwo-controller"
+    lease_namespace: str = field(default_factory=default_namespace)
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    identity: str = field(default_factory=default_identity)
+    metrics_port: int | None = 8080     #: None: no HTTP server; 0: any free port
+    metrics_host: str = "0.0.0.0"
+    pod_event_interval: float = 60.0    #: seconds between FailedScheduling events of one pod
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    now: Callable[[], float] = time.time  #: wall clock for the pods' age in the cycle
+    max_expiry_checks: int = 100        #: expired assumptions checked per cycle
+    watch_backoff_max: float = 10.0     #: longest wait before an informer retries a failed list/watch
+
+    def __post_init__(self):
+        if self.period <= 0 or self.min_interval < 0:
+            raise ValueError(f"period ({self.period}) must be > 0 and min_interval ({self.min_interval}) >= 0")
+        if self.strategy not in ("binpack", "spread", "frag"):
+            raise ValueError(f"strategy {self.strategy!r}: expected binpack, spread or frag")
+
+
+@dataclass
+class CycleReport:
+    """What one cycle did."""
+
+    seconds: float = 0.0
+    bindings: int = 0
+    pending: int = 0
+    rejected: int = 0
+    preemptions: int = 0
+    created_pods: int = 0
+    expired: int = 0
+    skipped: str = ""                    #: why no cycle ran ("not leader", "caches not synced")
+    doc: dict = field(default_factory=dict)  #: the Decisions document (``kaiwo schedule`` JSON)
+
+
+class Controller:
+    """One replica of ``kaiwo controller``.
+
+    Parameters
+    ----------
+    api_client : kubernetes.client.ApiClient
+        See :func:`make_api_client`.
+    config : ControllerConfig
+    metrics : ControllerMetrics, optional
+    """
+
+    def __init__(self, api_client, config: ControllerConfig | None = None,
+                 metrics: ControllerMetrics | None = None):
+        self.config = config or ControllerConfig()
+        c = self.config
+        self.metrics = metrics or ControllerMetrics()
+        self.api = KubeApi(api_client, c.request_timeout)
+        self.stop_event = threading.Event()
+        self.cache = ClusterCache(c.scheduler_name, c.assume_ttl)
+        self.events = EventRecorder(self.api, "kaiwo", c.identity, self.stop_event)
+        self.status = StatusWriter(self.api, self.events, self.stop_event, c.pod_event_interval)
+        self.leader: LeaderElector | None = None
+        if c.leader_election:
+            self.leader = LeaderElector(self.api, c.lease_namespace, c.lease_name, c.identity,
+                                        c.lease_duration, c.renew_deadline, c.retry_period,
+                                        self.stop_event, on_change=self._leadership_changed)
+        self.binder = Binder(self.api, self.cache, self.events, c.retry, c.concurrency, self.is_leader,
+                             self.stop_event, on_outcome=self.metrics.outcome)
+        self._creator = cf.ThreadPoolExecutor(2, thread_name_prefix="kaiwo-create")
+        self.informers: list[Informer] = []
+        for kind, namespaced in WATCHED_KINDS.items():
+            scopes = list(c.namespaces) if namespaced and c.namespaces else [None]
+            for ns in scopes:
+                policy = RetryPolicy(attempts=1_000_000, initial=min(0.2, c.watch_backoff_max),
+                                     maximum=c.watch_backoff_max)
+                self.informers.append(Informer(self.api, self.cache, kind, ns, self.stop_event,
+                                               c.watch_timeout, policy, on_restart=self._watch_restarted))
+        self.server: ProbeServer | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._heartbeat = time.monotonic()
+        self._started = False
+        self._seen_rejected: set = set()
+        self.cycles = 0
+        self.iterations = 0                  #: loop turns, cycles or not (leader or not)
+        self.last_report: CycleReport | None = None
+
+    # -------------------------------------------------------------------------- lifecycle
+    def is_leader(self) -> bool:
+        return True if self.leader is None else self.leader.is_leader()
+
+    def start(self) -> None:
+        """Start informers, leader election and the HTTP server (not the loop; see :meth:`run`)."""
+        if self._started:
+            return
+        self._started = True
+        if self.config.metrics_port is not None:
+            self.server = ProbeServer(self.metrics.render, self.healthz, self.readyz,
+                                      self.config.metrics_port, self.config.metrics_host).start()
+        for inf in self.informers:
+            inf.start()
+        if self.leader is not None:
+            self.leader.start()
+        else:
+            self.metrics.leader.set(1)
+
+    def synced(self) -> bool:
+        return all(inf.synced.is_set() for inf in self.informers)
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Wait until every informer has listed its kind."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for inf in self.informers:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not inf.synced.wait(left):
+                return False
+        return True
+
+    def run(self) -> None:
+        """Cycle until :meth:`stop` (call :meth:`start` first, or let this do it)."""
+        self.start()
+        c = self.config
+        last = 0.0
+        while not self.stop_event.is_set():
+            self.cache.changed.wait(timeout=c.period)
+            if self.stop_event.is_set():
+                break
+            since = time.monotonic() - last
+            if since < c.min_interval:  # let a burst of changes land in one cycle
+                self.stop_event.wait(c.min_interval - since)
+            self.cache.changed.clear()
+            self._heartbeat = time.monotonic()
+            self.iterations += 1
+            if not self.is_leader() or not self.synced():
+                continue
+            try:
+                self.cycle()
+            except Exception:  # noqa: BLE001 - one bad cycle must not end the controller
+                log.exception("scheduling cycle failed")
+            last = time.monotonic()
+            self._heartbeat = last
+
+    def start_background(self) -> "Controller":
+        """:meth:`run` in a thread (tests, embedding)."""
+        self.start()
+        self._loop_thread = threading.Thread(target=self.run, name="kaiwo-loop", daemon=True)
+        self._loop_thread.start()
+        return self
+
+    def run_once(self, timeout: float = 60.0) -> CycleReport:
+        """Sync, take the lease (if leader election is on), run one cycle, wait for its writes.
+
+        Raises
+        ------
+        TimeoutError
+            The caches did not sync, or the lease was not acquired, within ``timeout``.
+        """
+        self.start()
+        deadline = time.monotonic() + timeout
+        if not self.wait_synced(timeout):
+            missing = [f"{i.kind}{'/' + i.namespace if i.namespace else ''}: {i.last_error or 'listing'}"
+                       for i in self.informers if not i.synced.is_set()]
+            raise TimeoutError(f"caches not synced within {timeout:.0f} s ({'; '.join(missing)})")
+        while not self.is_leader():  # the election thread (started above) does the work
+            if time.monotonic() > deadline:
+                holder = self.leader.last_error or "another replica holds it"
+                raise TimeoutError(f"lease {self.config.lease_namespace}/{self.config.lease_name} not "
+                                   f"acquired within {timeout:.0f} s ({holder})")
+            self.stop_event.wait(0.05)
+        report = self.cycle()
+        self.binder.drain(max(1.0, deadline - time.monotonic()))
+        self._creator.shutdown(wait=True)
+        self.events.flush(10.0)
+        self.status.flush(10.0)
+        return report
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop everything. ``graceful=False`` imitates a crash: no draining, the lease is not
+        released (tests of restarts)."""
+        if not graceful and self.leader is not None:
+            self.leader.release_on_exit = False  # a crashed process releases nothing
+        self.stop_event.set()
+        self.api.stop_watches()
+        if self.leader is not None and self.leader.is_alive():
+            self.leader.join(timeout=10)
+        if graceful:
+            self.binder.drain(10.0)
+        self.binder.shutdown()
+        self._creator.shutdown(wait=graceful, cancel_futures=True)
+        self.events.shutdown()
+        self.status.shutdown()
+        for inf in self.informers:
+            if inf.is_alive():
+                inf.join(timeout=5)
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=10)
+        if self.server is not None:
+            self.server.stop()
+
+    # --------------------------------------------------------------------------- probes
+    def healthz(self) -> tuple[bool, str]:
+        dead = [i.name for i in self.informers if self._started and not i.is_alive() and not self.stop_event.is_set()]
+        if dead:
+            return False, f"informer threads died: {', '.join(dead)}"
+        if self._loop_thread is not None and not self._loop_thread.is_alive() and not self.stop_event.is_set():
+            return False, "scheduling loop died"
+        stale = time.monotonic() - self._heartbeat
+        limit = max(30.0, 10 * self.config.period)
+        if self._loop_thread is not None and stale > limit:
+            return False, f"scheduling loop stuck for {stale:.0f} s"
+        return True, f"ok (leader: {self.is_leader()}, cycles: {self.cycles})"
+
+    def readyz(self) -> tuple[bool, str]:
+        missing = [f"{i.kind}{'/' + i.namespace if i.namespace else ''}" for i in self.informers
+                   if not i.synced.is_set()]
+        if missing:
+            return False, f"caches not synced: {', '.join(missing)}"
+        return True, "ok"
+
+    # ---------------------------------------------------------------------------- cycle
+    def cycle(self) -> CycleReport:
+        """One scheduling cycle (leader only; :meth:`run` checks)."""
+        t0 = time.perf_counter()
+        report = CycleReport()
+        report.expired = self._check_expired()
+        cs = self.cache.snapshot()
+        report.created_pods = self._create_job_pods(cs.missing_job_pods, cs.jobs)
+        snap = cs.snapshot
+        decisions = schedule(snap, strategy=self.config.strategy, now=self.config.now())
+        doc = decisions.to_dict()
+        report.doc = doc
+        cluster = snap.cluster
+        pending_reqs = {r.name: r for r in snap.pending}
+
+        tasks = []
+        for b in doc["bindings"]:
+            key, pod = b["pod"], cs.pods.get(b["pod"])
+            req = pending_reqs.get(key)
+            if pod is None or req is None or self.binder.busy(key):
+                continue
+            meta = pod.get("metadata") or {}
+            node = cluster.index(b["node"])
+            try:
+                env = device_env(cluster, node, req.kind, b["devices"])
+            except ValueError as e:  # a kernel/cluster mismatch: report, never bind blindly
+                log.error("%s: %s", key, e)
+                continue
+            tasks.append(BindTask(meta.get("namespace") or "default", meta.get("name"), meta.get("uid", ""),
+                                  b["node"], b["devices"], env, _devices_text(b["devices"])))
+            self.cache.assume(key, meta.get("uid", ""), b["node"], b["devices"])
+        self.binder.submit(tasks)
+        report.bindings = len(tasks)
+
+        evictions = []
+        for p in doc.get("preemptions") or []:
+            pod = cs.pods.get(p.get("pod"))
+            if pod is None:
+                continue
+            meta = pod.get("metadata") or {}
+            evictions.append(EvictTask(meta.get("namespace") or "default", meta.get("name"), meta.get("uid", ""),
+                                       p.get("reason", ""), p.get("preemptor", ""), p.get("node", ""),
+                                       p.get("rule", "")))
+        self.binder.evict(evictions)
+        report.preemptions = len(evictions)
+
+        self._visibility(cs, doc)
+        self.status.queues(cs.queues, doc)
+        self.status.jobs(cs.jobs, cs.pods, doc)
+        report.pending = len(doc["pending"])
+        report.rejected = len(doc["rejected"])
+        report.seconds = time.perf_counter() - t0
+        self._record(decisions, doc, report)
+        self.cycles += 1
+        self.last_report = report
+        return report
+
+    def _visibility(self, cs, doc: dict) -> None:
+        """Pending and rejected Kaiwo pods get a condition and an Event (throttled)."""
+        sched = self.config.scheduler_name
+        ignored = {name for name, _ in cs.snapshot.ignored}
+        live = set()
+        for p in doc["pending"]:
+            if p["pod"] in ignored:
+                continue
+            pod = cs.pods.get(p["pod"])
+            if pod is not None:
+                live.add((pod.get("metadata") or {}).get("uid"))
+                self.status.unschedulable(pod, p["reason"])
+        for r in doc["rejected"]:
+            pod = cs.pods.get(r.get("pod"))
+            if pod is None or (pod.get("spec") or {}).get("nodeName"):
+                continue
+            if (pod.get("spec") or {}).get("schedulerName", "default-scheduler") != sched:
+                continue
+            live.add((pod.get("metadata") or {}).get("uid"))
+            self.status.unschedulable(pod, f"rejected: {r['field']}: {r['error']}", rejected=True)
+        self.status.forget_pods(live)
+
+    def _create_job_pods(self, pods: list[dict], jobs: dict) -> int:
+        """Create the pods KaiwoJobs lack (owned by the job, reading their GPU ConfigMap)."""
+        for pod in pods:
+            meta = pod["metadata"]
+            ns, name = meta["namespace"], meta["name"]
+            job = jobs.get(f"{ns}/{meta['labels'][LABEL_JOB]}")
+            if job is None:
+                continue
+            jmeta = job.get("metadata") or {}
+            body = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {k: v for k, v in meta.items() if k != "creationTimestamp"},
+                    "spec": quantities_as_strings(pod["spec"])}
+            if jmeta.get("uid"):
+                body["metadata"]["ownerReferences"] = [{
+                    "apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoJob", "name": jmeta.get("name"),
+                    "uid": jmeta["uid"], "controller": True, "blockOwnerDeletion": True}]
+            for c in body["spec"].get("containers") or []:
+                refs = c.setdefault("envFrom", [])
+                refs.append({"configMapRef": {"name": config_map_name(name), "optional": True}})
+            key = object_key("Pod", pod)
+            self.cache.expect_created(key)
+            self._creator.submit(self._create_pod, key, ns, body, job)
+        return len(pods)
+
+    def _create_pod(self, key: str, ns: str, body: dict, job: dict) -> None:
+        try:
+            call_with_retry(lambda: self.api.create_pod(ns, body), f"create pod {key}", self.config.retry,
+                            self.stop_event)
+            self.events.emit(custom_ref("KaiwoJob", job), NORMAL, "SuccessfulCreate", f"Created pod {key}")
+        except ControllerError as e:
+            if e.disposition is Disposition.CONFLICT:
+                return  # it exists already: what we wanted
+            self.cache.creation_failed(key)
+            log.warning("%s", e)
+            self.events.emit(custom_ref("KaiwoJob", job), WARNING, "FailedCreate", f"Pod {key}: {e}",
+                             throttle=60.0)
+        except StoppedError:
+            self.cache.creation_failed(key)
+
+    def _check_expired(self) -> int:
+        """Settle assumptions the watch has not confirmed within the TTL by asking the API."""
+        returned = 0
+        for key in self.cache.expired_assumptions()[: self.config.max_expiry_checks]:
+            ns, name = key.split("/", 1)
+            try:
+                pod = self.api.get_pod(ns, name)
+            except Exception as exc:  # noqa: BLE001 - classified
+                if classify(exc) is not Disposition.GONE:
+                    self.cache.extend_assumption(key)  # cannot tell now: keep the capacity booked
+                    continue
+                pod = None
+            if self.cache.resolve_assumption(key, pod):
+                returned += 1
+                self.metrics.expired.inc()
+        return returned
+
+    # -------------------------------------------------------------------------- metrics
+    def _record(self, decisions, doc: dict, report: CycleReport) -> None:
+        m = self.metrics
+        p = decisions.placement
+        placed = p.placed if p is not None else np.zeros(0, dtype=bool)
+        new_rejected = {r["pod"] for r in doc["rejected"]} - self._seen_rejected
+        self._seen_rejected = {r["pod"] for r in doc["rejected"]}
+        m.core.record_cycle(report.seconds, placed, len(new_rejected))
+        alloc = decisions.queue_allocated()
+        for q, spec in enumerate(decisions.tree.specs):
+            for r, res in enumerate(RESOURCES):
+                m.core.allocated.labels(queue=spec.name, resource=res).set(float(alloc[q, r]))
+                m.core.fair_share.labels(queue=spec.name, resource=res).set(
+                    float(decisions.shares.fair_share[q, r]))
+        m.assumed.set(self.cache.assumed_count)
+        for kind, n in self.cache.counts().items():
+            m.cache_objects.labels(resource=kind).set(n)
+
+    def _watch_restarted(self, kind: str, reason: str) -> None:
+        self.metrics.watch_restarts.labels(resource=kind, reason=reason).inc()
+
+    def _leadership_changed(self, leader: bool) -> None:
+        self.metrics.leader.set(1 if leader else 0)
+        if leader:
+            self.cache.changed.set()  # schedule right away
+
+
+def _devices_text(devices: list[dict]) -> str:
+    parts = []
+    for d in devices:
+        s = f"gpu {d['gpu']}" + (f" partition {d['partition']}" if d.get("partition") else "")
+        if 0 < d.get("fraction", 1) < 1:
+            s += f" x{d['fraction']:g}"
+        if d.get("xcds") and d.get("fraction", 1) < 1:
+            s += f" xcds {','.join(map(str, d['xcds']))}"
+        parts.append(s)
+    return "; ".join(parts)
