@@ -35,9 +35,12 @@ Evaluation
 Rules are compiled against the store once per change of its series set: each rule's series
 (selector applied with the store's integer label columns), its alert *instances* (one per group:
 series, GPU, node...) and the distinct window statistics all rules need ("combos": statistic x
-window), each computed once for the union of the series that use it, however many rules share it.
-One call of :func:`_evaluate_kernel` then computes every combo, reduces each rule's series into its
-instances, compares with the thresholds and moves every instance's state (:func:`_advance`):
+window), each computed once for the union of the series that use it, however many rules share it;
+grouped rules that read the same series the same way (they differ only in threshold, op, ``for``,
+severity...) share one fold ("value set"). One call of :func:`_evaluate_kernel` then computes every
+combo and value set, compares every instance's value with its rule's threshold and moves the state
+of those that hold or were holding (tracked per chunk of instances, so that the quiet majority
+costs a vectorised compare and nothing else):
 
 * inactive -> pending when the condition holds (firing at once when ``for`` is 0);
 * pending -> firing once it has held for ``for`` seconds; pending -> inactive if it stops holding
@@ -69,6 +72,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from . import metrics_kernels as mk
 from .metrics_store import MetricsStore, SelectorError, parse_selector
@@ -94,7 +98,7 @@ BY_FIELDS = {
 
 INACTIVE, PENDING, FIRING = 0, 1, 2
 STATE_NAMES = {INACTIVE: "inactive", PENDING: "pending", FIRING: "firing"}
-# Transition codes written by _advance.
+# Transition codes written by _evaluate_kernel.
 T_PENDING, T_FIRING, T_CLEARED, T_RESOLVED = 1, 2, 3, 4
 TRANSITION_STATE = {T_PENDING: "pending", T_FIRING: "firing", T_CLEARED: "cleared", T_RESOLVED: "resolved"}
 
@@ -313,131 +317,221 @@ def load_rules(source) -> RuleSet:
 
 # ------------------------------------------------------------------------------ kernels
 
-@njit(cache=True)
-def _advance(i, hold, for_s, now, state, since, fired, trans, n):
-    """Move instance i's state machine to ``now``; append (i, code) to ``trans`` on a change."""
-    s = state[i]
-    code = 0
-    if s == INACTIVE:
-        if hold:
-            since[i] = now
-            if for_s <= 0.0:
-                state[i] = FIRING
-                fired[i] = now
-                code = T_FIRING
-            else:
-                state[i] = PENDING
-                code = T_PENDING
-    elif s == PENDING:
-        if not hold:
-            state[i] = INACTIVE
-            code = T_CLEARED
-        elif now - since[i] >= for_s:
-            state[i] = FIRING
-            fired[i] = now
-            code = T_FIRING
-    elif not hold:
-        state[i] = INACTIVE
-        code = T_RESOLVED
-    if code != 0:
-        trans[n, 0] = i
-        trans[n, 1] = code
-        n += 1
+_EVAL_SIG = ("int64(float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], int64[::1], "
+             "int64[::1], int64[::1], int64[::1], int64[::1], int64[::1], int32[::1], int32[::1], "
+             "int64[::1], float64[::1], int64[::1], int64[::1], int64[::1], float64[::1], float64[::1], "
+             "int64[::1], int64[::1], int32[::1], int64[::1], uint64[::1], int64[::1], float64[::1], "
+             "float64, int8[::1], float64[::1], float64[::1], int64[:, ::1])")
+
+#: Instances per chunk of a rule: one bit each in the chunk's uint64 activity mask.
+_CHUNK = 64
+_ONE = np.uint64(1)
+
+
+# Condition tests over m consecutive values a[s:s+m]. One loop per operator (the operator is
+# fixed per rule), indices as uint64 so that Numba emits no negative-index wrap-around: the
+# loops are then plain vector compares (16 values per ~10 instructions).
+
+@njit(inline="always")
+def _count_holds(a, s, m, op, thr):
+    """Number of values in ``a[s:s+m]`` for which the condition ``value <op> thr`` holds."""
+    n = 0
+    if op == 0:
+        for k in range(m):
+            n += a[np.uint64(s + k)] > thr
+    elif op == 1:
+        for k in range(m):
+            n += a[np.uint64(s + k)] >= thr
+    elif op == 2:
+        for k in range(m):
+            n += a[np.uint64(s + k)] < thr
+    elif op == 3:
+        for k in range(m):
+            n += a[np.uint64(s + k)] <= thr
+    elif op == 4:
+        for k in range(m):
+            n += a[np.uint64(s + k)] == thr
+    else:                       # != : NaN (no data) never holds
+        for k in range(m):
+            v = a[np.uint64(s + k)]
+            n += (v > thr) | (v < thr)
     return n
 
 
-_EVAL_SIG = ("int64(float64[:, ::1], int64[::1], float64[::1], int64[::1], float64[::1], int64[::1], "
-             "int64[::1], int64[::1], int64[::1], float64[::1], int64[::1], int32[::1], int32[::1], "
-             "int8[::1], int64[::1], int64[::1], float64[::1], float64[::1], int64[::1], int64[::1], "
-             "float64, int64[::1], float64[::1], uint8[::1], int8[::1], float64[::1], float64[::1], "
-             "int64[:, ::1])")
+@njit(inline="always")
+def _hold_mask(a, s, m, op, thr):
+    """Bit k set when the condition holds for ``a[s+k]`` (m <= 64)."""
+    b = np.uint64(0)
+    if op == 0:
+        for k in range(m):
+            b |= np.uint64(a[np.uint64(s + k)] > thr) << np.uint64(k)
+    elif op == 1:
+        for k in range(m):
+            b |= np.uint64(a[np.uint64(s + k)] >= thr) << np.uint64(k)
+    elif op == 2:
+        for k in range(m):
+            b |= np.uint64(a[np.uint64(s + k)] < thr) << np.uint64(k)
+    elif op == 3:
+        for k in range(m):
+            b |= np.uint64(a[np.uint64(s + k)] <= thr) << np.uint64(k)
+    elif op == 4:
+        for k in range(m):
+            b |= np.uint64(a[np.uint64(s + k)] == thr) << np.uint64(k)
+    else:
+        for k in range(m):
+            v = a[np.uint64(s + k)]
+            b |= np.uint64((v > thr) | (v < thr)) << np.uint64(k)
+    return b
 
 
 @njit(_EVAL_SIG, cache=True)
-def _evaluate_kernel(values, order, order_ts, c_stat, c_q, c_lo, c_hi, cs_ptr, cs_sid, cv,
-                     r_mptr, m_val, m_inst, r_identity, r_reduce, r_op, r_thr, r_for, r_inst, inst_rule,
-                     now, inst_cnt, inst_value, flags, state, since, fired, trans):
+def _evaluate_kernel(values, order, order_ts, c_stat, c_q, c_lo, c_hi, cs_ptr, cs_sid,
+                     s_reduce, s_mptr, s_pos, s_grp, s_gptr, vals, g_cnt,
+                     r_inst, r_op, r_thr, r_for, r_vbase, r_pptr, i_vpos, r_cptr, c_act, r_nact, tmp,
+                     now, state, since, fired, trans):
     """Every rule at once; returns the number of state transitions written to ``trans``.
 
+    ``vals`` holds every value the rules compare: first the combo values, then the group values.
+
     1. For every combo c (statistic ``c_stat[c]``/``c_q[c]`` over ``order[c_lo[c]:c_hi[c]]``), the
-       statistic of each series ``cs_sid[cs_ptr[c]:cs_ptr[c+1]]`` into ``cv`` (same positions).
-    2. For every rule r, its memberships ``m`` in ``r_mptr[r]:r_mptr[r+1]`` fold ``cv[m_val[m]]``
-       into instance ``m_inst[m]`` with the rule's reducer (rules with one instance per
-       membership, in order -- "identity" rules, e.g. ``by: series`` -- skip the fold); each
-       instance of ``r_inst[r]:r_inst[r+1]`` gets a flag: bit 0 the condition holds, bit 1 it is
-       pending or firing. Grouped instances also get their value in ``inst_value`` (NaN: no data);
-       an identity instance's value *is* its series' entry of ``cv`` (read back by the manager
-       when an alert is shown), so the 1.4 million of them at scale M are not copied. This pass
-       is branch-free for identity rules, so the compiler vectorises it.
-    3. Only flagged instances (hold, or were holding) go through the state machine
-       (:func:`_advance`); ``flags`` is read 8 instances at a time as uint64 words, so the
-       quiet majority costs one load per 8 instances.
+       statistic of each series ``cs_sid[cs_ptr[c]:cs_ptr[c+1]]`` into ``vals`` (same positions).
+    2. For every *value set* s (the distinct (combo, series, grouping, reducer) of the grouped
+       rules; rules that differ only in threshold, op, ``for`` or severity share one), its
+       memberships ``m`` in ``s_mptr[s]:s_mptr[s+1]`` fold ``vals[s_pos[m]]`` into group
+       ``s_grp[m]`` with the set's reducer; the group values go to
+       ``vals[cs_ptr[-1] + s_gptr[s]:...]`` (NaN: no data).
+    3. For every rule r, instance ``r_inst[r] + k`` compares ``vals[r_vbase[r] + k]`` (or, when the
+       rule's values are not one contiguous range, ``vals[i_vpos[r_pptr[r] + k]]``) with the
+       threshold and, when it holds or was holding, moves through the state machine (see the
+       module docstring), in instance order. Most instances do neither, so the work follows
+       the few that do: ``r_nact[r]`` counts rule r's pending and firing instances and
+       ``c_act[r_cptr[r] + k // 64]`` has bit ``k % 64`` set for each (both kept up to date
+       here). A rule with none active is skipped after one vectorised count of its holding
+       values; otherwise each chunk of 64 instances with an active bit or a holding value
+       walks just those bits.
     """
     for c in range(c_stat.shape[0]):
         a, b = cs_ptr[c], cs_ptr[c + 1]
         if b == a:
             continue
         mk._series_window(values, order[c_lo[c]:c_hi[c]], order_ts[c_lo[c]:c_hi[c]], cs_sid[a:b],
-                          c_stat[c], c_q[c], cv[a:b])
-    for r in range(r_reduce.shape[0]):
-        i0, i1 = r_inst[r], r_inst[r + 1]
+                          c_stat[c], c_q[c], vals[a:b])
+    n_cv = cs_ptr[cs_ptr.shape[0] - 1]
+    for s in range(s_reduce.shape[0]):
+        g0 = s_gptr[s]
+        ng = s_gptr[s + 1] - g0
+        red = s_reduce[s]
+        gv = vals[n_cv + g0:n_cv + g0 + ng]
+        gc = g_cnt[g0:g0 + ng]
+        # Missing values are folded in as no-ops (0.0 into sums, -inf/+inf into max/min), which
+        # is exact and keeps each loop free of branches (see metrics_kernels' row updates).
+        init = -np.inf if red == 1 else np.inf if red == 2 else 0.0
+        for g in range(ng):
+            gv[g] = init
+            gc[g] = 0
+        m0, m1 = s_mptr[s], s_mptr[s + 1]
+        if red == 1:                      # max: the first of equal values is kept
+            for m in range(m0, m1):
+                v = vals[np.uint64(s_pos[m])]
+                g = np.uint64(s_grp[m])
+                x = gv[g]
+                gv[g] = v if v > x else x
+                gc[g] += v == v
+        elif red == 2:                    # min
+            for m in range(m0, m1):
+                v = vals[np.uint64(s_pos[m])]
+                g = np.uint64(s_grp[m])
+                x = gv[g]
+                gv[g] = v if v < x else x
+                gc[g] += v == v
+        else:                             # mean, sum, count
+            for m in range(m0, m1):
+                v = vals[np.uint64(s_pos[m])]
+                g = np.uint64(s_grp[m])
+                ok = v == v
+                gv[g] += v if ok else 0.0
+                gc[g] += ok
+        for g in range(ng):
+            c = gc[g]
+            if c == 0:
+                gv[g] = np.nan
+            elif red == 0:
+                gv[g] = gv[g] / c
+            elif red == 4:
+                gv[g] = float(c)
+    n = 0
+    for r in range(r_op.shape[0]):
+        i0 = r_inst[r]
+        nr = r_inst[r + 1] - i0
         op = r_op[r]
         thr = r_thr[r]
-        gt = op == 0 or op == 1 or op == 5
-        lt = op == 2 or op == 3 or op == 5
-        eq = op == 1 or op == 3 or op == 4
-        red = r_reduce[r]
-        if r_identity[r]:
-            d = r_mptr[r] - i0
-            count = red == 4   # the only reducer that changes a single value
-            for i in range(i0, i1):
-                v = cv[m_val[i + d]]
-                if count:
-                    v = 1.0 if v == v else v
-                h = (gt & (v > thr)) | (lt & (v < thr)) | (eq & (v == thr))
-                flags[i] = np.uint8(h) | (np.uint8(state[i] != INACTIVE) << np.uint8(1))
-            continue
-        for i in range(i0, i1):
-            inst_cnt[i] = 0
-            inst_value[i] = 0.0
-        for m in range(r_mptr[r], r_mptr[r + 1]):
-            v = cv[m_val[m]]
-            if v != v:
-                continue
-            i = m_inst[m]
-            c = inst_cnt[i]
-            if red == 0 or red == 3:      # mean, sum
-                inst_value[i] += v
-            elif red == 1:                # max
-                if c == 0 or v > inst_value[i]:
-                    inst_value[i] = v
-            elif red == 2:                # min
-                if c == 0 or v < inst_value[i]:
-                    inst_value[i] = v
-            inst_cnt[i] = c + 1
-        for i in range(i0, i1):
-            c = inst_cnt[i]
-            if c == 0:
-                v = np.nan
-            elif red == 0:
-                v = inst_value[i] / c
-            elif red == 4:
-                v = float(c)
+        base = r_vbase[r]
+        p0 = r_pptr[r]
+        if r_nact[r] == 0:
+            if base >= 0:
+                held = _count_holds(vals, base, nr, op, thr)
             else:
-                v = inst_value[i]
-            inst_value[i] = v
-            h = (gt & (v > thr)) | (lt & (v < thr)) | (eq & (v == thr))
-            flags[i] = np.uint8(h) | (np.uint8(state[i] != INACTIVE) << np.uint8(1))
-    n = 0
-    words = flags.view(np.uint64)   # flags is padded to a multiple of 8 with zeros
-    n_inst = inst_value.shape[0]
-    for wi in range(words.shape[0]):
-        if words[wi] == 0:
-            continue
-        for i in range(8 * wi, min(8 * wi + 8, n_inst)):
-            f = flags[i]
-            if f != 0:
-                n = _advance(i, (f & 1) != 0, r_for[inst_rule[i]], now, state, since, fired, trans, n)
+                held = 0
+                for c0 in range(0, nr, _CHUNK):
+                    m = min(_CHUNK, nr - c0)
+                    for k in range(m):
+                        tmp[k] = vals[np.uint64(i_vpos[np.uint64(p0 + c0 + k)])]
+                    held += _count_holds(tmp, 0, m, op, thr)
+            if held == 0:
+                continue
+        for_s = r_for[r]
+        ch = r_cptr[r]
+        for c0 in range(0, nr, _CHUNK):
+            m = min(_CHUNK, nr - c0)
+            if base >= 0:
+                arr = vals
+                s0 = base + c0
+            else:
+                for k in range(m):
+                    tmp[k] = vals[np.uint64(i_vpos[np.uint64(p0 + c0 + k)])]
+                arr = tmp
+                s0 = 0
+            bits = c_act[ch]
+            holds = np.uint64(0)
+            if _count_holds(arr, s0, m, op, thr) != 0:
+                holds = _hold_mask(arr, s0, m, op, thr)
+                bits |= holds
+            while bits != 0:
+                k = trailing_zeros(bits)
+                bit = _ONE << np.uint64(k)
+                bits &= ~bit
+                i = i0 + c0 + k
+                # The state machine, written out here (a helper function, even inlined by
+                # Numba, would pay reference counting for its five arrays on every call).
+                hold = (holds & bit) != 0
+                st = state[i]
+                code = 0
+                if st == INACTIVE:
+                    if hold:
+                        since[i] = now
+                        if for_s <= 0.0:
+                            state[i] = FIRING
+                            fired[i] = now
+                            code = T_FIRING
+                        else:
+                            state[i] = PENDING
+                            code = T_PENDING
+                        c_act[ch] |= bit
+                        r_nact[r] += 1
+                elif not hold:
+                    state[i] = INACTIVE
+                    code = T_CLEARED if st == PENDING else T_RESOLVED
+                    c_act[ch] &= ~bit
+                    r_nact[r] -= 1
+                elif st == PENDING and now - since[i] >= for_s:
+                    state[i] = FIRING
+                    fired[i] = now
+                    code = T_FIRING
+                if code != 0:
+                    trans[n, 0] = i
+                    trans[n, 1] = code
+                    n += 1
+            ch += 1
     return n
 
 
@@ -621,31 +715,73 @@ def kubernetes_event(event: AlertEvent, component: str = "kaiwo", namespace: str
 
 @dataclass
 class _Program:
-    """Rules compiled against one version of the store's series."""
+    """Rules compiled against one version of the store's series (see :func:`_evaluate_kernel`)."""
 
     version: int
     combos: list                  #: (stat code, q, window) per combo
     c_stat: np.ndarray
     c_q: np.ndarray
     c_window: np.ndarray
-    cs_ptr: np.ndarray
-    cs_sid: np.ndarray
-    r_mptr: np.ndarray
-    m_val: np.ndarray             #: int32 position in the combo values
-    m_inst: np.ndarray            #: int32 instance
-    r_identity: np.ndarray        #: int8: rule grouped by series (one instance per membership)
-    r_for: np.ndarray
-    r_reduce: np.ndarray
+    cs_ptr: np.ndarray            #: combo c's values are vals[cs_ptr[c]:cs_ptr[c+1]]
+    cs_sid: np.ndarray            #: ... the statistic of these series (ascending per combo)
+    s_reduce: np.ndarray          #: per value set: reducer code
+    s_mptr: np.ndarray            #: set s's memberships: s_mptr[s]:s_mptr[s+1]
+    s_pos: np.ndarray             #: int32 position of a membership's series in vals
+    s_grp: np.ndarray             #: int32 group of a membership, local to its set
+    s_gptr: np.ndarray            #: set s's group values: vals[n_cv + s_gptr[s]:...]
+    r_inst: np.ndarray            #: rule r's instances: r_inst[r]:r_inst[r+1]
     r_op: np.ndarray
     r_thr: np.ndarray
-    r_inst: np.ndarray
+    r_for: np.ndarray
+    r_vbase: np.ndarray           #: instance r_inst[r] + k compares vals[r_vbase[r] + k] ...
+    r_pptr: np.ndarray            #: ... or, when r_vbase[r] < 0, vals[i_vpos[r_pptr[r] + k]]
+    i_vpos: np.ndarray            #: int32
+    r_cptr: np.ndarray            #: rule r's chunks of _CHUNK instances: r_cptr[r]:r_cptr[r+1]
     inst_rule: np.ndarray
     inst_group: np.ndarray        #: group id (sid for by: series) per instance
     inst_keys: list               #: stable identity per instance (survives recompiles)
+    n_memberships: int            #: (rule, series) pairs
+    _inst_pos: np.ndarray | None = None
 
     @property
     def n_instances(self) -> int:
         return len(self.inst_rule)
+
+    @property
+    def n_values(self) -> int:
+        """Length of the kernel's ``vals``: combo values, then group values."""
+        return int(self.cs_ptr[-1] + self.s_gptr[-1])
+
+    def inst_pos(self) -> np.ndarray:
+        """Position in ``vals`` of every instance's value (built on first use)."""
+        if self._inst_pos is None:
+            n_r = np.diff(self.r_inst)
+            start = np.repeat(self.r_inst[:-1], n_r)
+            pos = np.repeat(self.r_vbase, n_r) + (np.arange(self.n_instances) - start)
+            gather = np.repeat(self.r_vbase < 0, n_r)
+            pos[gather] = self.i_vpos   # the gather rules' positions, in instance order
+            self._inst_pos = pos
+        return self._inst_pos
+
+    def value_pos(self, i: int) -> int:
+        """Position in ``vals`` of instance i's value."""
+        r = int(self.inst_rule[i])
+        k = i - int(self.r_inst[r])
+        base = int(self.r_vbase[r])
+        return base + k if base >= 0 else int(self.i_vpos[self.r_pptr[r] + k])
+
+
+def _activity(prog: _Program, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk activity bits, active instances per rule) of ``state`` (see :func:`_evaluate_kernel`)."""
+    n_r = np.diff(prog.r_inst)
+    c_act = np.zeros(int(prog.r_cptr[-1]), np.uint64)
+    active = np.flatnonzero(state != INACTIVE)
+    rule = prog.inst_rule[active]
+    local = active - prog.r_inst[rule]
+    np.bitwise_or.at(c_act, prog.r_cptr[rule] + local // _CHUNK,
+                     np.left_shift(np.uint64(1), (local % _CHUNK).astype(np.uint64)))
+    r_nact = np.bincount(rule, minlength=len(n_r)).astype(np.int64)
+    return c_act, r_nact
 
 
 class AlertManager:
@@ -677,10 +813,17 @@ class AlertManager:
         self.state = np.zeros(0, np.int8)
         self.since = np.zeros(0)
         self.fired = np.zeros(0)
-        self.value = np.zeros(0)
         self.last_eval: float | None = None
-        self._cv = self._cnt = self._flags = self._trans = None
-        self._cv_prog: _Program | None = None   # the program whose evaluation _cv holds
+        # Which instances are pending or firing, per chunk of _CHUNK instances (bits) and per
+        # rule (counts): derived from state when the program changes, then kept up to date by
+        # the kernel, which owns state, since and fired.
+        self._c_act = np.zeros(0, np.uint64)
+        self._r_nact = np.zeros(0, np.int64)
+        # Kernel scratch, allocated once per program (the program only changes with the series
+        # set); _vals also keeps the last evaluation's values for the events and values().
+        self._scratch_prog: _Program | None = None
+        self._vals = self._g_cnt = self._tmp = self._trans = None
+        self._vals_prog: _Program | None = None   # the program whose evaluation _vals holds
 
     # ---------------------------------------------------------------------------- compile
     def _compile(self) -> _Program:
@@ -688,7 +831,7 @@ class AlertManager:
         combos: dict = {}
         combo_sids: list[list] = []
         per_rule = []
-        inst_rule, inst_group, inst_keys, identity = [], [], [], []
+        inst_rule, inst_group, inst_keys = [], [], []
         r_inst = [0]
         for ri, rule in enumerate(self.rules):
             sids = st.select(rule.metric, rule.matchers)
@@ -706,28 +849,54 @@ class AlertManager:
                 c = combos[ckey] = len(combo_sids)
                 combo_sids.append([])
             combo_sids[c].append(sids)
-            per_rule.append((c, sids, inst_local.astype(np.int64) + r_inst[-1]))
-            base = r_inst[-1]
+            # One instance per membership, in membership order (by: series; by: gpu when every
+            # GPU has one series): the instances compare the combo values themselves, no fold.
+            # (count is the only reducer that changes a single value.)
+            identity = rule.reduce != "count" and bool(np.array_equal(inst_local, np.arange(len(sids))))
+            per_rule.append((c, sids, inst_local.astype(np.int64), len(groups), identity))
             inst_rule.append(np.full(len(groups), ri, np.int64))
             inst_group.append(groups.astype(np.int64))
-            # one instance per membership, in membership order (by: series; by: gpu when every GPU
-            # has one series): the kernel then skips the fold
-            identity.append(bool(np.array_equal(inst_local, np.arange(len(sids)))))
             if rule.by == "series":
                 inst_keys.extend((rule.name, st.keys[g]) for g in groups)
             else:
                 inst_keys.extend((rule.name, rule.by, int(g)) for g in groups)
-            r_inst.append(base + len(groups))
+            r_inst.append(r_inst[-1] + len(groups))
         # Each combo computes its statistic once, for the union of its rules' series.
         cs_list = [np.unique(np.concatenate(s)) if s else np.zeros(0, np.int64) for s in combo_sids]
         cs_ptr = np.zeros(len(cs_list) + 1, np.int64)
         cs_ptr[1:] = np.cumsum([len(s) for s in cs_list])
-        m_val, m_inst, r_mptr = [], [], [0]
-        for c, sids, inst in per_rule:
-            m_val.append((cs_ptr[c] + np.searchsorted(cs_list[c], sids)).astype(np.int32))
-            m_inst.append(inst)
-            r_mptr.append(r_mptr[-1] + len(sids))
+        n_cv = int(cs_ptr[-1])
+        # Grouped rules that read the same series the same way (same combo, series, grouping
+        # and reducer: they differ in threshold, op, for, severity...) share one value set, so
+        # the fold runs once for all of them.
+        sets: dict = {}
+        s_reduce, s_mptr, s_pos, s_grp, s_gptr = [], [0], [], [], [0]
+        r_vbase, r_pptr, i_vpos = [], [0], []
+        for (c, sids, inst_local, n_groups, identity), rule in zip(per_rule, self.rules):
+            pos = cs_ptr[c] + np.searchsorted(cs_list[c], sids)     # ascending, as sids are
+            if identity:
+                if len(pos) == 0 or pos[-1] - pos[0] == len(pos) - 1:
+                    r_vbase.append(int(pos[0]) if len(pos) else 0)   # one contiguous range
+                else:
+                    r_vbase.append(-1)
+                    i_vpos.append(pos)
+                r_pptr.append(r_pptr[-1] + (len(pos) if r_vbase[-1] < 0 else 0))
+                continue
+            red = REDUCERS[rule.reduce]
+            key = (c, red, sids.tobytes(), inst_local.tobytes())
+            s = sets.get(key)
+            if s is None:
+                s = sets[key] = len(s_reduce)
+                s_reduce.append(red)
+                s_pos.append(pos)
+                s_grp.append(inst_local)
+                s_mptr.append(s_mptr[-1] + len(pos))
+                s_gptr.append(s_gptr[-1] + n_groups)
+            r_vbase.append(n_cv + s_gptr[s])
+            r_pptr.append(r_pptr[-1])
         keys = list(combos)
+        r_cptr = np.zeros(len(self.rules) + 1, np.int64)
+        r_cptr[1:] = np.cumsum(-(-np.diff(np.array(r_inst, np.int64)) // _CHUNK))
 
         def cat(parts, dtype):
             return np.ascontiguousarray(np.concatenate(parts), dtype=dtype) if parts else np.zeros(0, dtype)
@@ -736,14 +905,17 @@ class AlertManager:
             version=st.version, combos=keys,
             c_stat=np.array([k[0] for k in keys], np.int64), c_q=np.array([k[1] for k in keys], np.float64),
             c_window=np.array([k[2] for k in keys], np.float64), cs_ptr=cs_ptr,
-            cs_sid=cat(cs_list, np.int64), r_mptr=np.array(r_mptr, np.int64),
-            m_val=cat(m_val, np.int32), m_inst=cat(m_inst, np.int32),
-            r_identity=np.array(identity, np.int8), r_for=np.array([r.for_ for r in self.rules], np.float64),
-            r_reduce=np.array([REDUCERS[r.reduce] for r in self.rules], np.int64),
+            cs_sid=cat(cs_list, np.int64),
+            s_reduce=np.array(s_reduce, np.int64), s_mptr=np.array(s_mptr, np.int64),
+            s_pos=cat(s_pos, np.int32), s_grp=cat(s_grp, np.int32), s_gptr=np.array(s_gptr, np.int64),
+            r_inst=np.array(r_inst, np.int64),
             r_op=np.array([OPS[r.op] for r in self.rules], np.int64),
             r_thr=np.array([r.threshold for r in self.rules], np.float64),
-            r_inst=np.array(r_inst, np.int64), inst_rule=cat(inst_rule, np.int64),
-            inst_group=cat(inst_group, np.int64), inst_keys=inst_keys)
+            r_for=np.array([r.for_ for r in self.rules], np.float64),
+            r_vbase=np.array(r_vbase, np.int64), r_pptr=np.array(r_pptr, np.int64),
+            i_vpos=cat(i_vpos, np.int32), r_cptr=r_cptr,
+            inst_rule=cat(inst_rule, np.int64), inst_group=cat(inst_group, np.int64), inst_keys=inst_keys,
+            n_memberships=sum(len(p[1]) for p in per_rule))
 
     def program(self) -> _Program:
         """The compiled rules, rebuilt when the store's series changed; alert states carry over
@@ -753,7 +925,6 @@ class AlertManager:
         new = self._compile()
         n = new.n_instances
         state, since, fired = np.zeros(n, np.int8), np.zeros(n), np.zeros(n)
-        value = np.full(n, np.nan)
         if self._prog is not None and len(self.state):
             old = {k: i for i, k in enumerate(self._prog.inst_keys)}
             pairs = [(j, old[k]) for j, k in enumerate(new.inst_keys) if k in old]
@@ -765,7 +936,8 @@ class AlertManager:
             self._vanished = [(self._prog, int(i), self._value(self._prog, int(i)), float(self.since[i]),
                                float(self.fired[i])) for i in gone if self.state[i] == FIRING]
         self._prog = new
-        self.state, self.since, self.fired, self.value = state, since, fired, value
+        self.state, self.since, self.fired = state, since, fired
+        self._c_act, self._r_nact = _activity(new, state)
         return new
 
     # --------------------------------------------------------------------------- evaluate
@@ -782,19 +954,19 @@ class AlertManager:
         now = float(now)
         hi = np.full(len(prog.combos), np.searchsorted(ts, now, side="right"), np.int64)
         lo = np.searchsorted(ts, now - prog.c_window, side="right").astype(np.int64)
-        if self._cv is None or len(self._cv) != len(prog.cs_sid) or len(self._cnt) != prog.n_instances:
-            # scratch reused between evaluations (the program only changes with the series set);
-            # _cv also holds the identity instances' values until the next evaluation
-            self._cv = np.empty(len(prog.cs_sid), np.float64)
-            self._cnt = np.empty(prog.n_instances, np.int64)
-            self._flags = np.zeros(-(-prog.n_instances // 8) * 8, np.uint8)  # padded for uint64 words
+        if self._scratch_prog is not prog:
+            self._vals = np.empty(prog.n_values, np.float64)
+            self._g_cnt = np.empty(int(prog.s_gptr[-1]), np.int64)
+            self._tmp = np.empty(_CHUNK, np.float64)
             self._trans = np.empty((prog.n_instances, 2), np.int64)
+            self._scratch_prog = prog
         n = _evaluate_kernel(self.store.values, order, np.ascontiguousarray(ts), prog.c_stat, prog.c_q,
-                             lo, hi, prog.cs_ptr, prog.cs_sid, self._cv, prog.r_mptr, prog.m_val,
-                             prog.m_inst, prog.r_identity, prog.r_reduce, prog.r_op, prog.r_thr,
-                             prog.r_for, prog.r_inst, prog.inst_rule, now, self._cnt, self.value,
-                             self._flags, self.state, self.since, self.fired, self._trans)
-        self._cv_prog = prog
+                             lo, hi, prog.cs_ptr, prog.cs_sid, prog.s_reduce, prog.s_mptr, prog.s_pos,
+                             prog.s_grp, prog.s_gptr, self._vals, self._g_cnt, prog.r_inst, prog.r_op,
+                             prog.r_thr, prog.r_for, prog.r_vbase, prog.r_pptr, prog.i_vpos, prog.r_cptr,
+                             self._c_act, self._r_nact, self._tmp, now, self.state, self.since, self.fired,
+                             self._trans)
+        self._vals_prog = prog
         trans = self._trans
         self.last_eval = now
         events = [self._event(prog, int(i), TRANSITION_STATE[int(code)], now) for i, code in trans[:n]]
@@ -804,28 +976,19 @@ class AlertManager:
         self._dispatch(events)
         return events
 
-    def _value(self, prog: _Program, i: int, cv: np.ndarray | None = None) -> float:
-        """Value of instance i at the last evaluation (identity instances read their series'
-        statistic from the combo values, see :func:`_evaluate_kernel`)."""
-        r = int(prog.inst_rule[i])
-        if not prog.r_identity[r]:
-            return float(self.value[i])
-        if cv is None:
-            if self._cv_prog is not prog:
-                return float("nan")  # not evaluated since the series changed
-            cv = self._cv
-        v = float(cv[prog.m_val[prog.r_mptr[r] + i - prog.r_inst[r]]])
-        return (1.0 if v == v else v) if prog.r_reduce[r] == REDUCERS["count"] else v
+    def _value(self, prog: _Program, i: int) -> float:
+        """Value of instance i at the last evaluation (NaN: no data, or not evaluated since the
+        series changed)."""
+        if self._vals_prog is not prog:
+            return float("nan")
+        return float(self._vals[prog.value_pos(i)])
 
     def values(self) -> np.ndarray:
         """Value of every instance at the last evaluation (NaN = no data), in program order."""
         prog = self.program()
-        out = self.value.copy()
-        for r in np.flatnonzero(prog.r_identity):
-            i0, i1, m0 = prog.r_inst[r], prog.r_inst[r + 1], prog.r_mptr[r]
-            v = self._cv[prog.m_val[m0:m0 + i1 - i0]] if self._cv_prog is prog else np.full(i1 - i0, np.nan)
-            out[i0:i1] = np.where(v == v, 1.0, v) if prog.r_reduce[r] == REDUCERS["count"] else v
-        return out
+        if self._vals_prog is not prog:
+            return np.full(prog.n_instances, np.nan)
+        return self._vals[prog.inst_pos()]
 
     def _group_fields(self, prog: _Program, i: int) -> tuple[str, dict, dict, dict | None]:
         """(group name, template fields, alert labels, involved object) of an instance."""

@@ -168,120 +168,252 @@ def _quantile_range(a, s, n, q):
     return x + frac * (y - x)
 
 
+#: Series per block of the streaming statistics: a block's accumulators (at most five arrays of
+#: 512 float64/int64 = 20 KiB, for ``rate``) stay in L1 while the window's rows stream through.
+_BLOCK = 512
+
+
+@njit(cache=True)
+def _is_run(sids, j0, m):
+    """True when ``sids[j0:j0+m]`` are consecutive ids (one contiguous slice of every row)."""
+    s0 = sids[j0]
+    off = 0
+    for jj in range(m):
+        off += sids[np.uint64(j0 + jj)] != s0 + jj
+    return off == 0
+
+
+# The per-row updates read ``m`` samples ``src[r, c:c+m]`` (a slice of a ring row, or of the
+# gathered scratch row) into per-series accumulators. Indices are uint64, so Numba emits no
+# negative-index wrap-around, and the updates are branch-free (selects, no early ``continue`` on
+# NaN): the compiler vectorises them. Skipping a missing sample by adding 0.0 or keeping the old
+# value is exact: the sums start at +0.0 and x + 0.0 == x for every x but -0.0, which a sum
+# started at +0.0 never is; so the results are bit for bit those of the sample-by-sample loops
+# (and of the references in tests/naive_monitoring.py).
+
+@njit(cache=True)
+def _row_sum(src, r, c, acc, cnt, m):
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        ok = v == v
+        acc[jj] += v if ok else 0.0
+        cnt[jj] += ok
+
+
+@njit(cache=True)
+def _row_max(src, r, c, acc, cnt, m):
+    # acc starts at -inf: v > acc is False for NaN and for v = -inf (which then equals acc), and
+    # strict, so the first of equal samples is kept as the reference's max() does.
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        a = acc[jj]
+        acc[jj] = v if v > a else a
+        cnt[jj] += v == v
+
+
+@njit(cache=True)
+def _row_min(src, r, c, acc, cnt, m):
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        a = acc[jj]
+        acc[jj] = v if v < a else a
+        cnt[jj] += v == v
+
+
+@njit(cache=True)
+def _row_last(src, r, c, acc, cnt, m):
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        ok = v == v
+        acc[jj] = v if ok else acc[jj]
+        cnt[jj] += ok
+
+
+@njit(cache=True)
+def _row_top2(src, r, c, t1, t2, cnt, m):
+    # The two largest samples (t1 >= t2, both starting at -inf) of each series.
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        a = t1[jj]
+        b = t2[jj]
+        up = v > a
+        t2[jj] = a if up else (v if v > b else b)
+        t1[jj] = v if up else a
+        cnt[jj] += v == v
+
+
+@njit(cache=True)
+def _row_rate(src, r, c, t, prev, inc, t0, t1, cnt, m):
+    # Branchy on purpose: with five accumulators the compiler does not vectorise the select
+    # form, and a missing sample (the branch) is rare, so it predicts well.
+    for jj in range(m):
+        v = src[r, np.uint64(c + jj)]
+        if v != v:
+            continue
+        k = cnt[jj]
+        if k == 0:
+            t0[jj] = t
+        else:
+            d = v - prev[jj]
+            inc[jj] += d if d >= 0.0 else v   # a drop: the counter restarted from 0
+        prev[jj] = v
+        t1[jj] = t
+        cnt[jj] = k + 1
+
+
+@njit(cache=True)
+def _row_update(stat, src, r, c, t, acc, acc2, acc3, acc4, cnt, m):
+    if stat == STAT_MEAN:
+        _row_sum(src, r, c, acc, cnt, m)
+    elif stat == STAT_MAX:
+        _row_max(src, r, c, acc, cnt, m)
+    elif stat == STAT_MIN:
+        _row_min(src, r, c, acc, cnt, m)
+    elif stat == STAT_QUANTILE:
+        _row_top2(src, r, c, acc, acc2, cnt, m)
+    elif stat == STAT_RATE:
+        _row_rate(src, r, c, t, acc2, acc, acc3, acc4, cnt, m)
+    else:                                   # last, count
+        _row_last(src, r, c, acc, cnt, m)
+
+
 @njit(cache=True)
 def _series_window(values, slots, ts, sids, stat, q, out):
-    """Per-series statistic over the window rows ``slots`` (time order) into ``out[len(sids)]``."""
+    """Per-series statistic over the window rows ``slots`` (time order) into ``out[len(sids)]``.
+
+    The series go in blocks of :data:`_BLOCK`; for each block the window's rows stream through
+    per-series accumulators (each row's part of the block is one contiguous slice when the ids
+    are consecutive, else it is gathered first), with vectorised updates. Quantiles that need
+    more than the two largest samples keep the slot-major top-k or the gather-and-select paths
+    of :func:`_series_quantile`.
+    """
     n = sids.shape[0]
     w = slots.shape[0]
-    cnt = np.zeros(n, np.int64)
+    kmax = 0
     if stat == STAT_QUANTILE:
-        # When the quantile only needs the k <= 4 largest samples whatever their count (p95 of
-        # windows up to ~80 samples), they are kept while streaming the rows. Otherwise each
-        # series' window is gathered into a scratch and selected, series by series (consecutive
-        # series of a metric are adjacent columns, so the w rows' cache lines loaded for one
-        # series serve the next seven too).
-        kmax = 0
         for c in range(1, w + 1):
             kc = c - int(np.floor((c - 1) * q))
             if kc > kmax:
                 kmax = kc
-        if kmax <= 4:
-            # slot-major like the other statistics: each row is read contiguously, and most
-            # samples are rejected by one comparison with the series' current k-th largest
-            top = np.empty((n, max(kmax, 1)), np.float64)   # per series, descending
-            held = np.zeros(n, np.int64)
-            for k in range(w):
-                row = values[slots[k]]
-                for j in range(n):
-                    v = row[sids[j]]
-                    if v != v:
-                        continue
-                    cnt[j] += 1
-                    m = held[j]
-                    if m < kmax:
-                        held[j] = m + 1
-                        pos = m
-                    elif v <= top[j, kmax - 1]:
-                        continue
-                    else:
-                        pos = kmax - 1
-                    while pos > 0 and top[j, pos - 1] < v:
-                        top[j, pos] = top[j, pos - 1]
-                        pos -= 1
-                    top[j, pos] = v
-            for j in range(n):
-                c = cnt[j]
-                if c == 0:
-                    out[j] = np.nan
-                    continue
-                h = (c - 1) * q
-                lo = int(np.floor(h))
-                frac = h - lo
-                x = top[j, c - 1 - lo]      # ascending position lo = descending index c-1-lo
-                out[j] = x + frac * (top[j, c - 2 - lo] - x) if frac != 0.0 and lo + 1 < c else x
+        if kmax > 2:
+            _series_quantile(values, slots, sids, q, kmax, out)
             return
-        buf = np.empty(max(w, 1), np.float64)
-        for j in range(n):
-            sid = sids[j]
-            c = 0
-            for k in range(w):
-                v = values[slots[k], sid]
-                if v == v:
-                    buf[c] = v
-                    c += 1
-            cnt[j] = c
-            out[j] = _quantile_range(buf, 0, c, q) if c > 0 else np.nan
-        return
-    if stat == STAT_RATE:
-        prev = np.zeros(n, np.float64)
-        inc = np.zeros(n, np.float64)
-        t0 = np.zeros(n, np.float64)
-        t1 = np.zeros(n, np.float64)
+    # Per sample count c (usually w for every series), where the quantile sits between the two
+    # largest samples: h = (c - 1) q, lo = floor(h); ascending position lo is the (c-1-lo)-th
+    # largest (0: the largest, else the second), interpolated towards the largest with h - lo.
+    q_top = np.zeros(w + 1, np.bool_)
+    q_frac = np.zeros(w + 1, np.float64)
+    q_interp = np.zeros(w + 1, np.bool_)
+    if stat == STAT_QUANTILE:
+        for c in range(1, w + 1):
+            h = (c - 1) * q
+            lo = int(np.floor(h))
+            q_top[c] = c - 1 - lo == 0
+            q_frac[c] = h - lo
+            q_interp[c] = h - lo != 0.0 and lo + 1 < c
+    nb = min(_BLOCK, max(n, 1))
+    acc = np.empty(nb, np.float64)
+    acc2 = np.empty(nb, np.float64)
+    acc3 = np.empty(nb, np.float64)
+    acc4 = np.empty(nb, np.float64)
+    cnt = np.empty(nb, np.int64)
+    tmp = np.empty((1, nb), np.float64)
+    init = -np.inf if stat == STAT_MAX or stat == STAT_QUANTILE else np.inf if stat == STAT_MIN else 0.0
+    for j0 in range(0, n, nb):
+        m = min(nb, n - j0)
+        run = _is_run(sids, j0, m)
+        s0 = sids[j0]
+        for jj in range(m):
+            acc[jj] = init
+            acc2[jj] = init
+            cnt[jj] = 0
+        for k in range(w):
+            row = np.uint64(slots[k])
+            if run:
+                _row_update(stat, values, row, s0, ts[k], acc, acc2, acc3, acc4, cnt, m)
+            else:
+                for jj in range(m):
+                    tmp[0, jj] = values[row, np.uint64(sids[j0 + jj])]
+                _row_update(stat, tmp, np.uint64(0), 0, ts[k], acc, acc2, acc3, acc4, cnt, m)
+        if stat == STAT_MEAN:
+            for jj in range(m):
+                c = cnt[jj]
+                out[np.uint64(j0 + jj)] = acc[jj] / c if c > 0 else np.nan
+        elif stat == STAT_COUNT:
+            for jj in range(m):
+                out[np.uint64(j0 + jj)] = cnt[jj]
+        elif stat == STAT_RATE:
+            for jj in range(m):
+                dt = acc4[jj] - acc3[jj]
+                out[np.uint64(j0 + jj)] = acc[jj] / dt if cnt[jj] >= 2 and dt > 0.0 else np.nan
+        elif stat == STAT_QUANTILE:
+            for jj in range(m):
+                c = np.uint64(cnt[jj])
+                a = acc[jj]
+                x = a if q_top[c] else acc2[jj]
+                v = x + q_frac[c] * (a - x) if q_interp[c] else x
+                out[np.uint64(j0 + jj)] = v if c > 0 else np.nan
+        else:                               # max, min, last
+            for jj in range(m):
+                out[np.uint64(j0 + jj)] = acc[jj] if cnt[jj] > 0 else np.nan
+
+
+@njit(cache=True)
+def _series_quantile(values, slots, sids, q, kmax, out):
+    """Per-series quantile that needs the ``kmax`` > 2 largest samples (or many more)."""
+    n = sids.shape[0]
+    w = slots.shape[0]
+    cnt = np.zeros(n, np.int64)
+    if kmax <= 4:
+        # When the quantile only needs the k <= 4 largest samples whatever their count (p90 of
+        # windows up to ~30 samples), they are kept while streaming the rows, slot-major like the
+        # other statistics: each row is read contiguously, and most samples are rejected by one
+        # comparison with the series' current k-th largest.
+        top = np.empty((n, kmax), np.float64)   # per series, descending
+        held = np.zeros(n, np.int64)
         for k in range(w):
             row = values[slots[k]]
-            t = ts[k]
             for j in range(n):
                 v = row[sids[j]]
                 if v != v:
                     continue
-                if cnt[j] == 0:
-                    t0[j] = t
-                else:
-                    d = v - prev[j]
-                    inc[j] += d if d >= 0.0 else v
-                prev[j] = v
-                t1[j] = t
                 cnt[j] += 1
+                m = held[j]
+                if m < kmax:
+                    held[j] = m + 1
+                    pos = m
+                elif v <= top[j, kmax - 1]:
+                    continue
+                else:
+                    pos = kmax - 1
+                while pos > 0 and top[j, pos - 1] < v:
+                    top[j, pos] = top[j, pos - 1]
+                    pos -= 1
+                top[j, pos] = v
         for j in range(n):
-            out[j] = inc[j] / (t1[j] - t0[j]) if cnt[j] >= 2 and t1[j] > t0[j] else np.nan
-        return
-    for j in range(n):
-        out[j] = 0.0
-    for k in range(w):
-        row = values[slots[k]]
-        for j in range(n):
-            v = row[sids[j]]
-            if v != v:
-                continue
             c = cnt[j]
-            if stat == STAT_MEAN:
-                out[j] += v
-            elif stat == STAT_MAX:
-                if c == 0 or v > out[j]:
-                    out[j] = v
-            elif stat == STAT_MIN:
-                if c == 0 or v < out[j]:
-                    out[j] = v
-            elif stat == STAT_LAST:
-                out[j] = v
-            cnt[j] = c + 1
+            if c == 0:
+                out[j] = np.nan
+                continue
+            h = (c - 1) * q
+            lo = int(np.floor(h))
+            frac = h - lo
+            x = top[j, c - 1 - lo]      # ascending position lo = descending index c-1-lo
+            out[j] = x + frac * (top[j, c - 2 - lo] - x) if frac != 0.0 and lo + 1 < c else x
+        return
+    # Otherwise each series' window is gathered into a scratch and selected, series by series
+    # (consecutive series of a metric are adjacent columns, so the w rows' cache lines loaded for
+    # one series serve the next seven too).
+    buf = np.empty(max(w, 1), np.float64)
     for j in range(n):
-        if stat == STAT_COUNT:
-            out[j] = cnt[j]
-        elif cnt[j] == 0:
-            out[j] = np.nan
-        elif stat == STAT_MEAN:
-            out[j] = out[j] / cnt[j]
+        sid = sids[j]
+        c = 0
+        for k in range(w):
+            v = values[slots[k], sid]
+            if v == v:
+                buf[c] = v
+                c += 1
+        out[j] = _quantile_range(buf, 0, c, q) if c > 0 else np.nan
 
 
 # ------------------------------------------------------------------------------------ kernels

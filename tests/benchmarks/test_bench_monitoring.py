@@ -218,7 +218,7 @@ def test_alerts_kernel(benchmark, case, scale):
     _label(benchmark, scale, "alerts", "kernel")
     mgr = case.manager
     _run(benchmark, case, lambda: mgr.evaluate(case.w.now), "kernel")
-    benchmark.extra_info.update(rules=len(mgr.rules), memberships=int(len(mgr._prog.m_val)),
+    benchmark.extra_info.update(rules=len(mgr.rules), memberships=int(mgr._prog.n_memberships),
                                 instances=int(mgr._prog.n_instances), combos=len(mgr._prog.combos))
 
 
