@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .queues import DEFAULT_QUEUE, QueueTree
+from .queues import QueueTree
 from .requests import KIND_NONE, LABEL_QUEUE, PodError
 
 
@@ -28,26 +28,32 @@ def request_vectors(batch, device_mem_mib: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack([gpu, batch.cpu, batch.mem], axis=1), dtype=np.int64)
 
 
-def assign_queues(tree: QueueTree, reqs: list) -> tuple[np.ndarray, list]:
+def assign_queues(tree: QueueTree, table, rows=None) -> tuple[np.ndarray, list]:
     """Leaf queue row per pod (label ``kaiwo.ai/queue``, default queue without one).
 
-    Returns the rows (-1 for pods that could not be assigned) and a PodError for each of those:
-    a queue that does not exist (or was rejected), or a queue with child queues.
+    ``table`` is a :class:`~kaiwo_core.podtable.PodTable`; ``rows`` selects (and orders) its pods,
+    default all. Each distinct queue name is looked up once.
+
+    Returns the rows (-1 for pods that could not be assigned) and a PodError for each of those, in
+    row order: a queue that does not exist (or was rejected), or a queue with child queues.
     """
     leaf = tree.is_leaf
     rejected_names = {e.name: e.reason for e in tree.errors}
-    rows = np.full(len(reqs), -1, dtype=np.int32)
-    errors = []
-    fld = f"metadata.labels.{LABEL_QUEUE}"
-    for i, r in enumerate(reqs):
-        name = r.queue or DEFAULT_QUEUE
+    lookup = np.full(len(table.queue_names), -1, dtype=np.int32)
+    why = {}
+    for k, name in enumerate(table.queue_names):
         q = tree.index.get(name)
         if q is None:
-            why = (f"KaiwoQueue {name} was rejected: {rejected_names[name]}" if name in rejected_names
-                   else "no KaiwoQueue of that name")
-            errors.append(PodError(r.name, fld, name, why))
+            why[k] = (f"KaiwoQueue {name} was rejected: {rejected_names[name]}" if name in rejected_names
+                      else "no KaiwoQueue of that name")
         elif not leaf[q]:
-            errors.append(PodError(r.name, fld, name, "queue has child queues; only leaf queues hold pods"))
+            why[k] = "queue has child queues; only leaf queues hold pods"
         else:
-            rows[i] = q
-    return rows, errors
+            lookup[k] = q
+    rows = np.arange(len(table), dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
+    codes = table.queue[rows]
+    out = lookup[codes]
+    fld = f"metadata.labels.{LABEL_QUEUE}"
+    errors = [PodError(table.reqs[i].name, fld, table.queue_names[c], why[c])
+              for i, c in zip(rows[out < 0].tolist(), codes[out < 0].tolist())]
+    return out, errors

@@ -28,6 +28,7 @@ from .gangs import gang_of
 from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
 from .queues import RESOURCES, QueueTree, build_tree, human
+from .podtable import PodTable
 from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
 from .preemption import PreemptionConfig, plan_preemptions
 from .reservations import ReservationConfig, Reservations, active_reservations, grant_access
@@ -135,28 +136,32 @@ class Decisions:
         }
 
 
-def impossible(snapshot: Snapshot, reqs: list) -> tuple[list, list]:
+def impossible(snapshot: Snapshot, pending: PodTable) -> tuple[np.ndarray, list]:
     """Split off requests no node of this cluster could ever satisfy (as opposed to pods that
-    merely wait): GPU memory beyond the largest device."""
-    cap = int(snapshot.cluster.dev_mem_cap.max()) if snapshot.cluster.n_devices else None
-    ok, bad = [], []
-    for r in reqs:
-        if cap is not None and r.kind != KIND_NONE and r.gpu_memory > cap:
-            bad.append(PodError(r.name, f"metadata.annotations.{ANN_MEMORY}", r.gpu_memory,
-                                f"larger than any GPU in the cluster (largest: {cap} MiB)"))
-        else:
-            ok.append(r)
-    return ok, bad
+    merely wait): GPU memory beyond the largest device. Returns the rows of ``pending`` kept and
+    the errors."""
+    b = pending.batch
+    if not snapshot.cluster.n_devices:
+        return np.arange(len(pending), dtype=np.int64), []
+    cap = int(snapshot.cluster.dev_mem_cap.max())
+    bad = (b.kind != KIND_NONE) & (b.gpu_mem > cap)
+    errors = [PodError(pending.reqs[i].name, f"metadata.annotations.{ANN_MEMORY}", pending.reqs[i].gpu_memory,
+                       f"larger than any GPU in the cluster (largest: {cap} MiB)")
+              for i in np.flatnonzero(bad).tolist()]
+    return np.flatnonzero(~bad), errors
 
 
-def gangs(reqs: list, running: list) -> tuple[np.ndarray, np.ndarray, list, list]:
-    """Gang id per pending pod (-1 none), members still needed from this batch, the pods kept and
-    the errors (a malformed minimum; members that disagree on it)."""
+def gangs(pending: PodTable, rows: np.ndarray, running: PodTable) -> tuple[np.ndarray, np.ndarray,
+                                                                           np.ndarray, list]:
+    """Gang id per pending pod of ``rows`` (-1 none), members still needed from this batch, which
+    of ``rows`` are kept (bool) and the errors (a malformed minimum; members that disagree on it).
+
+    Only pods with a gang annotation are looked at (``PodTable.gang_rows``): the rest are in no
+    gang."""
+    marked = np.isin(rows, pending.gang_rows)
+    members = [pending.reqs[i] for i in rows[marked].tolist()]
     info, errors = {}, []
-    for r in reqs + running:
-        if "kaiwo.ai/gang" not in r.annotations and "kaiwo.ai/gang-min-members" not in r.annotations:
-            info[r.name] = None  # most pods: no gang, no parsing
-            continue
+    for r in members + [running.reqs[i] for i in running.gang_rows.tolist()]:
         try:
             info[r.name] = gang_of(r)
         except PodError as e:
@@ -166,36 +171,33 @@ def gangs(reqs: list, running: list) -> tuple[np.ndarray, np.ndarray, list, list
         if g:
             mins.setdefault(g[0], set()).add(g[1])
     bad_gangs = {g for g, m in mins.items() if len(m) > 1}
-    kept = []
-    for r in reqs:
+    kept = np.ones(len(rows), dtype=bool)
+    for pos, r in zip(np.flatnonzero(marked).tolist(), members):
         g = info.get(r.name, False)
         if g is False:
-            continue  # malformed: already an error
-        if g and g[0] in bad_gangs:
+            kept[pos] = False  # malformed: already an error
+        elif g and g[0] in bad_gangs:
             errors.append(PodError(r.name, "metadata.annotations.kaiwo.ai/gang-min-members",
                                    r.annotations.get("kaiwo.ai/gang-min-members"),
                                    f"members of gang {g[0]} disagree on the minimum "
                                    f"({', '.join(map(str, sorted(mins[g[0]])))})"))
-            continue
-        kept.append(r)
+            kept[pos] = False
     running_members: dict[str, int] = {}
-    for r in running:
-        g = info.get(r.name)
+    for i in running.gang_rows.tolist():
+        g = info.get(running.reqs[i].name)
         if g:
             running_members[g[0]] = running_members.get(g[0], 0) + 1
-    ids: dict[str, int] = {}
+    in_gang = [(pos, info[r.name]) for pos, r in zip(np.flatnonzero(marked).tolist(), members)
+               if kept[pos] and info[r.name]]
     size: dict[str, int] = {}
-    for r in kept:
-        g = info[r.name]
-        if g:
-            size[g[0]] = size.get(g[0], 0) + 1
-    gang = np.full(len(kept), -1, dtype=np.int32)
-    need = np.zeros(len(kept), dtype=np.int32)
-    for i, r in enumerate(kept):
-        g = info[r.name]
-        if not g:
-            continue
-        gid, minimum = g
+    for _, (gid, _) in in_gang:
+        size[gid] = size.get(gid, 0) + 1
+    ids: dict[str, int] = {}
+    slot = np.cumsum(kept) - 1  # position of each kept row among the kept ones
+    gang = np.full(int(kept.sum()), -1, dtype=np.int32)
+    need = np.zeros(len(gang), dtype=np.int32)
+    for pos, (gid, minimum) in in_gang:
+        i = slot[pos]
         gang[i] = ids.setdefault(gid, len(ids))
         total = size[gid] + running_members.get(gid, 0)
         want = total if minimum == 0 else minimum
@@ -226,37 +228,41 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     capacity = np.array([cluster.n_devices * 1000, cluster.node_cpu_cap.sum(),
                          cluster.node_mem_cap.sum()], dtype=np.int64)
 
-    # 1. check
-    reqs, rejected = impossible(snapshot, snapshot.pending)
+    # 1. check -- on the snapshot's columns: rows are selected, pods are not read one by one
+    pend, run = snapshot.pending_table(), snapshot.running_table()
+    keep, rejected = impossible(snapshot, pend)
     rejected = list(snapshot.rejected) + rejected
     tree = build_tree(snapshot.objects.get("KaiwoQueue", []))
-    run_rows, run_err = assign_queues(tree, snapshot.running)
+    run_rows, run_err = assign_queues(tree, run)
     for e in run_err:  # running pods run whatever their label says: account them nowhere
         snapshot.warnings.append(f"running pod {e.name}: {e.reason}; not counted in any queue")
-    rows, errs = assign_queues(tree, reqs)
+    rows, errs = assign_queues(tree, pend, keep)
     rejected += errs
-    reqs = [r for r, q in zip(reqs, rows) if q >= 0]
+    keep, rows = keep[rows >= 0], rows[rows >= 0]
+    reqs = [pend.reqs[i] for i in keep.tolist()]
     if now is None:
-        now = max([r.created for r in reqs + snapshot.running] or [0.0])
+        created = np.concatenate([pend.batch.created[keep], run.batch.created])
+        now = float(created.max()) if created.size else 0.0
     reservations, res_errors, expired = active_reservations(snapshot, tree, reqs, now, reserving)
-    reqs = grant_access(reqs, reservations, tree, now)
     if reservations:
         pipeline = Pipeline([*pipeline.plugins, Reservations(reservations=reservations)])
-    gang, need, reqs, errs = gangs(reqs, snapshot.running)
+    gang, need, kept, errs = gangs(pend, keep, run)
     rejected += errs
-    rows = np.array([tree.index.get(r.queue or "default") for r in reqs], dtype=np.int32)
-    batch = batch_from_requests(reqs)
+    keep, rows = keep[kept], rows[kept]
+    if reservations:  # constraints name the reservations each pod may use: intern them anew
+        batch = batch_from_requests(grant_access([pend.reqs[i] for i in keep.tolist()], reservations,
+                                                 tree, now))
+    else:
+        batch = pend.batch.subset(keep)
     if (gang >= 0).any():
         batch.gang, batch.gang_need = gang, need
         names = {}
-        for r, g in zip(reqs, gang):
-            if g >= 0:
-                names[int(g)] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
+        for i in np.flatnonzero(gang >= 0).tolist():
+            r = batch.pods[i]
+            names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
-    run_batch = batch_from_requests([r for r, k in zip(snapshot.running, keep_run) if k],
-                                    constraints=False)
-    run_req = request_vectors(run_batch, dev_mem)
+    run_req = request_vectors(run.batch, dev_mem)[keep_run]
     pend_req = request_vectors(batch, dev_mem)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
     t1 = time.perf_counter()

@@ -47,8 +47,9 @@ from .cluster import EXCLUSIVE, SHARED, ClusterState, kernel_view
 from .fairness import subtree_sums
 from .placement import default_pipeline
 from .plugins import CycleContext
+from .podtable import PodTable, csr_rows
 from .queues import RESOURCES, human
-from .requests import ANN_PREEMPTIBLE, KIND_NONE, KIND_WHOLE, KIND_XCD, batch_from_requests
+from .requests import ANN_PREEMPTIBLE, KIND_NONE, KIND_WHOLE, KIND_XCD
 
 #: Rule names, indexed by the kernel's rule codes (``_core.RULE_*``).
 RULES = tuple(_core.RULE_NAMES)
@@ -215,42 +216,17 @@ def _empty_plan(decisions, state, allocated, warnings, t0) -> PreemptionPlan:
     return plan
 
 
-def preemptible_flags(running: list, config: PreemptionConfig) -> np.ndarray:
+def preemptible_flags(running: PodTable, config: PreemptionConfig) -> np.ndarray:
     """uint8 per running pod: 0 at or above the priority threshold or annotated
     ``kaiwo.ai/preemptible: "false"`` (decoded into ``PodRequest.preemptible``; a malformed value
     rejects the pod when it is read)."""
-    return np.array([r.priority < config.nonpreemptible_priority and getattr(r, "preemptible", True)
-                     for r in running], dtype=np.uint8).reshape(len(running))
+    return ((running.batch.priority < config.nonpreemptible_priority) & running.preemptible).astype(np.uint8)
 
 
-def runtimes(running: list, now: float) -> np.ndarray:
+def runtimes(running: PodTable, now: float) -> np.ndarray:
     """Seconds each running pod has run: since ``status.startTime`` (``PodRequest.started``), or
     since its creation when the start time is unknown; never negative."""
-    start = np.array([(getattr(r, "started", 0.0) or r.created) for r in running], np.float64)
-    return np.maximum(0.0, now - start).reshape(len(running))
-
-
-def _charges(cluster, running, nodes) -> tuple:
-    """Device charges of running pods from their assignments: (asg_start, dev, milli, mem, xcds)."""
-    start = np.zeros(len(running) + 1, np.int64)
-    dev, milli, mem, xcds = [], [], [], []
-    for i, (r, n) in enumerate(zip(running, nodes)):
-        seen = set()
-        for d in r.assignment or ():
-            g = cluster.device_index(n, int(d.get("gpu", -1)), int(d.get("partition", 0)))
-            if g < 0 or g in seen:
-                continue
-            seen.add(g)
-            mask = 0
-            for x in d.get("xcds") or ():
-                mask |= 1 << int(x)
-            dev.append(g)
-            milli.append(max(0, round(float(d.get("fraction", 0)) * 1000)))
-            mem.append(max(0, int(d.get("memoryMiB", 0))))
-            xcds.append(mask & int(cluster.dev_xcd_mask[g]))
-        start[i + 1] = len(dev)
-    return (start, np.array(dev, np.int32), np.array(milli, np.int64), np.array(mem, np.int64),
-            np.array(xcds, np.uint32))
+    return np.maximum(0.0, now - running.start)
 
 
 def state_after_placement(decisions) -> ClusterState:
@@ -334,8 +310,10 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     if len(rows) == 0:
         return _empty_plan(decisions, state, allocated, warnings, t0)
     dev_mem = int(cluster.dev_mem_cap.max()) if cluster.n_devices else 0
+    run = snap.running_table()
     if now is None:
-        now = max([r.created for r in snap.pending + snap.running] or [0.0])
+        created = np.concatenate([snap.pending_table().batch.created, run.batch.created])
+        now = float(created.max()) if created.size else 0.0
 
     # Which resources the queue rules see.
     if config.check_resources == "all":
@@ -349,33 +327,27 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         out[bare] = req[bare]
         return np.ascontiguousarray(out, dtype=np.int64).reshape(-1, 3)
 
-    # Running rows: the snapshot's running pods on known nodes, then this cycle's placements (they
-    # hold devices but are never victims).
-    run_idx = [i for i, r in enumerate(snap.running) if cluster.index(r.node) >= 0]
-    running = [snap.running[i] for i in run_idx]
-    nodes = [cluster.index(r.node) for r in running]
-    rb = batch_from_requests(running)
+    # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
+    # columns), then this cycle's placements (they hold devices but are never victims).
+    run_idx = np.flatnonzero(run.node >= 0)
+    rb = run.batch.take(run_idx)
     run_req = request_vectors(rb, dev_mem)
-    flags = preemptible_flags(running, config)
-    queue = np.asarray(decisions.running_rows, np.int32)[run_idx] if run_idx else np.zeros(0, np.int32)
-    a_start, a_dev, a_milli, a_mem, a_xcds = _charges(cluster, running, nodes)
+    flags = preemptible_flags(run, config)[run_idx]
+    queue = np.asarray(decisions.running_rows, np.int32)[run_idx]
+    a_start, a_dev, a_milli, a_mem, a_xcds = run.charges(run_idx)
     placed = np.flatnonzero(placement.placed)
     pend_req = request_vectors(batch, dev_mem)
-    ps = placement.asg_start
-    p_idx = np.concatenate([np.arange(ps[i], ps[i + 1]) for i in placed]).astype(np.int64) if len(placed) \
-        else np.zeros(0, np.int64)
-    p_start = np.zeros(len(placed) + 1, np.int64)
-    p_start[1:] = np.cumsum(ps[placed + 1] - ps[placed])
+    p_start, p_idx = csr_rows(placement.asg_start, placed)
     kind = np.concatenate([rb.kind, batch.kind[placed]])
     excl = np.concatenate([rb.exclusive, batch.exclusive[placed]])
     req_all = checked(np.concatenate([run_req, pend_req[placed]]))
     exclusive = ((kind == KIND_WHOLE) | ((kind != KIND_NONE) & (excl == 1))).astype(np.uint8)
     running_arrays = {
-        "node": np.concatenate([np.array(nodes, np.int32), placement.node[placed].astype(np.int32)]),
+        "node": np.concatenate([run.node[run_idx], placement.node[placed].astype(np.int32)]),
         "queue": np.concatenate([queue, np.asarray(decisions.pending_rows, np.int32)[placed]]),
         "priority": np.concatenate([rb.priority, batch.priority[placed]]).astype(np.int64),
         "preemptible": np.concatenate([flags, np.zeros(len(placed), np.uint8)]),
-        "runtime": np.concatenate([runtimes(running, now), np.zeros(len(placed))]),
+        "runtime": np.concatenate([runtimes(run, now)[run_idx], np.zeros(len(placed))]),
         "req": req_all,
         "cpu": np.concatenate([rb.cpu, batch.cpu[placed]]).astype(np.int64),
         "mem": np.concatenate([rb.mem, batch.mem[placed]]).astype(np.int64),
@@ -387,7 +359,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         "exclusive": exclusive,
         # Claimed XCDs: the snapshot takes every non-exclusive running GPU pod's XCDs (XCD pods' own,
         # time-sliced pods' CU masks) out of the free XCDs; placement claims XCD pods' only.
-        "xcd": np.concatenate([(rb.kind != KIND_NONE) & ~exclusive[:len(running)].astype(bool),
+        "xcd": np.concatenate([(rb.kind != KIND_NONE) & ~exclusive[:len(run_idx)].astype(bool),
                                (batch.kind[placed] == KIND_XCD) & (batch.exclusive[placed] == 0)]).astype(np.uint8),
     }
 

@@ -136,6 +136,21 @@ class PodBatch:
                         pods=None if self.pods is None else [self.pods[i] for i in idx],
                         gang_names=self.gang_names, **arrays, **gangs)
 
+    def subset(self, idx) -> "PodBatch":
+        """Rows ``idx`` with only the constraint classes they use, numbered in order of first use
+        -- the batch :func:`batch_from_requests` would build from those rows' pods."""
+        out = self.take(idx)
+        if not len(out):
+            out.constraints = [NO_CONSTRAINT]
+            return out
+        used, first, inverse = np.unique(out.cls, return_index=True, return_inverse=True)
+        by_first = np.argsort(first, kind="stable")
+        renumber = np.empty(len(used), dtype=np.int32)
+        renumber[by_first] = np.arange(len(used), dtype=np.int32)
+        out.cls = renumber[inverse.reshape(-1)]
+        out.constraints = [self.constraints[int(c)] for c in used[by_first]]
+        return out
+
     def kernel_view(self) -> dict:
         """The per-pod arrays ``_core.place_batch`` takes (class mask added by the caller)."""
         view = {"cpu": self.cpu, "mem": self.mem, "kind": self.kind, "count": self.count,

@@ -16,6 +16,7 @@ from .cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arra
 from .errors import ObjectError
 from .gangs import expand_jobs
 from .plugins import Plugin
+from .podtable import PodTable
 from .requests import (KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
                        batch_from_requests, pod_name, pod_request, priority_classes)
 
@@ -39,12 +40,30 @@ class Snapshot:
     #: uint32[G] XCDs held exclusively by running XCD-isolated pods (time-sliced pods' CU masks
     #: are the partition's XCDs minus these)
     dev_xcd_held: np.ndarray | None = None
+    #: PodTable of ``running`` and of ``pending`` by role, read once and reused while the lists
+    #: still hold the same pods (see :mod:`kaiwo_core.podtable`)
+    tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def copy(self) -> "Snapshot":
         return Snapshot(self.cluster, self.state.copy(), list(self.running), list(self.pending),
                         list(self.rejected), list(self.ignored), list(self.finished),
                         list(self.warnings), dict(self.objects), list(self.job_errors),
-                        None if self.dev_xcd_held is None else self.dev_xcd_held.copy())
+                        None if self.dev_xcd_held is None else self.dev_xcd_held.copy(),
+                        dict(self.tables))
+
+    def running_table(self) -> PodTable:
+        """The running pods as columns (read on first use, then reused)."""
+        return self._table("running", self.running)
+
+    def pending_table(self) -> PodTable:
+        """The pending pods as columns (read on first use, then reused)."""
+        return self._table("pending", self.pending)
+
+    def _table(self, role: str, reqs: list) -> PodTable:
+        table = self.tables.get(role)
+        if table is None or not table.describes(reqs):
+            table = self.tables[role] = PodTable.build(reqs, self.cluster)
+        return table
 
     # ------------------------------------------------------------------------------ builders
     @classmethod
@@ -70,6 +89,9 @@ class Snapshot:
         for obj in pods + created:
             snap.add_pod(obj, classes, scheduler_name)
         snap.charge_running()
+        # Columns now, while the snapshot is built, so that every cycle on it only selects rows.
+        snap.running_table()
+        snap.pending_table()
         return snap
 
     def add_pod(self, obj: dict, classes: dict, scheduler_name: str = SCHEDULER_NAME) -> None:
