@@ -239,11 +239,10 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     rows, errs = assign_queues(tree, pend, keep)
     rejected += errs
     keep, rows = keep[rows >= 0], rows[rows >= 0]
-    reqs = [pend.reqs[i] for i in keep.tolist()]
     if now is None:
         created = np.concatenate([pend.batch.created[keep], run.batch.created])
         now = float(created.max()) if created.size else 0.0
-    reservations, res_errors, expired = active_reservations(snapshot, tree, reqs, now, reserving)
+    reservations, res_errors, expired = active_reservations(snapshot, tree, pend, keep, now, reserving)
     if reservations:
         pipeline = Pipeline([*pipeline.plugins, Reservations(reservations=reservations)])
     gang, need, kept, errs = gangs(pend, keep, run)

@@ -111,6 +111,13 @@ def _mark(pod: dict, gang: str, min_members: int) -> None:
     ann[ANN_GANG_MIN] = str(min_members)
 
 
+def unit_of(req) -> str:
+    """The unit a pod is scheduled (and reserved for) with: its gang ``namespace/gang``, or the pod
+    itself (``namespace/name``)."""
+    gang = req.annotations.get(ANN_GANG)
+    return f"{req.name.split('/', 1)[0]}/{gang}" if gang else req.name
+
+
 def gang_of(req) -> tuple[str, int] | None:
     """(gang id "ns/name", min members) from a decoded pod's annotations, or None.
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gangs import ANN_GANG, ANN_GANG_MIN
+from .gangs import ANN_GANG, ANN_GANG_MIN, unit_of
 from .queues import DEFAULT_QUEUE
 from .requests import PodBatch, batch_from_requests
 
@@ -36,6 +36,8 @@ class PodTable:
     queue_names: list         #: distinct queue names (the label, or the default queue)
     queue: np.ndarray         #: int32 index into ``queue_names`` per row
     gang_rows: np.ndarray     #: int64 rows with a gang annotation (all other rows are in no gang)
+    unit_names: list          #: distinct scheduling units (:func:`kaiwo_core.gangs.unit_of`)
+    unit: np.ndarray          #: int32 index into ``unit_names`` per row
     start: np.ndarray         #: float64 ``status.startTime``, or the creation time when unknown
     preemptible: np.ndarray   #: bool ``kaiwo.ai/preemptible`` (priority thresholds not applied)
     node: np.ndarray          #: int32 node index, -1 = unbound or not in the cluster
@@ -57,8 +59,11 @@ class PodTable:
                             np.int32, count=len(reqs))
         gang_rows = np.fromiter((i for i, r in enumerate(reqs)
                                  if ANN_GANG in r.annotations or ANN_GANG_MIN in r.annotations), np.int64)
+        units: dict[str, int] = {}
+        unit = np.fromiter((units.setdefault(unit_of(r), len(units)) for r in reqs), np.int32,
+                           count=len(reqs))
         node = np.fromiter((cluster.index(r.node) for r in reqs), np.int32, count=len(reqs))
-        return cls(reqs, batch_from_requests(list(reqs)), list(names), queue, gang_rows,
+        return cls(reqs, batch_from_requests(list(reqs)), list(names), queue, gang_rows, list(units), unit,
                    np.fromiter(((r.started or r.created) for r in reqs), np.float64, count=len(reqs)),
                    np.fromiter((r.preemptible for r in reqs), np.bool_, count=len(reqs)),
                    node, *_charges(cluster, reqs, node))

@@ -35,7 +35,9 @@ import numpy as np
 
 from .durations import parse_duration
 from .errors import ObjectError
+from .gangs import ANN_GANG, unit_of
 from .plugins import Plugin, register
+from .podtable import PodTable
 from .requests import KIND_NONE
 
 
@@ -173,9 +175,11 @@ def pick_nodes(cluster, state, gpus: int, taken: set, release: np.ndarray) -> li
     return sorted(chosen)
 
 
-def active_reservations(snapshot, tree, pending: list, now: float, cfg: ReservationConfig):
+def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now: float,
+                        cfg: ReservationConfig):
     """Reservations in force now: declared ones (expired dropped, amounts resolved to nodes) and
-    automatic ones for starving jobs. Returns (reservations, errors, expired names)."""
+    automatic ones for starving jobs among the pods ``rows`` of ``pending``. Returns
+    (reservations, errors, expired names)."""
     cluster, state = snapshot.cluster, snapshot.state
     cache: list = []
 
@@ -216,47 +220,59 @@ def active_reservations(snapshot, tree, pending: list, now: float, cfg: Reservat
         taken.update(idx)
         out.append(r)
     if cfg.starvation > 0:
-        out += _automatic(cluster, state, pending, now, cfg, taken, release)
+        out += _automatic(cluster, state, pending, rows, now, cfg, taken, release)
     return out, errors, expired
 
 
-def _automatic(cluster, state, pending: list, now: float, cfg: ReservationConfig, taken: set,
-               release) -> list:
-    """One reservation per starving unit (gang or big pod), oldest first."""
-    units: dict[str, list] = {}
-    for r in pending:
-        gang = r.annotations.get("kaiwo.ai/gang")
-        key = f"{r.name.split('/', 1)[0]}/{gang}" if gang else r.name
-        units.setdefault(key, []).append(r)
+def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, cfg: ReservationConfig,
+               taken: set, release) -> list:
+    """One reservation per starving unit (gang or big pod), oldest first.
+
+    Units are grouped on the table's columns: only the units that have starved long enough and ask
+    for enough whole GPUs are looked at one by one."""
+    if not len(rows):
+        return []
+    b = pending.batch
+    units, first_row, member_of = np.unique(pending.unit[rows], return_index=True, return_inverse=True)
+    member_of = member_of.reshape(-1)
+    first = np.full(len(units), np.inf)
+    np.minimum.at(first, member_of, b.created[rows])
+    whole_gpus = np.where((b.kind[rows] != KIND_NONE) & (b.milli[rows] == 1000), b.count[rows], 0)
+    gpus = np.zeros(len(units), dtype=np.int64)
+    np.add.at(gpus, member_of, whole_gpus)
+    order = np.lexsort((first_row, first))  # oldest first; ties in the order the units appear
+    waiting = now - first[order] < cfg.starvation
+    order = order[:int(np.argmax(waiting)) if waiting.any() else len(order)]  # the rest waited less
+    # No creation time: how long it waited is unknown.
+    order = order[(first[order] > 0) & (gpus[order] >= cfg.min_gpus)]
+    by_unit = np.argsort(member_of, kind="stable")  # members of each unit, in row order
+    start = np.zeros(len(units) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(member_of, minlength=len(units)), out=start[1:])
     out = []
     budget = max(1, int(cfg.max_node_fraction * cluster.n_nodes))
     idle = _free_gpus(cluster, state)
     idle_sorted = np.sort(idle)[::-1]
-    first = {key: min(m.created for m in members) for key, members in units.items()}
-    for key in sorted(units, key=first.__getitem__):
-        members = units[key]
-        if len(out) >= cfg.max_automatic or now - first[key] < cfg.starvation:
-            break  # oldest first: the rest waited less
-        if first[key] <= 0:
-            continue  # no creation time: how long it waited is unknown
-        waited = now - first[key]
+    for u in order.tolist():
+        if len(out) >= cfg.max_automatic:
+            break
+        key = pending.unit_names[int(units[u])]
+        members = [pending.reqs[i] for i in rows[by_unit[start[u]:start[u + 1]]].tolist()]
+        waited = now - float(first[u])
         whole = [m.count for m in members if m.kind != KIND_NONE and m.milli == 1000]
-        gpus = sum(whole)
-        if gpus < cfg.min_gpus:
-            continue
+        gpus_u = sum(whole)
         if _fits_now(whole, idle_sorted):
             continue  # it only waits for this very cycle: nothing to protect
-        idx = pick_nodes(cluster, state, gpus, taken, release())
+        idx = pick_nodes(cluster, state, gpus_u, taken, release())
         if not idx or len(idx) > budget:
             continue
         budget -= len(idx)
         taken.update(idx)
-        is_gang = len(members) > 1 or "kaiwo.ai/gang" in members[0].annotations
+        is_gang = len(members) > 1 or ANN_GANG in members[0].annotations
         out.append(Reservation(
             name=f"auto-{key.replace('/', '-')}", owner_job=key if is_gang else "",
-            owner_queue="", nodes=[cluster.names[i] for i in idx], gpus=gpus,
+            owner_queue="", nodes=[cluster.names[i] for i in idx], gpus=gpus_u,
             start=float(max(now, release()[idx].max())), until=now + cfg.ttl, automatic=True,
-            reason=f"waited {waited / 60:.0f} min for {gpus} GPUs"))
+            reason=f"waited {waited / 60:.0f} min for {gpus_u} GPUs"))
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
     return out
@@ -283,8 +299,7 @@ def grant_access(reqs: list, reservations: list, tree, now: float) -> list:
         return reqs
     out = []
     for r in reqs:
-        gang = r.annotations.get("kaiwo.ai/gang")
-        unit = f"{r.name.split('/', 1)[0]}/{gang}" if gang else r.name
+        unit = unit_of(r)
         access = set()
         for res in reservations:
             owner = (res.owner_queue and res.owner_queue == (r.queue or "default")) or \
