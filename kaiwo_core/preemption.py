@@ -330,27 +330,27 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
     # columns), then this cycle's placements (they hold devices but are never victims).
     run_idx = np.flatnonzero(run.node >= 0)
-    rb = run.batch.take(run_idx)
-    run_req = request_vectors(rb, dev_mem)
+    rb = {k: getattr(run.batch, k)[run_idx] for k in ("kind", "exclusive", "priority", "cpu", "mem")}
+    run_req = request_vectors(run.batch, dev_mem)[run_idx]
     flags = preemptible_flags(run, config)[run_idx]
     queue = np.asarray(decisions.running_rows, np.int32)[run_idx]
     a_start, a_dev, a_milli, a_mem, a_xcds = run.charges(run_idx)
     placed = np.flatnonzero(placement.placed)
     pend_req = request_vectors(batch, dev_mem)
     p_start, p_idx = csr_rows(placement.asg_start, placed)
-    kind = np.concatenate([rb.kind, batch.kind[placed]])
-    excl = np.concatenate([rb.exclusive, batch.exclusive[placed]])
+    kind = np.concatenate([rb["kind"], batch.kind[placed]])
+    excl = np.concatenate([rb["exclusive"], batch.exclusive[placed]])
     req_all = checked(np.concatenate([run_req, pend_req[placed]]))
     exclusive = ((kind == KIND_WHOLE) | ((kind != KIND_NONE) & (excl == 1))).astype(np.uint8)
     running_arrays = {
         "node": np.concatenate([run.node[run_idx], placement.node[placed].astype(np.int32)]),
         "queue": np.concatenate([queue, np.asarray(decisions.pending_rows, np.int32)[placed]]),
-        "priority": np.concatenate([rb.priority, batch.priority[placed]]).astype(np.int64),
+        "priority": np.concatenate([rb["priority"], batch.priority[placed]]).astype(np.int64),
         "preemptible": np.concatenate([flags, np.zeros(len(placed), np.uint8)]),
         "runtime": np.concatenate([runtimes(run, now)[run_idx], np.zeros(len(placed))]),
         "req": req_all,
-        "cpu": np.concatenate([rb.cpu, batch.cpu[placed]]).astype(np.int64),
-        "mem": np.concatenate([rb.mem, batch.mem[placed]]).astype(np.int64),
+        "cpu": np.concatenate([rb["cpu"], batch.cpu[placed]]).astype(np.int64),
+        "mem": np.concatenate([rb["mem"], batch.mem[placed]]).astype(np.int64),
         "asg_start": np.concatenate([a_start, a_start[-1] + p_start[1:]]),
         "asg_dev": np.concatenate([a_dev, placement.asg_dev[p_idx]]).astype(np.int32),
         "asg_milli": np.concatenate([a_milli, placement.asg_milli[p_idx]]).astype(np.int64),
@@ -359,7 +359,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         "exclusive": exclusive,
         # Claimed XCDs: the snapshot takes every non-exclusive running GPU pod's XCDs (XCD pods' own,
         # time-sliced pods' CU masks) out of the free XCDs; placement claims XCD pods' only.
-        "xcd": np.concatenate([(rb.kind != KIND_NONE) & ~exclusive[:len(run_idx)].astype(bool),
+        "xcd": np.concatenate([(rb["kind"] != KIND_NONE) & ~exclusive[:len(run_idx)].astype(bool),
                                (batch.kind[placed] == KIND_XCD) & (batch.exclusive[placed] == 0)]).astype(np.uint8),
     }
 

@@ -240,18 +240,23 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     whole_gpus = np.where((b.kind[rows] != KIND_NONE) & (b.milli[rows] == 1000), b.count[rows], 0)
     gpus = np.zeros(len(units), dtype=np.int64)
     np.add.at(gpus, member_of, whole_gpus)
+    whole_members = np.bincount(member_of, weights=whole_gpus > 0, minlength=len(units))
     order = np.lexsort((first_row, first))  # oldest first; ties in the order the units appear
     waiting = now - first[order] < cfg.starvation
     order = order[:int(np.argmax(waiting)) if waiting.any() else len(order)]  # the rest waited less
     # No creation time: how long it waited is unknown.
     order = order[(first[order] > 0) & (gpus[order] >= cfg.min_gpus)]
+    idle = _free_gpus(cluster, state)
+    idle_sorted = np.sort(idle)[::-1]
+    # A unit of one whole-GPU pod fits now if the node with the most idle GPUs has enough (what
+    # _fits_now finds for it): it only waits for this very cycle, nothing to protect.
+    largest = idle_sorted[0] if idle_sorted.size else -1
+    order = order[(whole_members[order] != 1) | (gpus[order] > largest)]
     by_unit = np.argsort(member_of, kind="stable")  # members of each unit, in row order
     start = np.zeros(len(units) + 1, dtype=np.int64)
     np.cumsum(np.bincount(member_of, minlength=len(units)), out=start[1:])
     out = []
     budget = max(1, int(cfg.max_node_fraction * cluster.n_nodes))
-    idle = _free_gpus(cluster, state)
-    idle_sorted = np.sort(idle)[::-1]
     for u in order.tolist():
         if len(out) >= cfg.max_automatic:
             break
@@ -281,8 +286,6 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
 def _fits_now(counts: list, idle_sorted: np.ndarray) -> bool:
     """Could pods asking for ``counts`` whole GPUs (largest first) go to today's idle GPUs, first
     fit over nodes by idle count? A cheap, optimistic test (CPU and memory are not looked at)."""
-    if len(counts) == 1:
-        return bool(idle_sorted.size) and idle_sorted[0] >= counts[0]
     free = idle_sorted.astype(np.int64).copy()
     for c in sorted(counts, reverse=True):
         hit = np.flatnonzero(free >= c)
