@@ -2,10 +2,11 @@
 
 The input is the scale's synthetic dump as Kubernetes objects -- nodes, 100 queues in three levels at
 M, running pods with their assignments and the pending backlog -- read into a Snapshot once
-(untimed). The timed call is the whole cycle: checks, fair shares, ordering, placement. The
-"reference" run is the very same cycle with the three compiled kernels swapped for their
-plain-Python references (``tests/naive.py``, ``tests/naive_queues.py``), so the ratio is what the
-compiled core buys for a whole decision, glue included. The decisions must be identical.
+(untimed). The timed call is the whole cycle: checks, fair shares, ordering, placement, reclaim and
+preemption. The "reference" run is the very same cycle with the four compiled kernels swapped for
+their plain-Python references (``tests/naive.py``, ``tests/naive_queues.py``,
+``tests/naive_preempt.py``), so the ratio is what the compiled core buys for a whole decision, glue
+included. The decisions must be identical.
 
 Timed run (the reference at M takes minutes; one round)::
 
@@ -24,6 +25,7 @@ import kaiwo_core as kc
 from kaiwo import synth
 from kaiwo_core import _core
 from tests.naive import place_batch_ref
+from tests.naive_preempt import plan_preemptions_ref
 from tests.naive_queues import fair_share_ref, order_pending_ref
 
 KERNEL_ROUNDS = {"S": 20, "M": 7, "L": 3}
@@ -41,7 +43,7 @@ def snapshot(scale: str) -> kc.Snapshot:
 def references(monkeypatch):
     """The cycle's compiled kernels replaced by the plain-Python references."""
     for name, ref in (("place_batch", place_batch_ref), ("fair_share", fair_share_ref),
-                      ("order_pending", order_pending_ref)):
+                      ("order_pending", order_pending_ref), ("plan_preemptions", plan_preemptions_ref)):
         monkeypatch.setattr(_core, name, ref)
     yield
 
