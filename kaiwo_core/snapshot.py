@@ -8,7 +8,7 @@ devices it must be using.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -120,14 +120,14 @@ class Snapshot:
         c, s = self.cluster, self.state
         self.dev_xcd_held = np.zeros(c.n_devices, dtype=np.uint32)
         unannotated = []
-        for req in self.running:
+        for j, req in enumerate(self.running):
             n = c.index(req.node)
             if n < 0:
                 self.warnings.append(f"pod {req.name}: runs on node {req.node!r}, which is not in "
                                      "the cluster (or could not be read); not charged")
                 continue
             if req.kind != KIND_NONE and req.assignment is None:
-                unannotated.append((req, n))
+                unannotated.append((j, req, n))
                 continue
             s.node_cpu_free[n] -= req.cpu
             s.node_mem_free[n] -= req.memory
@@ -175,14 +175,16 @@ class Snapshot:
                 s.dev_state[dev] = SHARED
 
     def _place_unannotated(self, items) -> None:
-        """Running GPU pods without an assignment: the kernel picks their devices, restricted to
-        their own node (one constraint class per node)."""
+        """Running GPU pods without an assignment (``items``: their index in ``running``, the pod,
+        its node): the kernel picks their devices, restricted to their own node (one constraint
+        class per node). Each placed pod is replaced in ``running`` by a copy with the devices as
+        its assignment -- pods are never changed in place, so columns read from them stay true."""
         from .placement import place  # local: placement imports the compiled module
         from .plugins import Pipeline
 
-        reqs = [r for r, _ in items]
+        reqs = [r for _, r, _ in items]
         batch = batch_from_requests(reqs)
-        nodes = np.array([n for _, n in items], dtype=np.int64)
+        nodes = np.array([n for _, _, n in items], dtype=np.int64)
         uniq, cls = np.unique(nodes, return_inverse=True)
         batch.cls = cls.astype(np.int32)
         batch.constraints = [("node", int(u)) for u in uniq]
@@ -190,7 +192,7 @@ class Snapshot:
         result = place(self.cluster, self.state, batch, Pipeline([pin, "binpack"]),
                        xcd_held=self.dev_xcd_held)
         for i in np.flatnonzero(~result.placed):
-            req, n = items[i]
+            _, req, n = items[i]
             # It runs there anyway: charge what we know, say what we could not.
             self.state.node_cpu_free[n] -= req.cpu
             self.state.node_mem_free[n] -= req.memory
@@ -199,7 +201,7 @@ class Snapshot:
                                  f"fit the free devices there ({result.reason(i)}); CPU and memory "
                                  "charged, devices unknown")
         for i in np.flatnonzero(result.placed):
-            reqs[i].assignment = result.devices(i)
+            reqs[i] = self.running[items[i][0]] = replace(reqs[i], assignment=result.devices(i))
             for k in range(int(result.asg_start[i]), int(result.asg_start[i + 1])):
                 d, x = int(result.asg_dev[k]), np.uint32(result.asg_xcds[k])
                 if reqs[i].kind == KIND_XCD:

@@ -147,9 +147,9 @@ class ChargeBook:
         if snap.warnings:
             self._inexact(snap.warnings)
         c = self.cluster
-        for k, v in items:
-            self.charged[k] = v
-            req = v[1]
+        # charge_running hands back a copy of each pod whose devices it had to pick: keep that one.
+        for (k, (sig, _)), req in zip(items, snap.running):
+            self.charged[k] = (sig, req)
             n = c.index(req.node)
             for d in (req.assignment or []) if n >= 0 and req.kind != KIND_NONE else []:
                 dev = c.device_index(n, d["gpu"], d["partition"])
