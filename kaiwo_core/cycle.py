@@ -158,7 +158,7 @@ def gangs(pending: PodTable, rows: np.ndarray, running: PodTable) -> tuple[np.nd
 
     Only pods with a gang annotation are looked at (``PodTable.gang_rows``): the rest are in no
     gang."""
-    marked = np.isin(rows, pending.gang_rows)
+    marked = pending.in_gang[rows]
     members = [pending.reqs[i] for i in rows[marked].tolist()]
     info, errors = {}, []
     for r in members + [running.reqs[i] for i in running.gang_rows.tolist()]:

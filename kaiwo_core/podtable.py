@@ -20,7 +20,7 @@ import numpy as np
 
 from .gangs import ANN_GANG, ANN_GANG_MIN, unit_of
 from .queues import DEFAULT_QUEUE
-from .requests import PodBatch, batch_from_requests
+from .requests import PodBatch, batch_from_requests, first_use, merged_names
 
 
 @dataclass(frozen=True)
@@ -28,14 +28,16 @@ class PodTable:
     """Columns of a list of decoded pods (rows in list order). Arrays are shared: never write them.
 
     Device charges are a CSR: row ``i`` holds devices ``asg_dev[asg_start[i]:asg_start[i+1]]``
-    (from its ``kaiwo.ai/gpu-assignment``; only pods on a node of the cluster hold any).
+    (from its ``kaiwo.ai/gpu-assignment``; only pods on a node of the cluster hold any). Names
+    (queues, units, the batch's constraints) are numbered in order of first use.
     """
 
     reqs: tuple               #: the PodRequest objects
+    cluster: object           #: the Cluster the node and device indices refer to
     batch: PodBatch           #: ``batch_from_requests(reqs)``: requests, priorities, constraint classes
     queue_names: list         #: distinct queue names (the label, or the default queue)
     queue: np.ndarray         #: int32 index into ``queue_names`` per row
-    gang_rows: np.ndarray     #: int64 rows with a gang annotation (all other rows are in no gang)
+    in_gang: np.ndarray       #: bool: has a gang annotation (all other rows are in no gang)
     unit_names: list          #: distinct scheduling units (:func:`kaiwo_core.gangs.unit_of`)
     unit: np.ndarray          #: int32 index into ``unit_names`` per row
     start: np.ndarray         #: float64 ``status.startTime``, or the creation time when unknown
@@ -51,22 +53,58 @@ class PodTable:
         return len(self.reqs)
 
     @classmethod
-    def build(cls, reqs: list, cluster) -> "PodTable":
-        """Read ``reqs`` (PodRequest) against ``cluster`` (node names, device indices)."""
+    def build(cls, reqs: list, cluster, reuse: "PodTable | None" = None) -> "PodTable":
+        """Read ``reqs`` (PodRequest) against ``cluster`` (node names, device indices).
+
+        ``reuse``: an earlier table of the same cluster. Rows of the pods it holds (the very same
+        objects: pods are not changed in place) are copied from it and only the other pods are
+        read -- a controller whose pods mostly stay the same between cycles reads only what
+        changed. The result is the table a full read gives.
+        """
         reqs = tuple(reqs)
+        if reuse is not None and reuse.cluster is cluster and len(reuse) and reqs:
+            where = {id(r): i for i, r in enumerate(reuse.reqs)}
+            src = np.fromiter((where.get(id(r), -1) for r in reqs), np.int64, count=len(reqs))
+            new = np.flatnonzero(src < 0)
+            if len(new) < len(reqs):
+                fresh = cls._read(tuple(reqs[i] for i in new.tolist()), cluster)
+                src[new] = len(reuse) + np.arange(len(new))
+                return _joined(reuse, fresh).rows(src)
+        return cls._read(reqs, cluster)
+
+    @classmethod
+    def _read(cls, reqs: tuple, cluster) -> "PodTable":
         names: dict[str, int] = {}
         queue = np.fromiter((names.setdefault(r.queue or DEFAULT_QUEUE, len(names)) for r in reqs),
                             np.int32, count=len(reqs))
-        gang_rows = np.fromiter((i for i, r in enumerate(reqs)
-                                 if ANN_GANG in r.annotations or ANN_GANG_MIN in r.annotations), np.int64)
+        in_gang = np.fromiter((ANN_GANG in r.annotations or ANN_GANG_MIN in r.annotations for r in reqs),
+                              np.bool_, count=len(reqs))
         units: dict[str, int] = {}
         unit = np.fromiter((units.setdefault(unit_of(r), len(units)) for r in reqs), np.int32,
                            count=len(reqs))
         node = np.fromiter((cluster.index(r.node) for r in reqs), np.int32, count=len(reqs))
-        return cls(reqs, batch_from_requests(list(reqs)), list(names), queue, gang_rows, list(units), unit,
+        return cls(reqs, cluster, batch_from_requests(list(reqs)), list(names), queue, in_gang,
+                   list(units), unit,
                    np.fromiter(((r.started or r.created) for r in reqs), np.float64, count=len(reqs)),
                    np.fromiter((r.preemptible for r in reqs), np.bool_, count=len(reqs)),
                    node, *_charges(cluster, reqs, node))
+
+    def rows(self, idx: np.ndarray) -> "PodTable":
+        """The table of the pods ``idx`` (in that order)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        queue, used_q = first_use(self.queue[idx])
+        unit, used_u = first_use(self.unit[idx])
+        asg_start, entries = csr_rows(self.asg_start, idx)
+        return PodTable(tuple(self.reqs[i] for i in idx.tolist()), self.cluster, self.batch.subset(idx),
+                        [self.queue_names[c] for c in used_q], queue, self.in_gang[idx],
+                        [self.unit_names[c] for c in used_u], unit, self.start[idx],
+                        self.preemptible[idx], self.node[idx], asg_start, self.asg_dev[entries],
+                        self.asg_milli[entries], self.asg_mem[entries], self.asg_xcds[entries])
+
+    @property
+    def gang_rows(self) -> np.ndarray:
+        """int64 rows with a gang annotation."""
+        return np.flatnonzero(self.in_gang)
 
     def describes(self, reqs: list) -> bool:
         """Whether ``reqs`` holds the pods this table was read from (the same or equal objects), in
@@ -78,6 +116,20 @@ class PodTable:
         """Device charges of ``rows`` (in that order): (asg_start, dev, milli, mem, xcds)."""
         start, idx = csr_rows(self.asg_start, rows)
         return start, self.asg_dev[idx], self.asg_milli[idx], self.asg_mem[idx], self.asg_xcds[idx]
+
+
+def _joined(a: PodTable, b: PodTable) -> PodTable:
+    """Rows of ``a`` then rows of ``b`` in one table (names merged; not compacted)."""
+    queue_names, q = merged_names(a.queue_names, b.queue_names)
+    unit_names, u = merged_names(a.unit_names, b.unit_names)
+
+    def cat(k):
+        return np.concatenate([getattr(a, k), getattr(b, k)])
+    return PodTable(a.reqs + b.reqs, a.cluster, a.batch.join(b.batch), queue_names,
+                    np.concatenate([a.queue, q[b.queue]]), cat("in_gang"), unit_names,
+                    np.concatenate([a.unit, u[b.unit]]), cat("start"), cat("preemptible"), cat("node"),
+                    np.concatenate([a.asg_start, a.asg_start[-1] + b.asg_start[1:]]), cat("asg_dev"),
+                    cat("asg_milli"), cat("asg_mem"), cat("asg_xcds"))
 
 
 def csr_rows(start: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -141,16 +141,18 @@ class PodBatch:
         """Rows ``idx`` with only the constraint classes they use, numbered in order of first use
         -- the batch :func:`batch_from_requests` would build from those rows' pods."""
         out = self.take(idx)
-        if not len(out):
-            out.constraints = [NO_CONSTRAINT]
-            return out
-        used, first, inverse = np.unique(out.cls, return_index=True, return_inverse=True)
-        by_first = np.argsort(first, kind="stable")
-        renumber = np.empty(len(used), dtype=np.int32)
-        renumber[by_first] = np.arange(len(used), dtype=np.int32)
-        out.cls = renumber[inverse.reshape(-1)]
-        out.constraints = [self.constraints[int(c)] for c in used[by_first]]
+        out.cls, used = first_use(out.cls)
+        out.constraints = [self.constraints[c] for c in used] or [NO_CONSTRAINT]
         return out
+
+    def join(self, other: "PodBatch") -> "PodBatch":
+        """Rows of this batch, then those of ``other`` (both without gangs); constraints merged."""
+        constraints, where = merged_names(self.constraints, other.constraints)
+        arrays = {k: np.concatenate([getattr(self, k), getattr(other, k)]) for k in _ARRAY_FIELDS}
+        arrays["cls"] = np.concatenate([self.cls, where[other.cls]])
+        return PodBatch(names=self.names + other.names, constraints=constraints,
+                        pods=None if self.pods is None or other.pods is None else self.pods + other.pods,
+                        **arrays)
 
     def kernel_view(self) -> dict:
         """The per-pod arrays ``_core.place_batch`` takes (class mask added by the caller)."""
@@ -160,6 +162,26 @@ class PodBatch:
         if self.gang is not None:
             view.update(gang=self.gang, gang_need=self.gang_need)
         return view
+
+
+def merged_names(a: list, b: list) -> tuple[list, np.ndarray]:
+    """Interned names ``a`` followed by those of ``b`` that are new, and the code each name of
+    ``b`` gets."""
+    index = {n: i for i, n in enumerate(a)}
+    where = np.array([index.setdefault(n, len(index)) for n in b], dtype=np.int32)
+    return list(index), where
+
+
+def first_use(codes: np.ndarray) -> tuple[np.ndarray, list]:
+    """Codes renumbered 0, 1, ... in order of first use (as interning the rows in order would
+    number them), and the old code of each new one."""
+    if not len(codes):
+        return np.zeros(0, dtype=np.int32), []
+    used, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    by_first = np.argsort(first, kind="stable")
+    renumber = np.empty(len(used), dtype=np.int32)
+    renumber[by_first] = np.arange(len(used), dtype=np.int32)
+    return renumber[inverse.reshape(-1)], used[by_first].tolist()
 
 
 _ARRAY_FIELDS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls",

@@ -61,8 +61,8 @@ class Snapshot:
 
     def _table(self, role: str, reqs: list) -> PodTable:
         table = self.tables.get(role)
-        if table is None or not table.describes(reqs):
-            table = self.tables[role] = PodTable.build(reqs, self.cluster)
+        if table is None or not table.describes(reqs):  # changed: read only the pods it lacks
+            table = self.tables[role] = PodTable.build(reqs, self.cluster, reuse=table)
         return table
 
     # ------------------------------------------------------------------------------ builders

@@ -69,3 +69,31 @@ def test_equal_pods_keep_the_table():
     table = snap.pending_table()
     assert PodTable.describes(table, list(snap.pending))
     assert not PodTable.describes(table, snap.pending[1:] + snap.pending[:1])
+
+
+def _same_table(a: PodTable, b: PodTable) -> None:
+    assert a.reqs == b.reqs and a.queue_names == b.queue_names and a.unit_names == b.unit_names
+    assert a.batch.names == b.batch.names and a.batch.constraints == b.batch.constraints
+    for k in ("queue", "in_gang", "unit", "start", "preemptible", "node", "asg_start", "asg_dev",
+              "asg_milli", "asg_mem", "asg_xcds"):
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k), err_msg=k)
+    for k in ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "priority", "created"):
+        np.testing.assert_array_equal(getattr(a.batch, k), getattr(b.batch, k), err_msg=k)
+
+
+@pytest.mark.parametrize("role", ["running", "pending"])
+def test_a_table_built_on_an_earlier_one_is_a_full_read(objects, role):
+    snap = kc.Snapshot.from_objects(objects)
+    other = kc.Snapshot.from_objects(synth.dump_objects("S", seed=8, running=True))
+    old = snap.tables[role]
+    pods = list(getattr(snap, role))
+    rng = np.random.default_rng(2)
+    kept = [pods[i] for i in np.sort(rng.choice(len(pods), len(pods) * 2 // 3, replace=False))]
+    mixes = [kept + getattr(other, role)[:50],                 # pods leave, new ones come
+             getattr(other, role)[:20] + kept[::-1],           # new first, the rest reordered
+             kept[:10], [], list(pods)]
+    for reqs in mixes:
+        _same_table(PodTable.build(reqs, snap.cluster, reuse=old), PodTable.build(reqs, snap.cluster))
+    # Another cluster's table is not reused (its node and device indices mean other things).
+    fresh = PodTable.build(pods[:5], other.cluster, reuse=old)
+    _same_table(fresh, PodTable.build(pods[:5], other.cluster))

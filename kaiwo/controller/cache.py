@@ -23,6 +23,9 @@ ClusterCache
       copies one state instead of re-charging tens of thousands of pods, and the result equals a
       full ``Snapshot.from_objects`` (tested). When exactness is lost (overcommitted input, devices
       used twice, running GPU pods without an assignment) the next change rebuilds it from scratch;
+    * **columns**: the PodTables of a snapshot's running and pending pods are built on the last
+      snapshot's (:meth:`kaiwo_core.podtable.PodTable.build` with ``reuse``): only pods decoded
+      or charged anew since are read;
     * **assumptions**: a binding decided by a cycle is *assumed* -- charged as if the pod ran there
       with the decided devices -- from the moment it is decided until the API confirms it (the pod
       shows up bound) so the next cycle, which may run before the binder is done, never gives the
@@ -256,6 +259,7 @@ class ClusterCache:
         self._decoded: dict[str, object] = {}        # pod key -> PodRequest | PodError
         self._assumed: dict[str, Assumption] = {}
         self._expected: dict[str, float] = {}        # job pods created, not yet seen -> deadline
+        self._tables: dict = {}                      # the last snapshot's PodTables (filled by its cycle)
 
     # ------------------------------------------------------------------ informer updates
     def replace(self, kind: str, items: list[dict], namespace: str | None = None) -> None:
@@ -467,7 +471,11 @@ class ClusterCache:
                             warnings=list(book.warnings),
                             objects={"KaiwoQueue": list(queues.values()), "KaiwoJob": list(jobs.values()),
                                      "KaiwoReservation": reservations},
-                            job_errors=job_errors, dev_xcd_held=book.held.copy())
+                            job_errors=job_errors, dev_xcd_held=book.held.copy(),
+                            # Decoded pods are cached objects: the columns of those the last
+                            # cycle read are copied, only new and changed pods are read again.
+                            tables=dict(self._tables))
+            self._tables = snap.tables
             return CacheSnapshot(snap, pods, jobs, queues, missing, assumed)
 
     def _decode(self, key: str, obj: dict, src: dict, classes: dict):
