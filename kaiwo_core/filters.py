@@ -110,6 +110,8 @@ class GpuModel(Plugin):
     name = "gpu-model"
 
     def filter(self, ctx):
+        if all(con.gpu_models is None for con in ctx.constraints):
+            return None  # no pod names a model: every node's model need not be read
         models = np.array([nd.model.upper() for nd in ctx.cluster.nodes] + [""], dtype=object)[:-1]
 
         def row(con):
