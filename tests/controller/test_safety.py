@@ -228,3 +228,43 @@ def test_kaiwo_job_pods_get_the_controllers_scheduler_name():
     assert got == {"plain-0": "gpu-sched", "own-0": "custom"}
     snap = Snapshot.from_objects([node("n0"), job("plain")], scheduler_name="gpu-sched")
     assert [r.name for r in snap.pending] == ["ns/plain-0"]
+
+
+# ----------------------------------------------------------------------------------- status
+
+def test_status_patches_delete_keys_that_no_longer_apply():
+    from kaiwo.controller.status import StatusWriter, queue_status
+
+    class Api:
+        """Applies merge patches to the object, as kube-apiserver and the watch would."""
+
+        def __init__(self, obj):
+            self.obj, self.writes = obj, []
+
+        def patch_queue_status(self, name, patch):
+            self.writes.append(patch)
+            status = dict(self.obj.get("status") or {})
+            for k, v in patch.items():
+                if v is None:
+                    status.pop(k, None)
+                else:
+                    status[k] = v
+            self.obj["status"] = status
+
+        def create_event(self, ns, body):
+            pass
+
+    clock = FakeClock()
+    valid = {"deserved": {"gpu": 4}, "fairShare": {"gpu": 4}, "allocated": {"gpu": 4}, "pendingPods": 0}
+    obj = {"metadata": {"name": "q"}, "status": {**valid, **queue_status(None, "unknown parent", None)}}
+    api = Api(obj)
+    writer = StatusWriter(api, EventRecorder(api), clock=clock)
+    doc = {"queues": [], "invalidQueues": [{"kaiwoqueue": "q", "error": "unknown parent"}]}
+    for _ in range(4):
+        writer.queues({"q": obj}, doc)
+        writer.flush(5)
+        clock.t += 11  # past the resync interval each time
+    assert len(api.writes) == 1
+    assert api.writes[0]["deserved"] is None and api.writes[0]["pendingPods"] is None
+    assert set(obj["status"]) == {"conditions"}
+    writer.shutdown()
