@@ -1,12 +1,13 @@
 """Watch cache: Kubernetes objects in memory, and the columnar snapshot built from them.
 
 Informers
-    One thread per watched kind (and per namespace for namespaced kinds when the controller is
-    scoped): *list* (paged), then *watch from the list's resourceVersion*; a stream that ends
-    (server timeout, dropped connection) is resumed from the last version seen, so no event is
-    lost or repeated; ``410 Gone`` (the version was compacted away) means *relist*; temporary
-    failures back off; a missing CRD (404) counts as "no objects" and is retried slowly, so the
-    scheduler keeps working without KaiwoJobs.
+    One thread per watched kind (and per namespace for KaiwoJobs when the controller is scoped;
+    Pods are always watched in every namespace, since all of them use the nodes): *list* (paged),
+    then *watch from the list's resourceVersion*; a stream that ends (server timeout, dropped
+    connection) is resumed from the last version seen, so no event is lost or repeated; ``410
+    Gone`` (the version was compacted away) means *relist*; temporary failures back off; a missing
+    CRD (404) counts as "no objects", is logged once and is looked for again with a growing wait
+    (30 s to 5 min), so the scheduler keeps working without KaiwoJobs or KaiwoReservations.
 
 ClusterCache
     The objects by kind and key, plus what a scheduling cycle needs, kept up to date
@@ -626,6 +627,10 @@ class Informer(threading.Thread):
         self.resource_version: str | None = None
         self.relists = 0
         self.last_error: str | None = None
+        #: Seconds before a kind whose list answered 404 (CRD not installed) is listed again: the
+        #: first wait, doubled per further 404 up to the second.
+        self.missing_wait = (30.0, 300.0)
+        self.missing = 0  #: 404s in a row
 
     def run(self) -> None:
         failures = 0
@@ -633,6 +638,9 @@ class Informer(threading.Thread):
             try:
                 if self.resource_version is None:
                     items, rv = self.api.list(self.kind, self.namespace)
+                    if self.missing:
+                        log.info("%s: the resource is available now (%d objects)", self.kind, len(items))
+                        self.missing = 0
                     self.cache.replace(self.kind, items, self.namespace)
                     self.resource_version = rv or None
                     self.relists += 1
@@ -660,13 +668,19 @@ class Informer(threading.Thread):
                 self.on_restart(self.kind, "error")
                 if disposition is Disposition.GONE:
                     # 404: the resource itself is missing (CRD not installed, or deleted while we
-                    # watched): no objects of it, and look again later.
-                    log.warning("%s: cannot list (%s); treating as empty and retrying in 30 s",
-                                self.kind, self.last_error)
+                    # watched): no objects of it, and look again later -- said once, not every
+                    # time, since an optional CRD may well stay uninstalled.
+                    first, longest = self.missing_wait
+                    wait = min(longest, first * 2 ** min(self.missing, 16))
+                    self.missing += 1
+                    (log.warning if self.missing == 1 else log.debug)(
+                        "%s: cannot list (%s): is its CRD installed? Treating it as empty; "
+                        "looking again in %.0f s, then less often (up to every %.0f s)",
+                        self.kind, self.last_error, wait, longest)
                     self.resource_version = None
                     self.cache.replace(self.kind, [], self.namespace)
                     self.synced.set()
-                    self.stop_event.wait(30.0)
+                    self.stop_event.wait(wait)
                     continue
                 wait = self.policy.backoff(min(failures, 10))
                 if disposition is Disposition.PERMANENT:
