@@ -202,3 +202,17 @@ def test_pod_bound_by_someone_else_meanwhile_is_not_bound_twice(emulator, kube, 
     assert kube.pod("default", "contested")["spec"]["nodeName"] == "other"
     assert emulator.stats()["binds"] == {"default/contested": 1}
     assert controller.cache.assumed_count == 0
+
+
+def test_namespace_scope_still_charges_pods_of_other_namespaces(emulator, kube, make_controller):
+    """--namespace limits what is placed, not what is watched: a pod of another namespace running
+    on the only GPU keeps it."""
+    busy = pod("busy", namespace="team-b", gpus=1, scheduler="default-scheduler", node_name="n0")
+    kube.create_all([node("n0", gpus=1), busy, pod("mine", namespace="team-a", gpus=1),
+                     pod("theirs", namespace="team-c", gpus=1)])
+    controller = make_controller(namespaces=("team-a",))
+    assert {i.namespace for i in controller.informers if i.kind == "Pod"} == {None}
+    report = controller.run_once(timeout=30)
+    assert report.bindings == 0 and set(kube.bound()) == {"team-b/busy"}
+    pending = {p["pod"]: p["reason"] for p in report.doc["pending"]}
+    assert "team-a/mine" in pending and "not among the namespaces" in pending["team-c/theirs"]
