@@ -202,6 +202,7 @@ class Controller:
         self._heartbeat = time.monotonic()
         self._started = False
         self._seen_rejected: set = set()
+        self._seen_warnings: set = set()
         self.cycles = 0
         self.iterations = 0                  #: loop turns, cycles or not (leader or not)
         self.last_report: CycleReport | None = None
@@ -388,6 +389,7 @@ class Controller:
         report.preemptions = len(evictions)
 
         self._visibility(cs, doc)
+        self._log_warnings(doc["warnings"])
         self.status.queues(cs.queues, doc)
         self.status.jobs(cs.jobs, cs.pods, doc)
         report.pending = len(doc["pending"])
@@ -422,6 +424,14 @@ class Controller:
             live.add((pod.get("metadata") or {}).get("uid"))
             self.status.unschedulable(pod, f"rejected: {r['field']}: {r['error']}", rejected=True)
         self.status.forget_pods(live)
+
+    def _log_warnings(self, warnings: list[str]) -> None:
+        """The snapshot's warnings (a running pod Kaiwo could not fully read, overcommitted
+        nodes...) are logged when they first appear, not every cycle."""
+        current = set(warnings)
+        for w in sorted(current - self._seen_warnings):
+            log.warning("%s", w)
+        self._seen_warnings = current
 
     def _create_job_pods(self, pods: list[dict], jobs: dict) -> int:
         """Create the pods KaiwoJobs lack (owned by the job, reading their GPU ConfigMap)."""

@@ -216,3 +216,14 @@ def test_namespace_scope_still_charges_pods_of_other_namespaces(emulator, kube, 
     assert report.bindings == 0 and set(kube.bound()) == {"team-b/busy"}
     pending = {p["pod"]: p["reason"] for p in report.doc["pending"]}
     assert "team-a/mine" in pending and "not among the namespaces" in pending["team-c/theirs"]
+
+
+def test_running_pod_with_a_deleted_priority_class_keeps_its_gpu(emulator, kube, make_controller, caplog):
+    busy = pod("busy", gpus=1, scheduler="default-scheduler", node_name="n0")
+    busy["spec"]["priorityClassName"] = "deleted-class"
+    kube.create_all([node("n0", gpus=1), busy, pod("new", gpus=1)])
+    controller = make_controller()
+    report = controller.run_once(timeout=30)
+    assert report.bindings == 0 and report.rejected == 0 and set(kube.bound()) == {"default/busy"}
+    assert any("default/busy: spec.priorityClassName = 'deleted-class'" in r.getMessage()
+               for r in caplog.records if r.name == "kaiwo.controller")
