@@ -227,3 +227,16 @@ def test_running_pod_with_a_deleted_priority_class_keeps_its_gpu(emulator, kube,
     assert report.bindings == 0 and report.rejected == 0 and set(kube.bound()) == {"default/busy"}
     assert any("default/busy: spec.priorityClassName = 'deleted-class'" in r.getMessage()
                for r in caplog.records if r.name == "kaiwo.controller")
+
+
+def test_gated_pods_and_their_gangs_are_not_bound(emulator, kube, make_controller):
+    def gated(p):
+        p["spec"]["schedulingGates"] = [{"name": "example.com/admission"}]
+        return p
+    gang = [pod(f"g-{i}", gpus=1, annotations={"kaiwo.ai/gang": "g"}) for i in range(2)]
+    kube.create_all([node("n0"), gated(pod("solo", gpus=1)), gang[0], gated(gang[1]), pod("free", gpus=1)])
+    report = make_controller().run_once(timeout=30)
+    assert set(kube.bound()) == {"default/free"} and not emulator.stats()["refusedBinds"]
+    pending = {p["pod"]: p["reason"] for p in report.doc["pending"]}
+    assert pending["default/solo"].startswith("SchedulingGated")
+    assert pending["default/g-0"].startswith("gang default/g waits for its member default/g-1")
