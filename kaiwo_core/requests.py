@@ -248,7 +248,8 @@ def bound_pod_request(obj: dict, priority_classes: dict | None = None) -> tuple[
     """Decode a pod that is bound to a node and not finished, never failing: it holds its node's
     resources whatever we think of its fields, and dropping it would give them away again.
 
-    Fields that fail to decode fall back (priority to the default, annotations to unset, a bad
+    Fields that fail to decode fall back (priority to the default, and the pod is then never
+    preempted, since its real priority is unknown; annotations to unset, a bad
     ``kaiwo.ai/gpu-assignment`` to none -- the devices are then picked as for any bound pod without
     one; an unreadable GPU request to the devices the assignment names) and each is reported in
     the returned warnings, naming the pod, the field and the value.
@@ -293,12 +294,15 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     req = PodRequest(name=name, uid=meta.get("uid", ""), cpu=cpu, memory=mem,
                      queue=labels.get(LABEL_QUEUE, ""), node=spec.get("nodeName") or "",
                      labels=labels, annotations=ann)
-    req.priority = step(classes.get(None, 0), _priority, name, spec, classes)
+    req.priority = step(None, _priority, name, spec, classes)
+    if req.priority is None:
+        # Its real priority is unknown: running on a guess is fine, being preempted on one is not.
+        req.priority, req.preemptible = classes.get(None, 0), False
     req.created = step(0.0, _timestamp, name, meta.get("creationTimestamp"))
     req.started = step(0.0, _timestamp, name, (obj.get("status") or {}).get("startTime"), "status.startTime")
     if ANN_RUNTIME in ann:
         req.expected_runtime = step(None, _runtime, name, ann[ANN_RUNTIME])
-    if ANN_PREEMPTIBLE in ann:
+    if ANN_PREEMPTIBLE in ann and req.preemptible:
         req.preemptible = step(True, _field, name, f"metadata.annotations.{ANN_PREEMPTIBLE}",
                                ann[ANN_PREEMPTIBLE], parse_bool, ANN_PREEMPTIBLE)
     if req.node and ANN_ASSIGNMENT in ann:

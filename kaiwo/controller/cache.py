@@ -56,8 +56,8 @@ import numpy as np
 
 from kaiwo_core.cluster import IDLE, NodeError, build_cluster, node_spec
 from kaiwo_core.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
-from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME, PodError, decode_pod,
-                                 priority_classes, waiting_reason)
+from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME, PodError, PodRequest,
+                                 decode_pod, priority_classes, waiting_reason)
 from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
 
 from .api import WATCHED_KINDS
@@ -82,10 +82,12 @@ def _rv(obj: dict) -> str:
 
 def _not_newer(rv: str, than: str) -> bool:
     """True unless ``rv`` is known to be newer than ``than``. resourceVersions are opaque in
-    general; they are compared only when both are integers (as etcd's are)."""
+    general; they are compared only when both are integers (as etcd's are). Used for unbound
+    versions of a pod known to be bound, which cannot be newer (nodeName is never unset), so
+    versions that cannot be compared count as older."""
     if rv.isdigit() and than.isdigit():
         return int(rv) <= int(than)
-    return rv == than or not rv
+    return True
 
 
 def _node_fingerprint(obj: dict) -> str:
@@ -564,6 +566,11 @@ class ClusterCache:
             if hit is not None:
                 return hit
         out = decode_pod(src, classes)
+        if self.namespaces and isinstance(out[0], PodRequest) and \
+                ((obj.get("metadata") or {}).get("namespace") or "default") not in self.namespaces:
+            # Charged (it uses the nodes) but outside the namespaces this controller was given:
+            # never evicted by it either.
+            out[0].preemptible = False
         if same:
             self._decoded[key] = out
         return out

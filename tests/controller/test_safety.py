@@ -70,6 +70,8 @@ def test_running_pods_that_fail_to_decode_still_hold_their_gpus():
         assert "default/run0: spec.priorityClassName = 'deleted-class'" in text
         assert "default/badjson: metadata.annotations.kaiwo.ai/gpu-assignment = '[{not json'" in text
         assert "default/badfrac: metadata.annotations.kaiwo.ai/gpu-fraction = 'lots'" in text
+        # Their priority is unknown: never preempted on a guess.
+        assert [r.preemptible for r in snap.running if r.name.startswith("default/run")] == [False] * 6
 
 
 def test_unbound_and_finished_pods_are_still_rejected():
@@ -207,6 +209,7 @@ def test_namespace_scope_limits_what_is_placed_not_what_is_charged():
     assert [r.name for r in snap.running] == ["team-b/elsewhere"]
     assert [r.name for r in snap.pending] == ["team-a/mine"]
     assert "not among the namespaces" in dict(snap.ignored)["team-b/theirs"]
+    assert not snap.running[0].preemptible  # charged, but not this controller's to evict
     assert schedule(snap).to_dict()["bindings"] == []  # the only GPU is used by team-b's pod
 
 
@@ -268,3 +271,10 @@ def test_status_patches_delete_keys_that_no_longer_apply():
     assert api.writes[0]["deserved"] is None and api.writes[0]["pendingPods"] is None
     assert set(obj["status"]) == {"conditions"}
     writer.shutdown()
+
+
+def test_resource_versions_compare_numerically_only_when_both_are_integers():
+    from kaiwo.controller.cache import _not_newer
+
+    assert _not_newer("9", "10") and _not_newer("10", "10") and not _not_newer("11", "10")
+    assert _not_newer("abc", "10") and _not_newer("", "10")  # unknown order: an unbound version is older
