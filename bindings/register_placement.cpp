@@ -9,6 +9,7 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -32,6 +33,7 @@ template <> struct Dt<int32_t> { static constexpr char kind = 'i'; static conste
 template <> struct Dt<int8_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int8"; };
 template <> struct Dt<uint8_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint8"; };
 template <> struct Dt<uint32_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint32"; };
+template <> struct Dt<uint64_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint64"; };
 template <> struct Dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
 
 [[noreturn]] void fail(const std::string& where, const std::string& what) {
@@ -131,15 +133,17 @@ py::array_t<T> to_numpy(const std::vector<T>& v) {
 }
 
 py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int strategy) {
-    if (strategy < kBinpack || strategy > kFragAware)
+    if (strategy < kBinpack || strategy >= kNumStrategies)
         fail("strategy", "unknown strategy " + std::to_string(strategy) +
-                             " (expected STRATEGY_BINPACK=0, STRATEGY_SPREAD=1 or STRATEGY_FRAG_AWARE=2)");
+                             " (expected 0..8: STRATEGY_BINPACK, STRATEGY_SPREAD, STRATEGY_FRAG_AWARE, "
+                             "STRATEGY_RANDOM, STRATEGY_BEST_FIT, STRATEGY_DOT_PRODUCT, STRATEGY_GPU_PACKING, "
+                             "STRATEGY_GPU_CLUSTERING, STRATEGY_FGD)");
 
     // ---- cluster ----
     Inputs c(cluster, "cluster",
              {"node_cpu_free", "node_mem_free", "node_pods_free", "node_cpu_cap", "node_mem_cap",
               "node_dev_start", "dev_gpu", "dev_mem_cap", "dev_xcd_mask", "dev_xcds_per_domain",
-              "dev_milli_free", "dev_mem_free", "dev_xcd_free", "dev_state"});
+              "dev_milli_free", "dev_mem_free", "dev_xcd_free", "dev_state", "node_gpu_kinds"});
     py::array node_cpu_free = c.get<int64_t>("node_cpu_free", 1, true);
     const py::ssize_t N = node_cpu_free.shape(0);
     const std::string nodes = "nodes = len(node_cpu_free)";
@@ -176,6 +180,9 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     view.dev_mem_free = mut<int64_t>(dev_mem_free);
     view.dev_xcd_free = mut<uint32_t>(dev_xcd_free);
     view.dev_state = mut<int8_t>(dev_state);
+    // kGpuClustering's per-node kinds of GPU pods, carried across calls by the caller (optional).
+    py::array node_gpu_kinds = c.has("node_gpu_kinds") ? c.get1<uint64_t>("node_gpu_kinds", N, nodes, true) : py::array();
+    view.node_gpu_kinds = c.has("node_gpu_kinds") ? mut<uint64_t>(node_gpu_kinds) : nullptr;
 
     if (view.node_dev_start[0] != 0)
         fail("cluster['node_dev_start']", "must start at 0, got " + std::to_string(view.node_dev_start[0]));
@@ -209,7 +216,7 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     // ---- batch ----
     Inputs b(batch, "batch",
              {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score",
-              "gang", "gang_need"});
+              "gang", "gang_need", "seed", "workload_shapes", "workload_weights"});
     py::array cpu = b.get<int64_t>("cpu", 1, false);
     const py::ssize_t P = cpu.shape(0);
     const std::string pods = "pods = len(cpu)";
@@ -270,6 +277,53 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
         }
     }
 
+    // kRandom's seed and the target workload of kFgd / kFragAware (all optional).
+    if (b.has("seed")) bt.seed = cst<uint64_t>(b.get1<uint64_t>("seed", 1, "one seed"))[0];
+    const bool has_wl = b.has("workload_shapes");
+    if (has_wl != b.has("workload_weights"))
+        fail(has_wl ? "batch['workload_weights']" : "batch['workload_shapes']",
+             "workload_shapes and workload_weights come together");
+    if (has_wl) {
+        py::array shapes = b.get<int64_t>("workload_shapes", 2, false);
+        const py::ssize_t T = shapes.shape(0);
+        if (shapes.shape(1) != 7)
+            fail("batch['workload_shapes']", "expected shape (shapes, 7): cpu, kind, count, milli, gpu_mem, "
+                                             "exclusive, cls; got (" + std::to_string(T) + ", " +
+                                             std::to_string(shapes.shape(1)) + ")");
+        if (T > kMaxWorkload)
+            fail("batch['workload_shapes']", "at most " + std::to_string(kMaxWorkload) + " shapes, got " +
+                                                 std::to_string(T));
+        py::array weights = b.get1<double>("workload_weights", T, "shapes = len(workload_shapes)");
+        const int64_t* w = cst<int64_t>(shapes);
+        const double* wt = cst<double>(weights);
+        for (py::ssize_t t = 0; t < T; ++t) {
+            auto at = [t] { return " at shape " + std::to_string(t); };
+            const int64_t* r = w + 7 * t;  // cpu, kind, count, milli, gpu_mem, exclusive, cls
+            WorkloadShape ws;
+            if (r[0] < 0 || r[0] > kMaxQty) fail("batch['workload_shapes']", "cpu out of range" + at());
+            if (r[1] < kNoGpu || r[1] > kXcd) fail("batch['workload_shapes']", "unknown kind " + std::to_string(r[1]) + at());
+            if (r[1] != kNoGpu && (r[2] < 1 || r[2] > (1 << 20)))
+                fail("batch['workload_shapes']", "a GPU shape needs count in [1, 2^20]" + at());
+            if (r[1] != kNoGpu && (r[3] < 0 || r[3] > 1000)) fail("batch['workload_shapes']", "milli must be in [0, 1000]" + at());
+            if (r[4] < 0 || r[4] > kMaxQty) fail("batch['workload_shapes']", "gpu_mem out of range" + at());
+            if (r[5] != 0 && r[5] != 1) fail("batch['workload_shapes']", "exclusive must be 0 or 1" + at());
+            if (r[6] < -1 || r[6] >= C)
+                fail("batch['workload_shapes']", "cls " + std::to_string(r[6]) + " out of range [-1, " +
+                                                     std::to_string(C) + ")" + at());
+            if (!(wt[t] >= 0.0) || !std::isfinite(wt[t]))
+                fail("batch['workload_weights']", "must be finite and >= 0" + at());
+            ws.cpu = r[0];
+            ws.kind = static_cast<int8_t>(r[1]);
+            ws.count = r[1] == kNoGpu ? 0 : static_cast<int32_t>(r[2]);
+            ws.milli = r[1] == kNoGpu ? 0 : static_cast<int32_t>(r[3]);
+            ws.gpu_mem = r[4];
+            ws.exclusive = static_cast<uint8_t>(r[5]);
+            ws.cls = static_cast<int32_t>(r[6]);
+            ws.weight = wt[t];
+            bt.workload.push_back(ws);
+        }
+    }
+
     check_range(bt.cpu, P, 0, kMaxQty, "batch['cpu']", "pod");
     check_range(bt.mem, P, 0, kMaxQty, "batch['mem']", "pod");
     check_range(bt.gpu_mem, P, 0, kMaxQty, "batch['gpu_mem']", "pod");
@@ -318,6 +372,16 @@ void register_placement(py::module_& m) {
     m.attr("STRATEGY_BINPACK") = static_cast<int>(kBinpack);
     m.attr("STRATEGY_SPREAD") = static_cast<int>(kSpread);
     m.attr("STRATEGY_FRAG_AWARE") = static_cast<int>(kFragAware);
+    m.attr("STRATEGY_RANDOM") = static_cast<int>(kRandom);
+    m.attr("STRATEGY_BEST_FIT") = static_cast<int>(kBestFit);
+    m.attr("STRATEGY_DOT_PRODUCT") = static_cast<int>(kDotProduct);
+    m.attr("STRATEGY_GPU_PACKING") = static_cast<int>(kGpuPacking);
+    m.attr("STRATEGY_GPU_CLUSTERING") = static_cast<int>(kGpuClustering);
+    m.attr("STRATEGY_FGD") = static_cast<int>(kFgd);
+    m.attr("NUM_STRATEGIES") = static_cast<int>(kNumStrategies);
+    m.attr("MAX_SPEC_CPU") = kMaxSpecCpu;
+    m.attr("MAX_SPEC_GPU") = kMaxSpecGpu;
+    m.attr("MAX_WORKLOAD") = kMaxWorkload;
     m.attr("REASON_NODE_FILTER") = static_cast<int>(kRNodeFilter);
     m.attr("REASON_CPU") = static_cast<int>(kRCpu);
     m.attr("REASON_MEMORY") = static_cast<int>(kRMemory);
@@ -339,8 +403,12 @@ Returns a dict: node int32[P] (-1 = not placed), asg_start int64[P+1], asg_dev i
 asg_milli int64, asg_mem int64, asg_xcds uint32, reason_counts int32[P, NUM_REASONS]
 (unplaced pods only), best_share int64[P], gang_failed uint8[P]. Optional batch keys gang and
 gang_need (int32[P], together): consecutive members of a gang are kept only if at least gang_need
-of them were placed, else all are rolled back (gang_failed = 1). Raises ValueError naming the key
-on bad input.)doc");
+of them were placed, else all are rolled back (gang_failed = 1). Optional batch keys for the FGD
+paper's policies: seed uint64[1] (STRATEGY_RANDOM), workload_shapes int64[T, 7] (cpu, kind,
+count, milli, gpu_mem, exclusive, cls; cls -1 = any node) with workload_weights float64[T]
+(STRATEGY_FGD, STRATEGY_FRAG_AWARE target workload). Optional cluster key node_gpu_kinds
+uint64[N], updated in place (STRATEGY_GPU_CLUSTERING's kinds of GPU pods per node). Raises
+ValueError naming the key on bad input.)doc");
 }
 
 }  // namespace kaiwo::bindings

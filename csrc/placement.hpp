@@ -38,10 +38,24 @@ enum DeviceState : int8_t {
 };
 
 /// Node scoring strategy.
+///
+/// kRandom .. kFgd are the policies of the FGD paper (Weng et al., "Beware of Fragmentation", USENIX
+/// ATC'23) as its simulator computes them: integer scores 0..100, highest wins, ties to the lower
+/// node index; normalisations by a 128-core, 8-GPU node (kMaxSpecCpu, kMaxSpecGpu). Whole-GPU pods
+/// take the lowest-index idle devices; a pod sharing one device takes the device the policy picks
+/// (kFgd: best score, kRandom: a random fitting one, the others: already shared first, then least
+/// free compute, as every other strategy).
 enum Strategy : int32_t {
-    kBinpack = 0,    ///< fullest node first (GPU utilisation after placement, then CPU).
-    kSpread = 1,     ///< emptiest node first.
-    kFragAware = 2,  ///< least growth of fragmented GPU capacity for the batch's own request shapes.
+    kBinpack = 0,        ///< fullest node first (GPU utilisation after placement, then CPU).
+    kSpread = 1,         ///< emptiest node first.
+    kFragAware = 2,      ///< Kaiwo's: FGD's score, ties ordered (csrc/placement.cpp, "Kaiwo's ... policy").
+    kRandom = 3,         ///< a uniformly random feasible node (seeded, counter-based splitmix64).
+    kBestFit = 4,        ///< least CPU and GPU left after placement (0.5/0.5 weights).
+    kDotProduct = 5,     ///< least dot product of free and requested CPU/GPU (Tetris).
+    kGpuPacking = 6,     ///< partly used devices, then partly used nodes, then idle nodes.
+    kGpuClustering = 7,  ///< nodes holding only pods of the same GPU kind, then fullest.
+    kFgd = 8,            ///< least growth of fragmentation F for the target workload (sigmoid score).
+    kNumStrategies = 9,
 };
 
 /// Why a node could not take a pod: the first filter that failed, in this order.
@@ -78,6 +92,22 @@ struct ClusterView {
     int64_t* dev_mem_free = nullptr;         ///< [G]
     uint32_t* dev_xcd_free = nullptr;        ///< [G] XCDs not held by an XCD-isolated pod
     int8_t* dev_state = nullptr;             ///< [G] DeviceState
+    /// [N] optional, kGpuClustering's bookkeeping, updated in place: bit 0 = the node holds a pod
+    /// sharing a device (fraction < 1), bit k (1..63) = a pod of k whole devices (63 = 63 or more).
+    /// nullptr = start from no GPU pods of a known kind on any node.
+    uint64_t* node_gpu_kinds = nullptr;
+};
+
+/// A request shape of a target workload (kFgd, kFragAware): what fragmentation is measured against.
+struct WorkloadShape {
+    int64_t cpu = 0;       ///< milli-cores
+    int8_t kind = kNoGpu;  ///< RequestKind
+    int32_t count = 0;
+    int32_t milli = 0;
+    int64_t gpu_mem = 0;
+    uint8_t exclusive = 0;
+    int32_t cls = -1;      ///< row of the class mask giving the nodes it may use; -1 = every node
+    double weight = 0.0;   ///< frequency
 };
 
 /// A batch of pending requests, in the order they are to be tried.
@@ -100,6 +130,13 @@ struct Batch {
     // otherwise every member's placement is rolled back, so a gang that does not fit holds nothing.
     const int32_t* gang = nullptr;           ///< [P] gang id, -1 = none
     const int32_t* gang_need = nullptr;      ///< [P] members that must be placed (same in a gang)
+    /// kRandom: row p draws outputs 2p+1 (node) and 2p+2 (device) of splitmix64 seeded with `seed`,
+    /// i.e. mix(seed + k * 0x9E3779B97F4A7C15), and maps x to [0, m) as (x * m) >> 64. Counter-based,
+    /// so a batch split at row r continues exactly with seed + 2r * 0x9E3779B97F4A7C15.
+    uint64_t seed = 0;
+    /// Target workload of kFgd and kFragAware; empty = the batch's own request shapes (every
+    /// distinct (cpu, GPU shape, class), weighted by its share of the batch's pods).
+    std::vector<WorkloadShape> workload;
 };
 
 /// Outcome of a batch. Device assignments are flat, pod-major: pod p's devices are
@@ -115,6 +152,10 @@ struct Result {
     std::vector<int64_t> best_share;    ///< [P] largest free milli seen on an otherwise fitting node
     std::vector<uint8_t> gang_failed;   ///< [P] 1 = member of a gang rolled back (too few fit)
 };
+
+constexpr int64_t kMaxSpecCpu = 128000;  ///< CPU milli-cores of the FGD paper's reference node
+constexpr int64_t kMaxSpecGpu = 8000;    ///< GPU milli of the FGD paper's reference node
+constexpr int32_t kMaxWorkload = 1024;   ///< target workload shapes at most
 
 /// Place the batch in order, committing each placement into `view` before the next pod.
 /// Deterministic: ties go to the lower node index, then the lower device index.

@@ -16,6 +16,7 @@ import time
 from importlib.resources import files
 
 from . import controller_cli, monitor_cli
+from . import simulate_cli
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=cmd_generate)
     monitor_cli.add_commands(sub)
     controller_cli.add_commands(sub)
+    simulate_cli.add_commands(sub)
     pl = sub.add_parser("plugins", help="list registered plugins")
     pl.set_defaults(func=cmd_plugins)
     return p

@@ -114,8 +114,9 @@ def add_commands(sub) -> None:
     c.add_argument("--period", type=_duration, default=1.0, metavar="DURATION",
                    help="longest time between two cycles (default 1s; changes trigger one sooner)")
     c.add_argument("--namespace", action="append", metavar="NS",
-                   help="schedule pods and KaiwoJobs of this namespace only (repeatable or comma list; "
-                        "default: all namespaces)")
+                   help="schedule pending pods and KaiwoJobs of this namespace only (repeatable or comma "
+                        "list; default: all namespaces); pods of every namespace are still watched and "
+                        "charged, since they use the same nodes")
     c.add_argument("--metrics-port", type=int, default=8080,
                    help="port of /metrics, /healthz and /readyz (default 8080; -1: no server)")
     c.add_argument("--lease-name", default="kaiwo-controller", help="leader-election Lease (default kaiwo-controller)")

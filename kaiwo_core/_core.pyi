@@ -84,7 +84,7 @@ class _PlacementBatch(_PlacementBatchRequired, total=False):
     gang_need: npt.NDArray[np.int32]  # [P] members of the gang that must be placed
     seed: npt.NDArray[np.uint64]  # [1] STRATEGY_RANDOM: row p draws splitmix64 outputs 2p+1, 2p+2
     # STRATEGY_FGD / STRATEGY_FRAG_AWARE target workload (absent: the batch's own shapes):
-    workload_shapes: npt.NDArray[np.int64]  # [T, 8] cpu, mem, kind, count, milli, gpu_mem, exclusive, cls (-1 any)
+    workload_shapes: npt.NDArray[np.int64]  # [T, 7] cpu, kind, count, milli, gpu_mem, exclusive, cls (-1 any)
     workload_weights: npt.NDArray[np.float64]  # [T] frequencies, finite, >= 0
 
 class _PlacementResult(TypedDict):

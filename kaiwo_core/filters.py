@@ -4,7 +4,10 @@ Filters evaluate each distinct :class:`~kaiwo_core.requests.Constraint` once aga
 numpy (label columns are compared as arrays), giving rows of the [C, N] class mask. Only tainted
 nodes are visited one by one, and a cluster has few of those.
 
-Strategies carry no Python code: they select the compiled scoring function of the kernel.
+Strategies carry no Python code on the hot path: they select the compiled scoring function of the
+kernel, and hand it what their configuration needs (:meth:`_Strategy.kernel_args`: a seed, a target
+workload). The FGD paper's policies (``random``, ``best-fit``, ``dot-product``, ``gpu-packing``,
+``gpu-clustering``, ``fgd``) score as that paper's simulator does; ``frag`` is Kaiwo's own.
 """
 from __future__ import annotations
 
@@ -13,7 +16,14 @@ import numpy as np
 from .plugins import CycleContext, Plugin, register
 
 STRATEGY_BINPACK, STRATEGY_SPREAD, STRATEGY_FRAG = 0, 1, 2
-STRATEGIES = {"binpack": STRATEGY_BINPACK, "spread": STRATEGY_SPREAD, "frag": STRATEGY_FRAG}
+(STRATEGY_RANDOM, STRATEGY_BEST_FIT, STRATEGY_DOT_PRODUCT, STRATEGY_GPU_PACKING, STRATEGY_GPU_CLUSTERING,
+ STRATEGY_FGD) = range(3, 9)
+STRATEGIES = {"binpack": STRATEGY_BINPACK, "spread": STRATEGY_SPREAD, "frag": STRATEGY_FRAG,
+              "random": STRATEGY_RANDOM, "best-fit": STRATEGY_BEST_FIT,
+              "dot-product": STRATEGY_DOT_PRODUCT, "gpu-packing": STRATEGY_GPU_PACKING,
+              "gpu-clustering": STRATEGY_GPU_CLUSTERING, "fgd": STRATEGY_FGD}
+#: splitmix64's increment: row r of a batch draws from counters 2r+1 and 2r+2 (see ``random_seed_at``).
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource")
 
 
@@ -136,9 +146,89 @@ class GpuResource(Plugin):
 
 
 class _Strategy(Plugin):
+    """A strategy plugin: picks the kernel's scoring function (``strategy``) and passes it the
+    extra inputs its configuration implies (:meth:`kernel_args`)."""
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.strategy = STRATEGIES[cls.name]
+        if cls.name:  # abstract bases have no name
+            cls.strategy = STRATEGIES[cls.name]
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        """Extra batch keys for ``_core.place_batch`` (called after the class mask is built)."""
+        return {}
+
+
+def random_seed_at(seed: int, row: int) -> int:
+    """The seed that makes a batch starting at ``row`` of a longer one draw what that longer batch
+    draws there: the random policy's draws are counter-based (splitmix64 output 2r+1 and 2r+2 for
+    row r), so a replay can be split into parts without changing any choice."""
+    return (int(seed) + 2 * int(row) * GOLDEN_GAMMA) % (1 << 64)
+
+
+class _WorkloadStrategy(_Strategy):
+    """A strategy measuring fragmentation against a target workload (``config['workload']``, a
+    :class:`kaiwo_core.trace.Workload`; None = the batch's own request shapes)."""
+
+    config_schema = {"workload": (object, None, "target workload (kaiwo_core.trace.Workload); "
+                                                "None = the batch's own request shapes")}
+
+    def on_cycle_start(self, ctx: CycleContext) -> None:
+        # A GPU-model restriction of a target shape must have a row in the class mask: add the
+        # constraint class if no pod of the batch has it (an unused class costs one mask row).
+        wl = self.config.get("workload")
+        if wl is None:
+            return
+        from .requests import Constraint
+        have = {c: i for i, c in enumerate(ctx.batch.constraints)}
+        for spec, g in zip(wl.gpu_spec, wl.num_gpu):
+            models = _spec_models(spec)
+            if models and g > 0 and Constraint(gpu_models=models) not in have:
+                have[Constraint(gpu_models=models)] = len(ctx.batch.constraints)
+                ctx.batch.constraints.append(Constraint(gpu_models=models))
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        wl = self.config.get("workload")
+        if wl is None:
+            return {}
+        return workload_arrays(wl, ctx.batch.constraints)
+
+
+def _spec_models(spec: str):
+    models = frozenset(m.strip().upper() for m in (spec or "").split("|") if m.strip())
+    return models or None
+
+
+def workload_arrays(wl, constraints) -> dict:
+    """``workload_shapes`` int64[T, 7] (cpu, kind, count, milli, gpu_mem, exclusive, cls) and
+    ``workload_weights`` float64[T] for a :class:`kaiwo_core.trace.Workload`; a shape's GPU-model
+    restriction becomes the index of that constraint in ``constraints`` (-1 = any node).
+
+    Raises
+    ------
+    ValueError
+        A shape names GPU models that no constraint class of the batch has.
+    """
+    from .requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, Constraint
+    index = {c: i for i, c in enumerate(constraints)}
+    rows = []
+    for i in range(len(wl)):
+        g, m = int(wl.num_gpu[i]), int(wl.gpu_milli[i])
+        kinds = getattr(wl, "kind", None)
+        if kinds is not None:
+            kind = int(kinds[i])
+        else:
+            kind = KIND_NONE if g == 0 else (KIND_WHOLE if m >= 1000 else KIND_SHARED)
+        cls = -1
+        models = _spec_models(wl.gpu_spec[i])
+        if models and g > 0:
+            cls = index.get(Constraint(gpu_models=models), None)
+            if cls is None:
+                raise ValueError(f"workload shape {i}: GPU models {sorted(models)} have no constraint "
+                                 "class in the batch")
+        rows.append([int(wl.cpu[i]), kind, g, m if g else 0, 0, 0, cls])
+    return {"workload_shapes": np.array(rows, dtype=np.int64).reshape(len(rows), 7),
+            "workload_weights": np.ascontiguousarray(wl.weight, dtype=np.float64)}
 
 
 @register
@@ -157,8 +247,58 @@ class Spread(_Strategy):
 
 
 @register
-class Frag(_Strategy):
-    """Fragmentation-aware: the node whose free GPU capacity stays most usable for the request
-    shapes in this batch (after FGD, Weng et al., ATC'23)."""
+class Frag(_WorkloadStrategy):
+    """Kaiwo's fragmentation-aware policy: FGD's score, and among equal scores CPU-only pods where
+    GPUs are used up, small GPU pods where free CPU and GPU stay in the workload's proportion, large
+    ones on used nodes (see csrc/placement.cpp)."""
 
     name = "frag"
+
+
+@register
+class RandomPolicy(_Strategy):
+    """FGD paper baseline: a uniformly random feasible node (seeded; sharing pods a random GPU)."""
+
+    name = "random"
+    config_schema = {"seed": (int, 0, "seed of the counter-based splitmix64 draws")}
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        return {"seed": np.array([int(self.config["seed"]) % (1 << 64)], dtype=np.uint64)}
+
+
+@register
+class BestFit(_Strategy):
+    """FGD paper baseline: least CPU and GPU left after placement (by a 128-core, 8-GPU node)."""
+
+    name = "best-fit"
+
+
+@register
+class DotProduct(_Strategy):
+    """FGD paper baseline (Tetris): least dot product of the node's free and the pod's requested
+    CPU and GPU."""
+
+    name = "dot-product"
+
+
+@register
+class GpuPacking(_Strategy):
+    """FGD paper baseline: partly used GPUs first, then partly used nodes, then idle nodes."""
+
+    name = "gpu-packing"
+
+
+@register
+class GpuClustering(_Strategy):
+    """FGD paper baseline: nodes already holding only pods of the same kind (sharing, or k whole
+    GPUs), then fuller nodes."""
+
+    name = "gpu-clustering"
+
+
+@register
+class Fgd(_WorkloadStrategy):
+    """Fragmentation Gradient Descent (Weng et al., USENIX ATC'23): least growth of the target
+    workload's expected unusable GPU capacity, scored as its simulator does."""
+
+    name = "fgd"

@@ -18,7 +18,7 @@ import copy
 
 from .errors import ObjectError
 from .quantity import QuantityError, parse_positive_int
-from .requests import ANN, PodError
+from .requests import ANN, SCHEDULER_NAME, PodError
 
 ANN_GANG = ANN + "gang"
 ANN_GANG_MIN = ANN + "gang-min-members"
@@ -37,11 +37,12 @@ def _int(name: str, fld: str, raw, minimum: int) -> int:
     return raw
 
 
-def expand_jobs(jobs: list[dict], pods: list[dict]) -> tuple[list[dict], list[JobError]]:
+def expand_jobs(jobs: list[dict], pods: list[dict], scheduler_name: str = SCHEDULER_NAME
+                ) -> tuple[list[dict], list[JobError]]:
     """Pod objects for the replicas of each KaiwoJob that have none yet, and errors for bad jobs.
 
     Every pod of a job (existing or created) gets the gang annotations, so from here on a job is
-    just a gang.
+    just a gang. Created pods get ``scheduler_name`` unless the template names a scheduler.
     """
     existing: dict[tuple, list[dict]] = {}
     for p in pods:
@@ -81,17 +82,19 @@ def expand_jobs(jobs: list[dict], pods: list[dict]) -> tuple[list[dict], list[Jo
                 break
             if pod_name in names:
                 continue
-            pod = _from_template(template, ns, pod_name, name, meta, gpus)
+            pod = _from_template(template, ns, pod_name, name, meta, gpus, scheduler_name)
             _mark(pod, full, min_members)
             created.append(pod)
             mine.append(pod)
     return created, errors
 
 
-def _from_template(template: dict, ns: str, pod_name: str, job: str, job_meta: dict, gpus: int) -> dict:
+def _from_template(template: dict, ns: str, pod_name: str, job: str, job_meta: dict, gpus: int,
+                   scheduler_name: str) -> dict:
     tmeta = copy.deepcopy(template.get("metadata") or {})
     spec = copy.deepcopy(template.get("spec") or {})
-    spec.setdefault("schedulerName", "kaiwo")
+    if not spec.get("schedulerName"):
+        spec["schedulerName"] = scheduler_name
     labels = {**(job_meta.get("labels") or {}), **(tmeta.get("labels") or {}), LABEL_JOB: job}
     if gpus:
         res = spec["containers"][0].setdefault("resources", {})
@@ -114,8 +117,34 @@ def _mark(pod: dict, gang: str, min_members: int) -> None:
 def unit_of(req) -> str:
     """The unit a pod is scheduled (and reserved for) with: its gang ``namespace/gang``, or the pod
     itself (``namespace/name``)."""
-    gang = req.annotations.get(ANN_GANG)
-    return f"{req.name.split('/', 1)[0]}/{gang}" if gang else req.name
+    return gang_id(req) or req.name
+
+
+def gang_id(req) -> str | None:
+    """``namespace/gang`` of a decoded pod, or None."""
+    name = req.annotations.get(ANN_GANG)
+    return f"{req.name.split('/', 1)[0]}/{name}" if name else None
+
+
+def hold_waiting_gangs(pending: list, waiting: list) -> tuple[list, list]:
+    """Pending pods minus the members of gangs with a member that must wait (``waiting``:
+    (PodRequest, reason), e.g. scheduling gates): placing the others alone could bind the gang
+    partially. Returns (pods kept, (name, reason) of the pods held back)."""
+    gangs: dict[str, str] = {}
+    for req, why in waiting:
+        g = gang_id(req)
+        if g is not None:
+            gangs.setdefault(g, f"gang {g} waits for its member {req.name} ({why})")
+    if not gangs:
+        return pending, []
+    kept, held = [], []
+    for r in pending:
+        g = gang_id(r)
+        if g in gangs:
+            held.append((r.name, gangs[g]))
+        else:
+            kept.append(r)
+    return kept, held
 
 
 def gang_of(req) -> tuple[str, int] | None:

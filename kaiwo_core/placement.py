@@ -150,6 +150,7 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     extra = pipeline.extra_score(ctx)
     if extra is not None:
         kb["extra_score"] = extra
+    kb.update(pipeline.strategy.kernel_args(ctx))  # e.g. random's seed, fgd's target workload
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
     result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, **out)
     for p in pipeline.plugins:

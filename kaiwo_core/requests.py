@@ -45,6 +45,7 @@ ANN_PREEMPTIBLE = ANN + "preemptible"
 LABEL_QUEUE = ANN + "queue"
 ISOLATION_MODES = ("time-slicing", "xcd")
 SCHEDULER_NAME = "kaiwo"
+FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 class PodError(ObjectError):
@@ -278,31 +279,124 @@ def pod_name(obj: dict) -> str:
 
 def pod_request(obj: dict, priority_classes: dict | None = None) -> PodRequest:
     """Decode one Pod object. Raises PodError naming the pod, the field and the value."""
+    return _decode(obj, priority_classes or {}, None)
+
+
+def bound_pod_request(obj: dict, priority_classes: dict | None = None) -> tuple[PodRequest, list[str]]:
+    """Decode a pod that is bound to a node and not finished, never failing: it holds its node's
+    resources whatever we think of its fields, and dropping it would give them away again.
+
+    Fields that fail to decode fall back (priority to the default, and the pod is then never
+    preempted, since its real priority is unknown; annotations to unset, a bad
+    ``kaiwo.ai/gpu-assignment`` to none -- the devices are then picked as for any bound pod without
+    one; an unreadable GPU request to the devices the assignment names) and each is reported in
+    the returned warnings, naming the pod, the field and the value.
+    """
+    problems: list[str] = []
+    return _decode(obj, priority_classes or {}, problems), problems
+
+
+def decode_pod(obj: dict, priority_classes: dict | None = None) -> tuple[PodRequest | PodError, list[str]]:
+    """A pod as the snapshot sorts it: bound and unfinished pods leniently
+    (:func:`bound_pod_request`), others strictly (a PodError is returned, not raised)."""
+    bound = (obj.get("spec") or {}).get("nodeName")
+    if bound and (obj.get("status") or {}).get("phase", "") not in FINISHED_PHASES:
+        return bound_pod_request(obj, priority_classes)
+    try:
+        return pod_request(obj, priority_classes), []
+    except PodError as e:
+        return e, []
+
+
+def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
+    """:func:`pod_request`; with ``lenient`` (a list), a step that fails keeps its default and
+    its error is appended to the list instead of raised."""
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     name = pod_name(obj)
     ann = meta.get("annotations") or {}
     labels = meta.get("labels") or {}
-    cpu, mem, gpu_res = _resources(name, spec)
+
+    def step(default, fn, *args):
+        if lenient is None:
+            return fn(*args)
+        try:
+            return fn(*args)
+        except PodError as e:
+            shown = "" if e.value is None else f" = {e.value!r}"
+            lenient.append(f"running pod {name}: {e.field}{shown}: {e.reason}; ignored, the pod "
+                           "is charged to its node anyway")
+            return default
+
+    cpu, mem, gpu_res = step((0, 0, None), _resources, name, spec)
     req = PodRequest(name=name, uid=meta.get("uid", ""), cpu=cpu, memory=mem,
                      queue=labels.get(LABEL_QUEUE, ""), node=spec.get("nodeName") or "",
                      labels=labels, annotations=ann)
-    req.priority = _priority(name, spec, priority_classes or {})
-    req.created = _timestamp(name, meta.get("creationTimestamp"))
-    req.started = _timestamp(name, (obj.get("status") or {}).get("startTime"), "status.startTime")
+    req.priority = step(None, _priority, name, spec, classes)
+    if req.priority is None:
+        # Its real priority is unknown: running on a guess is fine, being preempted on one is not.
+        req.priority, req.preemptible = classes.get(None, 0), False
+    req.created = step(0.0, _timestamp, name, meta.get("creationTimestamp"))
+    req.started = step(0.0, _timestamp, name, (obj.get("status") or {}).get("startTime"), "status.startTime")
     if ANN_RUNTIME in ann:
-        try:
-            req.expected_runtime = parse_duration(ann[ANN_RUNTIME])
-        except ValueError as e:
-            raise PodError(name, f"metadata.annotations.{ANN_RUNTIME}", ann[ANN_RUNTIME], str(e)) from None
-    if ANN_PREEMPTIBLE in ann:
-        req.preemptible = _field(name, f"metadata.annotations.{ANN_PREEMPTIBLE}", ann[ANN_PREEMPTIBLE],
-                                 parse_bool, ANN_PREEMPTIBLE)
-    _gpu_request(req, ann, gpu_res)
-    req.constraint = _constraint(name, spec, ann, gpu_res[0] if gpu_res else None)
+        req.expected_runtime = step(None, _runtime, name, ann[ANN_RUNTIME])
+    if ANN_PREEMPTIBLE in ann and req.preemptible:
+        req.preemptible = step(True, _field, name, f"metadata.annotations.{ANN_PREEMPTIBLE}",
+                               ann[ANN_PREEMPTIBLE], parse_bool, ANN_PREEMPTIBLE)
     if req.node and ANN_ASSIGNMENT in ann:
-        req.assignment = parse_assignment(name, ann[ANN_ASSIGNMENT])
+        req.assignment = step(None, parse_assignment, name, ann[ANN_ASSIGNMENT])
+    if step(False, _gpu_request, req, ann, gpu_res) is False and lenient is not None:
+        _kind_from_assignment(req, gpu_res)
+    req.constraint = step(_plain(gpu_res[0] if gpu_res else None), _constraint, name, spec, ann,
+                          gpu_res[0] if gpu_res else None)
     return req
+
+
+def _runtime(name: str, raw) -> float:
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise PodError(name, f"metadata.annotations.{ANN_RUNTIME}", raw, str(e)) from None
+
+
+def _kind_from_assignment(req: PodRequest, gpu_res) -> None:
+    """A bound pod whose GPU annotations cannot be read: what its devices must be, from its
+    whole-GPU resource or else from the devices its assignment names."""
+    if gpu_res is not None:
+        req.kind, req.count, req.milli = KIND_WHOLE, gpu_res[1], 1000
+    elif req.assignment:
+        whole = all(d["fraction"] >= 1 and not d["memoryMiB"] for d in req.assignment)
+        req.kind = KIND_WHOLE if whole else KIND_SHARED
+        req.count = len(req.assignment)
+        req.milli = 1000 if whole else max(round(d["fraction"] * 1000) for d in req.assignment)
+        req.gpu_memory = 0 if whole else max(d["memoryMiB"] for d in req.assignment)
+
+
+GATED = "SchedulingGated"
+
+
+def waiting_reason(obj: dict, scheduler_name: str = SCHEDULER_NAME,
+                   namespaces: tuple = ()) -> tuple[str | None, bool]:
+    """Why an unbound pod is not placed in this cycle, as ``(reason, waits)``; ``(None, False)``
+    when Kaiwo places it.
+
+    ``waits`` is True for a pod that is Kaiwo's but may not be placed yet -- its
+    ``spec.schedulingGates`` are not all removed (kube-apiserver refuses to bind it) -- so the rest
+    of its gang must wait too (:func:`kaiwo_core.gangs.hold_waiting_gangs`). Pods of another
+    scheduler, or of a namespace outside ``namespaces`` (when given), are not Kaiwo's at all.
+    """
+    spec = obj.get("spec") or {}
+    sched = spec.get("schedulerName", "default-scheduler")
+    if sched != scheduler_name:
+        return f"schedulerName is {sched!r}, not {scheduler_name!r}", False
+    ns = (obj.get("metadata") or {}).get("namespace") or "default"
+    if namespaces and ns not in namespaces:
+        return f"namespace {ns!r} is not among the namespaces scheduled ({', '.join(namespaces)})", False
+    gates = spec.get("schedulingGates")
+    if gates:
+        names = [g.get("name") if isinstance(g, dict) else g for g in gates]
+        return f"{GATED}: spec.schedulingGates = {names!r}; placed once they are all removed", True
+    return None, False
 
 
 def _field(name, fld, raw, fn, *args):
@@ -370,7 +464,7 @@ def _is_gpu_resource(key: str) -> bool:
     return False
 
 
-def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> None:
+def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> bool:
     name = req.name
     frac = ann.get(ANN_FRACTION)
     mem = ann.get(ANN_MEMORY)
@@ -411,6 +505,7 @@ def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> None:
         req.count, req.milli, req.gpu_memory, req.exclusive = count, milli, gmem, exclusive
     elif gpu_res is not None:
         req.kind, req.count, req.milli = KIND_WHOLE, gpu_res[1], 1000
+    return True
 
 
 def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:

@@ -14,13 +14,11 @@ import numpy as np
 
 from .cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arrays, cluster_from_nodes
 from .errors import ObjectError
-from .gangs import expand_jobs
+from .gangs import expand_jobs, hold_waiting_gangs
 from .plugins import Plugin
 from .podtable import PodTable
-from .requests import (KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
-                       batch_from_requests, pod_name, pod_request, priority_classes)
-
-FINISHED_PHASES = ("Succeeded", "Failed")
+from .requests import (FINISHED_PHASES, KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
+                       batch_from_requests, decode_pod, pod_name, priority_classes, waiting_reason)
 
 
 @dataclass
@@ -84,34 +82,38 @@ class Snapshot:
         cluster = cluster_from_nodes(by_kind.pop("Node", []))
         classes = priority_classes(by_kind.pop("PriorityClass", []))
         pods = by_kind.pop("Pod", [])
-        created, job_errors = expand_jobs(by_kind.get("KaiwoJob", []), pods)
+        created, job_errors = expand_jobs(by_kind.get("KaiwoJob", []), pods, scheduler_name)
         snap = cls(cluster, cluster.empty_state(), objects=by_kind, job_errors=job_errors)
-        for obj in pods + created:
-            snap.add_pod(obj, classes, scheduler_name)
+        waiting = [w for obj in pods + created if (w := snap.add_pod(obj, classes, scheduler_name))]
+        snap.pending, held = hold_waiting_gangs(snap.pending, waiting)
+        snap.ignored += held
         snap.charge_running()
         # Columns now, while the snapshot is built, so that every cycle on it only selects rows.
         snap.running_table()
         snap.pending_table()
         return snap
 
-    def add_pod(self, obj: dict, classes: dict, scheduler_name: str = SCHEDULER_NAME) -> None:
-        """Sort one Pod object into running / pending / rejected / ignored / finished."""
-        spec = obj.get("spec") or {}
+    def add_pod(self, obj: dict, classes: dict, scheduler_name: str = SCHEDULER_NAME):
+        """Sort one Pod object into running / pending / rejected / ignored / finished. A bound,
+        unfinished pod is never rejected (decoded leniently, problems become warnings). Returns
+        (PodRequest, reason) for a Kaiwo pod that must wait (scheduling gates), whose gang waits too."""
         phase = (obj.get("status") or {}).get("phase", "")
-        try:
-            req = pod_request(obj, classes)
-        except PodError as e:
-            self.rejected.append(e)
-            return
-        if phase in FINISHED_PHASES:
+        req, problems = decode_pod(obj, classes)
+        self.warnings += problems
+        if isinstance(req, PodError):
+            self.rejected.append(req)
+        elif phase in FINISHED_PHASES:
             self.finished.append(req)
         elif req.node:
             self.running.append(req)
-        elif spec.get("schedulerName", "default-scheduler") != scheduler_name:
-            self.ignored.append((req.name, f"schedulerName is {spec.get('schedulerName', 'default-scheduler')!r}, "
-                                           f"not {scheduler_name!r}"))
         else:
-            self.pending.append(req)
+            why, waits = waiting_reason(obj, scheduler_name)
+            if why is None:
+                self.pending.append(req)
+                return None
+            self.ignored.append((req.name, why))
+            return (req, why) if waits else None
+        return None
 
     # ------------------------------------------------------------------------ running pods
     def charge_running(self) -> None:

@@ -163,15 +163,22 @@ def naive_quantities(values, unit):
 # placing tentatively and undoing. Float expressions are written in the same order as the C++ so that
 # scores, and hence node choices, are identical bit for bit.
 
+import math as _math
+
 import numpy as _np
 
 P_KIND_NO_GPU, P_KIND_WHOLE, P_KIND_SHARED, P_KIND_XCD = 0, 1, 2, 3
 P_IDLE, P_SHARED, P_EXCLUSIVE = 0, 1, 2
 P_BINPACK, P_SPREAD, P_FRAG = 0, 1, 2
+P_RANDOM, P_BEST_FIT, P_DOT_PRODUCT, P_GPU_PACKING, P_GPU_CLUSTERING, P_FGD = range(3, 9)
+P_POLICIES = (P_FRAG, P_RANDOM, P_BEST_FIT, P_DOT_PRODUCT, P_GPU_PACKING, P_GPU_CLUSTERING, P_FGD)
+MAX_SPEC_CPU, MAX_SPEC_GPU = 128000, 8000
+MAX_WORKLOAD = 1024
+GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_M64 = (1 << 64) - 1
 (R_NODE_FILTER, R_CPU, R_MEMORY, R_PODS, R_GPU_COUNT, R_GPU_BUSY, R_GPU_SHARE, R_GPU_MEMORY,
  R_XCD) = range(9)
 NUM_REASONS = 9
-MAX_FRAG_SHAPES = 16
 
 _CLUSTER_MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free",
                     "dev_mem_free", "dev_xcd_free", "dev_state")
@@ -304,33 +311,6 @@ def _unit_ok(c, d, shape):
             and c["dev_mem_free"][d] >= mem)
 
 
-def frag_shapes_ref(b):
-    """[(shape, weight)]: the 16 most frequent GPU shapes of the batch, ties by first appearance."""
-    weights, first = {}, {}
-    for p in range(len(b["kind"])):
-        if b["kind"][p] == P_KIND_NO_GPU:
-            continue
-        s = pod_shape_ref(b, p)
-        weights[s] = weights.get(s, 0) + 1
-        first.setdefault(s, p)
-    ranked = sorted(weights, key=lambda s: (-weights[s], first[s]))
-    return [(s, weights[s]) for s in ranked[:MAX_FRAG_SHAPES]]
-
-
-def node_frag_ref(c, n, shapes):
-    """F(n): weighted milli on node n that the batch's shapes could not use."""
-    total = 0
-    for shape, w in shapes:
-        usable = [d for d in _devs(c, n) if c["dev_state"][d] != P_EXCLUSIVE]
-        ok = [d for d in usable if _unit_ok(c, d, shape)]
-        if len(ok) >= shape[1]:
-            frag = sum(c["dev_milli_free"][d] for d in usable if d not in ok)
-        else:
-            frag = sum(c["dev_milli_free"][d] for d in usable)
-        total += w * frag
-    return total
-
-
 def _ratio(used, cap):
     return 0.0 if cap == 0 else float(used) / float(cap)
 
@@ -355,30 +335,286 @@ def _node_reason(c, b, p, n):
     return gpu_check_ref(c, n, pod_shape_ref(b, p))
 
 
-def _score(c, b, p, n, chosen, strategy, shapes):
+def splitmix64_at_ref(seed, k):
+    """splitmix64's output number k for `seed` (see Batch::seed in csrc/placement.hpp)."""
+    z = (seed + k * GOLDEN_GAMMA) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def _draw_below(x, m):
+    return (x * m) >> 64
+
+
+def sigmoid_score_ref(before, after):
+    """int(100 * sigmoid((before - after) / 1000)), truncated (an overflowing exp is inf)."""
+    x = (before - after) / 1000.0
+    try:
+        e = _math.exp(-x)
+    except OverflowError:
+        e = _math.inf
+    return int(1.0 / (1.0 + e) * 100.0)
+
+
+def _pod_mode_shape(b, p):
+    """The GPU part of pod p as the 5-tuple (kind, count, milli, gpu_mem, exclusive)."""
+    return pod_shape_ref(b, p)
+
+
+def workload_ref(b):
+    """[(cpu, shape 5-tuple or None, cls, weight)]: the caller's target workload, or the batch's own
+    shapes (distinct (cpu, GPU shape, class), most frequent first, ties to first appearance, weight =
+    share of the batch's pods, at most MAX_WORKLOAD)."""
+    if b.get("workload_shapes") is not None:
+        out = []
+        for row, w in zip(b["workload_shapes"], b["workload_weights"]):
+            cpu, kind, count, milli, gmem, excl, cls = row
+            shape = None if kind == P_KIND_NO_GPU else (kind, count, milli, gmem, excl)
+            out.append((cpu, shape, cls, w))
+        return out
+    counts, first, keys = {}, {}, []
+    for p in range(len(b["cpu"])):
+        gpu = b["kind"][p] != P_KIND_NO_GPU
+        key = (b["cpu"][p], b["kind"][p], b["count"][p] if gpu else 0, b["milli"][p] if gpu else 0,
+               b["gpu_mem"][p] if gpu else 0, b["exclusive"][p] if gpu else 0, b["cls"][p])
+        if key not in counts:
+            counts[key] = 0
+            first[key] = p
+            keys.append(key)
+        counts[key] += 1
+    ranked = sorted(keys, key=lambda k: (-counts[k], first[k]))[:MAX_WORKLOAD]
+    n = len(b["cpu"])
+    return [(k[0], None if k[1] == P_KIND_NO_GPU else (k[1], k[2], k[3], k[4], k[5]), k[6],
+             float(counts[k]) / float(n)) for k in ranked]
+
+
+def cpu_per_milli_ref(wl):
+    """The target workload's CPU per GPU milli over its GPU shapes (0 if none)."""
+    c = g = 0.0
+    for cpu, shape, _, w in wl:
+        if shape is not None:
+            c += w * float(cpu)
+            g += w * float(shape[1]) * float(shape[2])
+    return c / g if g > 0 else 0.0
+
+
+def frag_F_ref(c, b, n, cpu_left, wl):
+    """F of node n (the FGD simulator's fragmentation): per target shape, in order, weight x (free
+    milli the shape cannot use) into one of six buckets, summed in that order."""
+    devs = list(_devs(c, n))
+    total = sum(c["dev_milli_free"][d] for d in devs)
+    q1 = q2 = q4 = xl = xr = na = 0.0
+    for cpu, shape, cls, w in wl:
+        fits = cpu_left >= cpu
+        if shape is None:
+            if fits:
+                xl += w * float(total)
+            else:
+                xr += w * float(total)
+            continue
+        if cls >= 0 and not b["class_mask"][cls][n]:
+            na += w * float(total)
+            continue
+        usable = [d for d in devs if c["dev_state"][d] != P_EXCLUSIVE]
+        ok = [d for d in usable if _unit_ok(c, d, shape)]
+        if len(ok) >= shape[1]:
+            if fits:
+                q2 += w * float(sum(c["dev_milli_free"][d] for d in usable if d not in ok))
+            else:
+                q4 += w * float(total)
+        elif fits:
+            q2 += w * float(total)
+        else:
+            q1 += w * float(total)
+    out = 0.0
+    for v in (q1, q2, q4, xl, xr, na):
+        out += v
+    return out
+
+
+def _picks_device(shape):
+    kind, count, _, _, excl = shape
+    return count == 1 and kind in (P_KIND_SHARED, P_KIND_XCD) and not excl
+
+
+def _candidates(c, n, shape):
+    """Devices of node n that pass every check for a one-device sharing shape, in index order."""
+    kind, count, milli, gpu_mem, _ = shape
+    st, mf, memf, xf = c["dev_state"], c["dev_milli_free"], c["dev_mem_free"], c["dev_xcd_free"]
+    out = []
+    for d in _devs(c, n):
+        if st[d] == P_EXCLUSIVE:
+            continue
+        if kind == P_KIND_SHARED:
+            if mf[d] >= milli and memf[d] >= _share_mem(c, d, milli, gpu_mem):
+                out.append(d)
+        else:
+            nx, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)
+            if nx > 0 and _popcount(xf[d]) >= k and mf[d] >= charge and memf[d] >= mem:
+                out.append(d)
+    return out
+
+
+def _total_free(c, n):
+    return sum(c["dev_milli_free"][d] for d in _devs(c, n))
+
+
+def _tentative(c, n, devices, shape, fn):
+    """fn() evaluated with `shape` charged on `devices`, then the devices restored."""
+    saved = [(d, c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_free"][d], c["dev_state"][d])
+             for d in _devs(c, n)]
+    for d in devices:
+        _charge(c, d, shape)
+    try:
+        return fn()
+    finally:
+        for d, mf, memf, xf, st in saved:
+            c["dev_milli_free"][d], c["dev_mem_free"][d] = mf, memf
+            c["dev_xcd_free"][d], c["dev_state"][d] = xf, st
+
+
+def best_fit_score_ref(cpu_free, cpu_req, gpu_free, gpu_req):
+    score = 0.0
+    score += (float(cpu_free) - float(cpu_req)) / float(MAX_SPEC_CPU) * 0.5
+    score += (float(gpu_free) - float(gpu_req)) / float(MAX_SPEC_GPU) * 0.5
+    score = (1.0 - score) * 100.0
+    return int(score)
+
+
+def dot_product_score_ref(cpu_free, cpu_req, gpu_free, gpu_req):
+    nc = float(cpu_free) / float(MAX_SPEC_CPU)
+    ng = float(gpu_free) / float(MAX_SPEC_GPU)
+    pc = float(cpu_req) / float(MAX_SPEC_CPU)
+    pg = float(gpu_req) / float(MAX_SPEC_GPU)
+    dot = 0.0
+    dot += nc * pc
+    dot += ng * pg
+    score = dot / 2.0
+    score = 1.0 - score
+    return int(100.0 * score)
+
+
+def packing_score_ref(c, n, chosen):
+    """The FGD simulator's GPU packing score (see kaiwo::Placer::packing_score)."""
+    devs = list(_devs(c, n))
+    fully = sum(1 for d in devs if c["dev_milli_free"][d] == 1000)
+    if fully == len(devs):
+        return max(100 // 3 - fully, fully)
+    fresh = sum(1 for d in chosen if c["dev_milli_free"][d] == 1000)
+    if fresh > 0:
+        return max(100 // 2 - fresh, 100 // 3)
+    ratio = sum(c["dev_milli_free"][d] * 100 // 1000 for d in chosen)
+    return max(100 - ratio // 10, 100 // 2)
+
+
+def kind_bit_ref(shape):
+    kind, count, milli, _, _ = shape
+    if milli < 1000:
+        return 1
+    return 1 << min(max(count, 1), 63)
+
+
+def _trunc_div(a, b):
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def clustering_score_ref(c, n, kinds, bit):
+    base = _trunc_div(100 // 4 * (MAX_SPEC_GPU - _total_free(c, n)), MAX_SPEC_GPU)
+    k = kinds[n]
+    if k & bit:
+        return base + (100 * 3 // 4 if k == bit else 100 * 2 // 4)
+    return base + (100 // 4 if k == 0 else 0)
+
+
+def kaiwo_score_ref(c, b, p, n, before, after, gdelta, ratio):
+    """Kaiwo's policy (STRATEGY_FRAG_AWARE, see csrc/placement.cpp): FGD's sigmoid score, plus a
+    tie-break below one point -- a CPU-only pod: least free GPU milli; a pod of one device or less:
+    free CPU after placement closest to `ratio` x free GPU milli after; a larger pod: a node in use,
+    then the fewest idle devices left."""
+    sig = float(sigmoid_score_ref(before, after))
+    tf = _total_free(c, n)
+    if b["kind"][p] == P_KIND_NO_GPU:
+        return sig - 1e-3 * float(tf) / float(MAX_SPEC_GPU)
+    shape = pod_shape_ref(b, p)
+    devs = list(_devs(c, n))
+    if shape[1] >= 2:
+        idle = sum(1 for d in devs if c["dev_state"][d] == P_IDLE)
+        idle_after = float(idle - (shape[1] if _exclusive_mode(shape) else 0))
+        return (sig + 1e-3 * (1.0 if tf < len(devs) * 1000 else 0.0)
+                + 1e-6 * (1.0 - idle_after / float(len(devs))))
+    cpu_after = float(c["node_cpu_free"][n] - b["cpu"][p])
+    gpu_after = float(tf - gdelta)
+    return sig - 1e-3 * abs(cpu_after - ratio * gpu_after) / float(MAX_SPEC_CPU)
+
+
+def _frag_pick(c, b, p, n, strategy, wl, ratio):
+    """(score, device or None) of GPU pod p on feasible node n for kFgd / Kaiwo's policy."""
+    shape = pod_shape_ref(b, p)
+    cpu_left = c["node_cpu_free"][n] - b["cpu"][p]
+    before = frag_F_ref(c, b, n, c["node_cpu_free"][n], wl)
+    tf = _total_free(c, n)
+
+    def score_with(devices):
+        after, gdelta = _tentative(c, n, devices, shape,
+                                   lambda: (frag_F_ref(c, b, n, cpu_left, wl), tf - _total_free(c, n)))
+        if strategy == P_FGD:
+            return float(sigmoid_score_ref(before, after))
+        return kaiwo_score_ref(c, b, p, n, before, after, gdelta, ratio)
+
+    if not _picks_device(shape):
+        return score_with(gpu_check_ref(c, n, shape)[1]), None
+    best, best_d = None, None
+    for d in _candidates(c, n, shape):
+        sc = score_with([d])
+        if best is None or sc > best:
+            best, best_d = sc, d
+    return best, best_d
+
+
+def _policy_score(c, b, p, n, strategy, wl, kinds):
+    """(score, device pick) of pod p on feasible node n under an FGD-paper policy or Kaiwo's."""
+    cpu = b["cpu"][p]
+    gpu = b["kind"][p] != P_KIND_NO_GPU
+    chosen = gpu_check_ref(c, n, pod_shape_ref(b, p))[1] if gpu else []
+    gdelta = 0
+    if gpu:
+        before = _total_free(c, n)
+        gdelta = before - _tentative(c, n, chosen, pod_shape_ref(b, p), lambda: _total_free(c, n))
+    if strategy == P_BEST_FIT:
+        return float(best_fit_score_ref(c["node_cpu_free"][n], cpu, _total_free(c, n), gdelta)), None
+    if strategy == P_DOT_PRODUCT:
+        return float(dot_product_score_ref(c["node_cpu_free"][n], cpu, _total_free(c, n), gdelta)), None
+    if strategy == P_GPU_PACKING:
+        return float(packing_score_ref(c, n, chosen) if gpu else 0), None
+    if strategy == P_GPU_CLUSTERING:
+        return float(clustering_score_ref(c, n, kinds, kind_bit_ref(pod_shape_ref(b, p))) if gpu else 0), None
+    if strategy in (P_FGD, P_FRAG):
+        ratio = cpu_per_milli_ref(wl)
+        if gpu:
+            return _frag_pick(c, b, p, n, strategy, wl, ratio)
+        before = frag_F_ref(c, b, n, c["node_cpu_free"][n], wl)
+        after = frag_F_ref(c, b, n, c["node_cpu_free"][n] - cpu, wl)
+        if strategy == P_FGD:
+            return float(sigmoid_score_ref(before, after)), None
+        return kaiwo_score_ref(c, b, p, n, before, after, 0, ratio), None
+    return 0.0, None
+
+
+def _score(c, b, p, n, chosen, strategy):
+    """Score of binpack / spread (the FGD-paper policies and Kaiwo's use `_policy_score`)."""
     cpu_cap = c["node_cpu_cap"][n]
     cu = _ratio(cpu_cap - (c["node_cpu_free"][n] - b["cpu"][p]), cpu_cap)
     devs = list(_devs(c, n))
     if b["kind"][p] != P_KIND_NO_GPU:
         shape = pod_shape_ref(b, p)
-        f_before = node_frag_ref(c, n, shapes) if strategy == P_FRAG else 0
-        saved = [(d, c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_free"][d],
-                  c["dev_state"][d]) for d in devs]
-        for d in chosen:
-            _charge(c, d, shape)
-        gused = sum(1000 - c["dev_milli_free"][d] for d in devs)
-        f_after = node_frag_ref(c, n, shapes) if strategy == P_FRAG else 0
-        for d, mf, memf, xf, st in saved:
-            c["dev_milli_free"][d], c["dev_mem_free"][d] = mf, memf
-            c["dev_xcd_free"][d], c["dev_state"][d] = xf, st
+        gused = _tentative(c, n, chosen, shape, lambda: sum(1000 - c["dev_milli_free"][d] for d in devs))
         gu = float(gused) / float(1000 * len(devs))
         if strategy == P_SPREAD:
             score = -gu - 0.001 * cu
         else:
             score = gu + 0.001 * cu
-            if strategy == P_FRAG:
-                w = sum(wt for _, wt in shapes)
-                score = float(f_before - f_after) / float(w) + 1e-6 * score
     else:
         mem_cap = c["node_mem_cap"][n]
         mu = _ratio(mem_cap - (c["node_mem_free"][n] - b["mem"][p]), mem_cap)
@@ -402,12 +638,16 @@ def feasible_nodes_ref(cluster, batch, p):
 def node_scores_ref(cluster, batch, p, strategy):
     """{node: score} of pod p on its feasible nodes in the current state (nothing is changed)."""
     c, b = _lists(cluster), _lists(batch)
-    shapes = frag_shapes_ref(b)
+    wl = workload_ref(b) if strategy in (P_FGD, P_FRAG) else []
+    kinds = c.get("node_gpu_kinds") or [0] * len(c["node_cpu_free"])
     out = {}
     for n in range(len(c["node_cpu_free"])):
         r, chosen = _node_reason(c, b, p, n)
         if r is None:
-            out[n] = _score(c, b, p, n, chosen, strategy, shapes)
+            if strategy in (P_BINPACK, P_SPREAD):
+                out[n] = _score(c, b, p, n, chosen, strategy)
+            else:
+                out[n] = _policy_score(c, b, p, n, strategy, wl, kinds)[0]
     return out
 
 
@@ -415,7 +655,10 @@ def place_batch_ref(cluster, batch, strategy):
     """Reference of `_core.place_batch`: same arguments, same in-place updates, same outputs."""
     c, b = _lists(cluster), _lists(batch)
     n_nodes, n_pods = len(c["node_cpu_free"]), len(b["cpu"])
-    shapes = frag_shapes_ref(b)
+    wl = workload_ref(b) if strategy in (P_FGD, P_FRAG) else []
+    seed = int(b["seed"][0]) if b.get("seed") is not None else 0
+    has_kinds = c.get("node_gpu_kinds") is not None
+    kinds = list(c["node_gpu_kinds"]) if has_kinds else [0] * n_nodes
     node, asg_start = [], [0]
     asg_dev, asg_milli, asg_mem, asg_xcds = [], [], [], []
     reason_counts, best_share = [], []
@@ -424,10 +667,11 @@ def place_batch_ref(cluster, batch, strategy):
     for p in range(n_pods):
         if gang[p] >= 0 and (p == 0 or gang[p - 1] != gang[p]):  # a gang starts: checkpoint
             saved = {k: list(c[k]) for k in _CLUSTER_MUTABLE}
+            saved_kinds = list(kinds)
             first, mark = p, len(asg_dev)
         reasons = [0] * NUM_REASONS
         share = -1
-        best, best_score, best_chosen = -1, None, []
+        feasible = []
         for n in range(n_nodes):
             if _base_reason(c, b, p, n) is None:
                 for d in _devs(c, n):
@@ -436,10 +680,26 @@ def place_batch_ref(cluster, batch, strategy):
             r, chosen = _node_reason(c, b, p, n)
             if r is not None:
                 reasons[r] += 1
-                continue
-            score = _score(c, b, p, n, chosen, strategy, shapes)
+            else:
+                feasible.append((n, chosen))
+        extra = b.get("extra_score")
+        best, best_score, best_chosen, best_pick = -1, None, [], None
+        pick = None
+        if strategy == P_RANDOM and feasible:
+            pick = feasible[_draw_below(splitmix64_at_ref(seed, 2 * p + 1), len(feasible))][0]
+        for n, chosen in feasible:
+            dev_pick = None
+            if strategy in (P_BINPACK, P_SPREAD):
+                score = _score(c, b, p, n, chosen, strategy)
+            else:
+                if strategy == P_RANDOM:
+                    score = 100.0 if n == pick else 0.0
+                else:
+                    score, dev_pick = _policy_score(c, b, p, n, strategy, wl, kinds)
+                if extra is not None:
+                    score = score + extra[b["cls"][p]][n]
             if best < 0 or score > best_score:
-                best, best_score, best_chosen = n, score, chosen
+                best, best_score, best_chosen, best_pick = n, score, chosen, dev_pick
         best_share.append(share)
         node.append(best)
         if best < 0:
@@ -450,8 +710,17 @@ def place_batch_ref(cluster, batch, strategy):
             c["node_mem_free"][best] -= b["mem"][p]
             c["node_pods_free"][best] -= 1
             if b["kind"][p] != P_KIND_NO_GPU:
+                shape = pod_shape_ref(b, p)
+                if _picks_device(shape):
+                    if strategy in (P_FGD, P_FRAG):
+                        best_chosen = [best_pick]
+                    elif strategy == P_RANDOM:
+                        cands = _candidates(c, best, shape)
+                        best_chosen = [cands[_draw_below(splitmix64_at_ref(seed, 2 * p + 2), len(cands))]]
+                if strategy == P_GPU_CLUSTERING:
+                    kinds[best] |= kind_bit_ref(shape)
                 for d in best_chosen:
-                    m, mem, x = _charge(c, d, pod_shape_ref(b, p))
+                    m, mem, x = _charge(c, d, shape)
                     asg_dev.append(d)
                     asg_milli.append(m)
                     asg_mem.append(mem)
@@ -460,6 +729,7 @@ def place_batch_ref(cluster, batch, strategy):
         if gang[p] >= 0 and (p + 1 == n_pods or gang[p + 1] != gang[p]):  # last member
             if sum(node[q] >= 0 for q in range(first, p + 1)) < b["gang_need"][p]:
                 c.update(saved)  # too few fit: the gang holds nothing
+                kinds = saved_kinds
                 del asg_dev[mark:], asg_milli[mark:], asg_mem[mark:], asg_xcds[mark:]
                 for q in range(first, p + 1):
                     node[q] = -1
@@ -467,6 +737,8 @@ def place_batch_ref(cluster, batch, strategy):
                     gang_failed[q] = 1
     for k in _CLUSTER_MUTABLE:
         cluster[k][...] = _np.asarray(c[k], dtype=cluster[k].dtype)
+    if has_kinds and strategy == P_GPU_CLUSTERING:
+        cluster["node_gpu_kinds"][...] = _np.asarray(kinds, dtype=_np.uint64)
     return {
         "node": _np.array(node, dtype=_np.int32),
         "asg_start": _np.array(asg_start, dtype=_np.int64),

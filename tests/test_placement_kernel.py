@@ -17,7 +17,11 @@ from hypothesis import strategies as st
 from kaiwo_core import _core
 from tests.naive import best_xcd_subset_ref, feasible_nodes_ref, node_scores_ref, place_batch_ref
 
-STRATEGIES = [_core.STRATEGY_BINPACK, _core.STRATEGY_SPREAD, _core.STRATEGY_FRAG_AWARE]
+STRATEGIES = [_core.STRATEGY_BINPACK, _core.STRATEGY_SPREAD, _core.STRATEGY_FRAG_AWARE,
+              _core.STRATEGY_RANDOM, _core.STRATEGY_BEST_FIT, _core.STRATEGY_DOT_PRODUCT,
+              _core.STRATEGY_GPU_PACKING, _core.STRATEGY_GPU_CLUSTERING, _core.STRATEGY_FGD]
+#: Strategies that choose the device of a one-device sharing pod themselves.
+OWN_DEVICE_PICK = (_core.STRATEGY_RANDOM, _core.STRATEGY_FGD, _core.STRATEGY_FRAG_AWARE)
 MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
            "dev_xcd_free", "dev_state")
 OUT_DTYPES = {"node": np.int32, "asg_start": np.int64, "asg_dev": np.int32, "asg_milli": np.int64,
@@ -105,8 +109,9 @@ def assert_same(out, ck, ref, cr):
         assert out[k].dtype == dt, k
         assert ref[k].dtype == dt, k
         np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
-    for k in MUTABLE:
-        np.testing.assert_array_equal(ck[k], cr[k], err_msg=k)
+    for k in MUTABLE + ("node_gpu_kinds",):
+        if k in ck:
+            np.testing.assert_array_equal(ck[k], cr[k], err_msg=k)
 
 
 # ------------------------------------------------------------------------- random inputs
@@ -190,10 +195,37 @@ def batches(draw, n_nodes, max_pods=25):
 
 
 @st.composite
+def policy_inputs(draw, cluster, batch, strategy):
+    """The optional inputs of the FGD-paper policies: a seed, a target workload (or none: the
+    batch's own shapes), GPU clustering's per-node kinds of GPU pods."""
+    if draw(st.booleans()):
+        batch["seed"] = np.array([draw(st.integers(0, 2**64 - 1))], np.uint64)
+    if strategy in (_core.STRATEGY_FGD, _core.STRATEGY_FRAG_AWARE) and draw(st.booleans()):
+        n_cls = batch["class_mask"].shape[0]
+        rows = []
+        for _ in range(draw(st.integers(1, 6))):
+            kind = draw(st.sampled_from([0, 1, 2, 2, 3]))
+            rows.append([draw(st.sampled_from([0, 500, 4000, 20000])), kind, draw(st.integers(1, 3)) if kind else 0,
+                         (1000 if kind == 1 else draw(st.sampled_from(MILLIS))) if kind else 0,
+                         draw(st.sampled_from(GPU_MEMS)) if kind in (2, 3) else 0,
+                         draw(st.sampled_from([0, 0, 1])) if kind in (2, 3) else 0,
+                         draw(st.integers(-1, n_cls - 1))])
+        batch["workload_shapes"] = np.array(rows, np.int64)
+        batch["workload_weights"] = np.array(draw(st.lists(st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 0.5, 1.0]),
+                                                           min_size=len(rows), max_size=len(rows))), np.float64)
+    if strategy == _core.STRATEGY_GPU_CLUSTERING and draw(st.booleans()):
+        n = len(cluster["node_cpu_free"])
+        cluster["node_gpu_kinds"] = np.array(draw(st.lists(st.sampled_from([0, 1, 2, 3, 1 << 63, 6]),
+                                                            min_size=n, max_size=n)), np.uint64)
+
+
+@st.composite
 def problems(draw, max_nodes=8, max_pods=25):
     c = draw(clusters(max_nodes))
     b = draw(batches(len(c["node_cpu_free"]), max_pods))
-    return c, b, draw(st.sampled_from(STRATEGIES))
+    strategy = draw(st.sampled_from(STRATEGIES))
+    draw(policy_inputs(c, b, strategy))
+    return c, b, strategy
 
 
 def check_invariants(cluster, batch, out, after):
@@ -244,8 +276,9 @@ def check_problem(problem):
     again = _core.place_batch(c2, batch, strategy)
     for k in out:
         np.testing.assert_array_equal(out[k], again[k], err_msg=k)
-    for k in MUTABLE:
-        np.testing.assert_array_equal(ck[k], c2[k], err_msg=k)
+    for k in MUTABLE + ("node_gpu_kinds",):
+        if k in ck:
+            np.testing.assert_array_equal(ck[k], c2[k], err_msg=k)
 
 
 # Generating a cluster costs more than placing it, so one generated problem serves the comparison
@@ -273,8 +306,12 @@ def test_shared_pods_pair_up_on_spx_devices():
         c = copy.deepcopy(cluster)
         out = _core.place_batch(c, make_batch(pods, 1), strategy)
         assert (out["node"][:16] == 0).all()
-        # Already-shared devices first: pods 2k and 2k+1 share device k.
-        np.testing.assert_array_equal(out["asg_dev"], np.repeat(np.arange(8), 2))
+        if strategy in OWN_DEVICE_PICK:
+            # These pick the device themselves (random, or by fragmentation): still two per device.
+            np.testing.assert_array_equal(np.bincount(out["asg_dev"], minlength=8), np.full(8, 2))
+        else:
+            # Already-shared devices first: pods 2k and 2k+1 share device k.
+            np.testing.assert_array_equal(out["asg_dev"], np.repeat(np.arange(8), 2))
         np.testing.assert_array_equal(out["asg_milli"], np.full(16, 500))
         np.testing.assert_array_equal(out["asg_mem"], np.full(16, SPX_MEM // 2))
         np.testing.assert_array_equal(out["asg_xcds"], np.full(16, 0xFF))  # time-sliced: all XCDs
@@ -485,7 +522,7 @@ def test_validation_errors_name_the_key(which, key, value, words):
 def test_validation_strategy_and_valid_baseline():
     cluster, batch = _valid()
     with pytest.raises(ValueError, match="strategy"):
-        _core.place_batch(cluster, batch, 7)
+        _core.place_batch(cluster, batch, 99)
     batch["extra_score"] = None  # None = no extra score
     out = _core.place_batch(cluster, batch, _core.STRATEGY_SPREAD)
     assert out["node"].tolist() == [0, 1]
@@ -504,6 +541,9 @@ def test_module_constants():
     assert (K.KIND_NO_GPU, K.KIND_WHOLE, K.KIND_SHARED, K.KIND_XCD) == (0, 1, 2, 3)
     assert (K.STATE_IDLE, K.STATE_SHARED, K.STATE_EXCLUSIVE) == (0, 1, 2)
     assert (K.STRATEGY_BINPACK, K.STRATEGY_SPREAD, K.STRATEGY_FRAG_AWARE) == (0, 1, 2)
+    assert (K.STRATEGY_RANDOM, K.STRATEGY_BEST_FIT, K.STRATEGY_DOT_PRODUCT, K.STRATEGY_GPU_PACKING,
+            K.STRATEGY_GPU_CLUSTERING, K.STRATEGY_FGD, K.NUM_STRATEGIES) == (3, 4, 5, 6, 7, 8, 9)
+    assert (K.MAX_SPEC_CPU, K.MAX_SPEC_GPU) == (128000, 8000)
     assert K.NUM_REASONS == len(K.REASON_NAMES) == 9
     assert (K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
             K.REASON_GPU_BUSY, K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY, K.REASON_XCD) == tuple(range(9))
@@ -534,3 +574,143 @@ def test_gang_validation():
     del batch["gang_need"]
     with pytest.raises(ValueError, match="gang and gang_need come together"):
         _core.place_batch(copy.deepcopy(cluster), batch, 0)
+
+
+# ------------------------------------------------------------- the FGD paper's policies and Kaiwo's
+
+def _generic(n_gpus, cpu=128000, **dev):
+    """A node of `n_gpus` generic GPUs (no XCDs, no memory limit)."""
+    return node([dict({"gpu": g, "mem_cap": 0, "mask": 0, "xpd": 0}, **dev) for g in range(n_gpus)], cpu=cpu)
+
+
+def _used(milli_free):
+    return {"gpu": 0, "mem_cap": 0, "mask": 0, "xpd": 0, "state": _core.STATE_SHARED, "milli_free": milli_free,
+            "mem_free": 0}
+
+
+def test_best_fit_and_dot_product_by_hand():
+    K = _core
+    # Node 0: 2 idle GPUs, 64 free cores; node 1: 1 idle GPU + one with 200 free, 32 free cores.
+    n0 = _generic(2)
+    n0["cpu_free"] = 64000
+    n1 = node([_generic(1)["devs"][0], _used(200)], cpu=128000)
+    n1["cpu_free"] = 32000
+    cluster = make_cluster([n0, n1])
+    b = make_batch([{"cpu": 8000, "kind": K.KIND_WHOLE, "count": 1, "milli": 1000}], 2)
+    # best fit: 100 (1 - (0.5 (free cpu - 8000) / 128000 + 0.5 (free GPU - 1000) / 8000)):
+    # node 0: int(100 (1 - (0.21875 + 0.0625))) = 71; node 1: int(100 (1 - (0.09375 + 0.0125))) = 89.
+    assert node_scores_ref(cluster, b, 0, K.STRATEGY_BEST_FIT) == {0: 71.0, 1: 89.0}
+    out, ck, ref, cr = run_both(cluster, b, K.STRATEGY_BEST_FIT)
+    assert_same(out, ck, ref, cr)
+    assert out["node"].tolist() == [1]
+    # dot product: int(100 (1 - ((cpu/128)(8/128) + (gpu/8000)(1000/8000)) / 2)):
+    # node 0: 1 - (0.03125 + 0.03125)/2 -> 96; node 1: 1 - (0.015625 + 0.01875)/2 -> 98.
+    assert node_scores_ref(cluster, b, 0, K.STRATEGY_DOT_PRODUCT) == {0: 96.0, 1: 98.0}
+
+
+def test_gpu_packing_and_clustering_by_hand():
+    K = _core
+    idle8 = _generic(8)
+    partly = node([_used(600)] + _generic(7)["devs"])
+    cluster = make_cluster([idle8, partly])
+    share = make_batch([{"kind": K.KIND_SHARED, "count": 1, "milli": 300}], 2)
+    # Packing: the idle node scores max(33 - 8, 8) = 25; the used GPU (600 free) 100 - 60/10 = 94.
+    assert node_scores_ref(cluster, share, 0, K.STRATEGY_GPU_PACKING) == {0: 25.0, 1: 94.0}
+    whole = make_batch([{"kind": K.KIND_WHOLE, "count": 2, "milli": 1000}], 2)
+    # Two idle GPUs of a used node: max(50 - 2, 33) = 48.
+    assert node_scores_ref(cluster, whole, 0, K.STRATEGY_GPU_PACKING) == {0: 25.0, 1: 48.0}
+    # Clustering: node 1 holds a sharing pod (kinds bit 0). 25 * used / 8 GPUs + kind bonus.
+    c = dict(cluster, node_gpu_kinds=np.array([0, 1], np.uint64))
+    assert node_scores_ref(c, share, 0, K.STRATEGY_GPU_CLUSTERING) == {0: 25.0, 1: 75.0 + 1}
+    assert node_scores_ref(c, whole, 0, K.STRATEGY_GPU_CLUSTERING) == {0: 25.0, 1: 1.0}
+    out, ck, ref, cr = run_both(c, whole, K.STRATEGY_GPU_CLUSTERING)
+    assert_same(out, ck, ref, cr)
+    assert out["node"].tolist() == [0] and ck["node_gpu_kinds"].tolist() == [1 << 2, 1]
+
+
+def test_fgd_picks_the_gpu_that_keeps_shares_usable():
+    # One node: GPU 0 has 600 free, GPU 1 400 free. Target workload: only 600-milli pods. A 400-milli
+    # pod on GPU 0 strands 200 (F grows by 200) -> GPU 1 (F unchanged); binpack takes the fuller GPU 1
+    # too, but a 200 pod (best fit: GPU 1, 400 free) is placed by FGD on GPU 1 as well: 600 stays.
+    K = _core
+    cluster = make_cluster([node([_used(600), _used(400)])])
+    b = make_batch([{"kind": K.KIND_SHARED, "count": 1, "milli": 400}], 1)
+    b["workload_shapes"] = np.array([[0, K.KIND_SHARED, 1, 600, 0, 0, -1]], np.int64)
+    b["workload_weights"] = np.array([1.0])
+    for strategy in (K.STRATEGY_FGD, K.STRATEGY_FRAG_AWARE):
+        out, ck, ref, cr = run_both(cluster, b, strategy)
+        assert_same(out, ck, ref, cr)
+        assert out["asg_dev"].tolist() == [1]
+    b["milli"] = np.array([500], np.int32)  # only GPU 0 fits: F grows by 100 -> score int(100 sigmoid(-0.1)) = 47
+    assert node_scores_ref(cluster, b, 0, K.STRATEGY_FGD) == {0: 47.0}
+
+
+def test_kaiwo_sends_cpu_pods_where_gpus_are_used_up():
+    # FGD scores both nodes 50 (the CPU pod changes no fragmentation) and takes the first; Kaiwo takes
+    # the node with no free GPU, keeping node 0's CPU for its idle GPUs.
+    K = _core
+    full = node([dict(_generic(1)["devs"][0], state=K.STATE_EXCLUSIVE, milli_free=0)])
+    cluster = make_cluster([_generic(2), full])
+    b = make_batch([{"cpu": 4000}], 2)
+    b["workload_shapes"] = np.array([[4000, K.KIND_WHOLE, 1, 1000, 0, 0, -1]], np.int64)
+    b["workload_weights"] = np.array([1.0])
+    assert _core.place_batch(copy.deepcopy(cluster), b, K.STRATEGY_FGD)["node"].tolist() == [0]
+    out, ck, ref, cr = run_both(cluster, b, K.STRATEGY_FRAG_AWARE)
+    assert_same(out, ck, ref, cr)
+    assert out["node"].tolist() == [1]
+
+
+def test_random_is_seeded_and_counter_based():
+    K = _core
+    cluster = make_cluster([_generic(2) for _ in range(6)])
+    pods = [{"kind": K.KIND_SHARED, "count": 1, "milli": 100} for _ in range(12)]
+    b = make_batch(pods, 6)
+    b["seed"] = np.array([12345], np.uint64)
+    one = _core.place_batch(copy.deepcopy(cluster), b, K.STRATEGY_RANDOM)
+    assert len(set(one["node"].tolist())) > 1  # not all on one node
+    # The second half alone, on the state the first half left, with the seed moved by 2 x 6 draws.
+    c = copy.deepcopy(cluster)
+    first = {k: (v[:6] if k != "class_mask" else v) for k, v in b.items() if k != "seed"}
+    first["seed"] = b["seed"]
+    _core.place_batch(c, first, K.STRATEGY_RANDOM)
+    second = {k: (v[6:] if k != "class_mask" else v) for k, v in b.items() if k != "seed"}
+    second["seed"] = np.array([(12345 + 2 * 6 * 0x9E3779B97F4A7C15) % 2**64], np.uint64)
+    out = _core.place_batch(c, second, K.STRATEGY_RANDOM)
+    assert out["node"].tolist() == one["node"][6:].tolist()
+    b["seed"] = np.array([54321], np.uint64)
+    assert _core.place_batch(copy.deepcopy(cluster), b, K.STRATEGY_RANDOM)["node"].tolist() != one["node"].tolist()
+
+
+POLICY_VALIDATION = [
+    ("seed", np.array([1, 2], np.uint64), "length 1"),
+    ("seed", np.array([1], np.int64), "uint64"),
+    ("workload_shapes", np.zeros((1, 6), np.int64), "(shapes, 7)"),
+    ("workload_shapes", np.array([[0, 5, 1, 0, 0, 0, -1]], np.int64), "unknown kind"),
+    ("workload_shapes", np.array([[0, 2, 0, 500, 0, 0, -1]], np.int64), "count"),
+    ("workload_shapes", np.array([[0, 2, 1, 1500, 0, 0, -1]], np.int64), "milli"),
+    ("workload_shapes", np.array([[0, 2, 1, 500, 0, 0, 3]], np.int64), "cls 3 out of range"),
+    ("workload_shapes", np.array([[-1, 0, 0, 0, 0, 0, -1]], np.int64), "cpu out of range"),
+    ("workload_weights", np.array([np.nan]), "finite"),
+]
+
+
+@pytest.mark.parametrize("key,value,words", POLICY_VALIDATION, ids=[f"{k}-{w}" for k, _, w in POLICY_VALIDATION])
+def test_policy_inputs_validated(key, value, words):
+    cluster, batch = _valid()
+    batch["workload_shapes"] = np.array([[0, 2, 1, 500, 0, 0, -1]], np.int64)
+    batch["workload_weights"] = np.array([1.0])
+    batch[key] = value
+    with pytest.raises(ValueError, match=key) as e:
+        _core.place_batch(cluster, batch, _core.STRATEGY_FGD)
+    assert words in str(e.value)
+
+
+def test_policy_inputs_come_together():
+    cluster, batch = _valid()
+    batch["workload_shapes"] = np.array([[0, 2, 1, 500, 0, 0, -1]], np.int64)
+    with pytest.raises(ValueError, match="workload_weights.*come together"):
+        _core.place_batch(cluster, batch, _core.STRATEGY_FGD)
+    cluster, batch = _valid()
+    cluster["node_gpu_kinds"] = np.zeros(3, np.uint64)
+    with pytest.raises(ValueError, match="node_gpu_kinds.*length"):
+        _core.place_batch(cluster, batch, _core.STRATEGY_GPU_CLUSTERING)

@@ -23,11 +23,13 @@ For every binding, in this order:
 3. **Event** ``Scheduled`` on the pod.
 
 Each step retries temporary failures with backoff (:mod:`kaiwo.controller.errors`); bindings run on
-a bounded pool of workers; a pod already being bound is never submitted twice; right before the
-binding the worker checks it still holds the leader lease, so a replica that lost leadership stops
-writing. Whatever the outcome, the cache is told
-(:meth:`~kaiwo.controller.cache.ClusterCache.binding_done`): success starts the assumption's TTL,
-failure returns the capacity at once.
+a bounded pool of workers; a pod already being bound is never submitted twice; every attempt of
+every write first checks that the replica still holds the leader lease (inside the retried call, so
+a retry loop never outlives the leadership it started under), and a replica that lost leadership
+stops writing. Whatever the outcome, the cache is told
+(:meth:`~kaiwo.controller.cache.ClusterCache.binding_done`): success, and a binding whose outcome
+is unknown (the last attempt timed out or got a 5xx after the request went out), start the
+assumption's TTL; a definite failure returns the capacity at once and backs the pod off.
 
 Preemptions (``Decisions`` entries ``{pod, reason, preemptor, node, rule}``) go through the
 Eviction API, which honours PodDisruptionBudgets (429: retried, then left for a later cycle), with a
@@ -46,7 +48,7 @@ from typing import Callable
 
 from kaiwo_core.requests import ANN_ASSIGNMENT, KIND_SHARED, KIND_XCD
 
-from .errors import ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry
+from .errors import ControllerError, Disposition, NotLeaderError, RetryPolicy, StoppedError, call_with_retry
 from .events import NORMAL, WARNING, EventRecorder
 
 log = logging.getLogger("kaiwo.controller.binder")
@@ -319,26 +321,30 @@ class Binder:
 
     # --------------------------------------------------------------------------- binding
     def _call(self, fn, operation: str):
-        return call_with_retry(fn, operation, self.policy, self.stop)
+        """``fn`` with retries, each attempt fenced: it starts only while we hold the lease (else
+        NotLeaderError, which is not retried)."""
+        def fenced():
+            if not self.is_leader():
+                raise NotLeaderError(f"{operation}: this replica no longer holds the leader lease")
+            return fn()
+        return call_with_retry(fenced, operation, self.policy, self.stop)
 
     def _bind(self, task: BindTask) -> Outcome:
         t0 = time.monotonic()
-        ok, result, error = False, "failed", ""
+        ok, result, error, unknown = False, "failed", "", False
+        sent = []  # non-empty once a binding request went out: its outcome may be unknown
         ref = {"apiVersion": "v1", "kind": "Pod", "namespace": task.namespace, "name": task.name,
                "uid": task.uid}
+
+        def bind():
+            sent.append(1)
+            return self.api.bind(task.namespace, task.name, task.uid, task.node, annotations)
         try:
-            if not self.is_leader():
-                result = "not-leader"
-                return self._finish("bind", task, ok, result, error, t0)
             if task.env is not None:
                 self._write_config_map(task)
             annotations = {ANN_ASSIGNMENT: json.dumps(task.devices, separators=(",", ":"))}
-            if not self.is_leader():  # fencing: the lease may have been lost meanwhile
-                result = "not-leader"
-                return self._finish("bind", task, ok, result, error, t0)
             try:
-                self._call(lambda: self.api.bind(task.namespace, task.name, task.uid, task.node, annotations),
-                           f"bind {task.key} to {task.node}")
+                self._call(bind, f"bind {task.key} to {task.node}")
                 ok, result = True, "bound"
             except ControllerError as e:
                 if e.disposition is not Disposition.CONFLICT:
@@ -349,10 +355,15 @@ class Binder:
                                  f"Successfully assigned {task.key} to {task.node}"
                                  + (f" ({task.summary})" if task.summary else ""))
         except StoppedError:
-            result = "stopped"
+            result, unknown = "stopped", True
         except ControllerError as e:
             error = str(e)
-            result = "gone" if e.disposition is Disposition.GONE else "failed"
+            # Retries spent on timeouts/5xx: the request may have been carried out anyway.
+            unknown = e.disposition is Disposition.RETRY
+            if isinstance(e.cause, NotLeaderError):
+                result = "not-leader"
+            else:
+                result = "gone" if e.disposition is Disposition.GONE else "failed"
             if result == "failed":
                 log.warning("binding failed: %s", e)
                 self.events.emit(ref, WARNING, "FailedBinding", f"Binding to {task.node} failed: {e}",
@@ -360,7 +371,8 @@ class Binder:
         except Exception as e:  # noqa: BLE001 - a bug must not kill the worker or leak the assumption
             log.exception("binding %s crashed", task.key)
             error = f"{type(e).__name__}: {e}"
-        return self._finish("bind", task, ok, result, error, t0)
+            unknown = True
+        return self._finish("bind", task, ok, result, error, t0, unknown=unknown and bool(sent))
 
     def _resolve_conflict(self, task: BindTask, exc: ControllerError) -> tuple[bool, str, str]:
         """A 409 on the binding: read the pod to learn whether it is already ours."""
@@ -406,8 +418,6 @@ class Binder:
         t0 = time.monotonic()
         ok, result, error = False, "failed", ""
         try:
-            if not self.is_leader():
-                return self._finish("evict", task, False, "not-leader", "", t0)
             def attempt():
                 try:
                     return self.api.evict(task.namespace, task.name, task.uid)
@@ -422,6 +432,8 @@ class Binder:
                 self._call(attempt, f"evict {task.key}")
                 ok, result = True, "evicted"
             except ControllerError as e:
+                if isinstance(e.cause, NotLeaderError):
+                    return self._finish("evict", task, False, "not-leader", "", t0)
                 if e.disposition is Disposition.GONE:
                     ok, result = True, "gone"  # already gone: what we wanted
                 elif isinstance(e.cause, _Blocked):
@@ -448,10 +460,13 @@ class Binder:
             error = f"{type(e).__name__}: {e}"
         return self._finish("evict", task, ok, result, error, t0)
 
-    def _finish(self, kind: str, task, ok: bool, result: str, error: str, t0: float) -> Outcome:
+    def _finish(self, kind: str, task, ok: bool, result: str, error: str, t0: float,
+                unknown: bool = False) -> Outcome:
         outcome = Outcome(task.key, ok, result, error, time.monotonic() - t0)
         if kind == "bind":
-            self.cache.binding_done(task.key, ok)
+            # Not being leader, or stopping, says nothing about the pod: no backoff for those.
+            failed = not ok and result not in ("not-leader", "stopped")
+            self.cache.binding_done(task.key, ok, unknown=unknown, error=(error or result) if failed else None)
         with self._lock:
             self.stats.add(result)
             if kind == "evict" and not ok:

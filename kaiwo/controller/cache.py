@@ -1,12 +1,13 @@
 """Watch cache: Kubernetes objects in memory, and the columnar snapshot built from them.
 
 Informers
-    One thread per watched kind (and per namespace for namespaced kinds when the controller is
-    scoped): *list* (paged), then *watch from the list's resourceVersion*; a stream that ends
-    (server timeout, dropped connection) is resumed from the last version seen, so no event is
-    lost or repeated; ``410 Gone`` (the version was compacted away) means *relist*; temporary
-    failures back off; a missing CRD (404) counts as "no objects" and is retried slowly, so the
-    scheduler keeps working without KaiwoJobs.
+    One thread per watched kind (and per namespace for KaiwoJobs when the controller is scoped;
+    Pods are always watched in every namespace, since all of them use the nodes): *list* (paged),
+    then *watch from the list's resourceVersion*; a stream that ends (server timeout, dropped
+    connection) is resumed from the last version seen, so no event is lost or repeated; ``410
+    Gone`` (the version was compacted away) means *relist*; temporary failures back off; a missing
+    CRD (404) counts as "no objects", is logged once and is looked for again with a growing wait
+    (30 s to 5 min), so the scheduler keeps working without KaiwoJobs or KaiwoReservations.
 
 ClusterCache
     The objects by kind and key, plus what a scheduling cycle needs, kept up to date
@@ -29,9 +30,16 @@ ClusterCache
     * **assumptions**: a binding decided by a cycle is *assumed* -- charged as if the pod ran there
       with the decided devices -- from the moment it is decided until the API confirms it (the pod
       shows up bound) so the next cycle, which may run before the binder is done, never gives the
-      same GPU to another pod. A failed binding drops its assumption at once; a successful one
-      that the watch has not confirmed within the TTL is checked against the API
-      (:meth:`ClusterCache.expired_assumptions`) and dropped only if the pod is not bound.
+      same GPU to another pod. A binding that definitely failed (4xx, bound by someone else,
+      not leader) drops its assumption at once; a successful one, or one whose outcome is unknown
+      (timeouts, 5xx: the API may have bound the pod after all), that the watch has not confirmed
+      within the TTL is checked against the API (:meth:`ClusterCache.expired_assumptions`) and
+      dropped only if the pod is not bound. A pod that check finds bound stays charged as
+      *confirmed* until the watch shows it bound: older, unbound versions the watch may still
+      replay are ignored;
+    * **backoff**: a pod whose binding failed is not placed again before a per-pod exponential
+      backoff ends (a permanent error must not re-bind every cycle), and neither is the rest of
+      its gang; nor are pods with scheduling gates (kube-apiserver refuses to bind them).
 
 :meth:`ClusterCache.snapshot` gives a :class:`~kaiwo_core.Snapshot` equal to
 ``Snapshot.from_objects`` on the cached objects (with assumed pods running), plus the KaiwoJob pods
@@ -50,9 +58,9 @@ from typing import Callable
 import numpy as np
 
 from kaiwo_core.cluster import IDLE, NodeError, build_cluster, node_spec
-from kaiwo_core.gangs import LABEL_JOB, expand_jobs
-from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME,
-                                 PodError, pod_request, priority_classes)
+from kaiwo_core.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
+from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME, PodError, PodRequest,
+                                 decode_pod, priority_classes, waiting_reason)
 from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
 
 from .api import WATCHED_KINDS
@@ -73,6 +81,16 @@ def object_key(kind: str, obj: dict) -> str:
 
 def _rv(obj: dict) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _not_newer(rv: str, than: str) -> bool:
+    """True unless ``rv`` is known to be newer than ``than``. resourceVersions are opaque in
+    general; they are compared only when both are integers (as etcd's are). Used for unbound
+    versions of a pod known to be bound, which cannot be newer (nodeName is never unset), so
+    versions that cannot be compared count as older."""
+    if rv.isdigit() and than.isdigit():
+        return int(rv) <= int(than)
+    return True
 
 
 def _node_fingerprint(obj: dict) -> str:
@@ -218,6 +236,24 @@ class Assumption:
 
 
 @dataclass
+class Confirmed:
+    """A binding the API showed (expiry check) before the watch did."""
+
+    node: str
+    uid: str
+    resource_version: str
+
+
+@dataclass
+class Backoff:
+    """A pod whose binding failed: not placed again before ``until``."""
+
+    until: float
+    failures: int
+    error: str
+
+
+@dataclass
 class CacheSnapshot:
     """What one cycle works on."""
 
@@ -240,13 +276,21 @@ class ClusterCache:
         Seconds a *successful* binding may stay unconfirmed by the watch before it is checked.
     clock : callable
         Monotonic clock (tests pass a fake one).
+    namespaces : tuple
+        Pending pods of these namespaces only are placed (() = all). Pods of every namespace are
+        cached and charged all the same: they use the nodes too.
+    backoff : tuple
+        (first, longest) seconds a pod waits after a failed binding; doubles per failure.
     """
 
     def __init__(self, scheduler_name: str = SCHEDULER_NAME, assume_ttl: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, namespaces: tuple = (),
+                 backoff: tuple = (1.0, 60.0)):
         self.scheduler_name = scheduler_name
         self.assume_ttl = assume_ttl
         self.clock = clock
+        self.namespaces = tuple(namespaces)
+        self.backoff = backoff
         self._lock = threading.RLock()
         self.changed = threading.Event()
         self.generation = 0
@@ -256,8 +300,10 @@ class ClusterCache:
         self._cluster = None
         self._book: ChargeBook | None = None
         self._classes: dict | None = None
-        self._decoded: dict[str, object] = {}        # pod key -> PodRequest | PodError
+        self._decoded: dict[str, tuple] = {}         # pod key -> (PodRequest | PodError, warnings)
         self._assumed: dict[str, Assumption] = {}
+        self._confirmed: dict[str, Confirmed] = {}
+        self._backoff: dict[str, Backoff] = {}
         self._expected: dict[str, float] = {}        # job pods created, not yet seen -> deadline
         self._tables: dict = {}                      # the last snapshot's PodTables (filled by its cycle)
 
@@ -288,6 +334,13 @@ class ClusterCache:
         old = store.get(key)
         if old is not None and _rv(old) and _rv(old) == _rv(obj):
             return  # the same version again (a relist): nothing changed
+        if kind == "Pod" and key in self._confirmed:
+            c = self._confirmed[key]
+            uid = (obj.get("metadata") or {}).get("uid", "")
+            if (obj.get("spec") or {}).get("nodeName") or uid != c.uid:
+                del self._confirmed[key]  # the watch caught up (or this is another pod)
+            elif _not_newer(_rv(obj), c.resource_version):
+                return  # a replayed version from before the binding the API showed us
         store[key] = obj
         relevant = True
         if kind == "Node":
@@ -307,6 +360,7 @@ class ClusterCache:
             self._expected.pop(key, None)
             spec = obj.get("spec") or {}
             if spec.get("nodeName"):
+                self._backoff.pop(key, None)
                 a = self._assumed.pop(key, None)  # confirmed (or bound by someone else: the API wins)
                 if a is not None and a.node == spec["nodeName"] and \
                         _annotation(obj) == json.dumps(a.devices, separators=(",", ":")):
@@ -332,6 +386,8 @@ class ClusterCache:
         elif kind == "Pod":
             self._decoded.pop(key, None)
             self._assumed.pop(key, None)
+            self._confirmed.pop(key, None)
+            self._backoff.pop(key, None)
         elif kind == "PriorityClass":
             self._classes = None
             self._decoded.clear()
@@ -344,18 +400,33 @@ class ClusterCache:
         with self._lock:
             self._assumed[key] = Assumption(node, devices, uid, self.clock())
 
-    def binding_done(self, key: str, ok: bool) -> None:
-        """The binder finished with ``key``: start the TTL on success, forget it on failure."""
+    def binding_done(self, key: str, ok: bool, unknown: bool = False, error: str | None = None) -> None:
+        """The binder finished with ``key``.
+
+        ``ok``: start the assumption's TTL. ``unknown`` (the last attempt timed out or got a
+        5xx: the API may have bound the pod all the same): keep the assumption with a TTL too, so
+        its devices are not given away before the expiry check reads the pod. Otherwise the
+        binding definitely failed: forget the assumption now. ``error`` (a failure of the pod's
+        own binding) starts or lengthens the pod's backoff.
+        """
         with self._lock:
+            now = self.clock()
+            if ok:
+                self._backoff.pop(key, None)
+            elif error is not None:
+                b = self._backoff.get(key)
+                failures = (b.failures if b else 0) + 1
+                first, longest = self.backoff
+                self._backoff[key] = Backoff(now + min(longest, first * 2 ** (failures - 1)), failures, error)
             a = self._assumed.get(key)
             if a is None:
                 return
             pod = self._objects["Pod"].get(key)
-            if ok:
+            if ok or unknown:
                 if pod is not None and (pod.get("spec") or {}).get("nodeName"):
                     self._assumed.pop(key, None)  # the watch was faster than the binder
                 else:
-                    a.deadline = self.clock() + self.assume_ttl
+                    a.deadline = now + self.assume_ttl
             else:
                 self._assumed.pop(key, None)
                 self.changed.set()  # the pod is pending again
@@ -369,15 +440,20 @@ class ClusterCache:
     def resolve_assumption(self, key: str, obj: dict | None) -> bool:
         """Settle an expired assumption with the pod as the API has it now (None: gone).
 
-        A bound pod replaces the cached one (the watch was behind); an unbound or missing pod
-        drops the assumption and its capacity returns. Returns True if the capacity returned.
+        A bound pod replaces the cached one (the watch was behind) and is kept as *confirmed*:
+        older unbound versions the watch delivers afterwards are ignored, so it stays charged until
+        the watch shows it bound. An unbound or missing pod drops the assumption and its capacity
+        returns. Returns True if the capacity returned.
         """
         with self._lock:
-            if key not in self._assumed:
+            a = self._assumed.get(key)
+            if a is None:
                 return False
+            meta = (obj or {}).get("metadata") or {}
             if obj is not None and (obj.get("spec") or {}).get("nodeName"):
-                self._upsert("Pod", obj)
                 self._assumed.pop(key, None)
+                self._upsert("Pod", obj)
+                self._confirmed[key] = Confirmed(obj["spec"]["nodeName"], meta.get("uid", ""), _rv(obj))
                 return False
             self._assumed.pop(key, None)
             self.changed.set()
@@ -435,19 +511,20 @@ class ClusterCache:
             # the cached objects stay exactly what the API sent).
             job_pods = {k: _own_annotations(p) for k, p in pods.items()
                         if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_JOB)}
-            created, job_errors = expand_jobs(list(jobs.values()), list(job_pods.values()))
+            created, job_errors = expand_jobs(list(jobs.values()), list(job_pods.values()), self.scheduler_name)
             now = self.clock()
             for k in [k for k, t in self._expected.items() if t < now]:
                 del self._expected[k]
             missing = [p for p in created if object_key("Pod", p) not in self._expected]
 
             running: dict[str, tuple] = {}
-            pending, rejected, ignored, finished = [], [], [], []
+            pending, rejected, ignored, finished, waiting, warnings = [], [], [], [], [], []
             assumed = set()
             for key in sorted(pods):
                 obj = pods[key]
                 src = job_pods.get(key, obj)
-                req = self._decode(key, obj, src, classes)
+                req, problems = self._decode(key, obj, src, classes)
+                warnings += problems
                 if isinstance(req, PodError):
                     rejected.append(req)
                     continue
@@ -460,15 +537,24 @@ class ClusterCache:
                     areq = dataclasses.replace(req, node=a.node, assignment=a.devices)
                     running[key] = (_signature(areq, "assumed:" + json.dumps(a.devices)), areq)
                     assumed.add(key)
-                elif (obj.get("spec") or {}).get("schedulerName", "default-scheduler") != self.scheduler_name:
-                    sched = (obj.get("spec") or {}).get("schedulerName", "default-scheduler")
-                    ignored.append((req.name, f"schedulerName is {sched!r}, not {self.scheduler_name!r}"))
                 else:
-                    pending.append(req)
+                    why, waits = waiting_reason(src, self.scheduler_name, self.namespaces)
+                    b = self._backoff.get(key)
+                    if why is None and b is not None and b.until > now:
+                        why, waits = (f"binding failed {b.failures} time{'s' if b.failures > 1 else ''}, "
+                                      f"next attempt in {b.until - now:.1f} s: {b.error}"), True
+                    if why is None:
+                        pending.append(req)
+                    else:
+                        ignored.append((req.name, why))
+                        if waits:
+                            waiting.append((req, why))
+            pending, held = hold_waiting_gangs(pending, waiting)
+            ignored += held
             book.sync(running)
             snap = Snapshot(cluster, book.state.copy(), running=[v[1] for v in book.charged.values()],
                             pending=pending, rejected=rejected, ignored=ignored, finished=finished,
-                            warnings=list(book.warnings),
+                            warnings=warnings + book.warnings,
                             objects={"KaiwoQueue": list(queues.values()), "KaiwoJob": list(jobs.values()),
                                      "KaiwoReservation": reservations},
                             job_errors=job_errors, dev_xcd_held=book.held.copy(),
@@ -478,21 +564,24 @@ class ClusterCache:
             self._tables = snap.tables
             return CacheSnapshot(snap, pods, jobs, queues, missing, assumed)
 
-    def _decode(self, key: str, obj: dict, src: dict, classes: dict):
-        """Decoded ``src`` (the pod, or its copy with KaiwoJob gang marks), cached until the pod
-        changes; a copy whose marks differ from the pod's annotations is decoded every time."""
+    def _decode(self, key: str, obj: dict, src: dict, classes: dict) -> tuple:
+        """Decoded ``src`` (the pod, or its copy with KaiwoJob gang marks) and its warnings
+        (:func:`kaiwo_core.requests.decode_pod`: a bound pod is never rejected), cached until the
+        pod changes; a copy whose marks differ from the pod's annotations is decoded every time."""
         same = src is obj or _annotations(src) == _annotations(obj)
         if same:
             hit = self._decoded.get(key)
             if hit is not None:
                 return hit
-        try:
-            req = pod_request(src, classes)
-        except PodError as e:
-            req = e
+        out = decode_pod(src, classes)
+        if self.namespaces and isinstance(out[0], PodRequest) and \
+                ((obj.get("metadata") or {}).get("namespace") or "default") not in self.namespaces:
+            # Charged (it uses the nodes) but outside the namespaces this controller was given:
+            # never evicted by it either.
+            out[0].preemptible = False
         if same:
-            self._decoded[key] = req
-        return req
+            self._decoded[key] = out
+        return out
 
 
 def _phase(obj: dict) -> str:
@@ -553,6 +642,10 @@ class Informer(threading.Thread):
         self.resource_version: str | None = None
         self.relists = 0
         self.last_error: str | None = None
+        #: Seconds before a kind whose list answered 404 (CRD not installed) is listed again: the
+        #: first wait, doubled per further 404 up to the second.
+        self.missing_wait = (30.0, 300.0)
+        self.missing = 0  #: 404s in a row
 
     def run(self) -> None:
         failures = 0
@@ -560,6 +653,9 @@ class Informer(threading.Thread):
             try:
                 if self.resource_version is None:
                     items, rv = self.api.list(self.kind, self.namespace)
+                    if self.missing:
+                        log.info("%s: the resource is available now (%d objects)", self.kind, len(items))
+                        self.missing = 0
                     self.cache.replace(self.kind, items, self.namespace)
                     self.resource_version = rv or None
                     self.relists += 1
@@ -587,13 +683,19 @@ class Informer(threading.Thread):
                 self.on_restart(self.kind, "error")
                 if disposition is Disposition.GONE:
                     # 404: the resource itself is missing (CRD not installed, or deleted while we
-                    # watched): no objects of it, and look again later.
-                    log.warning("%s: cannot list (%s); treating as empty and retrying in 30 s",
-                                self.kind, self.last_error)
+                    # watched): no objects of it, and look again later -- said once, not every
+                    # time, since an optional CRD may well stay uninstalled.
+                    first, longest = self.missing_wait
+                    wait = min(longest, first * 2 ** min(self.missing, 16))
+                    self.missing += 1
+                    (log.warning if self.missing == 1 else log.debug)(
+                        "%s: cannot list (%s): is its CRD installed? Treating it as empty; "
+                        "looking again in %.0f s, then less often (up to every %.0f s)",
+                        self.kind, self.last_error, wait, longest)
                     self.resource_version = None
                     self.cache.replace(self.kind, [], self.namespace)
                     self.synced.set()
-                    self.stop_event.wait(30.0)
+                    self.stop_event.wait(wait)
                     continue
                 wait = self.policy.backoff(min(failures, 10))
                 if disposition is Disposition.PERMANENT:

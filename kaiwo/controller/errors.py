@@ -74,6 +74,11 @@ class StoppedError(Exception):
     """The controller is stopping; pending retries were abandoned."""
 
 
+class NotLeaderError(Exception):
+    """A write was about to start on a replica that no longer holds the leader lease; classified
+    PERMANENT, so a retry loop ends at once instead of writing on as a deposed leader."""
+
+
 def status_of(exc: BaseException) -> int | None:
     """HTTP status of an ``ApiException`` (or anything with an integer ``status``), else None."""
     status = getattr(exc, "status", None)

@@ -20,6 +20,7 @@ full relist) but no cycles.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import os
 import socket
@@ -102,7 +103,9 @@ class ControllerConfig:
     scheduler_name: str = "kaiwo"
     period: float = 1.0                 #: seconds between cycles at the latest
     min_interval: float = 0.05          #: seconds between change-triggered cycles (batches bursts)
-    namespaces: tuple = ()              #: pods and KaiwoJobs of these namespaces only (() = all)
+    #: pending pods and KaiwoJobs of these namespaces only (() = all); pods of every namespace are
+    #: watched and charged regardless, since they use the same nodes
+    namespaces: tuple = ()
     strategy: str = "binpack"
     concurrency: int = 16               #: bindings in flight
     request_timeout: float = 30.0       #: seconds per API request
@@ -163,20 +166,32 @@ class Controller:
         self.metrics = metrics or ControllerMetrics()
         self.api = KubeApi(api_client, c.request_timeout)
         self.stop_event = threading.Event()
-        self.cache = ClusterCache(c.scheduler_name, c.assume_ttl)
+        self.cache = ClusterCache(c.scheduler_name, c.assume_ttl, namespaces=c.namespaces)
         self.events = EventRecorder(self.api, "kaiwo", c.identity, self.stop_event)
         self.status = StatusWriter(self.api, self.events, self.stop_event, c.pod_event_interval)
         self.leader: LeaderElector | None = None
+        # The lease outlives the other threads on the way out (stop(): the binder is drained
+        # before the lease is released, so no write of ours lands after a standby took over).
+        self._lease_stop = threading.Event()
+        retry = c.retry
         if c.leader_election:
             self.leader = LeaderElector(self.api, c.lease_namespace, c.lease_name, c.identity,
                                         c.lease_duration, c.renew_deadline, c.retry_period,
-                                        self.stop_event, on_change=self._leadership_changed)
-        self.binder = Binder(self.api, self.cache, self.events, c.retry, c.concurrency, self.is_leader,
+                                        self._lease_stop, on_change=self._leadership_changed)
+            # A leader that cannot renew steps down after renew_deadline; a standby may take
+            # over lease_duration after the last renewal. Retries must end within that gap, so a
+            # binding decided as leader is not still being retried when another leader decides.
+            cap = 0.9 * (c.lease_duration - c.renew_deadline)
+            if retry.deadline > cap:
+                retry = dataclasses.replace(retry, deadline=cap)
+        self.binder = Binder(self.api, self.cache, self.events, retry, c.concurrency, self.is_leader,
                              self.stop_event, on_outcome=self.metrics.outcome)
         self._creator = cf.ThreadPoolExecutor(2, thread_name_prefix="kaiwo-create")
         self.informers: list[Informer] = []
         for kind, namespaced in WATCHED_KINDS.items():
-            scopes = list(c.namespaces) if namespaced and c.namespaces else [None]
+            # Pods are watched in every namespace whatever --namespace says: a pod of another
+            # namespace on our nodes holds GPUs, CPU and memory all the same.
+            scopes = list(c.namespaces) if namespaced and kind != "Pod" and c.namespaces else [None]
             for ns in scopes:
                 policy = RetryPolicy(attempts=1_000_000, initial=min(0.2, c.watch_backoff_max),
                                      maximum=c.watch_backoff_max)
@@ -187,6 +202,7 @@ class Controller:
         self._heartbeat = time.monotonic()
         self._started = False
         self._seen_rejected: set = set()
+        self._seen_warnings: set = set()
         self.cycles = 0
         self.iterations = 0                  #: loop turns, cycles or not (leader or not)
         self.last_report: CycleReport | None = None
@@ -285,21 +301,24 @@ class Controller:
         released (tests of restarts)."""
         if not graceful and self.leader is not None:
             self.leader.release_on_exit = False  # a crashed process releases nothing
-        self.stop_event.set()
+        self.stop_event.set()  # no new cycles; the binder's retries stop at their next wait
         self.api.stop_watches()
-        if self.leader is not None and self.leader.is_alive():
-            self.leader.join(timeout=10)
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=10)  # a cycle under way submits its bindings first
+        # Finish (or abandon) every write before the lease goes: once it is released a standby
+        # schedules at once, and a binding of ours landing after that could double-book devices.
         if graceful:
             self.binder.drain(10.0)
         self.binder.shutdown()
+        self._lease_stop.set()
+        if self.leader is not None and self.leader.is_alive():
+            self.leader.join(timeout=10)
         self._creator.shutdown(wait=graceful, cancel_futures=True)
         self.events.shutdown()
         self.status.shutdown()
         for inf in self.informers:
             if inf.is_alive():
                 inf.join(timeout=5)
-        if self._loop_thread is not None:
-            self._loop_thread.join(timeout=10)
         if self.server is not None:
             self.server.stop()
 
@@ -370,6 +389,7 @@ class Controller:
         report.preemptions = len(evictions)
 
         self._visibility(cs, doc)
+        self._log_warnings(doc["warnings"])
         self.status.queues(cs.queues, doc)
         self.status.jobs(cs.jobs, cs.pods, doc)
         report.pending = len(doc["pending"])
@@ -392,15 +412,26 @@ class Controller:
             if pod is not None:
                 live.add((pod.get("metadata") or {}).get("uid"))
                 self.status.unschedulable(pod, p["reason"])
+        scoped = self.config.namespaces
         for r in doc["rejected"]:
             pod = cs.pods.get(r.get("pod"))
             if pod is None or (pod.get("spec") or {}).get("nodeName"):
                 continue
             if (pod.get("spec") or {}).get("schedulerName", "default-scheduler") != sched:
                 continue
+            if scoped and ((pod.get("metadata") or {}).get("namespace") or "default") not in scoped:
+                continue
             live.add((pod.get("metadata") or {}).get("uid"))
             self.status.unschedulable(pod, f"rejected: {r['field']}: {r['error']}", rejected=True)
         self.status.forget_pods(live)
+
+    def _log_warnings(self, warnings: list[str]) -> None:
+        """The snapshot's warnings (a running pod Kaiwo could not fully read, overcommitted
+        nodes...) are logged when they first appear, not every cycle."""
+        current = set(warnings)
+        for w in sorted(current - self._seen_warnings):
+            log.warning("%s", w)
+        self._seen_warnings = current
 
     def _create_job_pods(self, pods: list[dict], jobs: dict) -> int:
         """Create the pods KaiwoJobs lack (owned by the job, reading their GPU ConfigMap)."""

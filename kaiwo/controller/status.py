@@ -20,7 +20,9 @@ per pod (see :class:`StatusWriter`).
 
 Every status is written only when it differs from what the object already shows (conditions keep
 their ``lastTransitionTime`` while their status does not change), so a steady cluster causes no
-writes. Writes run on a small pool of their own and are best effort: a failed status write is
+writes. Status is written with JSON merge patches, which keep keys the patch does not mention: keys
+the object shows that the new status no longer has (``deserved`` of a queue that became invalid)
+are sent as ``null``, which deletes them, so the object ends up equal to the status computed. Writes run on a small pool of their own and are best effort: a failed status write is
 logged and retried by a later cycle, because the next cycle recomputes it anyway.
 """
 from __future__ import annotations
@@ -211,7 +213,8 @@ class StatusWriter:
         """Write ``status`` unless the object shows it already, or we wrote it moments ago and the
         watch has not delivered it yet (after ``resync`` seconds it is written again: someone
         else may have overwritten it)."""
-        if _same(obj.get("status"), status):
+        current = obj.get("status") or {}
+        if _same(current, status):
             return
         now = self.clock()
         with self._lock:
@@ -219,7 +222,8 @@ class StatusWriter:
             if last is not None and last[0] == status and now - last[1] < self.resync:
                 return
             self._written[key] = (status, now)
-        self._run(lambda: write(status), f"status of {key[0]} {key[1]}", key)
+        patch = {**{k: None for k in current if k not in status}, **status}  # null deletes a key
+        self._run(lambda: write(patch), f"status of {key[0]} {key[1]}", key)
 
     def _run(self, fn: Callable[[], object], what: str, key: tuple | None = None) -> None:
         def task():

@@ -157,6 +157,7 @@ def make_emulator_class():
             self.faults_fired = 0
             self.disconnect = asyncio.Event()
             self.binds: collections.Counter = collections.Counter()
+            self.refused_binds: collections.Counter = collections.Counter()  #: gated pods
             self.bind_nodes: dict[str, str] = {}
             self.evictions: collections.Counter = collections.Counter()
             self.requests_served = 0
@@ -318,6 +319,10 @@ def make_emulator_class():
                 if uid and uid != (current.get("metadata") or {}).get("uid"):
                     raise self.error(409, "Conflict", f"Operation cannot be fulfilled on pods/binding "
                                      f'"{name}": UID in precondition does not match')
+                if (current.get("spec") or {}).get("schedulingGates"):
+                    # kube-apiserver refuses to bind a pod whose scheduling gates are not all removed.
+                    self.refused_binds[f"{ns}/{name}"] += 1
+                    raise self.error(409, "Conflict", f'pod {name} has non-empty .spec.schedulingGates')
                 bound = (current.get("spec") or {}).get("nodeName")
                 if bound:
                     raise self.error(409, "Conflict", f'Operation cannot be fulfilled on pods/binding '
@@ -491,6 +496,7 @@ def make_emulator_class():
                     self.horizon = self.rv
                     self.faults.clear()
                     self.binds.clear()
+                    self.refused_binds.clear()
                     self.bind_nodes.clear()
                     self.evictions.clear()
                     self.faults_fired = 0
@@ -519,7 +525,7 @@ def make_emulator_class():
                 return aiohttp.web.json_response({"horizon": self.horizon})
             if what == "stats":
                 return aiohttp.web.json_response({
-                    "rv": self.rv, "binds": dict(self.binds), "bindNodes": self.bind_nodes,
+                    "rv": self.rv, "binds": dict(self.binds), "refusedBinds": dict(self.refused_binds), "bindNodes": self.bind_nodes,
                     "evictions": dict(self.evictions), "faultsFired": self.faults_fired,
                     "faults": [{"path": f.path.pattern, "seen": f.seen, "fired": f.fired}
                                for f in self.faults],

@@ -202,3 +202,41 @@ def test_pod_bound_by_someone_else_meanwhile_is_not_bound_twice(emulator, kube, 
     assert kube.pod("default", "contested")["spec"]["nodeName"] == "other"
     assert emulator.stats()["binds"] == {"default/contested": 1}
     assert controller.cache.assumed_count == 0
+
+
+def test_namespace_scope_still_charges_pods_of_other_namespaces(emulator, kube, make_controller):
+    """--namespace limits what is placed, not what is watched: a pod of another namespace running
+    on the only GPU keeps it."""
+    busy = pod("busy", namespace="team-b", gpus=1, scheduler="default-scheduler", node_name="n0")
+    kube.create_all([node("n0", gpus=1), busy, pod("mine", namespace="team-a", gpus=1),
+                     pod("theirs", namespace="team-c", gpus=1)])
+    controller = make_controller(namespaces=("team-a",))
+    assert {i.namespace for i in controller.informers if i.kind == "Pod"} == {None}
+    report = controller.run_once(timeout=30)
+    assert report.bindings == 0 and set(kube.bound()) == {"team-b/busy"}
+    pending = {p["pod"]: p["reason"] for p in report.doc["pending"]}
+    assert "team-a/mine" in pending and "not among the namespaces" in pending["team-c/theirs"]
+
+
+def test_running_pod_with_a_deleted_priority_class_keeps_its_gpu(emulator, kube, make_controller, caplog):
+    busy = pod("busy", gpus=1, scheduler="default-scheduler", node_name="n0")
+    busy["spec"]["priorityClassName"] = "deleted-class"
+    kube.create_all([node("n0", gpus=1), busy, pod("new", gpus=1)])
+    controller = make_controller()
+    report = controller.run_once(timeout=30)
+    assert report.bindings == 0 and report.rejected == 0 and set(kube.bound()) == {"default/busy"}
+    assert any("default/busy: spec.priorityClassName = 'deleted-class'" in r.getMessage()
+               for r in caplog.records if r.name == "kaiwo.controller")
+
+
+def test_gated_pods_and_their_gangs_are_not_bound(emulator, kube, make_controller):
+    def gated(p):
+        p["spec"]["schedulingGates"] = [{"name": "example.com/admission"}]
+        return p
+    gang = [pod(f"g-{i}", gpus=1, annotations={"kaiwo.ai/gang": "g"}) for i in range(2)]
+    kube.create_all([node("n0"), gated(pod("solo", gpus=1)), gang[0], gated(gang[1]), pod("free", gpus=1)])
+    report = make_controller().run_once(timeout=30)
+    assert set(kube.bound()) == {"default/free"} and not emulator.stats()["refusedBinds"]
+    pending = {p["pod"]: p["reason"] for p in report.doc["pending"]}
+    assert pending["default/solo"].startswith("SchedulingGated")
+    assert pending["default/g-0"].startswith("gang default/g waits for its member default/g-1")

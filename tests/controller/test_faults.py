@@ -178,3 +178,49 @@ def test_a_missing_crd_counts_as_no_objects(emulator, kube, make_controller):
     assert report.bindings == 1 and set(kube.bound()) == {"default/a"}
     informer = next(i for i in controller.informers if i.kind == "KaiwoReservation")
     assert informer.synced.is_set() and "404" in informer.last_error
+
+
+def test_a_missing_crd_is_reported_once_and_looked_for_less_often(caplog):
+    """A 404 on the list (CRD not installed) is logged once, retried with a growing wait, and the
+    kind is picked up when the CRD appears."""
+    import logging
+    import threading
+
+    from kubernetes.client.exceptions import ApiException
+
+    from kaiwo.controller.cache import ClusterCache, Informer
+
+    class Api:
+        def __init__(self):
+            self.lists = 0
+            self.installed = threading.Event()
+
+        def list(self, kind, namespace):
+            self.lists += 1
+            if not self.installed.is_set():
+                raise ApiException(status=404, reason="Not Found")
+            return [{"metadata": {"name": "r", "resourceVersion": "1"}}], "1"
+
+        def watch(self, kind, namespace, rv, timeout):
+            stop.wait(5)
+            return iter(())
+
+    api, stop = Api(), threading.Event()
+    cache = ClusterCache()
+    informer = Informer(api, cache, "KaiwoReservation", None, stop)
+    informer.missing_wait = (0.01, 0.04)
+    waits = []
+    real_wait = stop.wait
+    stop.wait = lambda t=None: (waits.append(t), real_wait(t))[1]
+    with caplog.at_level(logging.DEBUG, logger="kaiwo.controller.cache"):
+        informer.start()
+        wait_until(lambda: api.lists >= 5, timeout=10)
+        api.installed.set()
+        wait_until(lambda: cache.counts()["KaiwoReservation"] == 1, timeout=10)
+        stop.set()
+        informer.join(5)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "KaiwoReservation" in warnings[0].getMessage()
+    assert "404" in warnings[0].getMessage()
+    assert waits[:4] == [0.01, 0.02, 0.04, 0.04]
+    assert any("available now" in r.getMessage() for r in caplog.records)

@@ -92,3 +92,22 @@ def test_leader_that_cannot_renew_steps_down_and_stops_binding(emulator, kube, m
     emulator.clear_faults()
     wait_until(a.is_leader)   # still the holder on record: it renews and carries on
     wait_until(lambda: "default/waits" in kube.bound())
+
+
+def test_binding_retries_end_within_the_takeover_gap(emulator, make_controller):
+    """A binding decided as leader must not be retried past the moment a standby may take over."""
+    c = make_controller(lease_duration=8.0, renew_deadline=6.0)  # the tests' retry deadline: 20 s
+    assert c.binder.policy.deadline <= 0.9 * (8.0 - 6.0) + 1e-9
+    assert make_controller(leader_election=False).binder.policy.deadline == 20.0
+
+
+def test_stop_finishes_writes_before_releasing_the_lease(emulator, kube, make_controller):
+    kube.create_all([node("n0")])
+    c = make_controller().start_background()
+    wait_until(c.is_leader)
+    held_while_draining = []
+    drain = c.binder.drain
+    c.binder.drain = lambda timeout=None: (held_while_draining.append(c.leader.is_leader()), drain(timeout))[1]
+    c.stop()
+    assert held_while_draining == [True]
+    assert not c.leader.is_leader() and not _lease(kube)["spec"].get("holderIdentity")

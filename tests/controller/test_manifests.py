@@ -42,7 +42,7 @@ def _validate(doc: dict) -> None:
 # ----------------------------------------------------------------------------------- static
 
 @pytest.mark.parametrize("name", ["crds/kaiwo.ai_kaiwoqueues.yaml", "crds/kaiwo.ai_kaiwojobs.yaml",
-                                  "rbac.yaml", "deployment.yaml"])
+                                  "crds/kaiwo.ai_kaiworeservations.yaml", "rbac.yaml", "deployment.yaml"])
 def test_static_manifests_validate(name):
     docs = _docs(DEPLOY / name)
     assert docs
@@ -218,6 +218,66 @@ def test_what_the_schema_leaves_to_cel_or_the_controller():
     assert _queue_ok(float_quota) and not _schema_ok("kaiwoqueues", float_quota)
 
 
+def test_every_watched_custom_kind_has_a_crd():
+    from kaiwo.controller.api import PLURALS, WATCHED_KINDS
+
+    for kind, plural in PLURALS.items():
+        assert kind in WATCHED_KINDS
+        crd = _crd(plural)
+        assert crd["spec"]["names"]["kind"] == kind and crd["metadata"]["name"] == f"{plural}.kaiwo.ai"
+        assert (crd["spec"]["scope"] == "Namespaced") is WATCHED_KINDS[kind]
+
+
+def test_reservation_crd_is_structural_with_printer_columns():
+    crd = _crd("kaiworeservations")
+    schema = _schema("kaiworeservations")
+    assert structural_errors(schema) == []
+    (version,) = crd["spec"]["versions"]
+    assert version["served"] and version["storage"] and version["name"] == "v1alpha2"
+    for c in version["additionalPrinterColumns"]:
+        if not c["jsonPath"].startswith(".metadata"):
+            assert c["jsonPath"].split(".")[-1] in schema["properties"]["spec"]["properties"], c
+    rules = " ".join(r["rule"] for r in schema["properties"]["spec"]["x-kubernetes-validations"])
+    for both in ("has(self.queue) != has(self.job)", "has(self.nodes) != has(self.gpus)",
+                 "has(self.until) && has(self.ttl)"):
+        assert both in rules
+
+
+def _reservation(**spec) -> dict:
+    return {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoReservation",
+            "metadata": {"name": "hold", "creationTimestamp": "2026-11-28T10:00:00Z"}, "spec": spec}
+
+
+RESERVATIONS = [
+    (_reservation(queue="research", nodes=["a", "b"]), True),
+    (_reservation(job="ml/train", gpus=16, start="2026-11-28T16:00:00Z", until="2026-11-28T20:00:00Z"), True),
+    (_reservation(queue="research", gpus=8, ttl="4h"), True),
+    (_reservation(queue="research", gpus=8, ttl=3600), True),
+    (_reservation(queue="research", gpus=0), False),
+    (_reservation(queue="research", gpus="8"), False),
+    (_reservation(queue="research", nodes=[]), False),
+    (_reservation(queue="research", nodes="a"), False),
+    (_reservation(job="train", gpus=1), False),
+    (_reservation(queue="research", gpus=1, until="tomorrow"), False),
+    (_reservation(queue="research", gpus=1, start="soon"), False),
+    (_reservation(queue="research", gpus=1, ttl="four hours"), False),
+]
+
+
+@pytest.mark.parametrize("obj,ok", RESERVATIONS, ids=lambda v: None if isinstance(v, bool) else str(v["spec"])[:60])
+def test_reservation_schema_agrees_with_kaiwo_core(obj, ok):
+    from kaiwo_core.reservations import ReservationError, reservation_spec
+
+    try:
+        reservation_spec(obj, 1.8e9)
+        core_ok = True
+    except ReservationError:
+        core_ok = False
+    assert core_ok is ok
+    checker = jsonschema.Draft4Validator(_schema("kaiworeservations"), format_checker=jsonschema.FormatChecker())
+    assert checker.is_valid(obj) is ok
+
+
 def test_the_bundled_example_validates_against_the_crds():
     from importlib.resources import files
 
@@ -261,6 +321,11 @@ def test_rbac_allows_every_request_of_a_controller_run(emulator, kube, make_cont
     rules = _rules(_docs(DEPLOY / "rbac.yaml"))
     denied = sorted(v for v in verbs if not _allowed(rules, *v))
     assert not denied, denied
+    # KaiwoJob pods are owned with blockOwnerDeletion, which kube-apiserver's owner-reference
+    # admission (not emulated) allows only with update on the owner's finalizers.
+    created = [p for p in kube.pods() if p["metadata"].get("ownerReferences")]
+    assert created and all(r.get("blockOwnerDeletion") for p in created for r in p["metadata"]["ownerReferences"])
+    assert _allowed(rules, "update", "kaiwo.ai", "kaiwojobs/finalizers")
     # ... and the check has teeth: without the binding rule, binding is denied.
     no_binding = [dict(r, resources=[x for x in r["resources"] if x != "pods/binding"]) for r in rules]
     assert not _allowed(no_binding, "create", "", "pods/binding")
@@ -357,6 +422,14 @@ def test_helm_chart_matches_the_static_manifests():
     args = [a.replace("$(POD_NAMESPACE)", "kaiwo-system").replace("$(POD_NAME)", "pod-0") for a in container["args"]]
     parsed = build_parser().parse_args(args)
     assert parsed.period == 1.0 and parsed.in_cluster and parsed.concurrency == 16
+
+
+def test_metrics_service_has_one_name_everywhere():
+    (static,) = [d for d in _docs(DEPLOY / "deployment.yaml") if d["kind"] == "Service"]
+    (chart,) = _rendered()["service.yaml"]
+    assert static["metadata"]["name"] == chart["metadata"]["name"] == "kaiwo-metrics"
+    readme = (ROOT / "README.md").read_text()
+    assert "svc/kaiwo-metrics" in readme and "Service `kaiwo-metrics`" in readme
 
 
 def test_helm_values_change_the_rendering():

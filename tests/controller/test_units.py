@@ -337,6 +337,21 @@ def test_expired_assumption_of_a_bound_pod_is_kept_as_running():
     assert cache.resolve_assumption("default/a", bound) is False
     snap = cache.snapshot().snapshot
     assert [r.name for r in snap.running] == ["default/a"] and not snap.pending
+    # A lagging watch then replays an older, unbound version (a status update before binding):
+    # the pod stays charged until the watch shows it bound.
+    stale = json.loads(json.dumps(a))
+    stale["status"] = {"phase": "Pending"}
+    cache.upsert("Pod", stale)
+    other = pod("b", gpus=1)
+    other["metadata"].update(uid="u1", resourceVersion="3")
+    cache.upsert("Pod", other)
+    snap = cache.snapshot().snapshot
+    assert [r.name for r in snap.running] == ["default/a"]
+    assert schedule(snap).to_dict()["bindings"] == []
+    watched = json.loads(json.dumps(bound))
+    watched["metadata"]["resourceVersion"] = "4"
+    cache.upsert("Pod", watched)
+    assert not cache._confirmed and [r.name for r in cache.snapshot().snapshot.running] == ["default/a"]
 
 
 def test_failed_binding_returns_capacity_at_once():

@@ -1,0 +1,133 @@
+"""Plots and a self-contained HTML report for ``kaiwo simulate``.
+
+Plots are PNG files drawn with matplotlib's Agg backend (no display needed); the HTML report embeds
+them as base64 data URIs next to the result tables, so it is one file that opens anywhere.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+
+class ReportError(RuntimeError):
+    """A plot or report that cannot be made (matplotlib missing, file not writable)."""
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ReportError("plots need matplotlib (pip install matplotlib)") from e
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def allocation_png(summaries: list, title: str) -> bytes:
+    """Allocation ratio (%) against arrived GPU requests (% of capacity), one line per policy
+    (mean over its seeds)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    try:
+        for s in summaries:
+            curve = s.curve()
+            ax.plot(range(len(curve)), curve, label=f"{s.policy} ({s.mean(130):.2f}% at 130%)",
+                    linewidth=2.2 if s.policy == "frag" else 1.4)
+        ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle=":", label="all placed")
+        ax.set_xlabel("arrived GPU requests (% of GPU capacity)")
+        ax.set_ylabel("GPU allocation ratio (%)")
+        ax.set_title(title)
+        ax.set_xlim(0, 130)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+        inset = ax.inset_axes([0.08, 0.55, 0.4, 0.38])
+        for s in summaries:
+            curve = s.curve()
+            inset.plot(range(85, len(curve)), curve[85:], linewidth=1.2)
+        inset.set_xlim(85, 130)
+        inset.set_title("85-130%", fontsize=8)
+        inset.tick_params(labelsize=7)
+        inset.grid(alpha=0.3)
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
+def online_png(result, title: str) -> bytes:
+    """GPU utilisation and Jain's fairness index over simulated time (days)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True)
+    try:
+        days = result.times / 86400.0
+        ax1.plot(days, 100 * result.utilization, linewidth=0.8)
+        ax1.set_ylabel("GPU utilisation (%)")
+        ax1.set_title(title)
+        ax1.grid(alpha=0.3)
+        ax2.plot(days, result.fairness, linewidth=0.8, color="tab:green")
+        ax2.set_ylabel("Jain's fairness index")
+        ax2.set_xlabel("days since the first arrival")
+        ax2.set_ylim(0, 1.05)
+        ax2.grid(alpha=0.3)
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
+def waiting_png(result, title: str) -> bytes:
+    """Mean and 95th-percentile waiting time per queue (bars)."""
+    plt = _pyplot()
+    rows = [q.to_dict() for q in result.queues if q.waits]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    try:
+        names = [r["queue"] for r in rows]
+        x = range(len(rows))
+        ax.bar([i - 0.2 for i in x], [r["waitMeanS"] for r in rows], width=0.4, label="mean")
+        ax.bar([i + 0.2 for i in x], [r["waitP95S"] for r in rows], width=0.4, label="95th percentile")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        ax.set_ylabel("waiting time (s)")
+        ax.set_title(title)
+        ax.legend()
+        ax.grid(alpha=0.3, axis="y")
+        return _png(fig)
+    finally:
+        plt.close(fig)
+
+
+def write_png(path: str, data: bytes) -> None:
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise ReportError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def html_report(title: str, sections: list, path: str) -> None:
+    """Write a self-contained HTML file. ``sections``: list of (heading, text or None, png bytes or
+    None); text is shown preformatted (tables), images inline as data URIs."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:13px}"
+             "img{max-width:100%}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.5em}</style>",
+             f"</head><body><h1>{html.escape(title)}</h1>"]
+    for heading, text, png in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if text:
+            parts.append(f"<pre>{html.escape(text)}</pre>")
+        if png:
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f"<img alt='{html.escape(heading)}' src='data:image/png;base64,{data}'>")
+    parts.append("<p><small>Generated by <code>kaiwo simulate</code>. Data: Alibaba cluster-trace-gpu-v2023 "
+                 "(openb) / Microsoft Philly traces; see kaiwo/data/ATTRIBUTION.md.</small></p></body></html>")
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(parts))
+    except OSError as e:
+        raise ReportError(f"cannot write {path}: {e.strerror or e}") from None
