@@ -19,90 +19,13 @@
 #include <vector>
 
 #include "placement.hpp"
+#include "inputs.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
 
 namespace kaiwo::bindings {
 namespace {
-
-template <typename T>
-struct Dt;
-template <> struct Dt<int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
-template <> struct Dt<int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
-template <> struct Dt<int8_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int8"; };
-template <> struct Dt<uint8_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint8"; };
-template <> struct Dt<uint32_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint32"; };
-template <> struct Dt<uint64_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint64"; };
-template <> struct Dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
-
-[[noreturn]] void fail(const std::string& where, const std::string& what) {
-    throw std::invalid_argument(where + ": " + what);
-}
-
-std::string where(const char* dict, const std::string& key) { return std::string(dict) + "['" + key + "']"; }
-
-/// One validated input dict. Arrays are kept referenced until the kernel returns.
-class Inputs {
-public:
-    Inputs(const py::dict& d, const char* name, std::set<std::string> known) : d_(d), name_(name) {
-        for (auto item : d_) {
-            if (!py::isinstance<py::str>(item.first))
-                fail(name_, "keys must be str, got " + std::string(py::str(py::type::of(item.first))));
-            const std::string key = item.first.cast<std::string>();
-            if (!known.count(key)) fail(where(name_, key), "unknown key");
-        }
-    }
-
-    /// Whether `key` is present and not None (for optional arrays).
-    bool has(const std::string& key) const { return d_.contains(key) && !d_[key.c_str()].is_none(); }
-
-    /// The array under `key`, checked for exact dtype, ndim, C-contiguity and (mutable) writeability.
-    template <typename T>
-    py::array get(const std::string& key, int ndim, bool writable) {
-        const std::string w = where(name_, key);
-        if (!has(key)) fail(w, "missing");
-        py::object obj = d_[key.c_str()];
-        if (!py::isinstance<py::array>(obj))
-            fail(w, std::string("expected a numpy array of ") + Dt<T>::name + ", got " +
-                        std::string(py::str(py::type::of(obj))));
-        py::array a = py::reinterpret_borrow<py::array>(obj);
-        const py::dtype dt = a.dtype();
-        const char bo = dt.byteorder();
-        if (dt.kind() != Dt<T>::kind || dt.itemsize() != py::ssize_t(sizeof(T)) || dt.has_fields() ||
-            (bo != '=' && bo != '|'))
-            fail(w, std::string("expected dtype ") + Dt<T>::name + " (native byte order), got " +
-                        std::string(py::str(dt)));
-        if (a.ndim() != ndim)
-            fail(w, "expected " + std::to_string(ndim) + "-D array, got " + std::to_string(a.ndim()) + "-D");
-        if (!(a.flags() & py::array::c_style)) fail(w, "not C-contiguous");
-        if (writable && !a.writeable()) fail(w, "read-only, but the kernel updates it in place");
-        keep_.push_back(a);
-        return a;
-    }
-
-    /// Same as `get` for a 1-D array that must have `n` elements (`what` explains n).
-    template <typename T>
-    py::array get1(const std::string& key, py::ssize_t n, const std::string& what, bool writable = false) {
-        py::array a = get<T>(key, 1, writable);
-        if (a.shape(0) != n)
-            fail(where(name_, key), "expected length " + std::to_string(n) + " (" + what + "), got " +
-                                        std::to_string(a.shape(0)));
-        return a;
-    }
-
-    const char* name() const { return name_; }
-
-private:
-    py::dict d_;
-    const char* name_;
-    std::vector<py::array> keep_;
-};
-
-template <typename T>
-T* mut(py::array& a) { return static_cast<T*>(a.mutable_data()); }
-template <typename T>
-const T* cst(const py::array& a) { return static_cast<const T*>(a.data()); }
 
 constexpr int64_t kMaxQty = int64_t(1) << 53;       ///< CPU, memory, pod slots: exact as double
 constexpr int64_t kMaxDevMem = int64_t(1) << 40;    ///< MiB of one device (times milli <= 1000 fits)
@@ -120,18 +43,6 @@ void check_range(const int64_t* a, py::ssize_t n, int64_t lo, int64_t hi, const 
     }
 }
 
-int32_t checked_size(py::ssize_t n, const std::string& what) {
-    if (n > std::numeric_limits<int32_t>::max()) fail(what, "too many elements for int32 indexing");
-    return static_cast<int32_t>(n);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
-    return a;
-}
-
 py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int strategy) {
     if (strategy < kBinpack || strategy >= kNumStrategies)
         fail("strategy", "unknown strategy " + std::to_string(strategy) +
@@ -140,28 +51,28 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
                              "STRATEGY_GPU_CLUSTERING, STRATEGY_FGD)");
 
     // ---- cluster ----
-    Inputs c(cluster, "cluster",
+    Inputs c(cluster, "cluster", {},
              {"node_cpu_free", "node_mem_free", "node_pods_free", "node_cpu_cap", "node_mem_cap",
               "node_dev_start", "dev_gpu", "dev_mem_cap", "dev_xcd_mask", "dev_xcds_per_domain",
               "dev_milli_free", "dev_mem_free", "dev_xcd_free", "dev_state", "node_gpu_kinds"});
-    py::array node_cpu_free = c.get<int64_t>("node_cpu_free", 1, true);
+    py::array node_cpu_free = c.array<int64_t>("node_cpu_free", 1, true);
     const py::ssize_t N = node_cpu_free.shape(0);
     const std::string nodes = "nodes = len(node_cpu_free)";
-    py::array node_mem_free = c.get1<int64_t>("node_mem_free", N, nodes, true);
-    py::array node_pods_free = c.get1<int64_t>("node_pods_free", N, nodes, true);
-    py::array node_cpu_cap = c.get1<int64_t>("node_cpu_cap", N, nodes);
-    py::array node_mem_cap = c.get1<int64_t>("node_mem_cap", N, nodes);
-    py::array node_dev_start = c.get1<int64_t>("node_dev_start", N + 1, "nodes + 1");
-    py::array dev_gpu = c.get<int32_t>("dev_gpu", 1, false);
+    py::array node_mem_free = c.array1<int64_t>("node_mem_free", N, nodes, true);
+    py::array node_pods_free = c.array1<int64_t>("node_pods_free", N, nodes, true);
+    py::array node_cpu_cap = c.array1<int64_t>("node_cpu_cap", N, nodes);
+    py::array node_mem_cap = c.array1<int64_t>("node_mem_cap", N, nodes);
+    py::array node_dev_start = c.array1<int64_t>("node_dev_start", N + 1, "nodes + 1");
+    py::array dev_gpu = c.array<int32_t>("dev_gpu", 1, false);
     const py::ssize_t G = dev_gpu.shape(0);
     const std::string devs = "devices = len(dev_gpu)";
-    py::array dev_mem_cap = c.get1<int64_t>("dev_mem_cap", G, devs);
-    py::array dev_xcd_mask = c.get1<uint32_t>("dev_xcd_mask", G, devs);
-    py::array dev_xcds_per_domain = c.get1<int32_t>("dev_xcds_per_domain", G, devs);
-    py::array dev_milli_free = c.get1<int64_t>("dev_milli_free", G, devs, true);
-    py::array dev_mem_free = c.get1<int64_t>("dev_mem_free", G, devs, true);
-    py::array dev_xcd_free = c.get1<uint32_t>("dev_xcd_free", G, devs, true);
-    py::array dev_state = c.get1<int8_t>("dev_state", G, devs, true);
+    py::array dev_mem_cap = c.array1<int64_t>("dev_mem_cap", G, devs);
+    py::array dev_xcd_mask = c.array1<uint32_t>("dev_xcd_mask", G, devs);
+    py::array dev_xcds_per_domain = c.array1<int32_t>("dev_xcds_per_domain", G, devs);
+    py::array dev_milli_free = c.array1<int64_t>("dev_milli_free", G, devs, true);
+    py::array dev_mem_free = c.array1<int64_t>("dev_mem_free", G, devs, true);
+    py::array dev_xcd_free = c.array1<uint32_t>("dev_xcd_free", G, devs, true);
+    py::array dev_state = c.array1<int8_t>("dev_state", G, devs, true);
 
     ClusterView view;
     view.n_nodes = checked_size(N, "cluster['node_cpu_free']");
@@ -181,7 +92,7 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     view.dev_xcd_free = mut<uint32_t>(dev_xcd_free);
     view.dev_state = mut<int8_t>(dev_state);
     // kGpuClustering's per-node kinds of GPU pods, carried across calls by the caller (optional).
-    py::array node_gpu_kinds = c.has("node_gpu_kinds") ? c.get1<uint64_t>("node_gpu_kinds", N, nodes, true) : py::array();
+    py::array node_gpu_kinds = c.has("node_gpu_kinds") ? c.array1<uint64_t>("node_gpu_kinds", N, nodes, true) : py::array();
     view.node_gpu_kinds = c.has("node_gpu_kinds") ? mut<uint64_t>(node_gpu_kinds) : nullptr;
 
     if (view.node_dev_start[0] != 0)
@@ -214,27 +125,27 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     }
 
     // ---- batch ----
-    Inputs b(batch, "batch",
+    Inputs b(batch, "batch", {},
              {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score",
               "gang", "gang_need", "seed", "workload_shapes", "workload_weights"});
-    py::array cpu = b.get<int64_t>("cpu", 1, false);
+    py::array cpu = b.array<int64_t>("cpu", 1, false);
     const py::ssize_t P = cpu.shape(0);
     const std::string pods = "pods = len(cpu)";
-    py::array mem = b.get1<int64_t>("mem", P, pods);
-    py::array kind = b.get1<int8_t>("kind", P, pods);
-    py::array count = b.get1<int32_t>("count", P, pods);
-    py::array milli = b.get1<int32_t>("milli", P, pods);
-    py::array gpu_mem = b.get1<int64_t>("gpu_mem", P, pods);
-    py::array exclusive = b.get1<uint8_t>("exclusive", P, pods);
-    py::array cls = b.get1<int32_t>("cls", P, pods);
-    py::array class_mask = b.get<uint8_t>("class_mask", 2, false);
+    py::array mem = b.array1<int64_t>("mem", P, pods);
+    py::array kind = b.array1<int8_t>("kind", P, pods);
+    py::array count = b.array1<int32_t>("count", P, pods);
+    py::array milli = b.array1<int32_t>("milli", P, pods);
+    py::array gpu_mem = b.array1<int64_t>("gpu_mem", P, pods);
+    py::array exclusive = b.array1<uint8_t>("exclusive", P, pods);
+    py::array cls = b.array1<int32_t>("cls", P, pods);
+    py::array class_mask = b.array<uint8_t>("class_mask", 2, false);
     if (class_mask.shape(1) != N)
         fail("batch['class_mask']", "expected shape (classes, " + std::to_string(N) + "), got (" +
                                         std::to_string(class_mask.shape(0)) + ", " +
                                         std::to_string(class_mask.shape(1)) + ")");
     const py::ssize_t C = class_mask.shape(0);
     const bool has_extra = b.has("extra_score");
-    py::array extra_score = has_extra ? b.get<double>("extra_score", 2, false) : py::array();
+    py::array extra_score = has_extra ? b.array<double>("extra_score", 2, false) : py::array();
     if (has_extra && (extra_score.shape(0) != C || extra_score.shape(1) != N))
         fail("batch['extra_score']", "expected shape (" + std::to_string(C) + ", " + std::to_string(N) +
                                          ") like class_mask, got (" + std::to_string(extra_score.shape(0)) +
@@ -243,8 +154,8 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     const bool has_gang = b.has("gang");
     if (has_gang != b.has("gang_need"))
         fail(has_gang ? "batch['gang_need']" : "batch['gang']", "gang and gang_need come together");
-    py::array gang = has_gang ? b.get1<int32_t>("gang", P, pods) : py::array();
-    py::array gang_need = has_gang ? b.get1<int32_t>("gang_need", P, pods) : py::array();
+    py::array gang = has_gang ? b.array1<int32_t>("gang", P, pods) : py::array();
+    py::array gang_need = has_gang ? b.array1<int32_t>("gang_need", P, pods) : py::array();
 
     Batch bt;
     bt.n_pods = checked_size(P, "batch['cpu']");
@@ -278,13 +189,13 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     }
 
     // kRandom's seed and the target workload of kFgd / kFragAware (all optional).
-    if (b.has("seed")) bt.seed = cst<uint64_t>(b.get1<uint64_t>("seed", 1, "one seed"))[0];
+    if (b.has("seed")) bt.seed = cst<uint64_t>(b.array1<uint64_t>("seed", 1, "one seed"))[0];
     const bool has_wl = b.has("workload_shapes");
     if (has_wl != b.has("workload_weights"))
         fail(has_wl ? "batch['workload_weights']" : "batch['workload_shapes']",
              "workload_shapes and workload_weights come together");
     if (has_wl) {
-        py::array shapes = b.get<int64_t>("workload_shapes", 2, false);
+        py::array shapes = b.array<int64_t>("workload_shapes", 2, false);
         const py::ssize_t T = shapes.shape(0);
         if (shapes.shape(1) != 7)
             fail("batch['workload_shapes']", "expected shape (shapes, 7): cpu, kind, count, milli, gpu_mem, "
@@ -293,7 +204,7 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
         if (T > kMaxWorkload)
             fail("batch['workload_shapes']", "at most " + std::to_string(kMaxWorkload) + " shapes, got " +
                                                  std::to_string(T));
-        py::array weights = b.get1<double>("workload_weights", T, "shapes = len(workload_shapes)");
+        py::array weights = b.array1<double>("workload_weights", T, "shapes = len(workload_shapes)");
         const int64_t* w = cst<int64_t>(shapes);
         const double* wt = cst<double>(weights);
         for (py::ssize_t t = 0; t < T; ++t) {

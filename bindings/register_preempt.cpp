@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "preempt.hpp"
+#include "inputs.hpp"
 #include "register.hpp"
 
 namespace py = pybind11;
@@ -32,108 +33,7 @@ namespace {
 
 constexpr int64_t kMaxAmount = int64_t{1} << 60;  ///< bound on amounts and column totals
 
-template <typename T>
-struct Dt;
-template <> struct Dt<int64_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int64"; };
-template <> struct Dt<int32_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int32"; };
-template <> struct Dt<int8_t> { static constexpr char kind = 'i'; static constexpr const char* name = "int8"; };
-template <> struct Dt<uint8_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint8"; };
-template <> struct Dt<uint32_t> { static constexpr char kind = 'u'; static constexpr const char* name = "uint32"; };
-template <> struct Dt<double> { static constexpr char kind = 'f'; static constexpr const char* name = "float64"; };
-
-[[noreturn]] void fail(const std::string& where, const std::string& what) {
-    throw std::invalid_argument(where + ": " + what);
-}
-
-/// One validated input dict. Arrays are kept referenced until the kernel returns.
-class Inputs {
-public:
-    Inputs(const py::dict& d, const char* name, const std::set<std::string>& required,
-           const std::set<std::string>& optional = {})
-        : d_(d), name_(name) {
-        for (auto item : d_) {
-            if (!py::isinstance<py::str>(item.first))
-                fail(name_, "keys must be str, got " + std::string(py::str(py::type::of(item.first))));
-            const std::string key = item.first.cast<std::string>();
-            if (!required.count(key) && !optional.count(key)) fail(at(key), "unknown key");
-        }
-        for (const auto& key : required)
-            if (!has(key)) fail(at(key), "missing");
-    }
-
-    bool has(const std::string& key) const { return d_.contains(key) && !d_[key.c_str()].is_none(); }
-    std::string at(const std::string& key) const { return std::string(name_) + "['" + key + "']"; }
-
-    /// The array under `key`: exact dtype, `ndim` dimensions, C-contiguous.
-    template <typename T>
-    const T* get(const std::string& key, int ndim, py::ssize_t* shape) {
-        const std::string w = at(key);
-        if (!has(key)) fail(w, "missing");
-        py::object obj = d_[key.c_str()];
-        if (!py::isinstance<py::array>(obj))
-            fail(w, std::string("expected a numpy array of ") + Dt<T>::name + ", got " +
-                        std::string(py::str(py::type::of(obj))));
-        py::array a = py::reinterpret_borrow<py::array>(obj);
-        const py::dtype dt = a.dtype();
-        const char bo = dt.byteorder();
-        if (dt.kind() != Dt<T>::kind || dt.itemsize() != py::ssize_t(sizeof(T)) || dt.has_fields() ||
-            (bo != '=' && bo != '|'))
-            fail(w, std::string("expected dtype ") + Dt<T>::name + " (native byte order), got " +
-                        std::string(py::str(dt)));
-        if (a.ndim() != ndim)
-            fail(w, "expected " + std::to_string(ndim) + "-D array, got " + std::to_string(a.ndim()) + "-D");
-        if (!(a.flags() & py::array::c_style)) fail(w, "not C-contiguous");
-        for (int i = 0; i < ndim; ++i) shape[i] = a.shape(i);
-        keep_.push_back(a);
-        return static_cast<const T*>(a.data());
-    }
-
-    /// A 1-D array of exactly `n` elements (`what` explains n).
-    template <typename T>
-    const T* vec(const std::string& key, py::ssize_t n, const std::string& what) {
-        py::ssize_t s[1];
-        const T* p = get<T>(key, 1, s);
-        if (s[0] != n)
-            fail(at(key), "expected length " + std::to_string(n) + " (" + what + "), got " + std::to_string(s[0]));
-        return p;
-    }
-
-    /// A 1-D array of any length, returned with it.
-    template <typename T>
-    const T* any(const std::string& key, py::ssize_t* n) { return get<T>(key, 1, n); }
-
-    /// A 2-D array of shape (n, 3) (`what` explains n).
-    template <typename T>
-    const T* mat(const std::string& key, py::ssize_t n, const std::string& what) {
-        py::ssize_t s[2];
-        const T* p = get<T>(key, 2, s);
-        if (s[0] != n || s[1] != kNumRes)
-            fail(at(key), "expected shape (" + std::to_string(n) + ", 3) (" + what +
-                              " x gpu/cpu/memory), got (" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ")");
-        return p;
-    }
-
-    const char* name() const { return name_; }
-
-private:
-    py::dict d_;
-    const char* name_;
-    std::vector<py::array> keep_;
-};
-
 std::string at_row(const char* what, int64_t i) { return std::string(" at ") + what + " " + std::to_string(i); }
-
-int32_t checked_size(py::ssize_t n, const std::string& what) {
-    if (n > std::numeric_limits<int32_t>::max()) fail(what, "too many elements for int32 indexing");
-    return static_cast<int32_t>(n);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(const std::vector<T>& v) {
-    py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-    if (!v.empty()) std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(T));
-    return a;
-}
 
 /// A fresh copy of an input array (the kernel's working state, returned as the final state).
 template <typename T>
