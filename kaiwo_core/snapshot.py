@@ -135,12 +135,15 @@ class Snapshot:
             s.node_mem_free[n] -= req.memory
             s.node_pods_free[n] -= 1
             if req.kind != KIND_NONE:
-                self._charge_devices(req, n)
+                self.charge_devices(req, n)
         if unannotated:
             self._place_unannotated(unannotated)
         self._clamp()
 
-    def _charge_devices(self, req: PodRequest, n: int) -> None:
+    def charge_devices(self, req: PodRequest, n: int) -> None:
+        """Charge the devices of ``req.assignment`` on node index ``n`` to the state (a conflict
+        with another pod's charge becomes a warning, never an error). The controller's cache calls
+        this to re-charge one device at a time, so it must not touch node CPU or memory."""
         c, s = self.cluster, self.state
         for d in req.assignment:
             dev = c.device_index(n, d["gpu"], d["partition"])

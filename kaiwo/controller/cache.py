@@ -211,7 +211,7 @@ class ChargeBook:
         for key in self.on_device[dev]:
             req = self.charged[key][1]
             entries = [d for d in req.assignment if c.device_index(n, d["gpu"], d["partition"]) == dev]
-            snap._charge_devices(dataclasses.replace(req, assignment=entries), n)
+            snap.charge_devices(dataclasses.replace(req, assignment=entries), n)
         if snap.warnings:
             self._inexact(snap.warnings)
 
