@@ -531,8 +531,8 @@ def clustering_score_ref(c, n, kinds, bit):
 def kaiwo_score_ref(c, b, p, n, before, after, gdelta, ratio):
     """Kaiwo's policy (STRATEGY_FRAG_AWARE, see csrc/placement.cpp): FGD's sigmoid score, plus a
     tie-break below one point -- a CPU-only pod: least free GPU milli; a pod of one device or less:
-    free CPU after placement closest to `ratio` x free GPU milli after; a larger pod: a node in use,
-    then the fewest idle devices left."""
+    the least increase of F (un-truncated) plus of the node's CPU/GPU imbalance in GPU milli
+    (`imbalance_increase_ref`); a larger pod: a node in use, then the fewest idle devices left."""
     sig = float(sigmoid_score_ref(before, after))
     tf = _total_free(c, n)
     if b["kind"][p] == P_KIND_NO_GPU:
@@ -544,9 +544,20 @@ def kaiwo_score_ref(c, b, p, n, before, after, gdelta, ratio):
         idle_after = float(idle - (shape[1] if _exclusive_mode(shape) else 0))
         return (sig + 1e-3 * (1.0 if tf < len(devs) * 1000 else 0.0)
                 + 1e-6 * (1.0 - idle_after / float(len(devs))))
+    return sig - 1e-8 * ((after - before) + imbalance_increase_ref(c, b, p, n, gdelta, ratio))
+
+
+def imbalance_increase_ref(c, b, p, n, gdelta, ratio):
+    """Increase of node n's |free CPU - ratio x free GPU milli| / ratio when pod p takes `gdelta`
+    GPU milli there (0 if ratio is not positive)."""
+    if not ratio > 0.0:
+        return 0.0
+    tf = _total_free(c, n)
+    cpu_before = float(c["node_cpu_free"][n])
+    gpu_before = float(tf)
     cpu_after = float(c["node_cpu_free"][n] - b["cpu"][p])
     gpu_after = float(tf - gdelta)
-    return sig - 1e-3 * abs(cpu_after - ratio * gpu_after) / float(MAX_SPEC_CPU)
+    return abs(cpu_after - ratio * gpu_after) / ratio - abs(cpu_before - ratio * gpu_before) / ratio
 
 
 def _frag_pick(c, b, p, n, strategy, wl, ratio):
