@@ -64,6 +64,7 @@
 // reference produces. Float scores use the same operations in the same order as the Python reference
 // (setup.py compiles with -ffp-contract=off), so node choices are bit-for-bit identical.
 
+#include "bits.hpp"
 #include "placement.hpp"
 
 #include <algorithm>
@@ -78,25 +79,10 @@
 namespace kaiwo {
 namespace {
 
-constexpr int64_t kFullMilli = 1000;   ///< compute of one logical GPU
 constexpr int kMaxXcdBits = 8;          ///< XCDs per partition mask (bits 0..7), checked by the binding
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr std::size_t kCacheBudget = std::size_t(1) << 20;  ///< (shape, node) cache entries, ~18 MiB
 constexpr std::size_t kMaxSlots = 4096;                    ///< cached shapes at most
-
-/// Bits set in an XCD mask (bits 0..7, checked by the binding). A table, because without
-/// -mpopcnt the builtin is a library call and this runs in the innermost device loops.
-struct Pop8 {
-    std::array<uint8_t, 256> v{};
-    constexpr Pop8() {
-        for (int i = 1; i < 256; ++i) v[i] = static_cast<uint8_t>(v[i >> 1] + (i & 1));
-    }
-};
-constexpr Pop8 kPop8{};
-inline int popcount(uint32_t x) { return kPop8.v[x & 0xFFu]; }
-
-/// Non-negative integer division rounding up, as the reference's `-(-a // b)`.
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /// `used / cap` as a utilisation; 0 when there is no capacity (same expression as the reference).
 inline double ratio(int64_t used, int64_t cap) {

@@ -31,6 +31,7 @@
 //   6. Tentative states are per-device accumulators over the victim set (order-independent), so
 //      adding a victim touches only its own devices; the fit check reads the node's few devices.
 
+#include "bits.hpp"
 #include "preempt.hpp"
 
 #include <algorithm>
@@ -39,19 +40,6 @@
 
 namespace kaiwo {
 namespace {
-
-constexpr int64_t kFullMilli = 1000;
-
-struct Pop8 {
-    std::array<uint8_t, 256> v{};
-    constexpr Pop8() {
-        for (int i = 1; i < 256; ++i) v[i] = static_cast<uint8_t>(v[i >> 1] + (i & 1));
-    }
-};
-constexpr Pop8 kPop8{};
-inline int popcount(uint32_t x) { return kPop8.v[x & 0xFFu]; }
-
-inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /// A candidate victim, packed for the per-node scans (node-major, sorted like `cand_`).
 struct CandRec {
