@@ -246,6 +246,13 @@ def test_cli_online(tmp_path, capsys):
     assert "mean GPU utilisation" in out and "115.0" in out
     doc = json.loads((tmp_path / "o.json").read_text())
     assert {q["queue"]: q["waitMeanS"] for q in doc["queues"]} == {"a": 10.0, "b": 115.0}
+    assert "PREEMPTED" in out and "reclaim aggressive" in out
+    assert doc["reclaim"] == "aggressive" and doc["preemptions"] == 0
+    assert main(["simulate", "--online", "--trace", str(jobs), "--vc-nodes", str(vc), "--reclaim", "none",
+                 "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["reclaim"] == "none"
+    with pytest.raises(SystemExit):
+        main(["simulate", "--online", "--reclaim", "greedy"])
 
 
 def test_parse_seeds():
