@@ -7,15 +7,24 @@ leaf ``KaiwoQueue`` whose GPU quota is its node count (``--vc-nodes`` CSV: ``vc,
 GPUs; a VC missing from that file gets no quota (it runs on what others leave). The cluster is one
 8-GPU node per quota node.
 
-Scheduling runs the pieces of :func:`kaiwo_core.schedule` on arrays -- the queue tree
-(:func:`kaiwo_core.queues.build_tree`), compiled H-DRF fair shares
-(:func:`kaiwo_core.fairness.compute_shares`), the compiled keyed-heap order
-(:func:`kaiwo_core.fairness.order_pending`) and the placement kernel with gangs -- at most once per
-``period`` seconds of simulated time, when something arrived or finished. A job asking for more
-than 8 GPUs is a gang of 8-GPU pods (and one with the rest), placed all or nothing.
+Every cycle is :func:`kaiwo_core.schedule` -- the controller's cycle: queue limits, fair shares,
+ordering, gangs, reservations, placement, and reclaim/preemption -- on a :class:`kaiwo_core.Snapshot`
+the replay keeps up to date itself, at most once per ``period`` seconds of simulated time, when
+something arrived or finished (or the cycle before evicted jobs). Each job's pods are decoded once
+(:func:`kaiwo_core.pod_request`, ``kaiwo.ai/queue`` label, ``nvidia.com/gpu`` request); a job asking
+for more than 8 GPUs is a gang (``kaiwo.ai/gang``, ``kaiwo.ai/gang-min-members``) of 8-GPU pods and
+one with the rest, placed all or nothing. A binding makes the pod run on its devices, charged by
+:meth:`kaiwo_core.Snapshot.charge_running` as the controller charges running pods; the snapshot's
+pod columns are reused while its pod lists only grow and shrink (:mod:`kaiwo_core.podtable`). A
+preemption evicts the victim's whole job at once: its GPUs are free for the next cycle, where the
+preemptor (which the controller leaves pending until its victims have terminated) can be placed,
+and the job goes back to pending and later starts over with its full duration. ``reclaim`` sets
+every queue's ``reclaimStrategy`` (``aggressive``, the KaiwoQueue default, or ``conservative``), or
+turns reclaim and preemption off (``none``).
 
-Reported: per queue the waiting time (placement - arrival: mean, median, 95th percentile, jobs
-still waiting at the end), GPU utilisation over time (allocated / total GPUs after each cycle), and
+Reported: per queue the waiting time (time pending before the job's run that completed: placement -
+arrival, plus eviction to restart for each preemption; mean, median, 95th percentile, jobs still
+waiting at the end), the jobs preempted, GPU utilisation over time (allocated / total GPUs after each cycle), and
 Jain's fairness index over the queues with demand, J = (sum x)^2 / (n sum x^2) with x = a queue's
 allocated GPUs over its fair share (1 = every queue gets exactly its share), averaged over time.
 """
