@@ -108,21 +108,23 @@ def _online(args) -> int:
     if args.node_scale != 1.0:
         vc = {k: (max(1, round(v * args.node_scale)) if v > 0 else 0) for k, v in vc.items()}
     bar = None if args.quiet else ProgressBar(len(jobs))
-    result = replay_online(jobs, vc, policy, args.period,
+    result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim,
                            progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None)
     if bar:
         bar.close()
     rows = [q.to_dict() for q in result.queues]
-    header = ["QUEUE", "QUOTA GPUs", "PLACED", "WAITING", "WAIT MEAN s", "WAIT MEDIAN s", "WAIT P95 s"]
-    table_rows = [[r["queue"], r["quotaGpus"], r["jobsPlaced"], r["jobsWaitingAtEnd"], r["waitMeanS"],
-                   r["waitMedianS"], r["waitP95S"]] for r in rows]
+    header = ["QUEUE", "QUOTA GPUs", "PLACED", "WAITING", "PREEMPTED", "WAIT MEAN s", "WAIT MEDIAN s",
+              "WAIT P95 s"]
+    table_rows = [[r["queue"], r["quotaGpus"], r["jobsPlaced"], r["jobsWaitingAtEnd"], r["jobsPreempted"],
+                   r["waitMeanS"], r["waitMedianS"], r["waitP95S"]] for r in rows]
     cols = [header, *[[("-" if v is None else v) for v in r] for r in table_rows]]
     widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
     lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
              for r in cols]
     fair = result.mean_fairness()
-    summary = (f"{result.jobs} jobs on {sum(vc.values())} nodes x 8 GPUs, policy {policy}, cycles every "
-               f"{args.period:g} s: mean GPU utilisation {100 * result.mean_utilization():.1f}%, "
+    summary = (f"{result.jobs} jobs on {sum(vc.values())} nodes x 8 GPUs, policy {policy}, reclaim "
+               f"{args.reclaim}, cycles every {args.period:g} s: {sum(r['jobsPreempted'] for r in rows)} "
+               f"preemptions, mean GPU utilisation {100 * result.mean_utilization():.1f}%, "
                f"mean Jain fairness {'-' if fair != fair else f'{fair:.3f}'}, {result.cycles} cycles, "
                f"{result.wall:.1f} s")
     table = "\n".join(lines + [summary])
@@ -154,6 +156,7 @@ class _PolicyAction(argparse.Action):
 def add_commands(sub) -> None:
     """Register ``kaiwo simulate`` on the ``kaiwo`` subparsers."""
     from .simulate import POLICIES
+    from .simulate_online import DEFAULT_RECLAIM, RECLAIM_CHOICES
 
     s = sub.add_parser("simulate", help="replay a trace (default: the bundled openb trace, every policy)",
                        description="Replay a trace on Kaiwo's scheduling core: FGD's experiment on the "
@@ -188,4 +191,7 @@ def add_commands(sub) -> None:
     on.add_argument("--node-scale", type=float, default=1.0,
                     help="scale every virtual cluster's node count (e.g. 0.2 for a contended cluster)")
     on.add_argument("--max-jobs", type=int, help="replay only the first N jobs by arrival")
+    on.add_argument("--reclaim", choices=RECLAIM_CHOICES, default=DEFAULT_RECLAIM,
+                    help="every queue's reclaimStrategy, or none: no reclaim or preemption (default "
+                         f"{DEFAULT_RECLAIM}, a KaiwoQueue's default)")
     s.set_defaults(func=cmd_simulate, policy_given=False)

@@ -7,15 +7,24 @@ leaf ``KaiwoQueue`` whose GPU quota is its node count (``--vc-nodes`` CSV: ``vc,
 GPUs; a VC missing from that file gets no quota (it runs on what others leave). The cluster is one
 8-GPU node per quota node.
 
-Scheduling runs the pieces of :func:`kaiwo_core.schedule` on arrays -- the queue tree
-(:func:`kaiwo_core.queues.build_tree`), compiled H-DRF fair shares
-(:func:`kaiwo_core.fairness.compute_shares`), the compiled keyed-heap order
-(:func:`kaiwo_core.fairness.order_pending`) and the placement kernel with gangs -- at most once per
-``period`` seconds of simulated time, when something arrived or finished. A job asking for more
-than 8 GPUs is a gang of 8-GPU pods (and one with the rest), placed all or nothing.
+Every cycle is :func:`kaiwo_core.schedule` -- the controller's cycle: queue limits, fair shares,
+ordering, gangs, reservations, placement, and reclaim/preemption -- on a :class:`kaiwo_core.Snapshot`
+the replay keeps up to date itself, at most once per ``period`` seconds of simulated time, when
+something arrived or finished (or the cycle before evicted jobs). Each job's pods are decoded once
+(:func:`kaiwo_core.pod_request`, ``kaiwo.ai/queue`` label, ``nvidia.com/gpu`` request); a job asking
+for more than 8 GPUs is a gang (``kaiwo.ai/gang``, ``kaiwo.ai/gang-min-members``) of 8-GPU pods and
+one with the rest, placed all or nothing. A binding makes the pod run on its devices, charged by
+:meth:`kaiwo_core.Snapshot.charge_running` as the controller charges running pods; the snapshot's
+pod columns are reused while its pod lists only grow and shrink (:mod:`kaiwo_core.podtable`). A
+preemption evicts the victim's whole job at once: its GPUs are free for the next cycle, where the
+preemptor (which the controller leaves pending until its victims have terminated) can be placed,
+and the job goes back to pending and later starts over with its full duration. ``reclaim`` sets
+every queue's ``reclaimStrategy`` (``aggressive``, the KaiwoQueue default, or ``conservative``), or
+turns reclaim and preemption off (``none``).
 
-Reported: per queue the waiting time (placement - arrival: mean, median, 95th percentile, jobs
-still waiting at the end), GPU utilisation over time (allocated / total GPUs after each cycle), and
+Reported: per queue the waiting time (time pending before the job's run that completed: placement -
+arrival, plus eviction to restart for each preemption; mean, median, 95th percentile, jobs still
+waiting at the end), the jobs preempted, GPU utilisation over time (allocated / total GPUs after each cycle), and
 Jain's fairness index over the queues with demand, J = (sum x)^2 / (n sum x^2) with x = a queue's
 allocated GPUs over its fair share (1 = every queue gets exactly its share), averaged over time.
 """
@@ -24,24 +33,29 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import numpy as np
 
-from kaiwo_core import _core
-from kaiwo_core.accounting import request_vectors
-from kaiwo_core.cluster import IDLE, cluster_from_arrays, kernel_view
-from kaiwo_core.fairness import OrderingConfig, compute_shares, order_pending, within_queue_key
-from kaiwo_core.plugins import CycleContext, Pipeline
-from kaiwo_core.queues import build_tree
-from kaiwo_core.requests import batch_from_arrays
+from kaiwo_core.cluster import IDLE, RESOURCE_NVIDIA, cluster_from_arrays
+from kaiwo_core.cycle import schedule
+from kaiwo_core.gangs import ANN_GANG, ANN_GANG_MIN
+from kaiwo_core.placement import default_pipeline
+from kaiwo_core.preemption import PreemptionConfig
+from kaiwo_core.requests import LABEL_QUEUE, SCHEDULER_NAME, pod_request
+from kaiwo_core.snapshot import Snapshot
 from kaiwo_core.trace import TraceError, read_rows
 
 GPUS_PER_NODE = 8
 JOB_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
 JOB_OPTIONAL = ("gpu_time",)
 VC_COLUMNS = ("vc", "node num")
+NAMESPACE = "philly"
+#: ``--reclaim``: every queue's ``spec.fairness.reclaimStrategy``, or no reclaim/preemption at all
+RECLAIM_CHOICES = ("aggressive", "conservative", "none")
+#: a KaiwoQueue without a reclaimStrategy reclaims aggressively (kaiwo_core.queues)
+DEFAULT_RECLAIM = "aggressive"
 
 
 @dataclass
@@ -152,11 +166,12 @@ class QueueStats:
     quota_gpus: int
     waits: list = field(default_factory=list)  #: seconds, placed jobs
     waiting: int = 0                           #: jobs never placed
+    preempted: int = 0                         #: evictions of this queue's jobs (reclaim, preemption)
 
     def to_dict(self) -> dict:
         w = np.array(self.waits) if self.waits else np.zeros(0)
         return {"queue": self.name, "quotaGpus": self.quota_gpus, "jobsPlaced": len(self.waits),
-                "jobsWaitingAtEnd": self.waiting,
+                "jobsWaitingAtEnd": self.waiting, "jobsPreempted": self.preempted,
                 "waitMeanS": round(float(w.mean()), 1) if w.size else None,
                 "waitMedianS": round(float(np.median(w)), 1) if w.size else None,
                 "waitP95S": round(float(np.percentile(w, 95)), 1) if w.size else None}
@@ -172,6 +187,7 @@ class OnlineResult:
     cycles: int
     wall: float
     policy: str
+    reclaim: str = DEFAULT_RECLAIM
 
     def mean_utilization(self) -> float:
         return _time_average(self.times, self.utilization)
@@ -181,7 +197,8 @@ class OnlineResult:
         return _time_average(self.times[ok], self.fairness[ok]) if ok.any() else float("nan")
 
     def to_dict(self) -> dict:
-        return {"policy": self.policy, "jobs": self.jobs, "cycles": self.cycles,
+        return {"policy": self.policy, "reclaim": self.reclaim, "jobs": self.jobs, "cycles": self.cycles,
+                "preemptions": sum(q.preempted for q in self.queues),
                 "wallSeconds": round(self.wall, 3),
                 "meanGpuUtilization": round(self.mean_utilization(), 4),
                 "meanJainFairness": None if math.isnan(self.mean_fairness()) else round(self.mean_fairness(), 4),
@@ -209,175 +226,203 @@ def jain(x: np.ndarray) -> float:
     return float(x.sum() ** 2 / (x.size * (x ** 2).sum()))
 
 
-def _queue_objects(vc_nodes: dict, queues: list) -> list:
+def _queue_objects(vc_nodes: dict, queues: list, reclaim: str = DEFAULT_RECLAIM) -> list:
+    """One leaf KaiwoQueue per virtual cluster: GPU quota = its nodes x 8, CPU and memory
+    unlimited, ``reclaimStrategy`` = ``reclaim`` (none: the queue default, preemption is off)."""
     out = []
     for q in sorted(set(queues) | set(vc_nodes)):
         gpus = vc_nodes.get(q, 0) * GPUS_PER_NODE
+        spec = {"resources": {"gpu": {"quota": gpus}, "cpu": {"quota": -1}, "memory": {"quota": -1}}}
+        if reclaim != "none":
+            spec["fairness"] = {"reclaimStrategy": reclaim}
         out.append({"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoQueue", "metadata": {"name": q},
-                    "spec": {"resources": {"gpu": {"quota": gpus}, "cpu": {"quota": -1},
-                                           "memory": {"quota": -1}}}})
+                    "spec": spec})
     return out
 
 
+def _job_pods(j: int, queue: str, gpus: int, created: float) -> list:
+    """The pods of job ``j`` as the scheduler reads them (pending): 8-GPU pods and one with the
+    rest, a gang of all of them when there are several."""
+    sizes = [GPUS_PER_NODE] * (gpus // GPUS_PER_NODE) + ([gpus % GPUS_PER_NODE] if gpus % GPUS_PER_NODE else [])
+    ann = {ANN_GANG: f"job-{j}", ANN_GANG_MIN: str(len(sizes))} if len(sizes) > 1 else {}
+    ts = datetime.fromtimestamp(created, timezone.utc)
+    return [pod_request({"kind": "Pod",
+                         "metadata": {"name": f"job-{j}-{k}", "namespace": NAMESPACE, "creationTimestamp": ts,
+                                      "labels": {LABEL_QUEUE: queue}, "annotations": ann},
+                         "spec": {"schedulerName": SCHEDULER_NAME, "containers": [
+                             {"name": "job", "resources": {"limits": {RESOURCE_NVIDIA: g}}}]}})
+            for k, g in enumerate(sizes)]
+
+
 def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", period: float = 60.0,
-                  sample: float = 600.0, progress=None) -> OnlineResult:
+                  sample: float = 600.0, progress=None, reclaim: str = DEFAULT_RECLAIM) -> OnlineResult:
     """Replay ``jobs`` on one 8-GPU node per quota node of ``vc_nodes``; see the module doc.
 
     ``period``: seconds between scheduling cycles (a cycle runs only when jobs wait);
-    ``sample``: seconds between utilisation and fairness samples.
+    ``sample``: seconds between utilisation and fairness samples;
+    ``reclaim``: every queue's ``reclaimStrategy`` (``conservative``, ``aggressive``), or ``none``
+    for no reclaim or preemption at all.
     """
+    if reclaim not in RECLAIM_CHOICES:
+        raise ValueError(f"reclaim: {reclaim!r} is not one of {', '.join(RECLAIM_CHOICES)}")
     t0 = time.perf_counter()
     n_nodes = max(1, sum(vc_nodes.values()))
     cluster = cluster_from_arrays([f"node-{i:04d}" for i in range(n_nodes)], [64000] * n_nodes,
                                   [512 * 1024] * n_nodes, [GPUS_PER_NODE] * n_nodes, model="philly-gpu",
                                   pods=[1 << 20] * n_nodes)
-    state = cluster.empty_state()
-    tree = build_tree(_queue_objects(vc_nodes, jobs.queue))
-    rows_of = {name: tree.index[name] for name in set(jobs.queue)}
-    capacity = np.array([cluster.n_devices * 1000, int(cluster.node_cpu_cap.sum()),
-                         int(cluster.node_mem_cap.sum())], dtype=np.int64)
-    # Philly jobs name no GPU model, so no label/model filter: every node may take every pod.
-    pipeline = Pipeline([policy])
-    kinds = np.zeros(cluster.n_nodes, dtype=np.uint64)
-    stats = {name: QueueStats(name, vc_nodes.get(name, 0) * GPUS_PER_NODE) for name in rows_of}
-
-    # job -> its pods' GPU counts (full nodes, then the rest)
-    def pods_of(g: int) -> list:
-        return [GPUS_PER_NODE] * (g // GPUS_PER_NODE) + ([g % GPUS_PER_NODE] if g % GPUS_PER_NODE else [])
-
+    snap = Snapshot(cluster, cluster.empty_state(), objects={"KaiwoQueue": _queue_objects(vc_nodes, jobs.queue, reclaim)},
+                    dev_xcd_held=np.zeros(cluster.n_devices, dtype=np.uint32))
+    pipeline = default_pipeline(policy)
+    preempting = PreemptionConfig(enabled=reclaim != "none")
+    stats = {name: QueueStats(name, vc_nodes.get(name, 0) * GPUS_PER_NODE) for name in set(jobs.queue)}
+    epoch = jobs.start_epoch
+    n_jobs = len(jobs)
     too_big = jobs.gpus > cluster.n_devices
-    pending: list = []            # job ids waiting, arrival order
-    running: dict = {}            # job id -> list of (node, devices, milli)
-    done_heap: list = []          # (finish time, job id)
-    run_alloc = np.zeros((len(tree), 3), dtype=np.int64)
+    pods: dict = {}                  # job -> its pending pods (built at arrival, reused on restart)
+    job_of: dict = {}                # pod name -> job
+    running: dict = {}               # pod name -> running pod (insertion order = snap.running order)
+    up = np.zeros(n_jobs, np.int32)  # pods of each job running
+    gen = np.zeros(n_jobs, np.int64)  # bumped on eviction: the job's old finish event is void
+    slot = np.full(n_jobs, -1, np.int64)  # index of the job's wait in its queue's waits
+    since = np.zeros(n_jobs)         # when the job last became pending
+    alloc: dict = {name: 0 for name in stats}  # GPUs each queue's running jobs hold
+    done_heap: list = []             # (finish time, job id, generation)
     times, util, fair = [], [], []
-    next_arrival, n_jobs, cycles = 0, len(jobs), 0
-    now = 0.0
-    while next_arrival < n_jobs or done_heap:
-        # advance to the next event, then take in everything up to the end of the period
+    next_arrival, cycles, now, again = 0, 0, 0.0, False
+    while True:
+        while done_heap and done_heap[0][2] != gen[done_heap[0][1]]:
+            heapq.heappop(done_heap)  # finish of a run that was preempted
+        if not (next_arrival < n_jobs or done_heap or again):
+            break
+        # advance to the next event (after preemptions: the next period, where the preemptors
+        # and the evicted jobs wait), then take in everything up to the end of the period
         t_next = min(jobs.arrival[next_arrival] if next_arrival < n_jobs else math.inf,
-                     done_heap[0][0] if done_heap else math.inf)
+                     done_heap[0][0] if done_heap else math.inf, now if again else math.inf)
         now = max(now, t_next)
         horizon = now + period
+        ended = []
         while done_heap and done_heap[0][0] <= horizon:
-            _, j = heapq.heappop(done_heap)
-            _release(state, cluster, running.pop(j))
-            run_alloc[rows_of[jobs.queue[j]], 0] -= int(jobs.gpus[j]) * 1000
+            _, j, g = heapq.heappop(done_heap)
+            if g == gen[j]:
+                ended.append(j)
+        _stop(snap, running, pods, up, alloc, jobs, ended)
         while next_arrival < n_jobs and jobs.arrival[next_arrival] <= horizon:
-            if too_big[next_arrival]:
-                stats[jobs.queue[next_arrival]].waiting += 1  # can never run here
+            j = next_arrival
+            if too_big[j]:
+                stats[jobs.queue[j]].waiting += 1  # can never run here
             else:
-                pending.append(next_arrival)
+                pods[j] = _job_pods(j, jobs.queue[j], int(jobs.gpus[j]), epoch + float(jobs.arrival[j]))
+                job_of.update((r.name, j) for r in pods[j])
+                snap.pending.extend(pods[j])
+                since[j] = jobs.arrival[j]
             next_arrival += 1
         now = horizon
-        if pending:
+        again, cycle = False, None
+        if snap.pending:
             cycles += 1
-            started = _cycle(pending, jobs, now, cluster, state, tree, rows_of, capacity, run_alloc, pipeline,
-                             kinds, pods_of)
-            for j, placement in started.items():
-                running[j] = placement
-                heapq.heappush(done_heap, (now + float(jobs.duration[j]), j))
-                run_alloc[rows_of[jobs.queue[j]], 0] += int(jobs.gpus[j]) * 1000
-                stats[jobs.queue[j]].waits.append(now - float(jobs.arrival[j]))
-            if started:
-                pending = [j for j in pending if j not in started]
+            d = cycle = schedule(snap, pipeline=pipeline, now=epoch + now, preempting=preempting)
+            victims = _victims(d, job_of)
+            started = _bind(snap, d, running, job_of, up, epoch + now)
+            for j in started:
+                if up[j] == len(pods[j]):  # every pod of the job runs (a gang binds all at once)
+                    heapq.heappush(done_heap, (now + float(jobs.duration[j]), j, int(gen[j])))
+                    alloc[jobs.queue[j]] += int(jobs.gpus[j])
+                    waits = stats[jobs.queue[j]].waits
+                    if slot[j] < 0:
+                        slot[j] = len(waits)
+                        waits.append(now - float(jobs.arrival[j]))
+                    else:
+                        waits[slot[j]] += now - since[j]
+            if victims:  # evicted jobs go back to pending and start over with their full duration
+                _stop(snap, running, pods, up, alloc, jobs, victims)
+                for j in victims:
+                    gen[j] += 1
+                    since[j] = now
+                    stats[jobs.queue[j]].preempted += 1
+                    snap.pending.extend(pods[j])
+                again = True
+            snap.pending = [r for r in snap.pending if r.name not in running]
         if not times or now - times[-1] >= sample:
-            used = cluster.n_devices * 1000 - int(state.dev_milli_free.sum())
             times.append(now)
-            util.append(used / max(1, cluster.n_devices * 1000))
-            fair.append(_fairness(tree, capacity, run_alloc, pending, jobs, rows_of))
+            util.append(1.0 - float(snap.state.dev_milli_free.sum()) / max(1, cluster.n_devices * 1000))
+            fair.append(_fairness(cycle, alloc))
         if progress is not None:
             progress(next_arrival, n_jobs)
-    for j in pending:
-        stats[jobs.queue[j]].waiting += 1
+    for r in snap.pending:
+        if job_of[r.name] in pods and pods[job_of[r.name]][0] is r:  # once per job
+            stats[jobs.queue[job_of[r.name]]].waiting += 1
     return OnlineResult(sorted(stats.values(), key=lambda s: s.name), np.array(times), np.array(util),
-                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy)
+                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy, reclaim)
 
 
-def _release(state, cluster, placement) -> None:
-    """Give back what a finished job's pods held (devices become idle again when empty)."""
-    for node, devs, milli in placement:
-        state.node_pods_free[node] += 1
-        for d, m in zip(devs, milli):
-            state.dev_milli_free[d] += m
-            state.dev_mem_free[d] = cluster.dev_mem_cap[d] if state.dev_milli_free[d] >= 1000 else \
-                state.dev_mem_free[d]
-            state.dev_xcd_free[d] = cluster.dev_xcd_mask[d] if state.dev_milli_free[d] >= 1000 else \
-                state.dev_xcd_free[d]
-            if state.dev_milli_free[d] >= 1000:
-                state.dev_state[d] = IDLE
+def _victims(d, job_of: dict) -> list:
+    """Jobs the cycle's preemption plan evicts (a job goes as a whole: all its pods)."""
+    plan = d.preemption
+    if plan is None:
+        return []
+    out: dict = {}
+    for i in np.flatnonzero(plan.placed).tolist():
+        for v in plan.victims_of(i):
+            out.setdefault(job_of[d.snapshot.running[v].name], None)
+    return list(out)
 
 
-def _cycle(pending, jobs, now, cluster, state, tree, rows_of, capacity, run_alloc, pipeline, kinds, pods_of):
-    """One scheduling cycle on the pending jobs: shares, order, placement (gangs all or nothing).
-    Returns {job: [(node, devices, milli)]} for the jobs that started."""
-    pod_job, pod_gpus = [], []
-    for j in pending:
-        for g in pods_of(int(jobs.gpus[j])):
-            pod_job.append(j)
-            pod_gpus.append(g)
-    pod_job = np.array(pod_job, dtype=np.int64)
-    n = len(pod_job)
-    gpus = np.array(pod_gpus, dtype=np.int32)
-    created = jobs.arrival[pod_job]
-    batch = batch_from_arrays(cpu=np.zeros(n, np.int64), memory=np.zeros(n, np.int64), gpus=gpus,
-                              created=created)
-    # gangs: one per job with several pods (every pod needed)
-    sizes = np.bincount(np.unique(pod_job, return_inverse=True)[1])
-    _, inv = np.unique(pod_job, return_inverse=True)
-    multi = sizes[inv] > 1
-    gang = np.where(multi, inv, -1).astype(np.int32)
-    need = np.where(multi, sizes[inv], 0).astype(np.int32)
-    rows = np.array([rows_of[jobs.queue[j]] for j in pod_job], dtype=np.int32)
-    req = request_vectors(batch, 0)
-    key = within_queue_key(batch.priority, created, req[:, 0] / 1000.0, now, OrderingConfig())
-    run_rows = np.flatnonzero(run_alloc[:, 0] > 0).astype(np.int32)
-    shares = compute_shares(tree, capacity, run_rows, run_alloc[run_rows], rows, req, key)
-    tiebreak = np.argsort(np.argsort(created, kind="stable"), kind="stable").astype(np.int64)
-    order, _status = order_pending(tree, capacity, shares, rows, req, key, tiebreak, gang)
-    if len(order) == 0:
-        return {}
-    ordered = batch.take(order)
-    g_ord = gang[order]
-    # Renumber gangs in order of appearance so members are consecutive runs for the kernel.
-    if (g_ord >= 0).any():
-        ordered.gang, ordered.gang_need = g_ord.astype(np.int32), need[order].astype(np.int32)
-    ctx = CycleContext(cluster, state, ordered)
-    kb = ordered.kernel_view()
-    kb["class_mask"] = np.ones((len(ordered.constraints), cluster.n_nodes), dtype=np.uint8)
-    kb.update(pipeline.strategy.kernel_args(ctx))
-    view = kernel_view(cluster, state)
-    view["node_gpu_kinds"] = kinds
-    out = _core.place_batch(view, kb, pipeline.strategy.strategy)
-    started: dict = {}
-    failed = set()
-    for i, node in enumerate(out["node"]):
-        j = int(pod_job[order[i]])
-        if node < 0:
-            failed.add(j)
-            continue
-        a, b = int(out["asg_start"][i]), int(out["asg_start"][i + 1])
-        started.setdefault(j, []).append((int(node), out["asg_dev"][a:b].tolist(), out["asg_milli"][a:b].tolist()))
-    # A job whose pods were not all placed (no gang: a single pod cannot be partial) must not run:
-    # gangs are rolled back by the kernel, so only fully placed jobs remain here.
-    for j in failed:
-        started.pop(j, None)
-    return started
+def _bind(snap: Snapshot, d, running: dict, job_of: dict, up: np.ndarray, started: float) -> list:
+    """Apply the cycle's bindings: each bound pod runs on its node and devices from now on,
+    charged as the controller charges running pods (:meth:`Snapshot.charge_running` on our
+    state). Returns the jobs that got pods, in binding order."""
+    p = d.placement
+    if p is None or not p.placed.any():
+        return []
+    names, new, jobs = snap.cluster.names, [], {}
+    for i in np.flatnonzero(p.placed).tolist():
+        req = replace(p.batch.pods[i], node=names[int(p.node[i])], assignment=p.devices(i), started=started)
+        new.append(req)
+        running[req.name] = req
+        j = job_of[req.name]
+        up[j] += 1
+        jobs.setdefault(j, None)
+    charge = Snapshot(snap.cluster, snap.state, running=new)
+    charge.charge_running()
+    snap.dev_xcd_held |= charge.dev_xcd_held
+    snap.running = list(running.values())
+    return list(jobs)
 
 
-def _fairness(tree, capacity, run_alloc, pending, jobs, rows_of) -> float:
-    """Jain's index of allocated / fair share (GPUs) over queues with running or pending jobs."""
-    demand_rows = {rows_of[jobs.queue[j]] for j in pending} | set(np.flatnonzero(run_alloc[:, 0] > 0).tolist())
-    if len(demand_rows) < 2:
-        return float("nan")
-    rows = np.array([rows_of[jobs.queue[j]] for j in pending], dtype=np.int32)
-    req = np.zeros((len(rows), 3), dtype=np.int64)
-    req[:, 0] = [int(jobs.gpus[j]) * 1000 for j in pending]
-    run_rows = np.flatnonzero(run_alloc[:, 0] > 0).astype(np.int32)
-    shares = compute_shares(tree, capacity, run_rows, run_alloc[run_rows], rows, req, np.zeros(len(rows)))
+def _stop(snap: Snapshot, running: dict, pods: dict, up: np.ndarray, alloc: dict, jobs: JobTrace, ended) -> None:
+    """Take the running pods of jobs ``ended`` (finished or evicted) off the cluster: node
+    resources back, their whole GPUs idle again."""
+    if not len(ended):
+        return
+    c, s = snap.cluster, snap.state
+    for j in ended:
+        alloc[jobs.queue[j]] -= int(jobs.gpus[j])
+        up[j] = 0
+        for pod in pods[j]:
+            req = running.pop(pod.name)
+            n = c.index(req.node)
+            s.node_cpu_free[n] += req.cpu
+            s.node_mem_free[n] += req.memory
+            s.node_pods_free[n] += 1
+            for a in req.assignment:  # whole GPUs: nothing else is on the device
+                dev = c.device_index(n, a["gpu"], a["partition"])
+                s.dev_milli_free[dev] = 1000
+                s.dev_mem_free[dev] = c.dev_mem_cap[dev]
+                s.dev_xcd_free[dev] = c.dev_xcd_mask[dev]
+                s.dev_state[dev] = IDLE
+    snap.running = list(running.values())
+
+
+def _fairness(d, alloc: dict) -> float:
+    """Jain's index of allocated / fair share (GPUs) over the queues with running or pending jobs.
+
+    ``d``: this step's cycle (Decisions), whose fair shares stand after its bindings and evictions
+    too (they move demand between a queue's running and pending pods, not between queues). None:
+    nothing was pending, so every queue's fair share is its demand, which is what it holds."""
+    if d is None:
+        return 1.0 if sum(1 for v in alloc.values() if v > 0) >= 2 else float("nan")
     x = []
-    for q in sorted(demand_rows):
-        fs = shares.fair_share[q, 0]
-        if fs > 0:
-            x.append(run_alloc[q, 0] / fs)
+    for name, q in d.tree.index.items():
+        if d.tree.is_leaf[q] and d.shares.demand[q, 0] > 0 and d.shares.fair_share[q, 0] > 0:
+            x.append(alloc.get(name, 0) * 1000 / d.shares.fair_share[q, 0])
     return jain(np.array(x)) if len(x) >= 2 else float("nan")

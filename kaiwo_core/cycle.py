@@ -27,7 +27,7 @@ from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, 
 from .gangs import gang_of
 from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
-from .queues import RESOURCES, QueueTree, build_tree, human
+from .queues import RESOURCES, QueueTree, human
 from .podtable import PodTable
 from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
 from .preemption import PreemptionConfig, plan_preemptions
@@ -232,7 +232,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     pend, run = snapshot.pending_table(), snapshot.running_table()
     keep, rejected = impossible(snapshot, pend)
     rejected = list(snapshot.rejected) + rejected
-    tree = build_tree(snapshot.objects.get("KaiwoQueue", []))
+    tree = snapshot.queue_tree()
     run_rows, run_err = assign_queues(tree, run)
     for e in run_err:  # running pods run whatever their label says: account them nowhere
         snapshot.warnings.append(f"running pod {e.name}: {e.reason}; not counted in any queue")

@@ -17,6 +17,7 @@ from .errors import ObjectError
 from .gangs import expand_jobs, hold_waiting_gangs
 from .plugins import Plugin
 from .podtable import PodTable
+from .queues import QueueTree, build_tree
 from .requests import (FINISHED_PHASES, KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
                        batch_from_requests, decode_pod, pod_name, priority_classes, waiting_reason)
 
@@ -39,7 +40,7 @@ class Snapshot:
     #: are the partition's XCDs minus these)
     dev_xcd_held: np.ndarray | None = None
     #: PodTable of ``running`` and of ``pending`` by role, read once and reused while the lists
-    #: still hold the same pods (see :mod:`kaiwo_core.podtable`)
+    #: still hold the same pods (see :mod:`kaiwo_core.podtable`); and the queue tree (``queue_tree``)
     tables: dict = field(default_factory=dict, repr=False, compare=False)
 
     def copy(self) -> "Snapshot":
@@ -56,6 +57,16 @@ class Snapshot:
     def pending_table(self) -> PodTable:
         """The pending pods as columns (read on first use, then reused)."""
         return self._table("pending", self.pending)
+
+    def queue_tree(self) -> QueueTree:
+        """The tree of ``objects["KaiwoQueue"]``, built on first use and reused while that list is
+        the same object of the same length (like pods, queue objects in a snapshot are not changed
+        in place: a replay that keeps one snapshot builds its tree once)."""
+        objs = self.objects.get("KaiwoQueue", [])
+        hit = self.tables.get("queues")
+        if hit is None or hit[0] is not objs or hit[1] != len(objs):
+            hit = self.tables["queues"] = (objs, len(objs), build_tree(objs))
+        return hit[2]
 
     def _table(self, role: str, reqs: list) -> PodTable:
         table = self.tables.get(role)
