@@ -333,6 +333,7 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
                         waits.append(now - float(jobs.arrival[j]))
                     else:
                         waits[slot[j]] += now - since[j]
+            _nominate(snap, d)
             if victims:  # evicted jobs go back to pending and start over with their full duration
                 _stop(snap, running, pods, up, alloc, jobs, victims)
                 for j in victims:
@@ -353,6 +354,18 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
             stats[jobs.queue[job_of[r.name]]].waiting += 1
     return OnlineResult(sorted(stats.values(), key=lambda s: s.name), np.array(times), np.array(util),
                         np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy, reclaim)
+
+
+def _nominate(snap: Snapshot, d) -> None:
+    """Record the cycle's nominations on the preemptors, as the controller writes
+    ``status.nominatedNodeName``: the next cycle places them first."""
+    plan = d.preemption
+    if plan is None:
+        return
+    nodes = {n["pod"]: n["node"] for n in plan.nominations()}
+    if nodes:
+        snap.pending = [replace(r, nominated_node=nodes[r.name]) if r.name in nodes else r
+                        for r in snap.pending]
 
 
 def _victims(d, job_of: dict) -> list:

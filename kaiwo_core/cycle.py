@@ -8,6 +8,7 @@ steps):
 2. share   -- deserved and fair shares of every queue over running + pending pods (compiled H-DRF);
 3. order   -- pending pods across queues by entitlement and within a queue by effective priority
               (compiled keyed heap); pods a queue limit holds back stay pending with that reason;
+              preemptors nominated in an earlier cycle (status.nominatedNodeName) go first;
 4. place   -- the placement kernel, gangs all-or-nothing;
 5. decide  -- bindings, pending reasons, queue status, decoded on demand.
 
@@ -278,6 +279,14 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         key[ranked] = np.arange(len(ranked))
     order, status = order_pending(tree, capacity, shares, rows, pend_req, key,
                                   _rank(batch.created, batch.names), gang)
+    # Preemptors nominated in an earlier cycle go first: pods were evicted for them, and if others
+    # took the freed capacity their queue would evict again next cycle (churn). Gang members stay
+    # where they are (a gang's members must stay consecutive; gangs are not preemptors).
+    pods = batch.pods or []
+    nominated = np.fromiter((i < len(pods) and bool(pods[i].nominated_node) and gang[i] < 0
+                             for i in order.tolist()), dtype=bool, count=len(order))
+    if nominated.any():
+        order = np.concatenate([order[nominated], order[~nominated]])
     held = [(batch.names[i], _limit_reason(tree, shares, int(rows[i]), pend_req[i]))
             for i in np.flatnonzero(status == ORDER_HELD_LIMIT)]
     t3 = time.perf_counter()

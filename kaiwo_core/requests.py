@@ -96,6 +96,8 @@ class PodRequest:
     created: float = 0.0
     queue: str = ""
     node: str = ""                   #: spec.nodeName for running pods
+    #: status.nominatedNodeName: a preemptor whose victims were evicted for it in an earlier cycle
+    nominated_node: str = ""
     started: float = 0.0             #: status.startTime (epoch seconds) of running pods, 0 unknown
     expected_runtime: float | None = None  #: kaiwo.ai/expected-runtime in seconds
     preemptible: bool = True         #: False with kaiwo.ai/preemptible: "false"
@@ -331,6 +333,7 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     cpu, mem, gpu_res = step((0, 0, None), _resources, name, spec)
     req = PodRequest(name=name, uid=meta.get("uid", ""), cpu=cpu, memory=mem,
                      queue=labels.get(LABEL_QUEUE, ""), node=spec.get("nodeName") or "",
+                     nominated_node=str((obj.get("status") or {}).get("nominatedNodeName") or ""),
                      labels=labels, annotations=ann)
     req.priority = step(None, _priority, name, spec, classes)
     if req.priority is None:

@@ -388,7 +388,8 @@ class Controller:
         self.binder.evict(evictions)
         report.preemptions = len(evictions)
 
-        self._visibility(cs, doc)
+        plan = decisions.preemption
+        self._visibility(cs, doc, {n["pod"]: n["node"] for n in plan.nominations()} if plan is not None else {})
         self._log_warnings(doc["warnings"])
         self.status.queues(cs.queues, doc)
         self.status.jobs(cs.jobs, cs.pods, doc)
@@ -400,8 +401,9 @@ class Controller:
         self.last_report = report
         return report
 
-    def _visibility(self, cs, doc: dict) -> None:
-        """Pending and rejected Kaiwo pods get a condition and an Event (throttled)."""
+    def _visibility(self, cs, doc: dict, nominated: dict) -> None:
+        """Pending and rejected Kaiwo pods get a condition and an Event (throttled); preemptors
+        also their nominated node (``nominated``: pod -> node)."""
         sched = self.config.scheduler_name
         ignored = {name for name, _ in cs.snapshot.ignored}
         live = set()
@@ -411,7 +413,7 @@ class Controller:
             pod = cs.pods.get(p["pod"])
             if pod is not None:
                 live.add((pod.get("metadata") or {}).get("uid"))
-                self.status.unschedulable(pod, p["reason"])
+                self.status.unschedulable(pod, p["reason"], nominated=nominated.get(p["pod"], ""))
         scoped = self.config.namespaces
         for r in doc["rejected"]:
             pod = cs.pods.get(r.get("pod"))

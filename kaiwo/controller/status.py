@@ -182,9 +182,11 @@ class StatusWriter:
                          lambda s, ns=ns, name=name: self.api.patch_job_status(ns, name, s))
 
     # -------------------------------------------------------------------------------- pods
-    def unschedulable(self, pod: dict, message: str, rejected: bool = False) -> None:
+    def unschedulable(self, pod: dict, message: str, rejected: bool = False, nominated: str = "") -> None:
         """``PodScheduled=False`` and a ``FailedScheduling`` event, throttled per pod: written when
-        the message first appears, and at most once per ``pod_interval`` while it keeps changing."""
+        the message first appears, and at most once per ``pod_interval`` while it keeps changing.
+        ``nominated``: the node a preemptor waits on, written to ``status.nominatedNodeName`` (so
+        the next cycles place it first) and cleared once the pod is no longer nominated."""
         ref = pod_ref(pod)
         uid = ref.get("uid") or f"{ref['namespace']}/{ref['name']}"
         now = self.clock()
@@ -199,6 +201,10 @@ class StatusWriter:
                      "reason": "Unschedulable" if not rejected else "SchedulerError",
                      "message": message[:1024], "lastTransitionTime": rfc3339()}
         patch = {"status": {"conditions": [condition]}}
+        if nominated:
+            patch["status"]["nominatedNodeName"] = nominated
+        elif (pod.get("status") or {}).get("nominatedNodeName"):
+            patch["status"]["nominatedNodeName"] = None  # strategic merge: null deletes the key
         self._run(lambda: self.api.patch_pod_status(ref["namespace"], ref["name"], patch),
                   f"condition of {ref['namespace']}/{ref['name']}")
 

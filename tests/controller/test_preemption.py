@@ -71,3 +71,17 @@ def test_eviction_outcomes(emulator, kube, make_controller):
     (gone,) = binder.evict([EvictTask("default", "never-existed", "")])
     assert gone.result().ok and gone.result().result == "gone"
     assert emulator.stats()["evictions"] == {"default/b": 1}
+
+
+def test_a_real_preemption_nominates_the_preemptor(emulator, kube, make_controller):
+    # No wrapper: the cycle itself decides (within-queue preemption by priority). The preemptor's
+    # status.nominatedNodeName names the node its victim was evicted on, so later cycles place it
+    # first; it then gets the GPU.
+    kube.create_all([node("n0", gpus=1),
+                     pod("victim", gpus=1, node_name="n0", priority=0,
+                         annotations={"kaiwo.ai/gpu-assignment": WHOLE}),
+                     pod("vip", gpus=1, priority=1000)])
+    make_controller().start_background()
+    wait_until(lambda: "default/vip" in kube.bound())
+    assert emulator.stats()["evictions"] == {"default/victim": 1}
+    assert kube.pod("default", "vip")["status"].get("nominatedNodeName") == "n0"
