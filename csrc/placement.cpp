@@ -727,6 +727,8 @@ private:
     void setup_workload();
     void commit(int32_t p, int32_t n, const CacheRow& cache, Result& r);
     void rollback(int32_t first, int32_t last, std::size_t asg_mark, Result& r);
+    template <bool kGpu>
+    int32_t candidates(int32_t p, const CacheRow& cache, int64_t& best_share_out);
     template <Strategy S, bool kGpu, bool kExtra>
     int32_t scan(int32_t p, const CacheRow& cache, int64_t& best_share_out);
     template <Strategy S>
@@ -1033,6 +1035,33 @@ int64_t filter_nodes(int32_t N, const uint8_t* __restrict allowed, const int64_t
     return best_share;
 }
 
+/// The nodes pod p may be scored on, into `pass_` (returns their count): the node filters run
+/// vectorised (`filter_nodes`), then a branch-free compaction (store always, advance by the
+/// outcome) keeps those that pass and, for a GPU pod, are feasible or stale in the shape's cache row.
+template <bool kGpu>
+int32_t Placer::candidates(int32_t p, const CacheRow& cache, int64_t& best_share_out) {
+    const int32_t N = v_.n_nodes;
+    const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
+    const uint8_t* base = base_.data();
+    int32_t* pass = pass_.data();
+    best_share_out = filter_nodes(N, allowed, v_.node_cpu_free, v_.node_mem_free, v_.node_pods_free,
+                                  max_share_.data(), b_.cpu[p], b_.mem[p], base_.data());
+    int32_t k = 0;
+    if constexpr (kGpu) {
+        const uint8_t* state = cache.state;
+        for (int32_t n = 0; n < N; ++n) {
+            pass[k] = n;
+            k += base[n] & (state[n] != kEntryNo);
+        }
+    } else {
+        for (int32_t n = 0; n < N; ++n) {
+            pass[k] = n;
+            k += base[n];
+        }
+    }
+    return k;
+}
+
 /// Pass 1 for pod p: the best feasible node (or -1) and best_share.
 ///
 /// Which nodes pass which filter looks random to the branch predictor, and mispredictions, not
@@ -1048,28 +1077,11 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
     const int32_t N = v_.n_nodes;
     const int64_t cpu = b_.cpu[p], mem = b_.mem[p];
     const Shape& s = pod_shape_[p];
-    const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
     const double* extra = kExtra ? b_.extra_score + std::size_t(b_.cls[p]) * std::size_t(N) : nullptr;
     const int64_t* cpu_free = v_.node_cpu_free;
     const int64_t* mem_free = v_.node_mem_free;
-    const uint8_t* base = base_.data();
-    int32_t* pass = pass_.data();
-
-    best_share_out = filter_nodes(N, allowed, cpu_free, mem_free, v_.node_pods_free, max_share_.data(), cpu, mem,
-                                  base_.data());
-    int32_t k = 0;
-    if constexpr (kGpu) {
-        const uint8_t* state = cache.state;
-        for (int32_t n = 0; n < N; ++n) {
-            pass[k] = n;
-            k += base[n] & (state[n] != kEntryNo);
-        }
-    } else {
-        for (int32_t n = 0; n < N; ++n) {
-            pass[k] = n;
-            k += base[n];
-        }
-    }
+    const int32_t* pass = pass_.data();
+    const int32_t k = candidates<kGpu>(p, cache, best_share_out);
 
     int32_t best = -1;
     double best_score = 0.0;
@@ -1160,20 +1172,10 @@ template <Strategy S, bool kGpu, bool kExtra>
 int32_t Placer::scan_policy(int32_t p, const CacheRow& cache, int64_t& best_share_out) {
     const int32_t N = v_.n_nodes;
     const Shape& s = pod_shape_[p];
-    const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
     const double* extra = kExtra ? b_.extra_score + std::size_t(b_.cls[p]) * std::size_t(N) : nullptr;
-    const uint8_t* base = base_.data();
     int32_t* pass = pass_.data();
-
-    best_share_out = filter_nodes(N, allowed, v_.node_cpu_free, v_.node_mem_free, v_.node_pods_free,
-                                  max_share_.data(), b_.cpu[p], b_.mem[p], base_.data());
-    int32_t k = 0;
+    int32_t k = candidates<kGpu>(p, cache, best_share_out);
     if constexpr (kGpu) {
-        const uint8_t* state = cache.state;
-        for (int32_t n = 0; n < N; ++n) {
-            pass[k] = n;
-            k += base[n] & (state[n] != kEntryNo);
-        }
         int32_t kept = 0;
         for (int32_t i = 0; i < k; ++i) {
             const int32_t n = pass[i];
@@ -1182,11 +1184,6 @@ int32_t Placer::scan_policy(int32_t p, const CacheRow& cache, int64_t& best_shar
             kept += cache.state[n] == kEntryYes;
         }
         k = kept;
-    } else {
-        for (int32_t n = 0; n < N; ++n) {
-            pass[k] = n;
-            k += base[n];
-        }
     }
     if (k == 0) return -1;
     if constexpr (S == kRandom) {
