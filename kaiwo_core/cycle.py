@@ -282,9 +282,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     # Preemptors nominated in an earlier cycle go first: pods were evicted for them, and if others
     # took the freed capacity their queue would evict again next cycle (churn). Gang members stay
     # where they are (a gang's members must stay consecutive; gangs are not preemptors).
-    pods = batch.pods or []
-    nominated = np.fromiter((i < len(pods) and bool(pods[i].nominated_node) and gang[i] < 0
-                             for i in order.tolist()), dtype=bool, count=len(order))
+    nominated = pend.nominated[keep][order] & (gang[order] < 0)
     if nominated.any():
         order = np.concatenate([order[nominated], order[~nominated]])
     held = [(batch.names[i], _limit_reason(tree, shares, int(rows[i]), pend_req[i]))

@@ -42,6 +42,7 @@ class PodTable:
     unit: np.ndarray          #: int32 index into ``unit_names`` per row
     start: np.ndarray         #: float64 ``status.startTime``, or the creation time when unknown
     preemptible: np.ndarray   #: bool ``kaiwo.ai/preemptible`` (priority thresholds not applied)
+    nominated: np.ndarray     #: bool ``status.nominatedNodeName`` set (a preemptor of an earlier cycle)
     node: np.ndarray          #: int32 node index, -1 = unbound or not in the cluster
     asg_start: np.ndarray     #: int64[P+1]
     asg_dev: np.ndarray       #: int32 device
@@ -87,6 +88,7 @@ class PodTable:
                    list(units), unit,
                    np.fromiter(((r.started or r.created) for r in reqs), np.float64, count=len(reqs)),
                    np.fromiter((r.preemptible for r in reqs), np.bool_, count=len(reqs)),
+                   np.fromiter((bool(r.nominated_node) for r in reqs), np.bool_, count=len(reqs)),
                    node, *_charges(cluster, reqs, node))
 
     def rows(self, idx: np.ndarray) -> "PodTable":
@@ -98,8 +100,9 @@ class PodTable:
         return PodTable(tuple(self.reqs[i] for i in idx.tolist()), self.cluster, self.batch.subset(idx),
                         [self.queue_names[c] for c in used_q], queue, self.in_gang[idx],
                         [self.unit_names[c] for c in used_u], unit, self.start[idx],
-                        self.preemptible[idx], self.node[idx], asg_start, self.asg_dev[entries],
-                        self.asg_milli[entries], self.asg_mem[entries], self.asg_xcds[entries])
+                        self.preemptible[idx], self.nominated[idx], self.node[idx], asg_start,
+                        self.asg_dev[entries], self.asg_milli[entries], self.asg_mem[entries],
+                        self.asg_xcds[entries])
 
     @property
     def gang_rows(self) -> np.ndarray:
@@ -127,7 +130,8 @@ def _joined(a: PodTable, b: PodTable) -> PodTable:
         return np.concatenate([getattr(a, k), getattr(b, k)])
     return PodTable(a.reqs + b.reqs, a.cluster, a.batch.join(b.batch), queue_names,
                     np.concatenate([a.queue, q[b.queue]]), cat("in_gang"), unit_names,
-                    np.concatenate([a.unit, u[b.unit]]), cat("start"), cat("preemptible"), cat("node"),
+                    np.concatenate([a.unit, u[b.unit]]), cat("start"), cat("preemptible"), cat("nominated"),
+                    cat("node"),
                     np.concatenate([a.asg_start, a.asg_start[-1] + b.asg_start[1:]]), cat("asg_dev"),
                     cat("asg_milli"), cat("asg_mem"), cat("asg_xcds"))
 
