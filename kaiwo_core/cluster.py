@@ -159,7 +159,13 @@ def kernel_view(cluster: Cluster, state: ClusterState) -> dict:
 # ------------------------------------------------------------------------------------------ build
 
 def build_cluster(nodes: list[NodeSpec], errors: list | None = None) -> Cluster:
-    """Lay out nodes (sorted by name, for determinism) and expand their GPUs into devices."""
+    """Lay out nodes (sorted by name, for determinism) and expand their GPUs into devices.
+
+    Nodes whose name is not unique are all left out, each with a NodeError: pods name their node,
+    so which of them a bound pod uses is unknown, and keeping any one could book capacity that is
+    not there (keeping both books the same GPUs twice)."""
+    errors = list(errors or [])
+    nodes = _unique_names(nodes, errors)
     nodes = sorted(nodes, key=lambda n: n.name)
     n = len(nodes)
     dev_counts = np.array([sum(g.count * g.part.logical_per_gpu for g in nd.gpus) for nd in nodes],
@@ -200,8 +206,22 @@ def build_cluster(nodes: list[NodeSpec], errors: list | None = None) -> Cluster:
         dev_node=np.repeat(np.arange(n, dtype=np.int32), dev_counts),
         dev_gpu=dev_gpu, dev_partition=dev_part, dev_mem_cap=dev_mem, dev_xcd_mask=dev_mask,
         dev_xcds_per_domain=dev_per_domain, dev_domain=dev_domain,
-        errors=list(errors or []),
+        errors=errors,
     )
+
+
+def _unique_names(nodes: list[NodeSpec], errors: list) -> list[NodeSpec]:
+    count: dict = {}
+    for nd in nodes:
+        count[nd.name] = count.get(nd.name, 0) + 1
+    if len(count) == len(nodes):
+        return nodes
+    for nd in nodes:
+        if count[nd.name] > 1:
+            errors.append(NodeError(nd.name, "metadata.name", nd.name,
+                                    f"{count[nd.name]} Node objects have this name; all are left out "
+                                    "(which one a pod bound to it uses is unknown)"))
+    return [nd for nd in nodes if count[nd.name] == 1]
 
 
 def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partition: str = "spx_nps1",
@@ -226,6 +246,11 @@ def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partiti
         Memory per generic GPU (AMD models use their own).
     """
     n = len(names)
+    seen: set = set()
+    for i, name in enumerate(names):
+        if str(name) in seen:
+            raise ValueError(f"names[{i}] = {name!r}: duplicate node name")
+        seen.add(str(name))
     models = [model] * n if isinstance(model, str) else list(model)
     modes = [partition] * n if isinstance(partition, str) else list(partition)
     pods = np.full(n, NODE_DEFAULT_PODS) if pods is None else np.asarray(pods)
