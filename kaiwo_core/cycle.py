@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .accounting import assign_queues, request_vectors
+from .accounting import assign_queues, held_vectors, request_vectors
 from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, order_pending, \
     subtree_sums, within_queue_key
 from .gangs import gang_of
@@ -84,14 +84,10 @@ class Decisions:
         alloc = np.zeros((len(self.tree), 3), dtype=np.int64)
         p = self.placement
         if p is not None and len(p.batch):
-            vec = request_vectors(p.batch, self._device_mem())
+            vec = held_vectors(p, self.snapshot.cluster)
             placed = p.placed
             np.add.at(alloc, self.pending_rows[placed], vec[placed])
         return self.shares.running + subtree_sums(self.tree, alloc)
-
-    def _device_mem(self) -> int:
-        c = self.snapshot.cluster
-        return int(c.dev_mem_cap.max()) if c.n_devices else 0
 
     def queues(self) -> list[dict]:
         t, s = self.tree, self.shares
@@ -225,7 +221,6 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     t0 = time.perf_counter()
     pipeline = pipeline or default_pipeline(strategy)
     cluster = snapshot.cluster
-    dev_mem = int(cluster.dev_mem_cap.max()) if cluster.n_devices else 0
     capacity = np.array([cluster.n_devices * 1000, cluster.node_cpu_cap.sum(),
                          cluster.node_mem_cap.sum()], dtype=np.int64)
 
@@ -262,8 +257,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
             names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
-    run_req = request_vectors(run.batch, dev_mem)[keep_run]
-    pend_req = request_vectors(batch, dev_mem)
+    run_req = held_vectors(run, cluster)[keep_run]  # what running pods hold
+    pend_req = request_vectors(batch, cluster)      # estimated until placed (accounting.py)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
     t1 = time.perf_counter()
 

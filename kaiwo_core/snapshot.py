@@ -182,7 +182,11 @@ class Snapshot:
             # A time-sliced pod runs on the XCDs of its CU mask: no XCD-isolated pod may take them
             # later (they can still be time-shared), so they leave the pool of free XCDs too.
             s.dev_xcd_free[dev] &= np.uint32(~mask & 0xFFFFFFFF)
-            s.dev_milli_free[dev] -= round(d["fraction"] * 1000)
+            milli = round(d["fraction"] * 1000)
+            nx = bin(int(c.dev_xcd_mask[dev])).count("1")
+            if req.kind == KIND_XCD and nx:  # it holds its XCDs' share, whatever the fraction says
+                milli = max(milli, bin(mask & int(c.dev_xcd_mask[dev])).count("1") * 1000 // nx)
+            s.dev_milli_free[dev] -= milli
             s.dev_mem_free[dev] -= d["memoryMiB"]
             if s.dev_state[dev] == EXCLUSIVE:
                 self.warnings.append(f"pod {req.name}: shares gpu {d['gpu']} on {req.node} with a "

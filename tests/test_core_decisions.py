@@ -37,3 +37,97 @@ def test_duplicate_node_names_are_all_left_out():
 def test_cluster_from_arrays_refuses_duplicate_names():
     with pytest.raises(ValueError, match=r"names\[2\] = 'a'"):
         kc.cluster_from_arrays(["a", "b", "a"], cpu=[1000] * 3, memory=[1000] * 3, gpus=[1] * 3)
+
+
+# ---------------------------------------------------- item 3: charge what is assigned, not asked
+
+XCD = {"kaiwo.ai/gpu-fraction": "0.125", "kaiwo.ai/gpu-isolation": "xcd"}
+
+
+def queue(name, **res):
+    return {"name": name, "resources": {k: dict(v) for k, v in res.items()}}
+
+
+def queues_of(doc):
+    return {q["name"]: q for q in doc["queues"]}
+
+
+def test_xcd_pods_on_cpx_are_charged_the_whole_logical_gpu():
+    """CPX: a logical GPU is one XCD, so a 0.125 XCD pod holds all of it. With a GPU limit of 2,
+    2 such pods fit, not 16 (before: 16 bound, allocated.gpu reported 2.0)."""
+    sc = {"nodes": [{"name": "n0", "gpus": 2, "partition": "cpx_nps4"}],
+          "queues": [queue("q", gpu={"limit": 2})],
+          "pods": [{"name": "x", "replicas": 16, "annotations": XCD, "labels": {"kaiwo.ai/queue": "q"}}]}
+    doc = cycle(scenario_objects(sc))
+    assert len(doc["bindings"]) == 2
+    assert all(b["devices"][0]["fraction"] == 1.0 for b in doc["bindings"])
+    q = queues_of(doc)["q"]
+    assert q["allocated"]["gpu"] == 2.0
+    assert q["demand"]["gpu"] == 16.0  # 16 pods, each holding a logical GPU once placed
+    assert len(doc["pending"]) == 14 and all("limit" in p["reason"] for p in doc["pending"])
+
+
+def test_running_xcd_pods_are_charged_what_their_assignment_holds():
+    """Running XCD pods count the XCDs they hold as a share of their partition: 1 of 1 on CPX (1.0),
+    1 of 2 on QPX (0.5), 1 of 8 on SPX (0.125); a non-sharing 0.1 pod holds its device (1.0)."""
+    def running(name, node, partition, xcds, fraction, ann):
+        pod = pod_objs({"name": name, "nodeName": node, "labels": {"kaiwo.ai/queue": "q"},
+                        "annotations": dict(ann)})[0]
+        pod["metadata"]["annotations"]["kaiwo.ai/gpu-assignment"] = (
+            f'[{{"gpu": 0, "partition": {partition}, "xcds": {xcds}, "fraction": {fraction}, '
+            '"memoryMiB": 1024}]')
+        return pod
+    excl = {"kaiwo.ai/gpu-fraction": "0.1", "kaiwo.ai/gpu-sharing": "false"}
+    objs = scenario_objects({
+        "nodes": [{"name": "cpx", "gpus": 1, "partition": "cpx_nps4"},
+                  {"name": "qpx", "gpus": 1, "partition": "qpx_nps1"},
+                  {"name": "spx", "gpus": 2}],
+        "queues": [queue("q")]})
+    # The CPX pod's assignment says 0.125 (a hand-written or older annotation): its XCDs decide.
+    objs += [running("c", "cpx", 3, [3], 0.125, XCD), running("q1", "qpx", 1, [2], 0.5, XCD),
+             running("s", "spx", 0, [5], 0.125, XCD), running("e", "spx", 0, [], 0.1, excl)]
+    objs[-1]["metadata"]["annotations"]["kaiwo.ai/gpu-assignment"] = (
+        '[{"gpu": 1, "partition": 0, "xcds": [], "fraction": 0.1, "memoryMiB": 196608}]')
+    doc = cycle(objs)
+    assert queues_of(doc)["q"]["allocated"]["gpu"] == 1.0 + 0.5 + 0.125 + 1.0
+
+
+def test_xcd_pods_on_qpx_are_charged_their_xcds():
+    """QPX on MI300X: 2 XCDs per logical GPU. A 0.125 XCD pod holds 1 XCD (0.5), a 0.6 one both
+    (1.0). Queue limit 2 GPUs: two 0.6 pods, or four 0.125 pods."""
+    for fraction, fit, each in (("0.125", 4, 0.5), ("0.6", 2, 1.0)):
+        sc = {"nodes": [{"name": "n0", "gpus": 2, "partition": "qpx_nps1"}],
+              "queues": [queue("q", gpu={"limit": 2})],
+              "pods": [{"name": "x", "replicas": 8, "labels": {"kaiwo.ai/queue": "q"},
+                        "annotations": {"kaiwo.ai/gpu-fraction": fraction, "kaiwo.ai/gpu-isolation": "xcd"}}]}
+        doc = cycle(scenario_objects(sc))
+        assert len(doc["bindings"]) == fit, fraction
+        assert {b["devices"][0]["fraction"] for b in doc["bindings"]} == {each}
+        assert queues_of(doc)["q"]["allocated"]["gpu"] == 2.0
+
+
+def test_non_sharing_fractional_pods_are_charged_whole_devices():
+    """gpu-sharing false: a 0.25 pod holds its device alone, so a limit of 2 GPUs admits 2 of them."""
+    sc = {"nodes": [{"name": "n0", "gpus": 8}],
+          "queues": [queue("q", gpu={"limit": 2})],
+          "pods": [{"name": "x", "replicas": 4, "labels": {"kaiwo.ai/queue": "q"},
+                    "annotations": {"kaiwo.ai/gpu-fraction": "0.25", "kaiwo.ai/gpu-sharing": "false"}}]}
+    doc = cycle(scenario_objects(sc))
+    assert len(doc["bindings"]) == 2
+    assert queues_of(doc)["q"]["allocated"]["gpu"] == 2.0
+
+
+def test_reclaim_counts_what_xcd_pods_hold():
+    """One MI300X in CPX (8 logical GPUs), all held by queue a's 0.125 XCD pods; a deserves 1 GPU,
+    b deserves 1 and asks for 1 whole GPU. a holds 8 GPUs, so evicting one leaves it at 7 >= 1:
+    b reclaims one (before: a counted as 8 x 0.125 = 1 GPU, at its quota, and b waited forever)."""
+    sc = {"nodes": [{"name": "n0", "gpus": 1, "partition": "cpx_nps4"}],
+          "queues": [queue("a", gpu={"quota": 1}), queue("b", gpu={"quota": 7})],
+          "pods": [{"name": "a", "replicas": 8, "annotations": XCD, "nodeName": "n0",
+                    "labels": {"kaiwo.ai/queue": "a"}},
+                   {"name": "b", "gpu": 1, "labels": {"kaiwo.ai/queue": "b"}}]}
+    for q in sc["queues"]:
+        q["fairness"] = {"reclaimStrategy": "conservative"}
+    doc = cycle(scenario_objects(sc))
+    assert queues_of(doc)["a"]["allocated"]["gpu"] == 8.0
+    assert len(doc["preemptions"]) == 1 and doc["preemptions"][0]["rule"] == "reclaim-conservative"
