@@ -202,8 +202,9 @@ def gangs(pending: PodTable, rows: np.ndarray, running: PodTable) -> tuple[np.nd
     return gang, need, kept, errors
 
 
-def _rank(created: np.ndarray, names: list) -> np.ndarray:
-    order = np.lexsort((np.array(names, dtype=object), created))
+def _rank(created: np.ndarray, name_rank: np.ndarray) -> np.ndarray:
+    """Rank by (creation time, ``name_rank``: a PodTable's rank by namespace/name and uid)."""
+    order = np.lexsort((name_rank, created))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank
@@ -260,10 +261,13 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     run_req = held_vectors(run, cluster)[keep_run]  # what running pods hold
     pend_req = request_vectors(batch, cluster)      # estimated until placed (accounting.py)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
+    # Ties (equal key) go by creation time, then namespace/name and uid: never by list order.
+    tiebreak = _rank(batch.created, pend.rank[keep])
     t1 = time.perf_counter()
 
     # 2. share
-    shares = compute_shares(tree, capacity, run_rows[keep_run], run_req, rows, pend_req, key)
+    shares = compute_shares(tree, capacity, run_rows[keep_run], run_req, rows, pend_req, key,
+                            run.rank[keep_run], tiebreak)
     t2 = time.perf_counter()
 
     # 3. order
@@ -272,8 +276,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         ranked = np.lexsort((key, *reversed(plugin_keys)))
         key = np.empty(len(ranked), dtype=np.float64)
         key[ranked] = np.arange(len(ranked))
-    order, status = order_pending(tree, capacity, shares, rows, pend_req, key,
-                                  _rank(batch.created, batch.names), gang)
+    order, status = order_pending(tree, capacity, shares, rows, pend_req, key, tiebreak, gang)
     # Preemptors nominated in an earlier cycle go first: pods were evicted for them, and if others
     # took the freed capacity their queue would evict again next cycle (churn). Gang members stay
     # where they are (a gang's members must stay consecutive; gangs are not preemptors).

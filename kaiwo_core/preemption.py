@@ -329,6 +329,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
     # columns), then this cycle's placements (they hold devices but are never victims).
     run_idx = np.flatnonzero(run.node >= 0)
+    # By namespace/name and uid, not list order: the kernel breaks victim ties by row.
+    run_idx = run_idx[np.argsort(run.rank[run_idx], kind="stable")]
     rb = {k: getattr(run.batch, k)[run_idx] for k in ("kind", "exclusive", "priority", "cpu", "mem")}
     run_req = held_vectors(run, cluster)[run_idx]  # what they hold: what evicting them frees
     flags = preemptible_flags(run, config)[run_idx]

@@ -147,8 +147,8 @@ class Snapshot:
             s.node_pods_free[n] -= 1
             if req.kind != KIND_NONE:
                 self.charge_devices(req, n)
-        if unannotated:
-            self._place_unannotated(unannotated)
+        if unannotated:  # placed in turn: by name and uid, so that list order does not pick devices
+            self._place_unannotated(sorted(unannotated, key=lambda t: (t[1].name, t[1].uid)))
         self._clamp()
 
     def charge_devices(self, req: PodRequest, n: int) -> None:
