@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import gpu as gpumod
+from .arrays import INT32_MAX, column
 from .errors import ObjectError
 from .quantity import QuantityError, parse_quantity
 
@@ -245,29 +246,51 @@ def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partiti
     gpu_memory_mib : array-like of int, optional
         Memory per generic GPU (AMD models use their own).
     """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise TypeError(f"names: a sequence of node names is needed, got {names!r}")
     n = len(names)
     seen: set = set()
     for i, name in enumerate(names):
-        if str(name) in seen:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"names[{i}] = {name!r}: a node name must be a non-empty str")
+        if name in seen:
             raise ValueError(f"names[{i}] = {name!r}: duplicate node name")
-        seen.add(str(name))
-    models = [model] * n if isinstance(model, str) else list(model)
-    modes = [partition] * n if isinstance(partition, str) else list(partition)
-    pods = np.full(n, NODE_DEFAULT_PODS) if pods is None else np.asarray(pods)
-    gmem = [None] * n if gpu_memory_mib is None else list(gpu_memory_mib)
+        seen.add(name)
+    cpu = column("cpu", cpu, n, np.int64, lo=0, what="nodes")
+    memory = column("memory", memory, n, np.int64, lo=0, what="nodes")
+    gpus = column("gpus", gpus, n, np.int64, lo=0, hi=INT32_MAX, what="nodes")
+    pods = column("pods", pods, n, np.int64, default=NODE_DEFAULT_PODS, lo=0, what="nodes")
+    models = _per_node("model", model, n)
+    modes = _per_node("partition", partition, n)
+    gmem = [None] * n if gpu_memory_mib is None else \
+        column("gpu_memory_mib", gpu_memory_mib, n, np.int64, lo=0, what="nodes").tolist()
     cache: dict = {}
     specs = []
     for i in range(n):
         key = (models[i], modes[i], gmem[i])
         part = cache.get(key)
         if part is None:
-            part = cache[key] = _partitioning_for(models[i], modes[i], gmem[i])
+            try:
+                part = cache[key] = _partitioning_for(models[i], modes[i], gmem[i])
+            except gpumod.PartitionError as e:
+                raise ValueError(f"partition[{i}] = {modes[i]!r} (model {models[i]!r}): {e}") from None
         count = int(gpus[i])
         res = RESOURCE_AMD if part.model.is_amd_instinct else RESOURCE_NVIDIA
         specs.append(NodeSpec(str(names[i]), int(cpu[i]), int(memory[i]), int(pods[i]),
                               (GpuGroup(part, count),) if count > 0 else (),
                               resources=frozenset({res}) if count > 0 else frozenset()))
     return build_cluster(specs)
+
+
+def _per_node(label: str, value, n: int) -> list:
+    """One str for all nodes, or a sequence of n of them."""
+    values = [value] * n if isinstance(value, str) else list(value)
+    if len(values) != n:
+        raise ValueError(f"{label}: {len(values)} values for {n} nodes")
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise TypeError(f"{label}[{i}] = {v!r}: must be a str")
+    return values
 
 
 def _partitioning_for(model: str, mode: str, vram_mib=None) -> gpumod.Partitioning:

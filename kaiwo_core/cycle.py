@@ -220,6 +220,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     creation time among the pods, so that a dump always gives the same decisions.
     """
     t0 = time.perf_counter()
+    _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting)
     pipeline = pipeline or default_pipeline(strategy)
     cluster = snapshot.cluster
     capacity = np.array([cluster.n_devices * 1000, cluster.node_cpu_cap.sum(),
@@ -304,6 +305,21 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     decisions.timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
                          "preempt": t5 - t4, "cycle": t5 - t0}
     return decisions
+
+
+def _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting) -> None:
+    """A wrong argument to :func:`schedule` named with its value, not an AttributeError later."""
+    for name, value, cls, article in (("snapshot", snapshot, Snapshot, "a"),
+                                      ("ordering", ordering, OrderingConfig, "an"),
+                                      ("reserving", reserving, ReservationConfig, "a"),
+                                      ("preempting", preempting, PreemptionConfig, "a")):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name}: expected {article} {cls.__name__}, got {value!r}")
+    if pipeline is not None and not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline: expected a Pipeline (or None), got {pipeline!r}")
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float, np.number))
+                            or not np.isfinite(now)):
+        raise ValueError(f"now = {now!r}: must be a finite time in epoch seconds (or None)")
 
 
 def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:

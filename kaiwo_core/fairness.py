@@ -38,6 +38,12 @@ class OrderingConfig:
     age_boost_max: float = 100.0
     gpu_demand_factor: float = 0.0
 
+    def __post_init__(self):
+        for name in ("age_boost_per_hour", "age_boost_max", "gpu_demand_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"{name} = {v!r}: must be a finite number")
+
 
 @dataclass
 class Shares:

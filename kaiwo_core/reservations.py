@@ -128,6 +128,10 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
             raise ReservationError(name, "spec.ttl", spec["ttl"], str(e)) from None
         created = meta.get("creationTimestamp")
         r.until = (_time(name, "metadata.creationTimestamp", created) if created else now) + ttl
+    if spec.get("start") is not None and r.start > r.until:
+        raise ReservationError(name, "spec.start", spec["start"],
+                               "is after spec.until (or creation + spec.ttl): the reservation would "
+                               "end before it is needed")
     r.reason = "declared by a KaiwoReservation"
     return r
 

@@ -162,6 +162,13 @@ class Snapshot:
                 self.warnings.append(f"pod {req.name}: assignment names gpu {d['gpu']} partition "
                                      f"{d['partition']}, which node {req.node} does not have")
                 continue
+            foreign = [x for x in d["xcds"] if not int(c.dev_xcd_mask[dev]) >> x & 1]
+            if foreign:  # charged without them (PodTable drops them too): say so
+                self.warnings.append(f"pod {req.name}: assignment names xcds {foreign} on {req.node} gpu "
+                                     f"{d['gpu']} partition {d['partition']}, which has xcds "
+                                     f"{[x for x in range(32) if int(c.dev_xcd_mask[dev]) >> x & 1]}; "
+                                     "ignored")
+                d = dict(d, xcds=[x for x in d["xcds"] if x not in foreign])
             if req.kind == KIND_WHOLE or req.exclusive:
                 if s.dev_state[dev] != 0:
                     self.warnings.append(f"pod {req.name}: device gpu {d['gpu']} partition "

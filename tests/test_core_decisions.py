@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import kaiwo_core as kc
+from kaiwo_core.fairness import OrderingConfig
 from tests.scenario_loader import node_obj, pod_objs, scenario_objects
 
 
@@ -206,3 +207,125 @@ def test_same_decisions_for_any_order_of_the_objects(perm):
     if _BASE is None:
         _BASE = canonical(cycle(objs))
     assert canonical(cycle([objs[i] for i in perm])) == _BASE
+
+
+# ------------------------------------------------------- item 13: accepted silently, or misreported
+
+def test_reservation_that_ends_before_it_starts_is_rejected():
+    res = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoReservation",
+           "metadata": {"name": "backwards", "creationTimestamp": T0},
+           "spec": {"queue": "default", "gpus": 1, "start": "2026-01-03T00:00:00Z",
+                    "until": "2026-01-02T00:00:00Z"}}
+    doc = cycle([node_obj({"name": "n0", "gpus": 1}), res] + pod_objs({"name": "p", "created": T0}))
+    assert doc["reservations"] == []
+    [err] = doc["invalidReservations"]
+    assert err["kaiworeservation"] == "backwards" and err["field"] == "spec.start"
+    assert "after spec.until" in err["error"]
+
+
+def test_assignment_naming_xcds_the_partition_lacks_is_reported():
+    """XCD 31 on a CPX partition (one XCD): the bound pod is charged what exists, with a warning."""
+    pod = _pod("iso", "default", node="n0", ann={
+        "kaiwo.ai/gpu-fraction": "0.125", "kaiwo.ai/gpu-isolation": "xcd",
+        "kaiwo.ai/gpu-assignment": '[{"gpu": 0, "partition": 2, "xcds": [2, 31], "fraction": 1.0, '
+                                   '"memoryMiB": 1024}]'})
+    doc = cycle([node_obj({"name": "n0", "gpus": 1, "partition": "cpx_nps4"}), pod])
+    assert any("default/iso" in w and "xcds [31]" in w and "partition 2" in w for w in doc["warnings"]), \
+        doc["warnings"]
+
+
+@pytest.mark.parametrize("value", [1.9, "1.9", True])
+def test_fractional_priority_is_rejected(value):
+    pod = pod_objs({"name": "p"})[0]
+    pod["spec"]["priority"] = value
+    doc = cycle([node_obj({"name": "n0", "gpus": 1}), pod])
+    assert [(r["pod"], r["field"]) for r in doc["rejected"]] == [("default/p", "spec.priority")]
+
+
+def test_integral_priority_is_accepted():
+    pod = pod_objs({"name": "p"})[0]
+    pod["spec"]["priority"] = 7.0  # what YAML gives for "7.0": the same integer
+    doc = cycle([node_obj({"name": "n0", "gpus": 1}), pod])
+    assert doc["rejected"] == [] and len(doc["bindings"]) == 1
+
+
+def test_reason_for_too_few_devices_with_the_share_names_the_count():
+    """0.4 on each of 2 devices, one device per node with 1.0 free: the share is there, the second
+    device is not (before: "largest free share 1 < 0.4 needed")."""
+    objs = [node_obj({"name": "n0", "gpus": 1})] + pod_objs(
+        {"name": "p", "annotations": {"kaiwo.ai/gpu-fraction": "0.4",
+                                      "kaiwo.ai/gpu-fraction-num-devices": "2"}})
+    [pending] = cycle(objs)["pending"]
+    assert "too few GPUs" in pending["reason"]
+    objs = [node_obj({"name": "n0", "gpus": 2})] + pod_objs(
+        {"name": "w", "gpu": 1, "nodeName": "n0"}) + pod_objs(
+        {"name": "p", "annotations": {"kaiwo.ai/gpu-fraction": "0.4",
+                                      "kaiwo.ai/gpu-fraction-num-devices": "2"}})
+    [pending] = cycle(objs)["pending"]
+    assert "fewer than 2 GPUs with 0.4 free" in pending["reason"], pending
+    assert "< 0.4" not in pending["reason"]
+
+
+ARR = dict(names=["a", "b"], cpu=[1000, 1000], memory=[1000, 1000], gpus=[1, 1])
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"cpu": [1000]}, "cpu: 1 values for 2 nodes"),
+    ({"cpu": [-1, 1]}, "cpu[0] = -1"),
+    ({"gpus": [1.5, 1]}, "gpus[0] = 1.5"),
+    ({"gpus": [2**40, 1]}, "gpus[0] = 1099511627776"),
+    ({"pods": [1]}, "pods: 1 values for 2 nodes"),
+    ({"partition": ["spx_nps1"]}, "partition: 1 values for 2 nodes"),
+    ({"partition": "zzz"}, "partition[0] = 'zzz'"),
+    ({"model": ["MI300X"]}, "model: 1 values for 2 nodes"),
+    ({"names": "ab"}, "names: a sequence of node names"),
+    ({"names": ["a", 3]}, "names[1] = 3"),
+    ({"cpu": ["x", "y"]}, "cpu[0] = 'x'"),
+])
+def test_cluster_from_arrays_names_the_bad_argument(kw, words):
+    for build in (kc.cluster_from_arrays, kc.Snapshot.from_arrays):
+        with pytest.raises((ValueError, TypeError)) as e:
+            build(**{**ARR, **kw})
+        assert words in str(e.value)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"memory": [1]}, "memory: 1 values for 2 pods"),
+    ({"gpus": [1]}, "gpus: 1 values for 2 pods"),
+    ({"gpus": [1.5, 1]}, "gpus[0] = 1.5"),
+    ({"gpus": [2**32 + 1, 1]}, "gpus[0] = 4294967297"),
+    ({"fraction": [100, 100], "num_devices": [0, 1]}, "num_devices[0] = 0"),
+    ({"names": ["x"]}, "names: 1 values for 2 pods"),
+    ({"cls": [0, 5]}, "cls[1] = 5"),
+    ({"priority": [1]}, "priority: 1 values for 2 pods"),
+    ({"priority": [1.9, 1]}, "priority[0] = 1.9"),
+    ({"created": [float("nan"), 1]}, "created[0] = nan"),
+    ({"cpu": ["a", "b"]}, "cpu[0] = 'a'"),
+    ({"cpu": [[1, 2]], "memory": [[1, 2]]}, "cpu: a flat sequence"),
+])
+def test_batch_from_arrays_names_the_bad_argument(kw, words):
+    with pytest.raises((ValueError, TypeError)) as e:
+        kc.batch_from_arrays(**{"cpu": [1, 1], "memory": [1, 1], **kw})
+    assert words in str(e.value)
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"snapshot": "x"}, "snapshot: expected a Snapshot, got 'x'"),
+    ({"strategy": "nope"}, "'nope'"),
+    ({"now": "abc"}, "now = 'abc'"),
+    ({"now": float("nan")}, "now = nan"),
+    ({"ordering": "x"}, "ordering: expected an OrderingConfig, got 'x'"),
+    ({"reserving": 3}, "reserving: expected a ReservationConfig, got 3"),
+    ({"preempting": None}, "preempting: expected a PreemptionConfig, got None"),
+    ({"pipeline": "binpack"}, "pipeline: expected a Pipeline (or None), got 'binpack'"),
+])
+def test_schedule_names_the_bad_argument(kw, words):
+    args = {"snapshot": kc.Snapshot.from_objects([]), **kw}
+    with pytest.raises((ValueError, TypeError)) as e:
+        kc.schedule(**args)
+    assert words in str(e.value)
+
+
+def test_ordering_config_refuses_non_finite_values():
+    with pytest.raises(ValueError, match="age_boost_per_hour = nan"):
+        OrderingConfig(age_boost_per_hour=float("nan"))
