@@ -259,7 +259,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
             names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
-    run_req = held_vectors(run, cluster)[keep_run]  # what running pods hold
+    run_req = run.held[keep_run]  # what running pods hold
     pend_req = request_vectors(batch, cluster)      # estimated until placed (accounting.py)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
     # Ties (equal key) go by creation time, then namespace/name and uid: never by list order.

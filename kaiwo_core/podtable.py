@@ -116,6 +116,14 @@ class PodTable:
         rank[order] = np.arange(len(reqs), dtype=np.int64)
         return rank
 
+    @cached_property
+    def held(self) -> np.ndarray:
+        """int64[P, 3] what each pod is charged to its queue: GPU held by its assignment, CPU and
+        memory asked (:func:`kaiwo_core.accounting.held_vectors`); shared by the cycle's fair shares
+        and preemption. Never write it."""
+        from .accounting import held_vectors  # local: accounting sits above the tables
+        return held_vectors(self, self.cluster)
+
     @property
     def gang_rows(self) -> np.ndarray:
         """int64 rows with a gang annotation."""

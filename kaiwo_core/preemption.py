@@ -332,7 +332,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     # By namespace/name and uid, not list order: the kernel breaks victim ties by row.
     run_idx = run_idx[np.argsort(run.rank[run_idx], kind="stable")]
     rb = {k: getattr(run.batch, k)[run_idx] for k in ("kind", "exclusive", "priority", "cpu", "mem")}
-    run_req = held_vectors(run, cluster)[run_idx]  # what they hold: what evicting them frees
+    run_req = run.held[run_idx]  # what they hold: what evicting them frees
     flags = preemptible_flags(run, config)[run_idx]
     queue = np.asarray(decisions.running_rows, np.int32)[run_idx]
     a_start, a_dev, a_milli, a_mem, a_xcds = run.charges(run_idx)
