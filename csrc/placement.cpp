@@ -5,8 +5,9 @@
 // Pods are placed one at a time, in batch order. For each node, in index order, the first failing
 // filter is the node's reason: class mask (kRNodeFilter), CPU, memory, pod slots, then for GPU pods
 // "fewer devices than `count`" (kRGpuCount) and the kind-specific device checks:
-//   * whole, or fractional with `exclusive`: `count` idle devices (kRGpuBusy); the lowest-index idle
-//     devices are taken entirely (state EXCLUSIVE).
+//   * whole, or fractional with `exclusive`: `count` idle devices (kRGpuBusy), and as many of them with
+//     mem_free >= gpu_mem (kRGpuMemory; gpu_mem is 0 unless a non-sharing pod names its memory); the
+//     lowest-index such devices are taken entirely (state EXCLUSIVE).
 //   * shared (time-sliced): devices not EXCLUSIVE with milli_free >= milli (kRGpuShare), then also
 //     mem_free >= need_mem (kRGpuMemory); picked by (already shared first, least milli_free, index).
 //   * XCD-isolated: devices with XCDs, not EXCLUSIVE, with k free XCDs (kRXcd), then the XCDs' compute
@@ -255,7 +256,7 @@ private:
     /// Whether device d (not EXCLUSIVE) could take one device-unit of shape s (fragmentation test).
     bool unit_ok(const Shape& s, int64_t d) const {
         switch (s.mode) {
-            case kModeIdle: return v_.dev_state[d] == kIdle;
+            case kModeIdle: return v_.dev_state[d] == kIdle && v_.dev_mem_free[d] >= s.gpu_mem;
             case kModeShare:
                 return v_.dev_milli_free[d] >= s.milli && v_.dev_mem_free[d] >= share_mem(s, d);
             case kModeXcd: {
@@ -333,12 +334,14 @@ private:
                 if (idle_[n] < s.count) return kRGpuBusy;
                 gdelta = 0;
                 int32_t c = 0;
-                for (int64_t d = d0; c < s.count; ++d) {
-                    if (v_.dev_state[d] != kIdle) continue;
+                // A non-sharing pod that names its GPU memory gets devices with that much (an idle
+                // device's free memory is all of it): holding a device alone is no excuse for less.
+                for (int64_t d = d0; d < d1 && c < s.count; ++d) {
+                    if (v_.dev_state[d] != kIdle || v_.dev_mem_free[d] < s.gpu_mem) continue;
                     gdelta += v_.dev_milli_free[d];
                     chosen_[c++] = static_cast<int32_t>(d);
                 }
-                return -1;
+                return c < s.count ? kRGpuMemory : -1;
             }
             case kModeShare: {
                 if (max_share_[n] < s.milli) return kRGpuShare;

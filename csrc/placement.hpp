@@ -67,7 +67,7 @@ enum Reason : int32_t {
     kRGpuCount = 4,     ///< node has fewer logical GPUs than the pod asks for (or none at all).
     kRGpuBusy = 5,      ///< not enough idle devices for whole/exclusive requests.
     kRGpuShare = 6,     ///< no (or too few) devices with enough free compute share.
-    kRGpuMemory = 7,    ///< enough compute share, but not enough free GPU memory on the device(s).
+    kRGpuMemory = 7,    ///< enough compute share (or idle devices), but not enough free GPU memory on them.
     kRXcd = 8,          ///< not enough free XCDs (or the device has no XCDs: generic GPU).
     kNumReasons = 9,
 };

@@ -88,7 +88,7 @@ bool fits_on(const Batch& b, int32_t p, const ClusterView& v, int64_t cpu, int64
     if (dv.nd < count) return false;
     int32_t ok = 0;
     if (kind == kWhole || b.exclusive[p]) {
-        for (int32_t i = 0; i < dv.nd && ok < count; ++i) ok += dv.state[i] == kIdle;
+        for (int32_t i = 0; i < dv.nd && ok < count; ++i) ok += dv.state[i] == kIdle && dv.mem[i] >= b.gpu_mem[p];
     } else if (kind == kShared) {
         const int64_t milli = b.milli[p], gmem = b.gpu_mem[p];
         for (int32_t i = 0; i < dv.nd && ok < count; ++i) {

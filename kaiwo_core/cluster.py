@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import gpu as gpumod
+from .arrays import INT32_MAX, column
 from .errors import ObjectError
 from .quantity import QuantityError, parse_quantity
 
@@ -159,7 +160,13 @@ def kernel_view(cluster: Cluster, state: ClusterState) -> dict:
 # ------------------------------------------------------------------------------------------ build
 
 def build_cluster(nodes: list[NodeSpec], errors: list | None = None) -> Cluster:
-    """Lay out nodes (sorted by name, for determinism) and expand their GPUs into devices."""
+    """Lay out nodes (sorted by name, for determinism) and expand their GPUs into devices.
+
+    Nodes whose name is not unique are all left out, each with a NodeError: pods name their node,
+    so which of them a bound pod uses is unknown, and keeping any one could book capacity that is
+    not there (keeping both books the same GPUs twice)."""
+    errors = list(errors or [])
+    nodes = _unique_names(nodes, errors)
     nodes = sorted(nodes, key=lambda n: n.name)
     n = len(nodes)
     dev_counts = np.array([sum(g.count * g.part.logical_per_gpu for g in nd.gpus) for nd in nodes],
@@ -200,8 +207,22 @@ def build_cluster(nodes: list[NodeSpec], errors: list | None = None) -> Cluster:
         dev_node=np.repeat(np.arange(n, dtype=np.int32), dev_counts),
         dev_gpu=dev_gpu, dev_partition=dev_part, dev_mem_cap=dev_mem, dev_xcd_mask=dev_mask,
         dev_xcds_per_domain=dev_per_domain, dev_domain=dev_domain,
-        errors=list(errors or []),
+        errors=errors,
     )
+
+
+def _unique_names(nodes: list[NodeSpec], errors: list) -> list[NodeSpec]:
+    count: dict = {}
+    for nd in nodes:
+        count[nd.name] = count.get(nd.name, 0) + 1
+    if len(count) == len(nodes):
+        return nodes
+    for nd in nodes:
+        if count[nd.name] > 1:
+            errors.append(NodeError(nd.name, "metadata.name", nd.name,
+                                    f"{count[nd.name]} Node objects have this name; all are left out "
+                                    "(which one a pod bound to it uses is unknown)"))
+    return [nd for nd in nodes if count[nd.name] == 1]
 
 
 def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partition: str = "spx_nps1",
@@ -225,24 +246,51 @@ def cluster_from_arrays(names, cpu, memory, gpus, model: str = "MI300X", partiti
     gpu_memory_mib : array-like of int, optional
         Memory per generic GPU (AMD models use their own).
     """
+    if isinstance(names, (str, bytes)) or not hasattr(names, "__len__"):
+        raise TypeError(f"names: a sequence of node names is needed, got {names!r}")
     n = len(names)
-    models = [model] * n if isinstance(model, str) else list(model)
-    modes = [partition] * n if isinstance(partition, str) else list(partition)
-    pods = np.full(n, NODE_DEFAULT_PODS) if pods is None else np.asarray(pods)
-    gmem = [None] * n if gpu_memory_mib is None else list(gpu_memory_mib)
+    seen: set = set()
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"names[{i}] = {name!r}: a node name must be a non-empty str")
+        if name in seen:
+            raise ValueError(f"names[{i}] = {name!r}: duplicate node name")
+        seen.add(name)
+    cpu = column("cpu", cpu, n, np.int64, lo=0, what="nodes")
+    memory = column("memory", memory, n, np.int64, lo=0, what="nodes")
+    gpus = column("gpus", gpus, n, np.int64, lo=0, hi=INT32_MAX, what="nodes")
+    pods = column("pods", pods, n, np.int64, default=NODE_DEFAULT_PODS, lo=0, what="nodes")
+    models = _per_node("model", model, n)
+    modes = _per_node("partition", partition, n)
+    gmem = [None] * n if gpu_memory_mib is None else \
+        column("gpu_memory_mib", gpu_memory_mib, n, np.int64, lo=0, what="nodes").tolist()
     cache: dict = {}
     specs = []
     for i in range(n):
         key = (models[i], modes[i], gmem[i])
         part = cache.get(key)
         if part is None:
-            part = cache[key] = _partitioning_for(models[i], modes[i], gmem[i])
+            try:
+                part = cache[key] = _partitioning_for(models[i], modes[i], gmem[i])
+            except gpumod.PartitionError as e:
+                raise ValueError(f"partition[{i}] = {modes[i]!r} (model {models[i]!r}): {e}") from None
         count = int(gpus[i])
         res = RESOURCE_AMD if part.model.is_amd_instinct else RESOURCE_NVIDIA
         specs.append(NodeSpec(str(names[i]), int(cpu[i]), int(memory[i]), int(pods[i]),
                               (GpuGroup(part, count),) if count > 0 else (),
                               resources=frozenset({res}) if count > 0 else frozenset()))
     return build_cluster(specs)
+
+
+def _per_node(label: str, value, n: int) -> list:
+    """One str for all nodes, or a sequence of n of them."""
+    values = [value] * n if isinstance(value, str) else list(value)
+    if len(values) != n:
+        raise ValueError(f"{label}: {len(values)} values for {n} nodes")
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise TypeError(f"{label}[{i}] = {v!r}: must be a str")
+    return values
 
 
 def _partitioning_for(model: str, mode: str, vram_mib=None) -> gpumod.Partitioning:

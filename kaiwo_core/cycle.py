@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .accounting import assign_queues, request_vectors
+from .accounting import assign_queues, held_vectors, request_vectors
 from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, order_pending, \
     subtree_sums, within_queue_key
 from .gangs import gang_of
@@ -84,14 +84,10 @@ class Decisions:
         alloc = np.zeros((len(self.tree), 3), dtype=np.int64)
         p = self.placement
         if p is not None and len(p.batch):
-            vec = request_vectors(p.batch, self._device_mem())
+            vec = held_vectors(p, self.snapshot.cluster)
             placed = p.placed
             np.add.at(alloc, self.pending_rows[placed], vec[placed])
         return self.shares.running + subtree_sums(self.tree, alloc)
-
-    def _device_mem(self) -> int:
-        c = self.snapshot.cluster
-        return int(c.dev_mem_cap.max()) if c.n_devices else 0
 
     def queues(self) -> list[dict]:
         t, s = self.tree, self.shares
@@ -206,8 +202,9 @@ def gangs(pending: PodTable, rows: np.ndarray, running: PodTable) -> tuple[np.nd
     return gang, need, kept, errors
 
 
-def _rank(created: np.ndarray, names: list) -> np.ndarray:
-    order = np.lexsort((np.array(names, dtype=object), created))
+def _rank(created: np.ndarray, name_rank: np.ndarray) -> np.ndarray:
+    """Rank by (creation time, ``name_rank``: a PodTable's rank by namespace/name and uid)."""
+    order = np.lexsort((name_rank, created))
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     return rank
@@ -223,9 +220,9 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     creation time among the pods, so that a dump always gives the same decisions.
     """
     t0 = time.perf_counter()
+    _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting)
     pipeline = pipeline or default_pipeline(strategy)
     cluster = snapshot.cluster
-    dev_mem = int(cluster.dev_mem_cap.max()) if cluster.n_devices else 0
     capacity = np.array([cluster.n_devices * 1000, cluster.node_cpu_cap.sum(),
                          cluster.node_mem_cap.sum()], dtype=np.int64)
 
@@ -262,13 +259,16 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
             names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
-    run_req = request_vectors(run.batch, dev_mem)[keep_run]
-    pend_req = request_vectors(batch, dev_mem)
+    run_req = run.held[keep_run]  # what running pods hold
+    pend_req = request_vectors(batch, cluster)      # estimated until placed (accounting.py)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
+    # Ties (equal key) go by creation time, then namespace/name and uid: never by list order.
+    tiebreak = _rank(batch.created, pend.rank[keep])
     t1 = time.perf_counter()
 
     # 2. share
-    shares = compute_shares(tree, capacity, run_rows[keep_run], run_req, rows, pend_req, key)
+    shares = compute_shares(tree, capacity, run_rows[keep_run], run_req, rows, pend_req, key,
+                            run.rank[keep_run], tiebreak)
     t2 = time.perf_counter()
 
     # 3. order
@@ -277,8 +277,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         ranked = np.lexsort((key, *reversed(plugin_keys)))
         key = np.empty(len(ranked), dtype=np.float64)
         key[ranked] = np.arange(len(ranked))
-    order, status = order_pending(tree, capacity, shares, rows, pend_req, key,
-                                  _rank(batch.created, batch.names), gang)
+    order, status = order_pending(tree, capacity, shares, rows, pend_req, key, tiebreak, gang)
     # Preemptors nominated in an earlier cycle go first: pods were evicted for them, and if others
     # took the freed capacity their queue would evict again next cycle (churn). Gang members stay
     # where they are (a gang's members must stay consecutive; gangs are not preemptors).
@@ -306,6 +305,21 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     decisions.timings = {"check": t1 - t0, "share": t2 - t1, "order": t3 - t2, "place": t4 - t3,
                          "preempt": t5 - t4, "cycle": t5 - t0}
     return decisions
+
+
+def _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting) -> None:
+    """A wrong argument to :func:`schedule` named with its value, not an AttributeError later."""
+    for name, value, cls, article in (("snapshot", snapshot, Snapshot, "a"),
+                                      ("ordering", ordering, OrderingConfig, "an"),
+                                      ("reserving", reserving, ReservationConfig, "a"),
+                                      ("preempting", preempting, PreemptionConfig, "a")):
+        if not isinstance(value, cls):
+            raise TypeError(f"{name}: expected {article} {cls.__name__}, got {value!r}")
+    if pipeline is not None and not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline: expected a Pipeline (or None), got {pipeline!r}")
+    if now is not None and (isinstance(now, bool) or not isinstance(now, (int, float, np.number))
+                            or not np.isfinite(now)):
+        raise ValueError(f"now = {now!r}: must be a finite time in epoch seconds (or None)")
 
 
 def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:

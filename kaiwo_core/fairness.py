@@ -38,6 +38,12 @@ class OrderingConfig:
     age_boost_max: float = 100.0
     gpu_demand_factor: float = 0.0
 
+    def __post_init__(self):
+        for name in ("age_boost_per_hour", "age_boost_max", "gpu_demand_factor"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise ValueError(f"{name} = {v!r}: must be a finite number")
+
 
 @dataclass
 class Shares:
@@ -73,15 +79,19 @@ def subtree_sums(tree: QueueTree, per_leaf: np.ndarray) -> np.ndarray:
 
 
 def compute_shares(tree: QueueTree, capacity, run_rows, run_req, pend_rows, pend_req,
-                   pend_key) -> Shares:
+                   pend_key, run_tiebreak=None, pend_tiebreak=None) -> Shares:
     """Deserved and fair shares over running + pending pods (running first within each queue,
-    then pending by their within-queue key)."""
+    then pending by their within-queue key); ties within a queue by ``run_tiebreak`` /
+    ``pend_tiebreak`` (stable ranks, e.g. by name: the virtual allocation is pod by pod, so the
+    order of tied pods must not be the order they were listed in), then by position."""
     q = len(tree)
     rows = np.concatenate([run_rows, pend_rows]).astype(np.int64)
     req = np.ascontiguousarray(np.concatenate([run_req, pend_req]), dtype=np.int64).reshape(-1, 3)
     phase = np.concatenate([np.zeros(len(run_rows)), np.ones(len(pend_rows))])
     key = np.concatenate([np.zeros(len(run_rows)), pend_key])
-    perm, start = _csr(rows, q, phase, key)
+    tie = np.concatenate([np.zeros(len(run_rows), np.int64) if run_tiebreak is None else run_tiebreak,
+                          np.zeros(len(pend_rows), np.int64) if pend_tiebreak is None else pend_tiebreak])
+    perm, start = _csr(rows, q, phase, key, tie)
     out = _core.fair_share(tree_arrays(tree, capacity), {"pod_start": start, "req": req[perm]})
     running = np.zeros((q, 3), dtype=np.int64)
     np.add.at(running, run_rows, run_req)

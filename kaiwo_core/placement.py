@@ -115,8 +115,12 @@ class Placement:
                 break
             text = f"{counts[r]} {REASON_TEXT[r]}"
             if r == _core.REASON_GPU_SHARE and self.best_share[i] >= 0 and self.batch.milli[i] > 0:
-                text += (f" (largest free share {self.best_share[i] / 1000:.3g} < "
-                         f"{self.batch.milli[i] / 1000:.3g} needed)")
+                need, count = self.batch.milli[i] / 1000, int(self.batch.count[i])
+                if self.best_share[i] >= self.batch.milli[i]:  # the share is there, not on enough GPUs
+                    text += f" (fewer than {count} GPUs with {need:.3g} free)"
+                else:
+                    text += (f" (largest free share {self.best_share[i] / 1000:.3g} < {need:.3g} needed"
+                             + (f" on each of {count} GPUs)" if count > 1 else ")"))
             parts.append(text)
         return f"0/{n} nodes can take it: " + ", ".join(parts)
 

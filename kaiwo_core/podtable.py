@@ -15,6 +15,7 @@ not changed in place once read; code that needs a different pod makes a new one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -103,6 +104,25 @@ class PodTable:
                         self.preemptible[idx], self.nominated[idx], self.node[idx], asg_start,
                         self.asg_dev[entries], self.asg_milli[entries], self.asg_mem[entries],
                         self.asg_xcds[entries])
+
+    @cached_property
+    def rank(self) -> np.ndarray:
+        """int64 rank of each row by (namespace/name, uid): the tie-break of last resort wherever
+        decisions are ordered, so that they never depend on the order pods were listed in. Computed
+        once per table (frozen dataclass: cached_property writes the instance dict directly)."""
+        reqs = self.reqs
+        order = sorted(range(len(reqs)), key=lambda i: (reqs[i].name, reqs[i].uid))
+        rank = np.empty(len(reqs), dtype=np.int64)
+        rank[order] = np.arange(len(reqs), dtype=np.int64)
+        return rank
+
+    @cached_property
+    def held(self) -> np.ndarray:
+        """int64[P, 3] what each pod is charged to its queue: GPU held by its assignment, CPU and
+        memory asked (:func:`kaiwo_core.accounting.held_vectors`); shared by the cycle's fair shares
+        and preemption. Never write it."""
+        from .accounting import held_vectors  # local: accounting sits above the tables
+        return held_vectors(self, self.cluster)
 
     @property
     def gang_rows(self) -> np.ndarray:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core
-from .accounting import request_vectors
+from .accounting import assigned_gpu, held_vectors, request_vectors
 from .cluster import EXCLUSIVE, SHARED, ClusterState, kernel_view
 from .fairness import subtree_sums
 from .placement import default_pipeline
@@ -309,7 +309,6 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         return _empty_plan(decisions, state, allocated, warnings, t0)
-    dev_mem = int(cluster.dev_mem_cap.max()) if cluster.n_devices else 0
     run = snap.running_table()
     if now is None:
         created = np.concatenate([snap.pending_table().batch.created, run.batch.created])
@@ -330,17 +329,20 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
     # columns), then this cycle's placements (they hold devices but are never victims).
     run_idx = np.flatnonzero(run.node >= 0)
+    # By namespace/name and uid, not list order: the kernel breaks victim ties by row.
+    run_idx = run_idx[np.argsort(run.rank[run_idx], kind="stable")]
     rb = {k: getattr(run.batch, k)[run_idx] for k in ("kind", "exclusive", "priority", "cpu", "mem")}
-    run_req = request_vectors(run.batch, dev_mem)[run_idx]
+    run_req = run.held[run_idx]  # what they hold: what evicting them frees
     flags = preemptible_flags(run, config)[run_idx]
     queue = np.asarray(decisions.running_rows, np.int32)[run_idx]
     a_start, a_dev, a_milli, a_mem, a_xcds = run.charges(run_idx)
     placed = np.flatnonzero(placement.placed)
-    pend_req = request_vectors(batch, dev_mem)
+    pend_req = request_vectors(batch, cluster)  # preemptors: estimated (accounting.py)
+    placed_req = held_vectors(placement, cluster)[placed]
     p_start, p_idx = csr_rows(placement.asg_start, placed)
     kind = np.concatenate([rb["kind"], batch.kind[placed]])
     excl = np.concatenate([rb["exclusive"], batch.exclusive[placed]])
-    req_all = checked(np.concatenate([run_req, pend_req[placed]]))
+    req_all = checked(np.concatenate([run_req, placed_req]))
     exclusive = ((kind == KIND_WHOLE) | ((kind != KIND_NONE) & (excl == 1))).astype(np.uint8)
     running_arrays = {
         "node": np.concatenate([run.node[run_idx], placement.node[placed].astype(np.int32)]),
@@ -391,9 +393,12 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     delta = np.zeros_like(allocated)
     leaf_q = running_arrays["queue"][vic]
     ok = leaf_q >= 0
-    np.subtract.at(delta, leaf_q[ok], np.concatenate([run_req, pend_req[placed]])[vic][ok])
+    np.subtract.at(delta, leaf_q[ok], np.concatenate([run_req, placed_req])[vic][ok])
     got = out["node"] >= 0
-    np.add.at(delta, pending["queue"][got], pend_req[rows][got])
+    got_req = pend_req[rows].copy()  # a preemptor that got devices is charged what it holds
+    got_req[:, 0] = assigned_gpu(batch.kind[rows], batch.exclusive[rows], out["asg_start"], out["asg_dev"],
+                                 out["asg_milli"], out["asg_mem"], out["asg_xcds"], cluster, got_req[:, 0])
+    np.add.at(delta, pending["queue"][got], got_req[got])
     after = allocated + subtree_sums(tree, delta)
 
     new_state = ClusterState(out["node_cpu_free"], out["node_mem_free"], out["node_pods_free"],

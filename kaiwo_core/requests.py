@@ -215,25 +215,29 @@ def batch_from_arrays(cpu, memory, gpus=None, fraction=None, gpu_memory=None, nu
     cls, constraints : optional
         Constraint index per pod and the list of :class:`Constraint` it indexes.
 
-    Values are checked (non-negative, fractions within 1..1000 milli) and a ValueError names the
-    first offending row.
+    Values are checked (lengths, integers, non-negative, fractions within 0..1000 milli, counts
+    within int32, ``cls`` within ``constraints``) and a ValueError or TypeError names the argument
+    and the first offending value.
     """
+    from .arrays import INT32_MAX, column
+    if not hasattr(cpu, "__len__") or isinstance(cpu, (str, bytes)):
+        raise TypeError(f"cpu: a sequence of CPU requests (milli-cores) is needed, got {cpu!r}")
     n = len(cpu)
 
-    def col(a, dtype, default=0):
-        return np.full(n, default, dtype) if a is None else np.ascontiguousarray(a, dtype=dtype)
+    def col(label, a, dtype, default=0, lo=0, hi=None):
+        return column(label, a, n, dtype, default=default, lo=lo, hi=hi, what="pods")
 
-    cpu_a, mem_a = col(cpu, np.int64), col(memory, np.int64)
-    whole, frac = col(gpus, np.int32), col(fraction, np.int32)
-    gmem, ndev = col(gpu_memory, np.int64), col(num_devices, np.int32, 1)
-    xcd, excl = col(isolation, np.bool_, False), col(exclusive, np.uint8)
-    for label, arr in (("cpu", cpu_a), ("memory", mem_a), ("gpus", whole), ("gpu_memory", gmem)):
-        bad = np.flatnonzero(arr < 0)
-        if bad.size:
-            raise ValueError(f"{label}[{bad[0]}] = {arr[bad[0]]}: must not be negative")
-    bad = np.flatnonzero((frac < 0) | (frac > 1000))
-    if bad.size:
-        raise ValueError(f"fraction[{bad[0]}] = {frac[bad[0]]}: must be 0..1000 milli-GPU")
+    cpu_a, mem_a = col("cpu", cpu, np.int64), col("memory", memory, np.int64)
+    whole = col("gpus", gpus, np.int32, hi=INT32_MAX)
+    frac = col("fraction", fraction, np.int32, hi=1000)
+    gmem, ndev = col("gpu_memory", gpu_memory, np.int64), col("num_devices", num_devices, np.int32, 1, lo=1)
+    xcd, excl = col("isolation", isolation, np.bool_, False), col("exclusive", exclusive, np.uint8, hi=1)
+    if names is not None and len(names) != n:
+        raise ValueError(f"names: {len(names)} values for {n} pods")
+    constraints = list(constraints) if constraints is not None else [NO_CONSTRAINT]
+    cls_a = col("cls", cls, np.int32, hi=len(constraints) - 1)
+    priority_a = col("priority", priority, np.int64, lo=None)
+    created_a = col("created", created, np.float64, 0.0)
     shared = (frac > 0) | (gmem > 0)
     kind = np.where(shared, np.where(xcd & (frac > 0), KIND_XCD, KIND_SHARED),
                     np.where(whole > 0, KIND_WHOLE, KIND_NONE)).astype(np.int8)
@@ -244,9 +248,7 @@ def batch_from_arrays(cpu, memory, gpus=None, fraction=None, gpu_memory=None, nu
         cpu=cpu_a, mem=mem_a, kind=kind, count=count, milli=milli,
         gpu_mem=np.where(shared, gmem, 0).astype(np.int64),
         exclusive=(excl.astype(bool) & shared).astype(np.uint8),
-        cls=col(cls, np.int32), priority=col(priority, np.int64),
-        created=col(created, np.float64, 0.0),
-        constraints=list(constraints) if constraints is not None else [NO_CONSTRAINT],
+        cls=cls_a, priority=priority_a, created=created_a, constraints=constraints,
     )
 
 
@@ -566,10 +568,14 @@ def _required_affinity(name: str, spec: dict) -> tuple:
 
 def _priority(name: str, spec: dict, classes: dict) -> int:
     if spec.get("priority") is not None:
-        try:
-            return int(spec["priority"])
-        except (TypeError, ValueError):
-            raise PodError(name, "spec.priority", spec["priority"], "must be an integer") from None
+        raw = spec["priority"]
+        # Integers only: int() would truncate 1.9 (or a "1.9" string would fail elsewhere) and
+        # True is an int to Python; an integral float such as 7.0 (YAML "7.0") is that integer.
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise PodError(name, "spec.priority", raw, "must be an integer")
+        return raw
     cls = spec.get("priorityClassName")
     if cls:
         if cls not in classes:

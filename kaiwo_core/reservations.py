@@ -128,6 +128,10 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
             raise ReservationError(name, "spec.ttl", spec["ttl"], str(e)) from None
         created = meta.get("creationTimestamp")
         r.until = (_time(name, "metadata.creationTimestamp", created) if created else now) + ttl
+    if spec.get("start") is not None and r.start > r.until:
+        raise ReservationError(name, "spec.start", spec["start"],
+                               "is after spec.until (or creation + spec.ttl): the reservation would "
+                               "end before it is needed")
     r.reason = "declared by a KaiwoReservation"
     return r
 
@@ -189,7 +193,7 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
         return cache[0]
     out, errors, expired = [], [], []
     taken: set = set()
-    for obj in snapshot.objects.get("KaiwoReservation", []):
+    for obj in sorted(snapshot.objects.get("KaiwoReservation", []), key=_listing_key):
         try:
             r = reservation_spec(obj, now)
         except ReservationError as e:
@@ -233,7 +237,7 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     if not len(rows):
         return []
     b = pending.batch
-    units, first_row, member_of = np.unique(pending.unit[rows], return_index=True, return_inverse=True)
+    units, _, member_of = np.unique(pending.unit[rows], return_index=True, return_inverse=True)
     member_of = member_of.reshape(-1)
     first = np.full(len(units), np.inf)
     np.minimum.at(first, member_of, b.created[rows])
@@ -241,7 +245,8 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     gpus = np.zeros(len(units), dtype=np.int64)
     np.add.at(gpus, member_of, whole_gpus)
     whole_members = np.bincount(member_of, weights=whole_gpus > 0, minlength=len(units))
-    order = np.lexsort((first_row, first))  # oldest first; ties in the order the units appear
+    names = np.array([pending.unit_names[int(u)] for u in units], dtype=object)
+    order = np.lexsort((names, first))  # oldest first; ties by unit name, never by list order
     waiting = now - first[order] < cfg.starvation
     order = order[:int(np.argmax(waiting)) if waiting.any() else len(order)]  # the rest waited less
     # No creation time: how long it waited is unknown.
@@ -281,6 +286,14 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
     return out
+
+
+def _listing_key(obj) -> tuple:
+    """Declared reservations are taken oldest first, ties by name (a clash over nodes, or the nodes
+    an amount is resolved to, must not depend on the order the objects were listed in)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
 
 
 def _fits_now(counts: list, idle_sorted: np.ndarray) -> bool:

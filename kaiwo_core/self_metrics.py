@@ -30,6 +30,7 @@ import time
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .accounting import held_vectors
 from .metrics_store import MetricsStore
 from .plugins import Plugin, register
 
@@ -176,10 +177,10 @@ class MetricsPlugin(Plugin):
         usage = None
         q = extra.get(self.config["queue_key"])
         if q is not None:
-            # GPU milli-units actually charged per pod (sum over its devices), CPU and memory asked.
-            cum = np.concatenate(([0], np.cumsum(result.asg_milli)))
-            charged = cum[result.asg_start[1:]] - cum[result.asg_start[:-1]]
-            usage = {"gpu": charged, "cpu": batch.cpu, "memory": batch.mem}
+            # GPU milli-units each pod holds (what its queue is charged: kaiwo_core.accounting),
+            # CPU and memory asked.
+            held = held_vectors(result, ctx.cluster)
+            usage = {"gpu": np.where(result.placed, held[:, 0], 0), "cpu": batch.cpu, "memory": batch.mem}
         out = self.metrics.record_cycle(seconds, result.placed, 0, q, extra.get("queue_names"), usage,
                                         extra.get("fair_share"))
         alerts = extra.get("alerts")

@@ -147,8 +147,8 @@ class Snapshot:
             s.node_pods_free[n] -= 1
             if req.kind != KIND_NONE:
                 self.charge_devices(req, n)
-        if unannotated:
-            self._place_unannotated(unannotated)
+        if unannotated:  # placed in turn: by name and uid, so that list order does not pick devices
+            self._place_unannotated(sorted(unannotated, key=lambda t: (t[1].name, t[1].uid)))
         self._clamp()
 
     def charge_devices(self, req: PodRequest, n: int) -> None:
@@ -162,6 +162,13 @@ class Snapshot:
                 self.warnings.append(f"pod {req.name}: assignment names gpu {d['gpu']} partition "
                                      f"{d['partition']}, which node {req.node} does not have")
                 continue
+            foreign = [x for x in d["xcds"] if not int(c.dev_xcd_mask[dev]) >> x & 1]
+            if foreign:  # charged without them (PodTable drops them too): say so
+                self.warnings.append(f"pod {req.name}: assignment names xcds {foreign} on {req.node} gpu "
+                                     f"{d['gpu']} partition {d['partition']}, which has xcds "
+                                     f"{[x for x in range(32) if int(c.dev_xcd_mask[dev]) >> x & 1]}; "
+                                     "ignored")
+                d = dict(d, xcds=[x for x in d["xcds"] if x not in foreign])
             if req.kind == KIND_WHOLE or req.exclusive:
                 if s.dev_state[dev] != 0:
                     self.warnings.append(f"pod {req.name}: device gpu {d['gpu']} partition "
@@ -182,7 +189,11 @@ class Snapshot:
             # A time-sliced pod runs on the XCDs of its CU mask: no XCD-isolated pod may take them
             # later (they can still be time-shared), so they leave the pool of free XCDs too.
             s.dev_xcd_free[dev] &= np.uint32(~mask & 0xFFFFFFFF)
-            s.dev_milli_free[dev] -= round(d["fraction"] * 1000)
+            milli = round(d["fraction"] * 1000)
+            nx = bin(int(c.dev_xcd_mask[dev])).count("1")
+            if req.kind == KIND_XCD and nx:  # it holds its XCDs' share, whatever the fraction says
+                milli = max(milli, bin(mask & int(c.dev_xcd_mask[dev])).count("1") * 1000 // nx)
+            s.dev_milli_free[dev] -= milli
             s.dev_mem_free[dev] -= d["memoryMiB"]
             if s.dev_state[dev] == EXCLUSIVE:
                 self.warnings.append(f"pod {req.name}: shares gpu {d['gpu']} on {req.node} with a "

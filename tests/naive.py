@@ -249,7 +249,10 @@ def gpu_check_ref(c, n, shape):
         idle = [d for d in devs if st[d] == P_IDLE]
         if len(idle) < count:
             return R_GPU_BUSY, []
-        return None, idle[:count]
+        fit = [d for d in idle if memf[d] >= gpu_mem]  # a non-sharing pod still gets its memory
+        if len(fit) < count:
+            return R_GPU_MEMORY, []
+        return None, fit[:count]
     if kind == P_KIND_SHARED:
         share = [d for d in devs if st[d] != P_EXCLUSIVE and mf[d] >= milli]
         if len(share) < count:
@@ -303,7 +306,7 @@ def _unit_ok(c, d, shape):
     """Could device d (not EXCLUSIVE) host one device-unit of `shape`? (fragmentation test)"""
     kind, _, milli, gpu_mem, _ = shape
     if _exclusive_mode(shape):
-        return c["dev_state"][d] == P_IDLE
+        return c["dev_state"][d] == P_IDLE and c["dev_mem_free"][d] >= gpu_mem
     if kind == P_KIND_SHARED:
         return c["dev_milli_free"][d] >= milli and c["dev_mem_free"][d] >= _share_mem(c, d, milli, gpu_mem)
     nx, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)

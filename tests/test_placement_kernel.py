@@ -241,6 +241,11 @@ def check_invariants(cluster, batch, out, after):
     became = (after["dev_state"] == _core.STATE_EXCLUSIVE) & ~was_excl
     assert (per_dev[became] == 1).all()
     assert (after["dev_milli_free"][after["dev_state"] == _core.STATE_EXCLUSIVE] == 0).all()
+    # A pod that holds its devices alone still gets the GPU memory it names (issue 10, item 6).
+    for p in np.flatnonzero(out["node"] >= 0):
+        if batch["kind"][p] != _core.KIND_NO_GPU and (batch["kind"][p] == _core.KIND_WHOLE or batch["exclusive"][p]):
+            devs = out["asg_dev"][out["asg_start"][p]:out["asg_start"][p + 1]]
+            assert (cluster["dev_mem_free"][devs] >= batch["gpu_mem"][p]).all(), p
     # Each placed GPU pod got `count` distinct devices of its node; reasons only for unplaced pods.
     for p, n in enumerate(out["node"]):
         a, b = out["asg_start"][p], out["asg_start"][p + 1]
@@ -378,6 +383,26 @@ def test_cpx_nps4_node():
     out = _core.place_batch(cluster, make_batch([{"kind": K.KIND_WHOLE, "count": 54, "milli": 1000}], 1),
                             K.STRATEGY_BINPACK)
     assert out["reason_counts"][0][K.REASON_GPU_BUSY] == 1
+
+
+def test_non_sharing_pod_gets_the_memory_it_names():
+    """gpu-sharing false, fraction 0.1, 96 GiB: an idle 24 GiB CPX partition is not enough, however
+    idle; the idle SPX device behind it is. With no such device the reason is GPU memory."""
+    K = _core
+    pod = {"kind": K.KIND_SHARED, "count": 1, "milli": 100, "gpu_mem": 98304, "exclusive": 1}
+    small = {"gpu": 0, "mem_cap": CPX_MEM, "mask": 0x01, "xpd": 2}
+    cluster = make_cluster([node([small, spx(1)])])
+    for strategy in STRATEGIES:
+        out, ck, ref, cr = run_both(cluster, make_batch([pod], 1), strategy)
+        assert_same(out, ck, ref, cr)
+        assert out["asg_dev"].tolist() == [1], strategy
+        assert out["asg_mem"].tolist() == [SPX_MEM]
+    cluster = make_cluster([node([small, dict(small, gpu=1)])])
+    out, ck, ref, cr = run_both(cluster, make_batch([pod], 1), K.STRATEGY_BINPACK)
+    assert_same(out, ck, ref, cr)
+    assert out["node"][0] == -1
+    assert out["reason_counts"][0, K.REASON_GPU_MEMORY] == 1
+    assert (ck["dev_state"] == K.STATE_IDLE).all()
 
 
 def test_reasons_follow_filter_order():

@@ -180,11 +180,28 @@ def test_track_cycle_kernel(benchmark, case, scale):
     assert plugin.metrics.last["scheduled"] == int(result.placed.sum())
 
 
+def _held_ref(cluster, batch, result, i):
+    """GPU milli pod i holds (kaiwo_core.accounting's rule, one device at a time)."""
+    total = 0
+    for k in range(int(result.asg_start[i]), int(result.asg_start[i + 1])):
+        d = int(result.asg_dev[k])
+        milli, mem, cap = int(result.asg_milli[k]), int(result.asg_mem[k]), int(cluster.dev_mem_cap[d])
+        mask = int(cluster.dev_xcd_mask[d])
+        if batch.kind[i] == 1 or batch.exclusive[i]:
+            total += 1000
+            continue
+        charge = milli if milli > 0 else (min(1000, -(-mem * 1000 // cap)) if cap > 0 else 0)
+        if batch.kind[i] == 3 and mask:
+            charge = max(charge, bin(int(result.asg_xcds[k]) & mask).count("1") * 1000 // bin(mask).count("1"))
+        total += charge
+    return total
+
+
 def reference_track(plugin, ctx, result):
     """The same job in plain Python: charged GPU per pod, counts, per-queue sums, the gauges."""
-    starts, milli = result.asg_start.tolist(), result.asg_milli.tolist()
-    charged = [float(sum(milli[starts[i]:starts[i + 1]])) for i in range(len(starts) - 1)]
     batch = result.batch
+    charged = [float(_held_ref(ctx.cluster, batch, result, i)) if result.placed[i] else 0.0
+               for i in range(len(batch))]
     usage = {"gpu": charged, "cpu": batch.cpu.tolist(), "memory": batch.mem.tolist()}
     names = ctx.extra["queue_names"]
     out = naive_track_cycle(result.placed.tolist(), ctx.extra["queue_of_pod"].tolist(), len(names), usage)
