@@ -133,6 +133,25 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_warmup(args) -> int:
+    from .warmup import cache_stats, seed_cache, warm_up
+
+    t0 = time.perf_counter()
+    seeded = seed_cache()
+    steps = warm_up()
+    stats = cache_stats()
+    doc = {"seconds": round(time.perf_counter() - t0, 3), "seededFiles": seeded, "kernels": stats["kernels"],
+           "compiled": stats["misses"], "loadedFromCache": stats["hits"],
+           "steps": {k: round(v, 4) for k, v in steps.items()}}
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(f"{doc['kernels']} kernels ready in {doc['seconds']:.1f} s: {doc['compiled']} compiled, "
+              f"{doc['loadedFromCache']} loaded from the cache")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kaiwo", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -158,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     monitor_cli.add_commands(sub)
     controller_cli.add_commands(sub)
     simulate_cli.add_commands(sub)
+    w = sub.add_parser("warmup", help="compile the monitoring kernels into Numba's cache (NUMBA_CACHE_DIR)",
+                       description="Run every monitoring path once on the bundled example so its Numba "
+                       "kernels are compiled and cached; images run it at build time (deploy/Dockerfile). "
+                       "With KAIWO_NUMBA_CACHE_SEED set, that cache is first copied into NUMBA_CACHE_DIR.")
+    w.add_argument("--json", action="store_true", help="JSON summary")
+    w.set_defaults(func=cmd_warmup)
     pl = sub.add_parser("plugins", help="list registered plugins")
     pl.set_defaults(func=cmd_plugins)
     return p

@@ -42,9 +42,16 @@ def cmd_controller(args) -> int:
     from kubernetes.config import ConfigException
 
     from .controller import Controller, ControllerConfig, RetryPolicy, make_api_client
+    from .warmup import seed_cache
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:  # an image's pre-compiled kernels, before anything could load a kernel
+        seeded = seed_cache()
+        if seeded:
+            logging.getLogger("kaiwo.controller").info("copied %d pre-compiled kernel cache files", seeded)
+    except OSError as e:  # a cold cache is slower, never wrong
+        logging.getLogger("kaiwo.controller").warning("cannot seed the kernel cache: %s", e)
     try:
         api_client = make_api_client(args.kubeconfig, True if args.in_cluster else None, args.context,
                                      pool_size=args.concurrency + 16)
@@ -55,6 +62,7 @@ def cmd_controller(args) -> int:
                   strategy=args.strategy, concurrency=args.concurrency, request_timeout=args.request_timeout,
                   assume_ttl=args.assume_ttl, leader_election=not args.no_leader_election,
                   lease_name=args.lease_name, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+                  metrics_host=args.metrics_bind_address,
                   pod_event_interval=args.event_interval, retry=RetryPolicy(deadline=args.request_timeout * 4))
     if args.lease_namespace:
         kwargs["lease_namespace"] = args.lease_namespace
@@ -119,6 +127,10 @@ def add_commands(sub) -> None:
                         "charged, since they use the same nodes")
     c.add_argument("--metrics-port", type=int, default=8080,
                    help="port of /metrics, /healthz and /readyz (default 8080; -1: no server)")
+    c.add_argument("--metrics-bind-address", default="0.0.0.0", metavar="HOST",
+                   help="address the metrics/probe server listens on (default 0.0.0.0: every IPv4 "
+                        "interface, as Prometheus and the kubelet's probes reach the pod IP; 127.0.0.1 "
+                        "keeps it local, :: for IPv6)")
     c.add_argument("--lease-name", default="kaiwo-controller", help="leader-election Lease (default kaiwo-controller)")
     c.add_argument("--lease-namespace", help="namespace of the Lease (default: the pod's namespace, "
                    "else kaiwo-system)")

@@ -26,13 +26,16 @@ so alert rules can watch the scheduler itself (e.g. ``kaiwo_pods_pending > 100 f
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .accounting import held_vectors
-from .metrics_store import MetricsStore
 from .plugins import Plugin, register
+
+if TYPE_CHECKING:  # the store's Numba kernels compile on import: only users of a store pay that
+    from .metrics_store import MetricsStore
 
 #: Cycle latency buckets: 1 ms to 30 s (a cycle at scale M takes tens to hundreds of ms).
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -161,6 +164,8 @@ class MetricsPlugin(Plugin):
         self._sids = None
         super().__init__(**config)
         if self.store is None and self.config["store_slots"]:
+            from .metrics_store import MetricsStore
+
             self.store = MetricsStore(self.config["store_slots"], 256)
 
     def on_cycle_start(self, ctx) -> None:

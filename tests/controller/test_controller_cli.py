@@ -37,3 +37,25 @@ def test_bad_configuration_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main([*BASE, "--period", "soon"])
     assert info.value.code == 2
+
+
+def test_metrics_bind_address_reaches_the_probe_server(kubeconfig, make_controller, monkeypatch):
+    import kaiwo.controller
+
+    seen = {}
+
+    class Built(Exception):
+        pass
+
+    def capture(api_client, config):
+        seen["config"] = config
+        raise Built
+
+    monkeypatch.setattr(kaiwo.controller, "Controller", capture)
+    with pytest.raises(Built):
+        main([*BASE[:1], "--kubeconfig", kubeconfig, "--metrics-port", "0", "--metrics-bind-address", "127.0.0.1"])
+    assert seen["config"].metrics_host == "127.0.0.1"
+    monkeypatch.undo()
+    c = make_controller(metrics_port=0, metrics_host="127.0.0.1")
+    c.start()
+    assert c.server._httpd.server_address[0] == "127.0.0.1"

@@ -414,7 +414,7 @@ def test_helm_chart_matches_the_static_manifests():
     for flag in ("--period=1s", "--metrics-port=8080", "--lease-name=kaiwo-controller",
                  "--lease-namespace=$(POD_NAMESPACE)", "--identity=$(POD_NAME)"):
         assert flag in container["args"] and flag in static_container["args"]
-    for key in ("livenessProbe", "readinessProbe", "securityContext", "env", "volumeMounts"):
+    for key in ("startupProbe", "livenessProbe", "readinessProbe", "securityContext", "env", "volumeMounts"):
         assert container[key] == static_container[key], key
     # The chart's arguments are flags the CLI knows.
     from kaiwo.cli import build_parser
