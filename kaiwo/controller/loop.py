@@ -164,6 +164,8 @@ class Controller:
         self.config = config or ControllerConfig()
         c = self.config
         self.metrics = metrics or ControllerMetrics()
+        # The replica's identity in every request (API server audit logs tell the replicas apart).
+        api_client.user_agent = f"kaiwo-controller/{c.identity}"
         self.api = KubeApi(api_client, c.request_timeout)
         self.stop_event = threading.Event()
         self.cache = ClusterCache(c.scheduler_name, c.assume_ttl, namespaces=c.namespaces)
