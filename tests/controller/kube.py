@@ -118,6 +118,28 @@ class Kube:
         read_json(self.core.patch_namespaced_pod_status(name, namespace, {"status": status},
                                                         _content_type=MERGE_PATCH, _preload_content=False))
 
+    def bind(self, namespace: str, name: str, node_name: str, devices: list[dict] | None) -> None:
+        """Bind a pod as *another writer* would (with or without Kaiwo's assignment annotation)."""
+        ann = {"kaiwo.ai/gpu-assignment": json.dumps(devices, separators=(",", ":"))} if devices else None
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "annotations": ann},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
+        read_json(self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
+
+    def create_config_map(self, namespace: str, name: str, data: dict, labels: dict | None = None) -> dict:
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": labels if labels is not None else {"app.kubernetes.io/managed-by": "kaiwo"}},
+                "data": data}
+        return read_json(self.core.create_namespaced_config_map(namespace, body, _preload_content=False))
+
+    def patch(self, kind: str, name: str, patch: dict, namespace: str = "default") -> None:
+        """Merge-patch a Node or a Pod's metadata (labels, annotations)."""
+        if kind == "Node":
+            read_json(self.core.patch_node(name, patch, _content_type=MERGE_PATCH, _preload_content=False))
+        else:
+            read_json(self.core.patch_namespaced_pod(name, namespace, patch, _content_type=MERGE_PATCH,
+                                                     _preload_content=False))
+
     # -------------------------------------------------------------------------- reads
     def pods(self, namespace: str | None = None) -> list[dict]:
         resp = self.core.list_namespaced_pod(namespace, _preload_content=False) if namespace else \
