@@ -815,9 +815,9 @@ class Informer(threading.Thread):
     def run(self) -> None:
         failures = 0
         while not self.stop_event.is_set():
+            started = self.cache.clock()
             try:
                 if self.resource_version is None:
-                    started = self.cache.clock()
                     items, rv = self.api.list(self.kind, self.namespace)
                     if self.missing:
                         log.info("%s: the resource is available now (%d objects)", self.kind, len(items))
@@ -871,7 +871,8 @@ class Informer(threading.Thread):
                         "looking again in %.0f s, then less often (up to every %.0f s)",
                         self.kind, self.last_error, wait, longest)
                     self.resource_version = None
-                    self.cache.replace(self.kind, [], self.namespace)
+                    # Known empty as of the request that got the 404.
+                    self.cache.replace(self.kind, [], self.namespace, started=started)
                     self.synced.set()
                     self.stop_event.wait(wait)
                     continue
