@@ -88,8 +88,7 @@ def test_config_map_of_a_pod_another_writer_bound_is_never_left_ours(emulator, k
     nodes = [node("n0", gpus=2)]
     kube.create_all(nodes)
     c = make_controller(resync_period=0).start_background()
-    wait_until(c.is_leader)
-    wait_until(c.synced)
+    wait_until(lambda: c.cycles >= 1)   # past its takeover relist: from here on only the watch informs it
     emulator.inject({"method": "POST", "path": r"/configmaps$", "agent": "kaiwo-test", "delay": 1.5})
     # We would put the first pod on gpu 0, the second next to it (shared GPUs first): the writer
     # picks the other GPU each time.
@@ -136,8 +135,7 @@ def test_config_map_of_a_pod_seen_bound_late_is_repaired_on_its_watch_event(emul
     nodes = [node("n0", gpus=2)]
     kube.create_all(nodes)
     c = make_controller(resync_period=0).start_background()
-    wait_until(c.is_leader)
-    wait_until(c.synced)
+    wait_until(lambda: c.cycles >= 1)   # past its takeover relist: from here on only the watch informs it
     emulator.stall("pods", agent="kaiwo-test")
     _bound_elsewhere_with_a_wrong_config_map(kube, nodes, "late")
     assert not _config_map_matches(kube, nodes, "late")
@@ -163,7 +161,7 @@ def test_a_silent_watch_is_taken_for_dead_and_resumed(emulator, kube, make_contr
     assert default.read_timeout <= 60
     kube.create_all([node("n0")])
     c = make_controller(watch_timeout=1, watch_read_timeout=2.0, resync_period=0).start_background()
-    wait_until(c.synced)
+    wait_until(lambda: c.cycles >= 1)   # past its takeover relist: from here on only the watch informs it
     before = emulator.stats().get("watchRequests", {}).get("pods", 0)
     emulator.stall("pods", agent="kaiwo-test")
     kube.create(pod("held", gpus=1))
@@ -201,7 +199,7 @@ def test_periodic_resync_repairs_what_a_stalled_watch_missed(emulator, kube, mak
     nodes = [node("n0", gpus=2)]
     kube.create_all(nodes + [pod("gone", scheduler="other")])
     c = make_controller(resync_period=1.0).start_background()
-    wait_until(lambda: c.cache.get("Pod", "default/gone") is not None)
+    wait_until(lambda: c.cycles >= 1 and c.cache.get("Pod", "default/gone") is not None)
     emulator.stall("pods", agent="kaiwo-test")
     kube.delete_pod("default", "gone")
     _bound_elsewhere_with_a_wrong_config_map(kube, nodes, "theirs")
