@@ -128,10 +128,13 @@ class KubeApi:
         """Every object of ``kind`` (in ``namespace``, or all), paged; returns (items, the list's
         resourceVersion to watch from)."""
         fn, args = self._list_call(kind, namespace)
+        return self._paged(fn, args, page_size)
+
+    def _paged(self, fn, args: tuple, page_size: int, **extra) -> tuple[list[dict], str]:
         items: list[dict] = []
         token = None
         while True:
-            kwargs = {"limit": page_size, "_preload_content": False, "_request_timeout": self.timeout}
+            kwargs = {"limit": page_size, "_preload_content": False, "_request_timeout": self.timeout, **extra}
             if token:
                 kwargs["_continue"] = token
             doc = read_json(fn(*args, **kwargs))
@@ -142,18 +145,22 @@ class KubeApi:
                 return items, str(meta.get("resourceVersion") or "")
 
     def watch(self, kind: str, namespace: str | None, resource_version: str | None,
-              timeout_seconds: int) -> Iterator[dict]:
-        """Events (``{"type", "object"}``, object as a dict) after ``resource_version``.
+              timeout_seconds: int, read_timeout: float | None = None) -> Iterator[dict]:
+        """Events (``{"type", "object"}``, object as a dict) after ``resource_version``, with
+        ``BOOKMARK`` events (kube-apiserver sends one about every minute and one just before the
+        stream's end).
 
-        The server ends the stream after ``timeout_seconds``; the client read timeout is a little
-        longer so a silently dead connection also ends it. A 410 Gone (version compacted away)
-        raises ``ApiException`` with status 410.
+        The server ends the stream after ``timeout_seconds``; the client's read timeout
+        (``read_timeout``, default ``timeout_seconds`` + 10: the longest a live stream stays
+        silent) ends a silently dead one with urllib3's ``ReadTimeoutError``. A 410 Gone (version
+        compacted away) raises ``ApiException`` with status 410.
         """
         fn, args = self._list_call(kind, namespace)
         w = _RawWatch()
         self._watches.add(w)
+        read = timeout_seconds + 10.0 if read_timeout is None else read_timeout
         kwargs = {"timeout_seconds": int(timeout_seconds), "allow_watch_bookmarks": True,
-                  "_request_timeout": (self.timeout, timeout_seconds + 15)}
+                  "_request_timeout": (self.timeout, read)}
         if resource_version:
             kwargs["resource_version"] = resource_version
         try:
@@ -217,8 +224,27 @@ class KubeApi:
                                                                 _request_timeout=self.timeout))
 
     def replace_config_map(self, namespace: str, name: str, body: dict) -> dict:
+        """PUT; with ``metadata.resourceVersion`` in ``body`` the server refuses (409) if the
+        ConfigMap changed since that version was read."""
         return read_json(self.core.replace_namespaced_config_map(name, namespace, body, _preload_content=False,
                                                                  _request_timeout=self.timeout))
+
+    def get_config_map(self, namespace: str, name: str) -> dict:
+        return read_json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False,
+                                                              _request_timeout=self.timeout))
+
+    def delete_config_map(self, namespace: str, name: str, resource_version: str) -> dict:
+        """DELETE with a resourceVersion precondition (409 if it changed since it was read)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"resourceVersion": resource_version}}
+        return read_json(self.core.delete_namespaced_config_map(name, namespace, body=body, _preload_content=False,
+                                                                _request_timeout=self.timeout))
+
+    def list_config_maps(self, namespace: str | None, label_selector: str, page_size: int = 500) -> list[dict]:
+        """ConfigMaps with ``label_selector`` (in ``namespace``, or all), paged."""
+        fn, args = (self.core.list_namespaced_config_map, (namespace,)) if namespace else \
+            (self.core.list_config_map_for_all_namespaces, ())
+        return self._paged(fn, args, page_size, label_selector=label_selector)[0]
 
     def create_event(self, namespace: str, body: dict) -> dict:
         return read_json(self.core.create_namespaced_event(namespace, body, _preload_content=False,

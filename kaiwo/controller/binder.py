@@ -10,7 +10,13 @@ For every binding, in this order:
    HAMi), plus ``KAIWO_GPU_ASSIGNMENT``. Pods read it with
    ``envFrom: [{configMapRef: {name: kaiwo-gpu-<pod>, optional: true}}]`` (the controller adds
    that to the pods it creates for KaiwoJobs). It is written before the binding so it exists
-   when the kubelet starts the containers.
+   when the kubelet starts the containers -- create-only when new; one that exists is replaced
+   (with its version as a precondition) only while the pod is still unbound, so the ConfigMap of a
+   pod someone else bound is never overwritten with our unconfirmed decision. When a pod turns out
+   bound by someone else (a 409, or found so before the ConfigMap is written), the pod as read goes
+   into the cache (its devices are charged where they really are) and its ConfigMap is brought
+   back to its own annotation; :meth:`Binder.sync_config_map` does the same for any bound pod
+   (the loop calls it on watch events and in its periodic resync).
 2. **Binding** through ``pods/NAME/binding``, carrying the annotation ``kaiwo.ai/gpu-assignment``
    (JSON list of ``{gpu, partition, xcds, fraction, memoryMiB}``), with the pod's uid as a
    precondition. kube-apiserver applies a Binding's annotations in the same atomic update that sets
@@ -18,8 +24,9 @@ For every binding, in this order:
    point rebuilds the exact device usage from annotations and never gives a GPU away twice -- and
    one request does both (a separate PATCH would double the API load and leave a window). The
    official client's response parsing problem is avoided in :mod:`kaiwo.controller.api`. A 409 is
-   resolved by reading the pod: bound to our node means an earlier attempt succeeded and only its
-   answer was lost (a timeout), so the binding is done; bound elsewhere means another scheduler won.
+   resolved by reading the pod: bound to our node with our devices means an earlier attempt
+   succeeded and only its answer was lost (a timeout), so the binding is done; otherwise another
+   writer won, and the cache is told where the pod is.
 3. **Event** ``Scheduled`` on the pod.
 
 Each step retries temporary failures with backoff (:mod:`kaiwo.controller.errors`); bindings run on
@@ -54,6 +61,7 @@ from .events import NORMAL, WARNING, EventRecorder
 log = logging.getLogger("kaiwo.controller.binder")
 
 CONFIGMAP_PREFIX = "kaiwo-gpu-"
+MANAGED_BY = "app.kubernetes.io/managed-by"
 MAX_NAME = 253
 
 
@@ -174,6 +182,20 @@ class BindTask:
     devices: list
     env: dict | None = None          #: ConfigMap data, None = no ConfigMap
     summary: str = ""                #: device text for the event
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass
+class ConfigMapTask:
+    """A bound pod's GPU ConfigMap to bring in line with its annotation."""
+
+    namespace: str
+    name: str
+    uid: str
+    data: dict | None                #: what it should hold; None: it should not exist
 
     @property
     def key(self) -> str:
@@ -340,16 +362,18 @@ class Binder:
             sent.append(1)
             return self.api.bind(task.namespace, task.name, task.uid, task.node, annotations)
         try:
-            if task.env is not None:
-                self._write_config_map(task)
             annotations = {ANN_ASSIGNMENT: json.dumps(task.devices, separators=(",", ":"))}
-            try:
-                self._call(bind, f"bind {task.key} to {task.node}")
-                ok, result = True, "bound"
-            except ControllerError as e:
-                if e.disposition is not Disposition.CONFLICT:
-                    raise
-                ok, result, error = self._resolve_conflict(task, e)
+            written, found = self._write_config_map(task) if task.env is not None else (True, None)
+            if not written:  # the pod is bound already (or gone): no binding to send
+                ok, result, error = self._settle(task, found)
+            else:
+                try:
+                    self._call(bind, f"bind {task.key} to {task.node}")
+                    ok, result = True, "bound"
+                except ControllerError as e:
+                    if e.disposition is not Disposition.CONFLICT:
+                        raise
+                    ok, result, error = self._resolve_conflict(task, e)
             if ok:
                 self.events.emit(ref, NORMAL, "Scheduled",
                                  f"Successfully assigned {task.key} to {task.node}"
@@ -374,44 +398,155 @@ class Binder:
             unknown = True
         return self._finish("bind", task, ok, result, error, t0, unknown=unknown and bool(sent))
 
-    def _resolve_conflict(self, task: BindTask, exc: ControllerError) -> tuple[bool, str, str]:
-        """A 409 on the binding: read the pod to learn whether it is already ours."""
+    def _read_pod(self, task: BindTask) -> dict | None:
+        """The pod as the API has it now; None if it is gone."""
         try:
-            pod = self._call(lambda: self.api.get_pod(task.namespace, task.name), f"read {task.key}")
+            return self._call(lambda: self.api.get_pod(task.namespace, task.name), f"read {task.key}")
         except ControllerError as e:
             if e.disposition is Disposition.GONE:
-                return False, "gone", str(e)
+                return None
             raise
+
+    def _resolve_conflict(self, task: BindTask, exc: ControllerError) -> tuple[bool, str, str]:
+        """A 409 on the binding: read the pod to learn whether it is already ours."""
+        pod = self._read_pod(task)
+        if pod is not None and (pod.get("metadata") or {}).get("uid") == task.uid and \
+                not (pod.get("spec") or {}).get("nodeName"):
+            raise exc  # 409 on an unbound pod with our uid: not a state we can reason about
+        return self._settle(task, pod)
+
+    def _settle(self, task: BindTask, pod: dict | None) -> tuple[bool, str, str]:
+        """The binding cannot be (or need not be) sent: ``pod`` (as read; None: gone) is bound
+        already or is another pod now. The cache learns where the pod really is -- dropping that
+        would leave its devices looking free -- and a GPU ConfigMap we wrote for it is brought
+        back to the pod's own annotation at once."""
+        if pod is None:
+            return False, "gone", f"{task.key} no longer exists"
         meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
         if task.uid and meta.get("uid") != task.uid:
             return False, "gone", f"{task.key} was deleted and re-created"
+        self.cache.upsert("Pod", pod)
         node = spec.get("nodeName")
         ours = json.dumps(task.devices, separators=(",", ":"))
         if node == task.node and (meta.get("annotations") or {}).get(ANN_ASSIGNMENT) == ours:
             return True, "already-bound", ""  # our earlier attempt went through; its answer was lost
-        if node:
-            log.warning("%s is bound to %s by someone else (we chose %s)", task.key, node, task.node)
-            return False, "conflict", f"already bound to {node}"
-        raise exc  # 409 on an unbound pod with our uid: not a state we can reason about
+        log.warning("%s is bound to %s by someone else (we chose %s)", task.key, node, task.node)
+        if task.env is not None:
+            try:
+                data = self.cache.config_map_data(pod)
+            except LookupError as e:  # its node is unknown here: leave the ConfigMap to the resync
+                log.info("%s: ConfigMap not checked: %s", task.key, e)
+            else:
+                self._sync_config_map(ConfigMapTask(task.namespace, task.name, task.uid, data))
+        return False, "conflict", f"already bound to {node}"
 
-    def _write_config_map(self, task: BindTask) -> None:
+    def _config_map_body(self, namespace: str, pod_name: str, uid: str, data: dict) -> dict:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": config_map_name(pod_name), "namespace": namespace,
+                             "labels": {MANAGED_BY: "kaiwo"},
+                             "annotations": {"kaiwo.ai/pod": pod_name},
+                             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod_name,
+                                                  "uid": uid}] if uid else None},
+                "data": data}
+
+    def _write_config_map(self, task: BindTask) -> tuple[bool, dict | None]:
+        """Write the pod's GPU ConfigMap before its binding, never over someone else's decision.
+
+        Create-only when new. One that exists is left over from an earlier attempt or an earlier
+        leader -- or belongs to a binding someone else made while our cache was behind. So read
+        the ConfigMap, then the pod: a bound pod (or one that is gone) is returned and nothing is
+        written; for an unbound pod the ConfigMap is replaced whole, with the version read as a
+        precondition (409 if anyone wrote it since: read both again). Returns (True, None) once
+        written, (False, the pod as read or None if gone) when it must not be written.
+        """
         name = config_map_name(task.name)
-        body = {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": task.namespace,
-                             "labels": {"app.kubernetes.io/managed-by": "kaiwo"},
-                             "annotations": {"kaiwo.ai/pod": task.name},
-                             "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": task.name,
-                                                  "uid": task.uid}] if task.uid else None},
-                "data": task.env}
+        body = self._config_map_body(task.namespace, task.name, task.uid, task.env)
+        for _ in range(3):
+            try:
+                self._call(lambda: self.api.create_config_map(task.namespace, body), f"create ConfigMap {name}")
+                return True, None
+            except ControllerError as e:
+                if e.disposition is not Disposition.CONFLICT:
+                    raise
+            current = self._read_config_map(task.namespace, name)
+            pod = self._read_pod(task)
+            if pod is None or (pod.get("spec") or {}).get("nodeName") or \
+                    (task.uid and (pod.get("metadata") or {}).get("uid") != task.uid):
+                return False, pod
+            if current is None:
+                continue  # deleted in between: create it
+            meta = dict(body["metadata"], resourceVersion=(current.get("metadata") or {}).get("resourceVersion"))
+            try:
+                self._call(lambda: self.api.replace_config_map(task.namespace, name, dict(body, metadata=meta)),
+                           f"replace ConfigMap {name}")
+                return True, None
+            except ControllerError as e:
+                if e.disposition is not Disposition.CONFLICT:
+                    raise
+        raise ControllerError(f"write ConfigMap {name}", RuntimeError("it keeps changing under us"),
+                              Disposition.RETRY, 3)
+
+    def _read_config_map(self, namespace: str, name: str) -> dict | None:
         try:
-            self._call(lambda: self.api.create_config_map(task.namespace, body), f"create ConfigMap {name}")
+            return self._call(lambda: self.api.get_config_map(namespace, name), f"read ConfigMap {name}")
         except ControllerError as e:
-            if e.disposition is not Disposition.CONFLICT:
-                raise
-            # Left over from an earlier attempt (or an earlier binding of a re-created pod): replace
-            # it whole, so no variable of another assignment survives.
-            self._call(lambda: self.api.replace_config_map(task.namespace, name, body),
-                       f"replace ConfigMap {name}")
+            if e.disposition is Disposition.GONE:
+                return None
+            raise
+
+    # ------------------------------------------------------------------ ConfigMap repair
+    def sync_config_map(self, task: "ConfigMapTask") -> cf.Future | None:
+        """Queue a check of a bound pod's GPU ConfigMap against ``task.data`` (what its
+        annotation says; None: it should have none); skipped while one for the pod is in flight."""
+        return self._submit(f"configmap:{task.key}", self._sync_config_map, task)
+
+    def _sync_config_map(self, task: "ConfigMapTask") -> str:
+        """Make the ConfigMap equal ``task.data`` (create, replace or delete it), each write with
+        the version read as a precondition; a conflict means it changed: read it again."""
+        name = config_map_name(task.name)
+        result = "failed"
+        try:
+            for _ in range(3):
+                current = self._read_config_map(task.namespace, name)
+                if current is not None and ((current.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != "kaiwo":
+                    result = "not-ours"  # a ConfigMap of that name Kaiwo did not write: not ours to touch
+                    break
+                if (current or {}).get("data") == task.data or (current is None and task.data is None):
+                    result = "in-sync"
+                    break
+                rv = (current or {}).get("metadata", {}).get("resourceVersion")
+                try:
+                    if task.data is None:
+                        self._call(lambda: self.api.delete_config_map(task.namespace, name, rv),
+                                   f"delete ConfigMap {name}")
+                        result = "deleted"
+                    elif current is None:
+                        body = self._config_map_body(task.namespace, task.name, task.uid, task.data)
+                        self._call(lambda: self.api.create_config_map(task.namespace, body), f"create ConfigMap {name}")
+                        result = "created"
+                    else:
+                        body = self._config_map_body(task.namespace, task.name, task.uid, task.data)
+                        body["metadata"]["resourceVersion"] = rv
+                        self._call(lambda: self.api.replace_config_map(task.namespace, name, body),
+                                   f"replace ConfigMap {name}")
+                        result = "replaced"
+                    log.warning("ConfigMap %s/%s did not match the pod's %s: %s", task.namespace, name,
+                                ANN_ASSIGNMENT, result)
+                    break
+                except ControllerError as e:
+                    if e.disposition not in (Disposition.CONFLICT, Disposition.GONE):
+                        raise
+        except (ControllerError, StoppedError) as e:
+            log.info("ConfigMap %s/%s not checked: %s", task.namespace, name, e)
+        except Exception:  # noqa: BLE001 - a bug must not kill the worker
+            log.exception("ConfigMap check of %s crashed", task.key)
+        with self._lock:
+            self.stats.add(f"configmap-{result}")
+        try:
+            self.on_outcome("configmap", Outcome(task.key, result not in ("failed", "not-ours"), result))
+        except Exception:  # noqa: BLE001 - metrics must not break the repair
+            log.exception("outcome callback failed")
+        return result
 
     # -------------------------------------------------------------------------- eviction
     def _evict(self, task: EvictTask) -> Outcome:

@@ -3,11 +3,13 @@
 Informers
     One thread per watched kind (and per namespace for KaiwoJobs when the controller is scoped;
     Pods are always watched in every namespace, since all of them use the nodes): *list* (paged),
-    then *watch from the list's resourceVersion*; a stream that ends (server timeout, dropped
-    connection) is resumed from the last version seen, so no event is lost or repeated; ``410
-    Gone`` (the version was compacted away) means *relist*; temporary failures back off; a missing
-    CRD (404) counts as "no objects", is logged once and is looked for again with a growing wait
-    (30 s to 5 min), so the scheduler keeps working without KaiwoJobs or KaiwoReservations.
+    then *watch from the list's resourceVersion*, with bookmarks; a stream that ends (server
+    timeout, dropped connection) is resumed from the last version seen (or a newer one a relist or
+    bookmark gave the cache), so no event is lost; a stream silent for longer than the server's
+    timeout plus a margin is taken for dead and resumed (``stalled``); ``410 Gone`` (the version
+    was compacted away) means *relist*; temporary failures back off; a missing CRD (404) counts as
+    "no objects", is logged once and is looked for again with a growing wait (30 s to 5 min), so
+    the scheduler keeps working without KaiwoJobs or KaiwoReservations.
 
 ClusterCache
     The objects by kind and key, plus what a scheduling cycle needs, kept up to date
@@ -27,6 +29,11 @@ ClusterCache
     * **columns**: the PodTables of a snapshot's running and pending pods are built on the last
       snapshot's (:meth:`kaiwo_core.podtable.PodTable.build` with ``reuse``): only pods decoded
       or charged anew since are read;
+    * **versions and currency**: an object never goes back to an older version, whichever of the
+      streams feeding the cache (watches, relists, single reads) is behind; each scope knows the
+      resourceVersion it reflects and when it was last listed, so the loop can tell whether the
+      cache is current as of a moment -- a leader's takeover -- before it decides anything
+      (:meth:`ClusterCache.stale_scopes`);
     * **assumptions**: a binding decided by a cycle is *assumed* -- charged as if the pod ran there
       with the decided devices -- from the moment it is decided until the API confirms it (the pod
       shows up bound) so the next cycle, which may run before the binder is done, never gives the
@@ -34,9 +41,10 @@ ClusterCache
       not leader) drops its assumption at once; a successful one, or one whose outcome is unknown
       (timeouts, 5xx: the API may have bound the pod after all), that the watch has not confirmed
       within the TTL is checked against the API (:meth:`ClusterCache.expired_assumptions`) and
-      dropped only if the pod is not bound. A pod that check finds bound stays charged as
-      *confirmed* until the watch shows it bound: older, unbound versions the watch may still
-      replay are ignored;
+      dropped only if the pod is not bound. A pod that check (or a 409 on its binding) finds
+      bound is cached as read, so it stays charged where it really is;
+    * **ConfigMap checks**: a pod that shows up bound other than this replica decided is noted
+      for a check of its GPU ConfigMap against its annotation (:meth:`take_config_map_checks`);
     * **backoff**: a pod whose binding failed is not placed again before a per-pod exponential
       backoff ends (a permanent error must not re-bind every cycle), and neither is the rest of
       its gang; nor are pods with scheduling gates (kube-apiserver refuses to bind them).
@@ -59,8 +67,8 @@ import numpy as np
 
 from kaiwo_core.cluster import IDLE, NodeError, build_cluster, node_spec
 from kaiwo_core.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
-from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, SCHEDULER_NAME, PodError, PodRequest,
-                                 decode_pod, priority_classes, waiting_reason)
+from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, KIND_SHARED, KIND_XCD, SCHEDULER_NAME, PodError,
+                                 PodRequest, decode_pod, priority_classes, waiting_reason)
 from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
 
 from .api import WATCHED_KINDS
@@ -83,14 +91,33 @@ def _rv(obj: dict) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
-def _not_newer(rv: str, than: str) -> bool:
-    """True unless ``rv`` is known to be newer than ``than``. resourceVersions are opaque in
-    general; they are compared only when both are integers (as etcd's are). Used for unbound
-    versions of a pod known to be bound, which cannot be newer (nodeName is never unset), so
-    versions that cannot be compared count as older."""
-    if rv.isdigit() and than.isdigit():
-        return int(rv) <= int(than)
-    return True
+def _version(rv: str) -> int | None:
+    """A resourceVersion as an integer, or None. resourceVersions are opaque in general; they are
+    compared only when both are integers (etcd's revisions are: one counter for every object of the
+    cluster, which is what makes "newer than the lease takeover" meaningful)."""
+    return int(rv) if rv.isdigit() else None
+
+
+def _older(rv: str, than: str, or_equal: bool = False) -> bool:
+    """True only if ``rv`` is known to be older than ``than`` (or the same, with ``or_equal``)."""
+    a, b = _version(rv), _version(than)
+    return a is not None and b is not None and (a <= b if or_equal else a < b)
+
+
+def _bound(obj: dict) -> bool:
+    return bool((obj.get("spec") or {}).get("nodeName"))
+
+
+def _uid(obj: dict) -> str:
+    return (obj.get("metadata") or {}).get("uid") or ""
+
+
+@dataclass
+class Scope:
+    """How current the cache is for one informer's scope (a kind, or a kind in one namespace)."""
+
+    version: str = ""                   #: resourceVersion the cache reflects (list, event or bookmark)
+    listed_at: float = float("-inf")    #: clock() when the request of the newest list held started
 
 
 def _node_fingerprint(obj: dict) -> str:
@@ -236,15 +263,6 @@ class Assumption:
 
 
 @dataclass
-class Confirmed:
-    """A binding the API showed (expiry check) before the watch did."""
-
-    node: str
-    uid: str
-    resource_version: str
-
-
-@dataclass
 class Backoff:
     """A pod whose binding failed: not placed again before ``until``."""
 
@@ -302,45 +320,100 @@ class ClusterCache:
         self._classes: dict | None = None
         self._decoded: dict[str, tuple] = {}         # pod key -> (PodRequest | PodError, warnings)
         self._assumed: dict[str, Assumption] = {}
-        self._confirmed: dict[str, Confirmed] = {}
+        self._scopes: dict[tuple, Scope] = {}         # (kind, namespace | None) -> how current
+        self._config_map_checks: dict[str, None] = {}  # bound pods whose ConfigMap may be wrong
         self._backoff: dict[str, Backoff] = {}
         self._expected: dict[str, float] = {}        # job pods created, not yet seen -> deadline
         self._tables: dict = {}                      # the last snapshot's PodTables (filled by its cycle)
 
     # ------------------------------------------------------------------ informer updates
-    def replace(self, kind: str, items: list[dict], namespace: str | None = None) -> None:
-        """The full list of ``kind`` (in ``namespace``) after a (re)list: upserts, and deletes
-        what the list no longer has."""
+    #
+    # Versions. The cache is fed by several streams that may be behind one another: each informer's
+    # watch (possibly stalled, delivering late), relists (the informer's own, and the resync's and
+    # the takeover check's from the loop) and single reads (the binder's, after a 409 or an expiry
+    # check). Whatever the order, an object never goes back to an older version: a version known to
+    # be older than the cached one is ignored, and so is an unbound version of a pod cached bound
+    # (nodeName is never unset, whatever the versions look like). Each scope remembers the version
+    # the cache reflects for it; a watch event at or below it for an object the cache does not
+    # hold is about an object deleted since (a relist already showed it gone).
+
+    def track(self, kind: str, namespace: str | None = None) -> None:
+        """Register an informer's scope: :meth:`stale_scopes` reports it until it is listed."""
         with self._lock:
+            self._scopes.setdefault((kind, namespace), Scope())
+
+    def _scope(self, kind: str, obj: dict) -> Scope | None:
+        ns = (obj.get("metadata") or {}).get("namespace")
+        return self._scopes.get((kind, ns)) or self._scopes.get((kind, None))
+
+    def replace(self, kind: str, items: list[dict], namespace: str | None = None, version: str = "",
+                started: float | None = None) -> int:
+        """The full list of ``kind`` (in ``namespace``) at resourceVersion ``version``, whose request
+        started at ``started`` (``clock()``): upserts, and deletes what the list no longer has.
+        A list older than what the cache already reflects is ignored. Returns how many cached
+        objects it changed (added, updated or deleted)."""
+        with self._lock:
+            scope = self._scopes.setdefault((kind, namespace), Scope())
+            if _older(version, scope.version):
+                return 0
+            changed = 0
             keys = set()
             for obj in items:
                 keys.add(object_key(kind, obj))
-                self._upsert(kind, obj)
+                changed += self._upsert(kind, obj)
             for key in [k for k in self._objects[kind] if k not in keys]:
                 if namespace is None or key.split("/", 1)[0] == namespace:
+                    if _older(version, _rv(self._objects[kind][key])):
+                        continue  # read after the list was taken (a 409's or an expiry check's read)
                     self._delete(kind, key)
+                    changed += 1
+            scope.version = version or scope.version
+            if started is not None:
+                scope.listed_at = max(scope.listed_at, started)
+            return changed
+
+    def apply_event(self, kind: str, namespace: str | None, event: dict) -> None:
+        """One watch event of the scope (``kind``, ``namespace``), bookmarks included."""
+        typ, obj = event.get("type"), event.get("object") or {}
+        with self._lock:
+            scope = self._scopes.setdefault((kind, namespace), Scope())
+            if typ in ("ADDED", "MODIFIED"):
+                self._upsert(kind, obj, scope)
+            elif typ == "DELETED":
+                key = object_key(kind, obj)
+                old = self._objects[kind].get(key)
+                if old is None or not _older(_rv(obj), _rv(old)):  # else: re-created since, cached
+                    self._delete(kind, key)
+            elif typ != "BOOKMARK":
+                log.warning("%s: unexpected watch event type %r", kind, typ)
+            rv = _rv(obj)
+            if rv and not _older(rv, scope.version):
+                scope.version = rv
 
     def upsert(self, kind: str, obj: dict) -> None:
+        """An object read outside the watch (a single GET): kept unless the cache is newer."""
         with self._lock:
-            self._upsert(kind, obj)
+            self._upsert(kind, obj, self._scope(kind, obj))
 
     def delete(self, kind: str, obj: dict) -> None:
         with self._lock:
             self._delete(kind, object_key(kind, obj))
 
-    def _upsert(self, kind: str, obj: dict) -> None:
+    def _upsert(self, kind: str, obj: dict, scope: Scope | None = None) -> bool:
+        """Store ``obj`` unless it is not newer than what is cached (see above); ``scope``: the
+        scope's version applies too (watch events and single reads, not lists). True if stored."""
         key = object_key(kind, obj)
         store = self._objects[kind]
         old = store.get(key)
-        if old is not None and _rv(old) and _rv(old) == _rv(obj):
-            return  # the same version again (a relist): nothing changed
-        if kind == "Pod" and key in self._confirmed:
-            c = self._confirmed[key]
-            uid = (obj.get("metadata") or {}).get("uid", "")
-            if (obj.get("spec") or {}).get("nodeName") or uid != c.uid:
-                del self._confirmed[key]  # the watch caught up (or this is another pod)
-            elif _not_newer(_rv(obj), c.resource_version):
-                return  # a replayed version from before the binding the API showed us
+        if old is not None:
+            if _rv(old) and _rv(old) == _rv(obj):
+                return False  # the same version again (a relist): nothing changed
+            if _older(_rv(obj), _rv(old)):
+                return False  # a late event or read: the cache has a newer version
+            if kind == "Pod" and _bound(old) and not _bound(obj) and _uid(old) == _uid(obj):
+                return False  # a replayed version from before the binding (nodeName is never unset)
+        elif scope is not None and _older(_rv(obj), scope.version, or_equal=True):
+            return False  # the scope is past this version and the object is not cached: deleted since
         store[key] = obj
         relevant = True
         if kind == "Node":
@@ -362,9 +435,16 @@ class ClusterCache:
             if spec.get("nodeName"):
                 self._backoff.pop(key, None)
                 a = self._assumed.pop(key, None)  # confirmed (or bound by someone else: the API wins)
-                if a is not None and a.node == spec["nodeName"] and \
-                        _annotation(obj) == json.dumps(a.devices, separators=(",", ":")):
+                ours = a is not None and a.node == spec["nodeName"] and \
+                    _annotation(obj) == json.dumps(a.devices, separators=(",", ":"))
+                if ours:
                     relevant = False  # exactly as assumed: no capacity changed, no new cycle needed
+                elif (old is None or not _bound(old)) and scope is not None and \
+                        spec.get("schedulerName") == self.scheduler_name:
+                    # Bound, but not as this replica decided (another writer, an earlier leader,
+                    # or a binding of ours that failed in the end): the GPU ConfigMap may be
+                    # someone else's decision -- check it against the annotation.
+                    self._config_map_checks[key] = None
             # A running pod's status heartbeat does not change what can be scheduled.
             if old is not None and (old.get("spec") or {}).get("nodeName") == spec.get("nodeName") \
                     and spec.get("nodeName") and _phase(old) == _phase(obj) \
@@ -376,6 +456,7 @@ class ClusterCache:
         self.generation += 1
         if relevant:
             self.changed.set()
+        return True
 
     def _delete(self, kind: str, key: str) -> None:
         if self._objects[kind].pop(key, None) is None:
@@ -386,13 +467,36 @@ class ClusterCache:
         elif kind == "Pod":
             self._decoded.pop(key, None)
             self._assumed.pop(key, None)
-            self._confirmed.pop(key, None)
             self._backoff.pop(key, None)
+            self._config_map_checks.pop(key, None)
         elif kind == "PriorityClass":
             self._classes = None
             self._decoded.clear()
         self.generation += 1
         self.changed.set()
+
+    # ------------------------------------------------------------------------- currency
+    def stale_scopes(self, version: str, since: float) -> list[str]:
+        """The scopes the cache is not known to reflect as of resourceVersion ``version`` (e.g.
+        the lease takeover's) nor listed by a request started at or after ``since`` (``clock()``);
+        empty when the cache is current -- the gate every cycle passes before deciding."""
+        with self._lock:
+            return [f"{kind}{'/' + ns if ns else ''}" for (kind, ns), sc in self._scopes.items()
+                    if not (sc.listed_at >= since or (version and _older(version, sc.version, or_equal=True)))]
+
+    def scope_version(self, kind: str, namespace: str | None) -> str:
+        """The resourceVersion the cache reflects for a scope ("" if unknown)."""
+        with self._lock:
+            sc = self._scopes.get((kind, namespace))
+            return sc.version if sc else ""
+
+    def take_config_map_checks(self, limit: int) -> list[str]:
+        """Up to ``limit`` bound pods whose ConfigMap is to be checked against their annotation."""
+        with self._lock:
+            keys = list(self._config_map_checks)[:limit]
+            for k in keys:
+                del self._config_map_checks[k]
+            return keys
 
     # ------------------------------------------------------------------------ assumptions
     def assume(self, key: str, uid: str, node: str, devices: list) -> None:
@@ -411,8 +515,9 @@ class ClusterCache:
         """
         with self._lock:
             now = self.clock()
-            if ok:
-                self._backoff.pop(key, None)
+            cached = self._objects["Pod"].get(key)
+            if ok or (cached is not None and _bound(cached)):
+                self._backoff.pop(key, None)  # done, or bound by someone else: nothing to retry
             elif error is not None:
                 b = self._backoff.get(key)
                 failures = (b.failures if b else 0) + 1
@@ -421,9 +526,9 @@ class ClusterCache:
             a = self._assumed.get(key)
             if a is None:
                 return
-            pod = self._objects["Pod"].get(key)
+            pod = cached
             if ok or unknown:
-                if pod is not None and (pod.get("spec") or {}).get("nodeName"):
+                if pod is not None and _bound(pod):
                     self._assumed.pop(key, None)  # the watch was faster than the binder
                 else:
                     a.deadline = now + self.assume_ttl
@@ -440,20 +545,17 @@ class ClusterCache:
     def resolve_assumption(self, key: str, obj: dict | None) -> bool:
         """Settle an expired assumption with the pod as the API has it now (None: gone).
 
-        A bound pod replaces the cached one (the watch was behind) and is kept as *confirmed*:
-        older unbound versions the watch delivers afterwards are ignored, so it stays charged until
-        the watch shows it bound. An unbound or missing pod drops the assumption and its capacity
-        returns. Returns True if the capacity returned.
+        A bound pod replaces the cached one (the watch was behind); the older, unbound versions
+        the watch may deliver afterwards are ignored (see "Versions" above), so it stays charged.
+        An unbound or missing pod drops the assumption and its capacity returns. Returns True if
+        the capacity returned.
         """
         with self._lock:
-            a = self._assumed.get(key)
-            if a is None:
+            if key not in self._assumed:
                 return False
-            meta = (obj or {}).get("metadata") or {}
-            if obj is not None and (obj.get("spec") or {}).get("nodeName"):
+            if obj is not None and _bound(obj):
+                self._upsert("Pod", obj, self._scope("Pod", obj))  # drops the assumption
                 self._assumed.pop(key, None)
-                self._upsert("Pod", obj)
-                self._confirmed[key] = Confirmed(obj["spec"]["nodeName"], meta.get("uid", ""), _rv(obj))
                 return False
             self._assumed.pop(key, None)
             self.changed.set()
@@ -489,19 +591,75 @@ class ClusterCache:
         with self._lock:
             return self._objects[kind].get(key)
 
+    def invalid_nodes(self) -> dict[str, NodeError]:
+        """Nodes left out of the cluster, with the field and value that made them invalid."""
+        with self._lock:
+            return {name: spec for name, (_, spec) in self._node_specs.items() if isinstance(spec, NodeError)}
+
+    def _current(self) -> tuple:
+        """The cluster (rebuilt if a node changed) and the priority classes (caller holds the lock)."""
+        if self._nodes_dirty or self._cluster is None:
+            specs, errors = [], []
+            for _, spec in self._node_specs.values():
+                (errors if isinstance(spec, NodeError) else specs).append(spec)
+            self._cluster = build_cluster(specs, errors)
+            self._book = ChargeBook(self._cluster)
+            self._nodes_dirty = False
+        if self._classes is None:
+            self._classes = priority_classes(list(self._objects["PriorityClass"].values()))
+        return self._cluster, self._classes
+
+    def config_map_data(self, pod: dict) -> dict | None:
+        """What the GPU ConfigMap of ``pod`` (bound) must hold according to its own
+        ``kaiwo.ai/gpu-assignment`` -- :func:`~kaiwo.controller.binder.device_env` of those devices
+        -- or None if it should have none (not a shared or XCD-isolated pod, no or an unreadable
+        assignment). Raises LookupError when that cannot be told (its node is unknown or invalid):
+        a ConfigMap is then left as it is."""
+        with self._lock:
+            cluster, classes = self._current()
+            key = object_key("Pod", pod)
+            cached = self._objects["Pod"].get(key)
+            return self._config_map_data(key, pod, cluster, classes, cached is pod)
+
+    def config_maps_due(self) -> list[tuple[dict, dict | None]]:
+        """(pod, :meth:`config_map_data`) of every bound, unfinished pod of this scheduler (in its
+        namespaces) whose ConfigMap can be judged."""
+        out = []
+        with self._lock:
+            cluster, classes = self._current()
+            for key, obj in self._objects["Pod"].items():
+                spec = obj.get("spec") or {}
+                if not spec.get("nodeName") or spec.get("schedulerName") != self.scheduler_name \
+                        or _phase(obj) in FINISHED_PHASES:
+                    continue
+                if self.namespaces and key.split("/", 1)[0] not in self.namespaces:
+                    continue
+                try:
+                    out.append((obj, self._config_map_data(key, obj, cluster, classes, True)))
+                except LookupError:
+                    continue
+        return out
+
+    def _config_map_data(self, key: str, obj: dict, cluster, classes: dict, cached: bool) -> dict | None:
+        from .binder import device_env
+
+        node = cluster.index((obj.get("spec") or {}).get("nodeName") or "")
+        if node < 0:
+            raise LookupError(f"{key}: node {(obj.get('spec') or {}).get('nodeName')!r} is not in the cluster")
+        req = self._decode(key, obj, obj, classes)[0] if cached else decode_pod(obj, classes)[0]
+        raw = _annotation(obj)
+        if isinstance(req, PodError) or req.kind not in (KIND_SHARED, KIND_XCD) or raw is None:
+            return None
+        try:
+            return device_env(cluster, node, req.kind, json.loads(raw))
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            return None  # an assignment that names nothing real: no ConfigMap can match it
+
     def snapshot(self) -> CacheSnapshot:
         """The cycle's view: a Snapshot equal to ``Snapshot.from_objects`` on the cached objects
         (assumed pods as running), plus the KaiwoJob pods to create."""
         with self._lock:
-            if self._nodes_dirty or self._cluster is None:
-                specs, errors = [], []
-                for _, spec in self._node_specs.values():
-                    (errors if isinstance(spec, NodeError) else specs).append(spec)
-                self._cluster = build_cluster(specs, errors)
-                self._book = ChargeBook(self._cluster)
-                self._nodes_dirty = False
-            if self._classes is None:
-                self._classes = priority_classes(list(self._objects["PriorityClass"].values()))
+            self._current()
             cluster, book, classes = self._cluster, self._book, self._classes
             pods = dict(self._objects["Pod"])
             jobs = dict(self._objects["KaiwoJob"])
@@ -619,16 +777,21 @@ class Informer(threading.Thread):
     stop : threading.Event
         Set to end the thread.
     watch_timeout : int
-        Seconds the server keeps one watch open.
+        Seconds the server keeps one watch open (``timeoutSeconds``).
+    read_timeout : float, optional
+        Seconds without a byte after which the stream is taken for dead and resumed; default
+        ``watch_timeout`` + 10 (the server ends a live stream at ``watch_timeout``, and
+        kube-apiserver sends a bookmark just before that).
     policy : RetryPolicy
         Backoff between failed attempts.
     on_restart : callable, optional
-        ``on_restart(kind, reason)`` for metrics: reason is ``closed``, ``gone`` or ``error``.
+        ``on_restart(kind, reason)`` for metrics: reason is ``closed``, ``gone``, ``stalled`` (no
+        byte within the read timeout) or ``error``.
     """
 
     def __init__(self, api, cache: ClusterCache, kind: str, namespace: str | None, stop: threading.Event,
-                 watch_timeout: int = 300, policy: RetryPolicy | None = None,
-                 on_restart: Callable[[str, str], None] | None = None):
+                 watch_timeout: int = 30, policy: RetryPolicy | None = None,
+                 on_restart: Callable[[str, str], None] | None = None, read_timeout: float | None = None):
         super().__init__(name=f"informer-{kind}{'-' + namespace if namespace else ''}", daemon=True)
         self.api = api
         self.cache = cache
@@ -636,6 +799,8 @@ class Informer(threading.Thread):
         self.namespace = namespace
         self.stop_event = stop
         self.watch_timeout = watch_timeout
+        self.read_timeout = watch_timeout + 10.0 if read_timeout is None else read_timeout
+        cache.track(kind, namespace)
         self.policy = policy or RetryPolicy(attempts=1_000_000, initial=0.2, maximum=10.0)
         self.on_restart = on_restart or (lambda kind, reason: None)
         self.synced = threading.Event()
@@ -650,18 +815,24 @@ class Informer(threading.Thread):
     def run(self) -> None:
         failures = 0
         while not self.stop_event.is_set():
+            started = self.cache.clock()
             try:
                 if self.resource_version is None:
                     items, rv = self.api.list(self.kind, self.namespace)
                     if self.missing:
                         log.info("%s: the resource is available now (%d objects)", self.kind, len(items))
                         self.missing = 0
-                    self.cache.replace(self.kind, items, self.namespace)
+                    self.cache.replace(self.kind, items, self.namespace, rv, started)
                     self.resource_version = rv or None
                     self.relists += 1
                     self.synced.set()
+                # A relist by the loop (resync, takeover check) or a bookmark may have taken the
+                # cache past our stream: resume from there, not from events it no longer needs.
+                ahead = self.cache.scope_version(self.kind, self.namespace)
+                if ahead and _older(self.resource_version or "", ahead):
+                    self.resource_version = ahead
                 for event in self.api.watch(self.kind, self.namespace, self.resource_version,
-                                            self.watch_timeout):
+                                            self.watch_timeout, self.read_timeout):
                     if self.stop_event.is_set():
                         return
                     self._apply(event)
@@ -679,6 +850,13 @@ class Informer(threading.Thread):
                     self.resource_version = None
                     self.on_restart(self.kind, "gone")
                     continue
+                if _read_timeout(exc):
+                    # Nothing, not even the server's end of the stream, within the read timeout:
+                    # a dead connection or a stalled server. Resume at once from the last version.
+                    log.warning("%s: watch silent for %.0f s, taken for dead; resuming from %s",
+                                self.kind, self.read_timeout, self.resource_version)
+                    self.on_restart(self.kind, "stalled")
+                    continue
                 failures += 1
                 self.on_restart(self.kind, "error")
                 if disposition is Disposition.GONE:
@@ -693,7 +871,8 @@ class Informer(threading.Thread):
                         "looking again in %.0f s, then less often (up to every %.0f s)",
                         self.kind, self.last_error, wait, longest)
                     self.resource_version = None
-                    self.cache.replace(self.kind, [], self.namespace)
+                    # Known empty as of the request that got the 404.
+                    self.cache.replace(self.kind, [], self.namespace, started=started)
                     self.synced.set()
                     self.stop_event.wait(wait)
                     continue
@@ -706,16 +885,21 @@ class Informer(threading.Thread):
                 self.stop_event.wait(wait)
 
     def _apply(self, event: dict) -> None:
-        typ, obj = event.get("type"), event.get("object") or {}
-        rv = _rv(obj)
-        if typ in ("ADDED", "MODIFIED"):
-            self.cache.upsert(self.kind, obj)
-        elif typ == "DELETED":
-            self.cache.delete(self.kind, obj)
-        elif typ != "BOOKMARK":
-            log.warning("%s: unexpected watch event type %r", self.kind, typ)
+        self.cache.apply_event(self.kind, self.namespace, event)
+        rv = _rv(event.get("object") or {})
         if rv:
             self.resource_version = rv
+
+
+def _read_timeout(exc: BaseException) -> bool:
+    """True for a client-side read timeout (urllib3 raises ``ReadTimeoutError`` for a socket
+    timeout while a streamed response is read)."""
+    import socket
+
+    import urllib3.exceptions as u3
+
+    return any(isinstance(e, (u3.ReadTimeoutError, socket.timeout))
+               for e in (exc, exc.__cause__, exc.__context__) if e is not None)
 
 
 __all__ = ["Assumption", "CacheSnapshot", "ChargeBook", "ClusterCache", "Informer", "object_key"]

@@ -15,7 +15,8 @@ The algorithm is client-go's ``leaderelection`` with a Lease lock:
   its next retry instead of waiting a lease duration.
 
 The binder checks :meth:`LeaderElector.is_leader` before every write (fencing), and the loop runs
-cycles only while it is true.
+cycles only while it is true -- and only once its cache is known current as of the takeover
+(:attr:`LeaderElector.acquired_version`; see :meth:`kaiwo.controller.loop.Controller.cycle`).
 """
 from __future__ import annotations
 
@@ -84,6 +85,10 @@ class LeaderElector(threading.Thread):
         self._observed_at = 0.0
         self._last_renew = 0.0
         self.transitions = 0
+        #: resourceVersion of the Lease write that made us leader: every write in the cluster
+        #: before the takeover has a lower one (etcd's single revision counter), so a cache that
+        #: reflects this version knows everything the previous leader did.
+        self.acquired_version = ""
         self.last_error: str | None = None
         self.release_on_exit = True
 
@@ -177,6 +182,8 @@ class LeaderElector(threading.Thread):
         self._observed_at = now
         with self._lock:
             self._last_renew = now
+            if not self._leader:
+                self.acquired_version = str(meta.get("resourceVersion") or "")
             self._set(True, why)
 
     def release(self) -> None:

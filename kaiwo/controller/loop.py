@@ -5,6 +5,11 @@ least ``min_interval`` -- when the cache reports a change that can alter a decis
 pod, a pod gone or finished, a node's capacity or labels, a queue, a job, a priority class, a failed
 binding). A cycle:
 
+0. decides nothing before the cache is confirmed current since this replica became leader: every
+   watched scope listed after the takeover, or its watch past the takeover's Lease
+   resourceVersion (an event or a bookmark); a new leader whose watches are behind relists first,
+   so it never re-decides what the previous leader bound; then checks the GPU ConfigMaps of pods
+   the watch showed bound other than we decided;
 1. checks expired assumptions against the API (:mod:`kaiwo.controller.cache`);
 2. takes the cache's snapshot (incrementally maintained) and creates the pods KaiwoJobs still lack;
 3. runs :func:`kaiwo_core.schedule` -- the same cycle as ``kaiwo schedule``;
@@ -14,8 +19,10 @@ binding). A cycle:
 5. makes unschedulable and rejected pods visible (condition + Event), writes KaiwoQueue and KaiwoJob
    status, and records metrics.
 
-Standby replicas run the informers too (a warm cache makes fail-over take one lease period, not a
-full relist) but no cycles.
+Standby replicas run the informers too (a warm cache makes fail-over take one lease period plus one
+relist) but no cycles. Every replica relists everything every ``resync_period`` (default 5 min) and
+repairs what its watches missed (``kaiwo_cache_repairs_total``); the leader then also checks every
+bound pod's GPU ConfigMap against its ``kaiwo.ai/gpu-assignment``.
 """
 from __future__ import annotations
 
@@ -36,9 +43,10 @@ from kaiwo_core.gangs import LABEL_JOB
 from kaiwo_core.queues import RESOURCES
 
 from .api import WATCHED_KINDS, KubeApi, quantities_as_strings
-from .binder import Binder, BindTask, EvictTask, config_map_name, device_env
+from .binder import MANAGED_BY, Binder, BindTask, ConfigMapTask, EvictTask, config_map_name, device_env
 from .cache import ClusterCache, Informer, object_key
-from .errors import ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry, classify
+from .errors import (ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry, classify,
+                     describe)
 from .events import NORMAL, WARNING, EventRecorder, custom_ref
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
@@ -109,7 +117,14 @@ class ControllerConfig:
     strategy: str = "binpack"
     concurrency: int = 16               #: bindings in flight
     request_timeout: float = 30.0       #: seconds per API request
-    watch_timeout: int = 300            #: seconds one watch stream stays open
+    #: seconds one watch stream stays open (``timeoutSeconds``); resuming one is cheap
+    watch_timeout: int = 30
+    #: seconds a watch may stay silent before it is taken for dead (None: watch_timeout + 10)
+    watch_read_timeout: float | None = None
+    #: seconds between relists of everything, which repair what the watches missed and check
+    #: every bound pod's GPU ConfigMap (0: never; a takeover relists regardless)
+    resync_period: float = 300.0
+    max_config_map_checks: int = 200    #: ConfigMap checks started per cycle (watch-event ones)
     assume_ttl: float = 30.0            #: seconds a binding may stay unconfirmed before a check
     leader_election: bool = True
     lease_name: str = "kaiwo-controller"
@@ -164,6 +179,8 @@ class Controller:
         self.config = config or ControllerConfig()
         c = self.config
         self.metrics = metrics or ControllerMetrics()
+        # The replica's identity in every request (API server audit logs tell the replicas apart).
+        api_client.user_agent = f"kaiwo-controller/{c.identity}"
         self.api = KubeApi(api_client, c.request_timeout)
         self.stop_event = threading.Event()
         self.cache = ClusterCache(c.scheduler_name, c.assume_ttl, namespaces=c.namespaces)
@@ -196,13 +213,21 @@ class Controller:
                 policy = RetryPolicy(attempts=1_000_000, initial=min(0.2, c.watch_backoff_max),
                                      maximum=c.watch_backoff_max)
                 self.informers.append(Informer(self.api, self.cache, kind, ns, self.stop_event,
-                                               c.watch_timeout, policy, on_restart=self._watch_restarted))
+                                               c.watch_timeout, policy, on_restart=self._watch_restarted,
+                                               read_timeout=c.watch_read_timeout))
         self.server: ProbeServer | None = None
         self._loop_thread: threading.Thread | None = None
         self._heartbeat = time.monotonic()
         self._started = False
         self._seen_rejected: set = set()
         self._seen_warnings: set = set()
+        # The leadership term: (the takeover's Lease resourceVersion, cache clock at takeover).
+        # Without leader election the term starts now and the informers' first lists confirm it.
+        self._term: tuple[str, float] = ("", self.cache.clock())
+        self._stale_reported = ""
+        self._last_resync = time.monotonic()
+        self._invalid_logged: dict = {}      # node -> message, as logged (every replica)
+        self._invalid_announced: dict = {}   # node -> message, as told in an Event (leader)
         self.cycles = 0
         self.iterations = 0                  #: loop turns, cycles or not (leader or not)
         self.last_report: CycleReport | None = None
@@ -253,6 +278,13 @@ class Controller:
             self.cache.changed.clear()
             self._heartbeat = time.monotonic()
             self.iterations += 1
+            self._observe_cache()
+            if c.resync_period > 0 and self.synced() and time.monotonic() - self._last_resync >= c.resync_period:
+                try:
+                    self.resync("periodic")
+                except Exception:  # noqa: BLE001 - a failed resync is retried next period
+                    log.exception("resync failed")
+                self._heartbeat = time.monotonic()
             if not self.is_leader() or not self.synced():
                 continue
             try:
@@ -343,10 +375,104 @@ class Controller:
         return True, "ok"
 
     # ---------------------------------------------------------------------------- cycle
+    # ------------------------------------------------------------------ cache currency
+    def stale_scopes(self) -> list[str]:
+        """The watched scopes the cache is not known to reflect as of this leadership's start:
+        neither a list requested after the takeover nor a watch event or bookmark at or past the
+        takeover's Lease resourceVersion. Empty: the cache knows every write made before this
+        replica became leader -- in particular every binding of the previous leader."""
+        version, since = self._term
+        return self.cache.stale_scopes(version, since)
+
+    def resync(self, reason: str) -> int:
+        """Relist every watched scope into the cache; as leader, also check every bound pod's GPU
+        ConfigMap against its annotation. Returns how many cached objects the lists corrected
+        (counted in ``kaiwo_cache_repairs_total``)."""
+        repaired = 0
+        for inf in self.informers:
+            if self.stop_event.is_set():
+                break
+            started = self.cache.clock()
+            try:
+                items, rv = self.api.list(inf.kind, inf.namespace)
+            except Exception as exc:  # noqa: BLE001 - classified
+                if classify(exc) is not Disposition.GONE:
+                    log.warning("%s resync: cannot list %s: %s", reason, inf.kind, describe(exc))
+                    continue
+                items, rv = [], ""  # the CRD is not installed: no objects (as the informer has it)
+            n = self.cache.replace(inf.kind, items, inf.namespace, rv, started)
+            if n:
+                self.metrics.cache_repairs.labels(resource=inf.kind).inc(n)
+                log.warning("%s resync: %d %s object(s) in the cache differed from the API (the watch was "
+                            "behind or had lost them); repaired", reason, n, inf.kind)
+            repaired += n
+        self._last_resync = time.monotonic()
+        if self.is_leader() and not self.stop_event.is_set():
+            self._reconcile_config_maps()
+        return repaired
+
+    def _cache_current(self) -> str:
+        """'' if the cache is current for this leadership term (after relisting if it was not),
+        else why not."""
+        if not self.stale_scopes():
+            return ""
+        self.resync("takeover")
+        stale = self.stale_scopes()
+        return f"cache not confirmed current since this replica became leader ({', '.join(stale)})" if stale else ""
+
+    def _reconcile_config_maps(self) -> None:
+        """Every bound pod's GPU ConfigMap against its annotation: one list of Kaiwo's ConfigMaps,
+        a check for each that differs (or is missing, or should not exist)."""
+        scopes = list(self.config.namespaces) or [None]
+        self.cache.take_config_map_checks(1 << 30)  # the pods noted so far are all checked below
+        try:
+            current = {}
+            for ns in scopes:
+                for cm in self.api.list_config_maps(ns, f"{MANAGED_BY}=kaiwo"):
+                    meta = cm.get("metadata") or {}
+                    current[(meta.get("namespace"), meta.get("name"))] = cm
+        except Exception as exc:  # noqa: BLE001 - retried at the next resync
+            log.warning("ConfigMaps not checked: cannot list them: %s", describe(exc))
+            return
+        for pod, data in self.cache.config_maps_due():
+            meta = pod.get("metadata") or {}
+            ns = meta.get("namespace") or "default"
+            cm = current.get((ns, config_map_name(meta.get("name") or "")))
+            if (cm is None and data is None) or (cm is not None and cm.get("data") == data):
+                continue
+            self.binder.sync_config_map(ConfigMapTask(ns, meta.get("name"), meta.get("uid", ""), data))
+
+    def _check_config_maps(self) -> None:
+        """ConfigMaps of pods the watch showed bound other than we decided."""
+        for key in self.cache.take_config_map_checks(self.config.max_config_map_checks):
+            pod = self.cache.get("Pod", key)
+            if pod is None:
+                continue
+            try:
+                data = self.cache.config_map_data(pod)
+            except LookupError:
+                continue  # its node is unknown here: the resync looks again
+            meta = pod.get("metadata") or {}
+            self.binder.sync_config_map(ConfigMapTask(meta.get("namespace") or "default", meta.get("name"),
+                                                      meta.get("uid", ""), data))
+
+    # ---------------------------------------------------------------------------- cycle
     def cycle(self) -> CycleReport:
-        """One scheduling cycle (leader only; :meth:`run` checks)."""
+        """One scheduling cycle (leader only; :meth:`run` checks). Nothing is decided before the
+        cache is confirmed current since this replica became leader (:meth:`stale_scopes`):
+        otherwise it would re-decide pods the previous leader bound while our watch was behind."""
         t0 = time.perf_counter()
         report = CycleReport()
+        why = self._cache_current()
+        if why:
+            if why != self._stale_reported:
+                log.warning("no scheduling: %s", why)
+            self._stale_reported = why
+            report.skipped = why
+            self.last_report = report
+            return report
+        self._stale_reported = ""
+        self._check_config_maps()
         report.expired = self._check_expired()
         cs = self.cache.snapshot()
         report.created_pods = self._create_job_pods(cs.missing_job_pods, cs.jobs)
@@ -506,8 +632,34 @@ class Controller:
                 m.core.fair_share.labels(queue=spec.name, resource=res).set(
                     float(decisions.shares.fair_share[q, r]))
         m.assumed.set(self.cache.assumed_count)
+        for kind, key in (("Pod", "rejected"), ("KaiwoQueue", "invalidQueues"), ("KaiwoJob", "invalidJobs"),
+                          ("KaiwoReservation", "invalidReservations")):
+            m.invalid.labels(kind=kind).set(len(doc.get(key) or []))
+
+    def _observe_cache(self) -> None:
+        """Every loop turn, leader or standby: the cache's object counts (a standby's cache is
+        as warm as the leader's), and nodes left out as invalid -- logged once per change, told
+        in a Warning Event on the Node by the leader, counted in ``kaiwo_invalid_objects``."""
+        m = self.metrics
         for kind, n in self.cache.counts().items():
             m.cache_objects.labels(resource=kind).set(n)
+        invalid = {name: str(e) for name, e in self.cache.invalid_nodes().items()}
+        m.invalid.labels(kind="Node").set(len(invalid))
+        for name, text in sorted(invalid.items()):
+            if self._invalid_logged.get(name) != text:
+                log.warning("%s; the node is left out of scheduling", text)
+        self._invalid_logged = invalid
+        if not self.is_leader():
+            # ConfigMaps are the leader's to fix; a takeover's resync checks every one of them.
+            self.cache.take_config_map_checks(1 << 30)
+            return
+        for name, text in sorted(invalid.items()):
+            if self._invalid_announced.get(name) != text:
+                node = self.cache.get("Node", name) or {}
+                ref = {"apiVersion": "v1", "kind": "Node", "name": name,
+                       "uid": (node.get("metadata") or {}).get("uid")}
+                self.events.emit(ref, WARNING, "InvalidNode", f"{text}; the node is left out of scheduling")
+        self._invalid_announced = invalid
 
     def _watch_restarted(self, kind: str, reason: str) -> None:
         self.metrics.watch_restarts.labels(resource=kind, reason=reason).inc()
@@ -515,7 +667,12 @@ class Controller:
     def _leadership_changed(self, leader: bool) -> None:
         self.metrics.leader.set(1 if leader else 0)
         if leader:
+            # A new term: no cycle before the cache is known current as of now (see cycle()).
+            self._term = (self.leader.acquired_version if self.leader is not None else "", self.cache.clock())
             self.cache.changed.set()  # schedule right away
+        else:
+            for kind in ("Pod", "KaiwoQueue", "KaiwoJob", "KaiwoReservation"):
+                self.metrics.invalid.labels(kind=kind).set(0)  # the leader's cycles count those
 
 
 def _devices_text(devices: list[dict]) -> str:

@@ -17,7 +17,15 @@ metric                                 type       labels / meaning
 ``kaiwo_leader``                       gauge      1 while this replica holds the lease
 ``kaiwo_assumed_pods``                 gauge      bindings decided, not yet seen in the API
 ``kaiwo_assumptions_expired_total``    counter    assumptions dropped after the TTL check
-``kaiwo_cache_objects``                gauge      ``resource``: objects in the watch cache
+``kaiwo_cache_objects``                gauge      ``resource``: objects in the watch cache (every
+                                                  replica: a standby keeps its cache warm)
+``kaiwo_cache_repairs_total``          counter    ``resource``: cached objects a relist (periodic
+                                                  resync, takeover check) found wrong or missing
+``kaiwo_config_map_checks_total``      counter    ``result``: in-sync, created, replaced, deleted,
+                                                  not-ours, failed (bound pods' GPU ConfigMaps)
+``kaiwo_invalid_objects``              gauge      ``kind``: Node (every replica, from its cache);
+                                                  Pod, KaiwoQueue, KaiwoJob, KaiwoReservation (the
+                                                  leader's last cycle; 0 on a standby)
 =====================================  =========  ===========================================
 """
 from __future__ import annotations
@@ -57,6 +65,12 @@ class ControllerMetrics:
                                registry=r)
         self.cache_objects = Gauge("kaiwo_cache_objects", "Objects in the watch cache", ["resource"],
                                    registry=r)
+        self.cache_repairs = Counter("kaiwo_cache_repairs", "Cached objects a relist found wrong or "
+                                     "missing (the watch was behind or had lost them)", ["resource"], registry=r)
+        self.config_maps = Counter("kaiwo_config_map_checks", "Checks of bound pods' GPU ConfigMaps "
+                                   "against their assignment, by result", ["result"], registry=r)
+        self.invalid = Gauge("kaiwo_invalid_objects", "Objects left out or rejected as invalid", ["kind"],
+                             registry=r)
 
     def render(self) -> str:
         """Prometheus text exposition of every metric."""
@@ -67,5 +81,7 @@ class ControllerMetrics:
         if kind == "bind":
             self.bindings.labels(result=outcome.result).inc()
             self.binding_seconds.observe(outcome.seconds)
+        elif kind == "configmap":
+            self.config_maps.labels(result=outcome.result).inc()
         else:
             self.evictions.labels(result=outcome.result).inc()

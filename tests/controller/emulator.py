@@ -17,23 +17,31 @@ create, merge-patch, delete and watch; what the controller relies on beyond that
   is already bound or its uid differs, 404 if it is gone) and answer ``201`` with a ``Status`` body --
   the answer the official client mis-parses as a ``V1Binding``; ``pods/NAME/eviction`` deletes the
   pod; ``PUT`` replaces an object (optimistic concurrency on ``resourceVersion``).
+* **watch bookmarks**: a watch with ``allowWatchBookmarks=true`` gets a ``BOOKMARK`` event (the
+  current resourceVersion, every earlier event of the stream sent) every ``bookmarks`` interval;
+* **stalled watches**: ``stall`` makes the watches of chosen resources (and clients, by User-Agent)
+  stay open and silent -- no event, no bookmark, no end at ``timeoutSeconds`` -- until ``unstall``,
+  when they deliver late; lists and writes go on, so a test can bind pods as *another writer*
+  while a controller is blind;
 * **faults**: rules injected over the control API answer chosen requests with an error status
   (409, 429, 500, 503...) or delay them past the client's timeout, a given number of times or with
-  a seeded probability.
+  a seeded probability, optionally only for one client (``agent``: searched in the User-Agent).
 * **pod spec immutability**: a PATCH that touches a pod's ``spec`` is refused (422), so a
-  controller cannot "bind" by patching ``nodeName``.
+  controller cannot "bind" by patching ``nodeName``; a DELETE honours its ``preconditions``
+  (``resourceVersion``, ``uid``).
 * lookups by key in O(1), and one reaction that routes every resource request (kmock scans every
   object, and tries each fallback reaction's filter chain, per request: too slow for 1,000 pods).
 
 Known simplifications: a strategic-merge patch is applied as a JSON merge patch (lists are
-replaced, not merged by key); label and field selectors are ignored (the controller uses none);
+replaced, not merged by key); label and field selectors are ignored (the controller's only narrow what it reads);
 admission, defaulting and most validation are absent.
 
 Control endpoints (test-only, under ``/_emulator/``): ``reset``, ``faults`` (POST rules / DELETE),
-``disconnect`` (end every open watch), ``compact`` (later watches from older versions get 410),
+``disconnect`` (end every open watch, stalled ones too), ``stall`` (POST a rule / DELETE all),
+``bookmarks`` (interval), ``compact`` (later watches from older versions get 410),
 ``verbs`` (DELETE: restart the record of request verbs), ``load`` (create many objects in one
 request, for set-up), ``stats`` (resourceVersion, successful
-bindings per pod, evictions, faults fired, verbs seen).
+bindings per pod, evictions, faults fired, verbs seen, watch requests per resource).
 
 Run as ``python -m tests.controller.emulator [--port N]``; it prints ``PORT <n>`` when it listens.
 :class:`EmulatorProcess` starts it and wraps the control endpoints for the tests and benchmarks.
@@ -85,6 +93,31 @@ def _status(code: int, reason: str, message: str) -> dict:
             "message": message}
 
 
+def _user_agent(request) -> str:
+    """The request's User-Agent (the controller puts its replica identity there)."""
+    for k, v in (request.headers or {}).items():
+        if k.lower() == "user-agent":
+            return v
+    return ""
+
+
+class Stall:
+    """Watches of matching resources (and clients) that stay open but deliver nothing -- no
+    event, no bookmark, no end at ``timeoutSeconds`` -- like a connection that died silently or a
+    server whose watch fell behind, until the stall ends (everything held back is delivered then,
+    late) or the watch is disconnected."""
+
+    def __init__(self, resource: str = ".*", agent: str | None = None, seconds: float | None = None):
+        self.resource = re.compile(resource)
+        self.agent = re.compile(agent) if agent else None
+        self.until = None if seconds is None else time.monotonic() + float(seconds)
+
+    def holds(self, plural: str, agent: str) -> bool:
+        if self.until is not None and time.monotonic() >= self.until:
+            return False
+        return bool(self.resource.fullmatch(plural)) and (self.agent is None or bool(self.agent.search(agent)))
+
+
 def make_emulator_class():
     """The emulator class (kmock is imported lazily so this module imports without it)."""
     import aiohttp.web
@@ -97,9 +130,10 @@ def make_emulator_class():
         """One injected fault: which requests, what answer, how often."""
 
         def __init__(self, method=None, path=".*", status=None, delay=0.0, hold=0.0, times=None,
-                     probability=1.0, after=0, seed=0, message="injected fault"):
+                     probability=1.0, after=0, seed=0, message="injected fault", agent=None):
             self.method = method.upper() if method else None
             self.path = re.compile(path)
+            self.agent = re.compile(agent) if agent else None  # searched in the User-Agent
             self.status = status
             self.delay = float(delay)   # before processing: the request is applied late
             self.hold = float(hold)     # after processing: applied, but the answer comes late
@@ -111,10 +145,12 @@ def make_emulator_class():
             self.seen = 0
             self.fired = 0
 
-        def fires(self, method: str, path: str) -> bool:
+        def fires(self, method: str, path: str, agent: str = "") -> bool:
             if self.method and method != self.method:
                 return False
             if not self.path.search(path):
+                return False
+            if self.agent and not self.agent.search(agent):
                 return False
             self.seen += 1
             if self.seen <= self.after:
@@ -163,6 +199,12 @@ def make_emulator_class():
             self.requests_served = 0
             self.verbs: set = set()
             self.open_watches: collections.Counter = collections.Counter()
+            self.watch_requests: collections.Counter = collections.Counter()
+            self.stalls: list[Stall] = []
+            self.stall_changed = asyncio.Event()
+            #: Seconds between BOOKMARK events on watches that allow them (kube-apiserver sends one
+            #: about every minute and one just before timeoutSeconds; tests want them sooner).
+            self.bookmark_interval = 1.0
             # One reaction, matched first, serves every resource request: kmock would otherwise try
             # its dozen fallback reactions in turn, each a chain of filters, for every request.
             self[lambda request: request.resource is not None and bool(request.resource.plural)] \
@@ -209,8 +251,9 @@ def make_emulator_class():
             if request.resource is not None:
                 self.verbs.add(self._verb(request, method))
             target = request.url.path_qs  # faults may match the query too (e.g. watch=true)
+            agent = _user_agent(request)
             for fault in self.faults:
-                if fault.fires(method, target):
+                if fault.fires(method, target, agent):
                     self.faults_fired += 1
                     if fault.delay:
                         await asyncio.sleep(fault.delay)
@@ -273,6 +316,12 @@ def make_emulator_class():
             if obj is None:
                 return  # kmock answers 404
             if request.action == enums.action.DELETE:
+                pre = (data.get("preconditions") if isinstance(data, dict) else None) or {}
+                current = obj.last.raw.get("metadata") or {}
+                for k in ("resourceVersion", "uid"):
+                    if pre.get(k) and pre[k] != current.get(k):
+                        raise self.error(409, "Conflict", f"Precondition failed: {k} in precondition: "
+                                         f"{pre[k]}, {k} in object meta: {current.get(k)}")
                 obj.patch({"metadata": {"resourceVersion": self.next_rv()}})
                 return
             ctype = request.headers.get("Content-Type", "")
@@ -437,19 +486,26 @@ def make_emulator_class():
 
         async def _serve_watch(self, request):
             self.open_watches[request.resource.plural] += 1
+            self.watch_requests[request.resource.plural] += 1
             try:
                 async for item in self._watch_events(request):
                     yield item
             finally:
                 self.open_watches[request.resource.plural] -= 1
 
+        def _stalled(self, request, agent: str) -> bool:
+            return any(s.holds(request.resource.plural, agent) for s in self.stalls)
+
         async def _watch_events(self, request):
             yield b""  # send the headers now
             log = self._buses[request.resource]
             disconnect = self.disconnect
+            agent = _user_agent(request)
             raw_rv = request.params.get("resourceVersion")
             timeout = float(request.params.get("timeoutSeconds") or 0) or None
             deadline = None if timeout is None else time.monotonic() + timeout
+            bookmarks = request.params.get("allowWatchBookmarks") in ("true", "1")
+            kind = next((k for key, _, k, _ in RESOURCES if key.endswith("/" + request.resource.plural)), "")
             if raw_rv not in (None, "", "0"):
                 since = int(raw_rv)
                 if since < self.horizon:
@@ -457,6 +513,7 @@ def make_emulator_class():
                         410, "Expired", f"too old resource version: {since} ({self.horizon})")}
                     return
                 pos = bisect.bisect_right(log.rvs, since)
+                initial = []
             else:  # no version: the current objects as ADDED, then what follows
                 async with self._lock:
                     initial = [{"type": "ADDED", "object": obj.raw}
@@ -464,20 +521,53 @@ def make_emulator_class():
                                if res == request.resource and not obj.deleted
                                and (request.namespace is None or ns == request.namespace)]
                     pos = len(log.events)
+            next_bookmark = time.monotonic() + self.bookmark_interval
+            while True:
+                if self._stalled(request, agent):
+                    # Hold everything back (the timeout too); only a disconnect or the end of the
+                    # stall lets the stream move again.
+                    if disconnect.is_set():
+                        return
+                    changed = asyncio.ensure_future(self.stall_changed.wait())
+                    gone = asyncio.ensure_future(disconnect.wait())
+                    _, pending = await asyncio.wait({changed, gone}, timeout=0.2,
+                                                    return_when=asyncio.FIRST_COMPLETED)
+                    for t in pending:
+                        t.cancel()
+                    continue
                 for ev in initial:
                     yield ev
-            while True:
-                while pos < len(log.events):
+                initial = []
+                bookmark = None
+                if bookmarks and self.bookmark_interval > 0 and time.monotonic() >= next_bookmark:
+                    # Like kube-apiserver's: "every event up to this version was sent". Read under
+                    # the mutation lock, when every write up to self.rv is in the logs.
+                    async with self.mutation_lock:
+                        bookmark, upto = self.rv, len(log.events)
+                    next_bookmark = time.monotonic() + self.bookmark_interval
+                else:
+                    upto = len(log.events)
+                while pos < upto:
                     ev = log.events[pos]
                     pos += 1
                     ns = (ev["object"].get("metadata") or {}).get("namespace")
                     if request.namespace is None or ns == request.namespace:
                         yield ev
+                if bookmark is not None:
+                    yield {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1", "metadata": {
+                        "resourceVersion": str(bookmark)}}}
+                if pos < len(log.events):
+                    continue
                 if disconnect.is_set():
                     return
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return
+                if bookmarks and self.bookmark_interval > 0:
+                    wake = max(0.0, next_bookmark - time.monotonic())
+                    left = wake if left is None else min(left, wake)
+                if self.stalls:
+                    left = 0.2 if left is None else min(left, 0.2)  # a stall may begin
                 changed = asyncio.ensure_future(log.changed.wait())
                 gone = asyncio.ensure_future(disconnect.wait())
                 done, pending = await asyncio.wait({changed, gone}, timeout=left,
@@ -501,6 +591,9 @@ def make_emulator_class():
                     self.evictions.clear()
                     self.faults_fired = 0
                     self.verbs.clear()
+                    self.stalls.clear()
+                    self.watch_requests.clear()
+                    self.bookmark_interval = 1.0
                 self._disconnect_watches()
                 return aiohttp.web.json_response({"rv": self.rv})
             if what == "faults" and method == "POST":
@@ -515,6 +608,17 @@ def make_emulator_class():
             if what == "verbs" and method == "DELETE":
                 self.verbs.clear()
                 return aiohttp.web.json_response({})
+            if what == "stall" and method == "POST":
+                self.stalls.append(Stall(body.get("resource", ".*"), body.get("agent"), body.get("seconds")))
+                return aiohttp.web.json_response({"stalls": len(self.stalls)})
+            if what == "stall" and method == "DELETE":
+                self.stalls.clear()
+                self.stall_changed.set()
+                self.stall_changed = asyncio.Event()
+                return aiohttp.web.json_response({"stalls": 0})
+            if what == "bookmarks" and method == "POST":
+                self.bookmark_interval = float(body.get("interval", 1.0))
+                return aiohttp.web.json_response({"interval": self.bookmark_interval})
             if what == "disconnect" and method == "POST":
                 self._disconnect_watches()
                 return aiohttp.web.json_response({})
@@ -530,7 +634,8 @@ def make_emulator_class():
                     "faults": [{"path": f.path.pattern, "seen": f.seen, "fired": f.fired}
                                for f in self.faults],
                     "requests": self.requests_served, "verbs": sorted(self.verbs),
-                    "openWatches": {k: v for k, v in self.open_watches.items() if v}})
+                    "openWatches": {k: v for k, v in self.open_watches.items() if v},
+                    "watchRequests": dict(self.watch_requests)})
             return aiohttp.web.json_response({"error": f"unknown control {method} {what}"}, status=404)
 
         async def _load(self, objects: list) -> int:
@@ -623,6 +728,19 @@ class EmulatorProcess:
     def forget_verbs(self) -> None:
         """Start a new record of the (verb, group, resource) of requests (see ``stats``)."""
         self._call("DELETE", "verbs")
+
+    def stall(self, resource: str = ".*", agent: str | None = None, seconds: float | None = None) -> None:
+        """Stall the watches of resources whose plural matches ``resource`` (of clients whose
+        User-Agent contains ``agent``): open and new ones stay open and deliver nothing until
+        :meth:`unstall` (or ``seconds``), then everything late. Lists and other requests are served."""
+        self._call("POST", "stall", {"resource": resource, "agent": agent, "seconds": seconds})
+
+    def unstall(self) -> None:
+        self._call("DELETE", "stall")
+
+    def bookmarks(self, interval: float) -> None:
+        """Seconds between BOOKMARK events on watches that allow them (0: none)."""
+        self._call("POST", "bookmarks", {"interval": interval})
 
     def disconnect_watches(self) -> None:
         self._call("POST", "disconnect", {})

@@ -118,6 +118,28 @@ class Kube:
         read_json(self.core.patch_namespaced_pod_status(name, namespace, {"status": status},
                                                         _content_type=MERGE_PATCH, _preload_content=False))
 
+    def bind(self, namespace: str, name: str, node_name: str, devices: list[dict] | None) -> None:
+        """Bind a pod as *another writer* would (with or without Kaiwo's assignment annotation)."""
+        ann = {"kaiwo.ai/gpu-assignment": json.dumps(devices, separators=(",", ":"))} if devices else None
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "annotations": ann},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node_name}}
+        read_json(self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
+
+    def create_config_map(self, namespace: str, name: str, data: dict, labels: dict | None = None) -> dict:
+        body = {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": labels if labels is not None else {"app.kubernetes.io/managed-by": "kaiwo"}},
+                "data": data}
+        return read_json(self.core.create_namespaced_config_map(namespace, body, _preload_content=False))
+
+    def patch(self, kind: str, name: str, patch: dict, namespace: str = "default") -> None:
+        """Merge-patch a Node or a Pod's metadata (labels, annotations)."""
+        if kind == "Node":
+            read_json(self.core.patch_node(name, patch, _content_type=MERGE_PATCH, _preload_content=False))
+        else:
+            read_json(self.core.patch_namespaced_pod(name, namespace, patch, _content_type=MERGE_PATCH,
+                                                     _preload_content=False))
+
     # -------------------------------------------------------------------------- reads
     def pods(self, namespace: str | None = None) -> list[dict]:
         resp = self.core.list_namespaced_pod(namespace, _preload_content=False) if namespace else \
@@ -223,4 +245,83 @@ def device_usage(bound: dict[str, dict], nodes: dict[str, dict]) -> list[str]:
     for x, owners in xcds.items():
         if len(owners) > 1:
             problems.append(f"XCD {x} held by {owners}")
+    return problems
+
+
+#: Independent device model of the test nodes (MI300X only): XCDs and HBM of one physical GPU,
+#: logical GPUs per compute partition mode. Written out here rather than read from kaiwo_core, so
+#: the checker below shares no code with the scheduler it checks.
+_MI300X = {"xcds": 8, "vram_mib": 192 * 1024}
+_PARTITIONS = {"spx": 1, "dpx": 2, "qpx": 4, "cpx": 8}
+
+
+def _devices_of(node_obj: dict) -> dict:
+    """(node, gpu, partition) -> (XCD set, memory MiB) of a Node built by :func:`node`."""
+    meta, status = node_obj["metadata"], node_obj.get("status") or {}
+    mode = meta["labels"]["amd.com/gpu.compute-memory-partition"].split("_")[0].lower()
+    per = _PARTITIONS[mode]
+    xcds = _MI300X["xcds"] // per
+    gpus = int(status["allocatable"]["amd.com/gpu"]) // per
+    return {(meta["name"], g, p): (set(range(p * xcds, (p + 1) * xcds)), _MI300X["vram_mib"] // per)
+            for g in range(gpus) for p in range(per)}
+
+
+def overcommit(pods: list[dict], nodes: list[dict]) -> list[str]:
+    """Every device handed out beyond what it has, judged from the final API objects alone (bound
+    pods' ``kaiwo.ai/gpu-assignment`` and the Nodes' labels), independently of Kaiwo's code:
+
+    * a device's compute share (whole-GPU pods count 1) above 1;
+    * its GPU memory (whole-GPU pods count all of it) above its capacity;
+    * an XCD of an XCD-isolated pod used by any other pod (isolated or time-sliced);
+    * a whole-GPU (or non-sharing) pod on a device with any other pod;
+    * a device or XCD that does not exist.
+
+    Empty when nothing is over-committed."""
+    devices = {}
+    for n in nodes:
+        devices.update(_devices_of(n))
+    on: dict = {}   # device -> [(pod, share, memory, xcds, isolated, whole)]
+    problems = []
+    for p in pods:
+        spec, meta = p.get("spec") or {}, p.get("metadata") or {}
+        if not spec.get("nodeName") or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        ann = meta.get("annotations") or {}
+        key = f"{meta.get('namespace')}/{meta.get('name')}"
+        whole_gpus = any("amd.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
+                         for c in spec.get("containers") or [])
+        shared = "kaiwo.ai/gpu-fraction" in ann or "kaiwo.ai/gpu-memory" in ann
+        if not (whole_gpus or shared):
+            continue
+        raw = ann.get("kaiwo.ai/gpu-assignment")
+        if raw is None:
+            problems.append(f"{key}: bound GPU pod without kaiwo.ai/gpu-assignment")
+            continue
+        whole = whole_gpus and not shared or ann.get("kaiwo.ai/gpu-sharing") == "false"
+        isolated = ann.get("kaiwo.ai/gpu-isolation") == "xcd"
+        for d in json.loads(raw):
+            dev = (spec["nodeName"], d["gpu"], d["partition"])
+            if dev not in devices:
+                problems.append(f"{key}: device {dev} does not exist")
+                continue
+            xcds = set(d.get("xcds") or [])
+            if not xcds <= devices[dev][0]:
+                problems.append(f"{key}: XCDs {sorted(xcds - devices[dev][0])} are not on {dev}")
+            share = 1.0 if whole else float(d["fraction"])
+            memory = devices[dev][1] if whole else int(d["memoryMiB"])
+            on.setdefault(dev, []).append((key, share, memory, xcds, isolated, whole))
+    for dev, users in sorted(on.items()):
+        share = sum(u[1] for u in users)
+        if share > 1 + 1e-9:
+            problems.append(f"{dev}: compute share {share:g} > 1 ({[u[0] for u in users]})")
+        memory = sum(u[2] for u in users)
+        if memory > devices[dev][1]:
+            problems.append(f"{dev}: {memory} of {devices[dev][1]} MiB ({[u[0] for u in users]})")
+        for u in users:
+            if u[5] and len(users) > 1:
+                problems.append(f"{dev}: {u[0]} holds it whole, shared with {[v[0] for v in users if v is not u]}")
+            if u[4]:
+                for v in users:
+                    if v is not u and u[3] & v[3]:
+                        problems.append(f"{dev}: XCDs {sorted(u[3] & v[3])} of isolated {u[0]} also used by {v[0]}")
     return problems

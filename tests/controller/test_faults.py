@@ -201,7 +201,7 @@ def test_a_missing_crd_is_reported_once_and_looked_for_less_often(caplog):
                 raise ApiException(status=404, reason="Not Found")
             return [{"metadata": {"name": "r", "resourceVersion": "1"}}], "1"
 
-        def watch(self, kind, namespace, rv, timeout):
+        def watch(self, kind, namespace, rv, timeout, read_timeout=None):
             stop.wait(5)
             return iter(())
 

@@ -274,7 +274,81 @@ def test_status_patches_delete_keys_that_no_longer_apply():
 
 
 def test_resource_versions_compare_numerically_only_when_both_are_integers():
-    from kaiwo.controller.cache import _not_newer
+    from kaiwo.controller.cache import _older
 
-    assert _not_newer("9", "10") and _not_newer("10", "10") and not _not_newer("11", "10")
-    assert _not_newer("abc", "10") and _not_newer("", "10")  # unknown order: an unbound version is older
+    assert _older("9", "10") and not _older("10", "10") and _older("10", "10", or_equal=True)
+    assert not _older("11", "10")
+    assert not _older("abc", "10") and not _older("", "10") and not _older("10", "")  # unknown order
+
+
+# ------------------------------------------------------------------------ 409: already bound
+
+def test_a_409_teaches_the_cache_where_the_pod_really_is():
+    """Our binding of ``a`` (gpu 1) gets 409: someone bound it to gpu 0 while our watch was
+    behind. The pod as read goes into the cache -- gpu 0 stays charged -- instead of ``a``
+    looking pending again with gpu 0 free for the next pod."""
+    a, b = _versioned([pod("a", gpus=1), pod("b", gpus=1)])
+    cache = _cache([node("n0", gpus=2)], [a, b], FakeClock())
+    ours = [{"gpu": 1, **WHOLE}]
+    cache.assume("default/a", "uid-a", "n0", ours)
+    theirs = json.loads(json.dumps(a))
+    theirs["spec"]["nodeName"] = "n0"
+    theirs["metadata"]["annotations"]["kaiwo.ai/gpu-assignment"] = json.dumps([{"gpu": 0, **WHOLE}])
+    theirs["metadata"]["resourceVersion"] = "10"
+    api = FakeApi(ApiException(status=409, reason="Conflict"))
+    api.get_pod = lambda ns, name: theirs
+    binder = _binder(api, cache)
+    assert binder.submit([BindTask("default", "a", "uid-a", "n0", ours)])[0].result().result == "conflict"
+    snap = cache.snapshot().snapshot
+    assert [r.name for r in snap.running] == ["default/a"]
+    d = schedule(snap).to_dict()
+    assert [(x["pod"], x["devices"][0]["gpu"]) for x in d["bindings"]] == [("default/b", 1)]
+    # The watch, still behind, then replays the unbound version: it changes nothing.
+    cache.apply_event("Pod", None, {"type": "MODIFIED", "object": a})
+    assert [r.name for r in cache.snapshot().snapshot.running] == ["default/a"]
+    binder.shutdown()
+
+
+# ---------------------------------------------------------------- versions, scopes, currency
+
+def test_a_stale_watch_never_takes_the_cache_back_past_a_relist():
+    """A relist at version 20 (the takeover check's) and a watch still delivering version 5..12
+    events: none of them undoes what the list showed, deletions included."""
+    p1, p2 = _versioned([pod("p1", gpus=1), pod("p2", gpus=1)], start=3)   # versions 3, 4
+    cache = ClusterCache(clock=FakeClock())
+    cache.track("Pod")
+    cache.replace("Pod", [p1, p2], version="4", started=0.0)
+    bound = json.loads(json.dumps(p1))
+    bound["spec"]["nodeName"] = "n0"
+    bound["metadata"]["resourceVersion"] = "15"
+    assert cache.replace("Pod", [bound], version="20", started=1.0) == 2   # p1 changed, p2 deleted
+    stale_p2 = json.loads(json.dumps(p2))
+    stale_p2["metadata"]["resourceVersion"] = "9"
+    for typ, obj in (("MODIFIED", p1), ("MODIFIED", stale_p2), ("ADDED", stale_p2)):
+        cache.apply_event("Pod", None, {"type": typ, "object": obj})
+    assert cache.get("Pod", "default/p1")["spec"]["nodeName"] == "n0"
+    assert cache.get("Pod", "default/p2") is None
+    assert cache.replace("Pod", [p1, p2], version="12", started=0.5) == 0  # an older list: ignored
+    assert cache.get("Pod", "default/p2") is None
+    # Newer events apply as usual.
+    later = json.loads(json.dumps(bound))
+    later["metadata"]["resourceVersion"] = "21"
+    later["status"] = {"phase": "Running"}
+    cache.apply_event("Pod", None, {"type": "MODIFIED", "object": later})
+    assert cache.get("Pod", "default/p1")["status"]["phase"] == "Running"
+
+
+def test_the_cache_is_current_after_a_list_or_a_bookmark_past_the_takeover():
+    cache = ClusterCache(clock=FakeClock())
+    cache.track("Pod")
+    cache.track("KaiwoJob", "team-a")
+    cache.replace("Pod", [], version="5", started=1.0)
+    cache.replace("KaiwoJob", [], "team-a", version="6", started=1.0)
+    # Leadership taken with a Lease write at version 10, at clock 2.0: nothing is current yet.
+    assert cache.stale_scopes("10", 2.0) == ["Pod", "KaiwoJob/team-a"]
+    cache.apply_event("Pod", None, {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "11"}}})
+    assert cache.stale_scopes("10", 2.0) == ["KaiwoJob/team-a"]
+    cache.replace("KaiwoJob", [], "team-a", version="9", started=2.5)   # listed after the takeover
+    assert cache.stale_scopes("10", 2.0) == []
+    # Versions that are not integers: only a list after the takeover counts.
+    assert cache.stale_scopes("x", 3.0) == ["Pod", "KaiwoJob/team-a"]

@@ -351,7 +351,13 @@ def test_expired_assumption_of_a_bound_pod_is_kept_as_running():
     watched = json.loads(json.dumps(bound))
     watched["metadata"]["resourceVersion"] = "4"
     cache.upsert("Pod", watched)
-    assert not cache._confirmed and [r.name for r in cache.snapshot().snapshot.running] == ["default/a"]
+    assert [r.name for r in cache.snapshot().snapshot.running] == ["default/a"]
+    # Versions that cannot be compared (not integers): an unbound one is still never taken over
+    # the bound pod of the same uid (nodeName is never unset).
+    opaque = json.loads(json.dumps(a))
+    opaque["metadata"]["resourceVersion"] = "zz"
+    cache.upsert("Pod", opaque)
+    assert [r.name for r in cache.snapshot().snapshot.running] == ["default/a"]
 
 
 def test_failed_binding_returns_capacity_at_once():
