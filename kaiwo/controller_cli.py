@@ -63,7 +63,8 @@ def cmd_controller(args) -> int:
                   assume_ttl=args.assume_ttl, leader_election=not args.no_leader_election,
                   lease_name=args.lease_name, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                   metrics_host=args.metrics_bind_address,
-                  pod_event_interval=args.event_interval, retry=RetryPolicy(deadline=args.request_timeout * 4))
+                  pod_event_interval=args.event_interval, resync_period=args.resync_period,
+                  retry=RetryPolicy(deadline=args.request_timeout * 4))
     if args.lease_namespace:
         kwargs["lease_namespace"] = args.lease_namespace
     if args.identity:
@@ -149,6 +150,9 @@ def add_commands(sub) -> None:
                         "(default 30s)")
     c.add_argument("--event-interval", type=_duration, default=60.0, metavar="DURATION",
                    help="least time between two FailedScheduling events of one pod (default 60s)")
+    c.add_argument("--resync-period", type=_duration, default=300.0, metavar="DURATION",
+                   help="time between two relists of everything, which repair what a watch missed and "
+                        "check every bound pod's GPU ConfigMap (default 5m; a new leader relists anyway)")
     c.add_argument("--sync-timeout", type=_duration, default=60.0, metavar="DURATION",
                    help="--once: time allowed to sync the caches and take the lease (default 60s)")
     c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
