@@ -553,5 +553,189 @@ def test_cli_process_on_an_alias_bomb_exits_with_a_message(tmp_path):
     assert "expands to more than" in out.stderr and len(out.stderr.splitlines()) == 1
 
 
+# ----------------------------------------------------------------- monitoring: scrapes and history
+
+EXAMPLE = (Path(__file__).resolve().parents[1] / "kaiwo" / "data" / "example-scrapes.prom").read_bytes()
+
+
+def _scrape(labels: str, ts: str = "1764316800") -> bytes:
+    return f'# SCRAPE {ts}\ngpu_gfx_activity{{{labels}hostname="h",namespace="n",pod="p"}} 5\n'.encode()
+
+
+SOURCES = [  # (id, file name, bytes, exit code, what stderr says)
+    ("gpu_id superscript two", "sup.prom", _scrape('gpu_id="\u00b2",'), 0, ""),
+    ("gpu_id of 20 digits", "digits.prom", _scrape('gpu_id="12345678901234567890",'), 0, ""),
+    ("partition of 20 digits", "part.prom", _scrape('gpu_id="1",gpu_partition_id="99999999999999999999",'), 0, ""),
+    ("gpu_id arabic digits", "arabic.prom", _scrape('gpu_id="\u0663",'), 0, ""),
+    ("SCRAPE 1e18", "big.prom", _scrape('gpu_id="1",', "1e18"), 2, "is not a unix time between 1970 and 9999"),
+    ("SCRAPE -1e18", "neg.prom", _scrape('gpu_id="1",', "-1e18"), 2, "is not a unix time"),
+    ("SCRAPE 1e308", "huge.prom", _scrape('gpu_id="1",', "1e308"), 2, "is not a unix time"),
+    ("SCRAPE nan", "nan.prom", _scrape('gpu_id="1",', "nan"), 2, "SCRAPE"),
+    ("corrupt gz", "bad.prom.gz", b"\x1f\x8b\x08\x00garbage", 2, "not a readable gzip file"),
+    ("truncated gz", "cut.prom.gz", __import__("gzip").compress(EXAMPLE)[:300], 2, "not a readable gzip file"),
+    ("not gzip at all", "plain.prom.gz", b"hello", 2, ""),
+    ("garbage npz", "bad.npz", b"PK\x03\x04garbage", 2, "not a readable .npz file"),
+    ("text npz", "junk.npz", b"not a zip at all", 2, "not a readable .npz file"),
+    ("label not UTF-8", "utf8.prom", _scrape('gpu_id="\xff",').replace(b"\xc3\xbf", b"\xff"), 0, "UTF-8"),
+]
+
+
+@pytest.mark.parametrize("case", SOURCES, ids=[c[0] for c in SOURCES])
+def test_monitor_on_hostile_sources(case, tmp_path, capsys):
+    _, name, data, code, says = case
+    p = tmp_path / name
+    p.write_bytes(data)
+    assert main(["monitor", "--source", str(p), "--no-alerts"]) == code
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def _history_variants(tmp_path) -> list:
+    """A valid history file, then copies with one array made hostile."""
+    import numpy as np
+
+    from kaiwo.monitor_cli import load_source
+    from kaiwo_core.history import save
+
+    ok = tmp_path / "ok.npz"
+    save(load_source(None)[0], ok)
+    z = dict(np.load(ok))
+    out = []
+    for name, change in [("metric index", {"metric": np.full(len(z["metric"]), 10**6, np.int32)}),
+                         ("label index", {"label_val": np.full(len(z["label_val"]), -5, np.int32)}),
+                         ("times 1e18", {"ts": np.full(len(z["ts"]), 1e18)}),
+                         ("times nan", {"ts": np.full(len(z["ts"]), np.nan)}),
+                         ("offsets", {"label_ptr": z["label_ptr"][::-1].copy()}),
+                         ("pod queues", {"pod_queue": np.full(len(z["pod_queue"]), 10**6)}),
+                         ("shapes", {"values": z["values"][:, :3].copy()}),
+                         ("times backwards", {"ts": z["ts"][::-1].copy()}),
+                         ("missing array", {"label_key": None})]:
+        doc = {k: v for k, v in {**z, **change}.items() if v is not None}
+        path = tmp_path / f"{name.replace(' ', '-')}.npz"
+        np.savez(path, **doc)
+        out.append((name, path))
+    return out
+
+
+def test_monitor_on_hostile_history_files(tmp_path, capsys):
+    for name, path in _history_variants(tmp_path):
+        assert main(["monitor", "--source", str(path), "--no-alerts"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"kaiwo monitor: {path}") and "Traceback" not in err, (name, err)
+
+
+RULE = {"name": "R", "metric": "gpu_gfx_activity", "aggregation": "last", "op": ">", "threshold": 5}
+RULES = [  # (id, changes to a valid rule, the field named)
+    ("op list", {"op": [">"]}, "op"), ("op map", {"op": {">": 1}}, "op"),
+    ("reduce list", {"reduce": ["mean"]}, "reduce"), ("reduce map", {"reduce": {"mean": 1}}, "reduce"),
+    ("aggregation list", {"aggregation": ["max"]}, "aggregation"), ("by map", {"by": {"node": 1}}, "by"),
+    ("severity list", {"severity": ["critical"]}, "severity"),
+    ("selector 500 (", {"selector": 'pod=~"' + "(" * 500 + '"'}, "selector"),
+    ("selector 500 balanced", {"selector": 'pod=~"' + "(" * 500 + ")" * 500 + '"'}, "selector"),
+    ("threshold 5000 digits", {"threshold": 10**5000}, "threshold"),
+    ("threshold 400 digits", {"threshold": 10**400}, "threshold"),
+    ("threshold nan", {"threshold": NAN}, "threshold"),
+    ("window 400 digits", {"window": 10**400}, "window"),
+    ("window 400-digit days", {"window": "9" * 400 + "d"}, "window"),
+    ("for inf", {"for": INF}, "for"),
+    ("summary width 2e9", {"summary": "{value:>2000000000}"}, "summary"),
+    ("summary width 1e11", {"summary": "{value:0>99999999999}"}, "summary"),
+    ("summary precision 2e9", {"summary": "{value:.2000000000f}"}, "summary"),
+    ("summary width from the data", {"summary": "{value:>{threshold}}"}, "summary"),
+    ("unknown keys of two types", {1: 2, "zz": 3}, "1"),
+    ("labels with a list", {"labels": {"a": [1]}}, "labels"),
+]
+
+
+@pytest.mark.parametrize("case", RULES, ids=[c[0] for c in RULES])
+def test_alert_rules_check_refuses_hostile_rules(case, tmp_path, capsys):
+    from kaiwo_core.alerts import load_rules
+
+    _, change, fld = case
+    rs = load_rules([{**RULE, **change}, dict(RULE, name="Fine")])
+    assert [r.name for r in rs.rules] == ["Fine"]
+    (err,) = rs.errors
+    assert err.rule == "R" and err.field == fld
+    p = tmp_path / "rules.json"
+    try:
+        p.write_text(json.dumps({"rules": [{**RULE, **change}]}))
+    except (ValueError, TypeError):  # not writable as JSON (int too long, int keys): checked above
+        return
+    assert main(["alerts", "--rules", str(p), "--check"]) == 1
+    assert "rule R" in capsys.readouterr().err
+
+
+def test_a_summary_that_fails_with_the_data_is_reported_per_rule(tmp_path, capsys):
+    """``--check`` cannot know every label a series will have: at evaluation the alert goes out
+    with a fallback summary, and the rule is reported once (exit status 1)."""
+    p = tmp_path / "rules.yaml"
+    p.write_text(yaml.safe_dump({"rules": [dict(RULE, summary="{labels[nope]} on {node}"),
+                                           dict(RULE, name="Fine", summary="{node}")]}))
+    assert main(["alerts", "--rules", str(p), "--check"]) == 0
+    capsys.readouterr()
+    assert main(["alerts", "--rules", str(p), "--json"]) == 1
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    (err,) = doc["ruleErrors"]
+    assert err["rule"] == "R" and err["field"] == "summary" and "cannot be rendered" in err["error"]
+    assert out.err.count("rule R: summary") == 1 and "Traceback" not in out.err
+    assert any(e["rule"] == "Fine" and e["state"] == "firing" for e in doc["events"])
+
+
+# ----------------------------------------------------------------------------------- trace CSVs
+
+POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
+NODE_HEADER = "sn,cpu_milli,memory_mib,gpu,model\n"
+JOB_HEADER = "timestamp,duration,num_gpus,gpu_time,cluster\n"
+TRACES = [  # (id, reader, file name, text, line, column, value)
+    ("pod cpu_milli past int64", "pods", "p.csv", POD_HEADER + "a,1000,1,0,0,\nb,99999999999999999999999,1,0,0,\n",
+     3, "cpu_milli", "99999999999999999999999"),
+    ("pod cpu_milli past the maximum", "pods", "p.csv", POD_HEADER + "a,9000000000000000000,1,0,0,\n",
+     2, "cpu_milli", "9000000000000000000"),
+    ("pod memory_mib as a float", "pods", "p.csv", POD_HEADER + "a,1,1e300,0,0,\n", 2, "memory_mib", "1e300"),
+    ("pod num_gpu past int32", "pods", "p.csv", POD_HEADER + "a,1,1,3000000000,1000,\n", 2, "num_gpu", "3000000000"),
+    ("pod num_gpu of 20 digits", "pods", "p.csv", POD_HEADER + "a,1,1,99999999999999999999,1000,\n",
+     2, "num_gpu", "99999999999999999999"),
+    ("pod cpu_milli of 5000 digits", "pods", "p.csv", POD_HEADER + "a," + "9" * 5000 + ",1,0,0,\n",
+     2, "cpu_milli", "9" * 5000),
+    ("node gpu past int32", "nodes", "n.csv", NODE_HEADER + "n1,1000,1000,3000000000,V100\n", 2, "gpu", "3000000000"),
+    ("node gpu of 20 digits", "nodes", "n.csv", NODE_HEADER + "n1,1000,1000,99999999999999999999,V100\n",
+     2, "gpu", "99999999999999999999"),
+    ("node cpu_milli past int64", "nodes", "n.csv", NODE_HEADER + "n1,99999999999999999999,1000,1,V100\n",
+     2, "cpu_milli", "99999999999999999999"),
+    ("job num_gpus past int32", "jobs", "j.csv", JOB_HEADER + "1000,10,99999999999999999999,1,vc1\n",
+     2, "num_gpus", "99999999999999999999"),
+    ("vc node num past int64", "vcs", "v.csv", "vc,node num\nvc1,99999999999999999999\n",
+     2, "node num", "99999999999999999999"),
+]
+
+
+@pytest.mark.parametrize("case", TRACES, ids=[c[0] for c in TRACES])
+def test_trace_csv_overflows_name_file_line_column_value(case, tmp_path):
+    from kaiwo.simulate_online import read_jobs_csv, read_vc_nodes
+    from kaiwo_core.trace import TraceError, read_node_csv, read_pod_csv
+
+    _, reader, name, text, line, column, value = case
+    p = tmp_path / name
+    p.write_text(text)
+    read = {"pods": read_pod_csv, "nodes": read_node_csv, "jobs": read_jobs_csv, "vcs": read_vc_nodes}[reader]
+    with pytest.raises(TraceError) as e:
+        read(p)
+    assert (e.value.path, e.value.line, e.value.column, e.value.value) == (str(p), line, column, value)
+    assert str(e.value).startswith(f"{p}:{line}: column {column!r} = ")
+
+
+def test_trace_corrupt_gz_is_a_trace_error(tmp_path):
+    import gzip
+
+    from kaiwo_core.trace import TraceError, read_pod_csv
+
+    p = tmp_path / "pods.csv.gz"
+    body = POD_HEADER + "".join(f"p{i},1000,1000,1,1000,\n" for i in range(2000))
+    p.write_bytes(gzip.compress(body.encode())[:400])
+    with pytest.raises(TraceError, match="not readable"):
+        read_pod_csv(p)
+
+
 def test_the_corpus_is_large_enough():
-    assert len(CASES) + len(MUTATIONS) + len(RAW) >= 200
+    assert len(CASES) + len(MUTATIONS) + len(RAW) + len(SOURCES) + len(RULES) + len(TRACES) >= 200
