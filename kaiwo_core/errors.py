@@ -7,9 +7,10 @@ One principle holds for every kind (Pod, Node, PriorityClass, KaiwoQueue, KaiwoJ
 KaiwoReservation), in ``kaiwo schedule`` and in the controller alike: an object is decoded inside
 :func:`guarded`, so whatever is wrong with it becomes *that object's* :class:`ObjectError` (a pod is
 rejected, any other object is left out) and the cycle goes on. Decoders read fields through
-:func:`field_map`, :func:`field_list`, :func:`field_str` and :func:`field_int`, which refuse a value
-of the wrong type or out of range with the field's path; the guard's catch-all is the safety net
-for a failure no check foresaw, and says so.
+:func:`field_map`, :func:`field_list`, :func:`field_str`, :func:`field_int` and
+:func:`field_number`, which refuse a value of the wrong type or out of range with the field's path;
+the guard's catch-all is the safety net for a failure no check foresaw, and says so (the hostile
+corpus, ``tests/test_hostile_corpus.py``, fails if any case reaches it).
 """
 from __future__ import annotations
 
