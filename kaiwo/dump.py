@@ -13,10 +13,13 @@ and YAML aliases that expand to more than :data:`MAX_ALIAS_NODES` nodes beyond t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
 from yaml.nodes import MappingNode, SequenceNode
+
+from kaiwo_core.errors import show
 
 try:  # libyaml: an order of magnitude faster than the pure-Python loader
     _Loader = yaml.CSafeLoader
@@ -27,6 +30,11 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 MAX_DEPTH = 100
 #: Nodes YAML aliases may add beyond those written out in the text.
 MAX_ALIAS_NODES = 1_000_000
+
+
+# A JSON escape of a UTF-16 surrogate: with no partner it decodes to a string that is not Unicode
+# (and fails when printed or written as UTF-8). libyaml refuses such escapes itself.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class DumpError(ValueError):
@@ -83,6 +91,23 @@ def check_size(root, children, budget: int, where: str, aliases: bool = True) ->
     return count
 
 
+def _check_unicode(value, path: Path) -> None:
+    """Refuse strings (keys and values) holding lone surrogates, as text that is not UTF-8 is."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else [v]
+        for x in items:
+            if isinstance(x, (dict, list)):
+                stack.append(x)
+            elif isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DumpError(f"{path}: the string {show(x)} holds a lone UTF-16 surrogate "
+                                    "(\\ud800-\\udfff escape without its pair): not Unicode text") from None
+
+
 def _load_yaml(text: str, path: Path) -> list:
     """Documents of a YAML stream, each checked (as composed nodes, before any object is built)
     by :func:`check_size`."""
@@ -112,6 +137,8 @@ def load_dump(path: str | Path) -> list[dict]:
             docs = [json.loads(text)]
             # JSON has no aliases: only the depth can be too much (checked on containers only).
             check_size(docs[0], _data_children, len(text) + 1, str(path), aliases=False)
+            if _SURROGATE_ESCAPE.search(text):  # rare (Go's encoder never writes them): walk then
+                _check_unicode(docs[0], path)
         else:
             docs = _load_yaml(text, path)
     except (yaml.YAMLError, json.JSONDecodeError) as e:

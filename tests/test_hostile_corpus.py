@@ -526,6 +526,8 @@ RAW = [  # (id, file name, bytes, what the error says)
     ("100k-deep YAML", "deep.yaml", b"[" * 100_000 + b"]" * 100_000, "cannot parse"),
     ("invalid UTF-8", "bad.yaml", b"kind: Pod\nmetadata: {name: \xff\xfe}\n", "not UTF-8"),
     ("invalid UTF-8 JSON", "bad.json", b'{"kind": "Pod", "x": "\xc3\x28"}', "not UTF-8"),
+    ("JSON lone surrogate", "sur.json", b'{"kind": "Pod", "metadata": {"name": "p\\ud800x"}}', "lone UTF-16 surrogate"),
+    ("JSON surrogate key", "surkey.json", b'{"kind": "Pod", "x": {"\\udcff": 1}}', "lone UTF-16 surrogate"),
     ("binary garbage", "garbage.yaml", bytes(range(256)) * 4, ""),
     ("not objects", "ints.yaml", b"- 1\n- 2\n", "not a Kubernetes object"),
     ("truncated JSON", "cut.json", b'{"kind": "List", "items": [{"kind": "Pod"', "cannot parse"),
