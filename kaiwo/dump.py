@@ -4,18 +4,37 @@ A dump is a multi-document YAML stream, a ``kind: List`` (``items``), or a mix; 
 (every JSON document is YAML, and a ``.json`` file takes the much faster JSON parser). YAML is read
 with libyaml's C loader when PyYAML has it; reading stays a small part of a cycle even at 10,000
 pods.
+
+A dump is untrusted input, so reading it is bounded: nesting deeper than :data:`MAX_DEPTH` levels
+and YAML aliases that expand to more than :data:`MAX_ALIAS_NODES` nodes beyond the text's own (an
+"alias bomb": a few hundred bytes that expand to billions of nodes) are refused with a
+:class:`DumpError` before any object is built from them, as are bytes that are not UTF-8.
 """
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
+from yaml.nodes import MappingNode, SequenceNode
+
+from kaiwo_core.errors import show
 
 try:  # libyaml: an order of magnitude faster than the pure-Python loader
     _Loader = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - PyYAML built without libyaml
     _Loader = yaml.SafeLoader
+
+#: Deepest nesting accepted (Kubernetes objects are rarely 20 levels deep).
+MAX_DEPTH = 100
+#: Nodes YAML aliases may add beyond those written out in the text.
+MAX_ALIAS_NODES = 1_000_000
+
+
+# A JSON escape of a UTF-16 surrogate: with no partner it decodes to a string that is not Unicode
+# (and fails when printed or written as UTF-8). libyaml refuses such escapes itself.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 class DumpError(ValueError):
@@ -40,15 +59,90 @@ def flatten(docs) -> list[dict]:
     return out
 
 
+def _yaml_children(node) -> list:
+    if isinstance(node, MappingNode):
+        return [x for pair in node.value for x in pair]
+    return node.value if isinstance(node, SequenceNode) else []
+
+
+def _data_children(value) -> list:
+    if isinstance(value, dict):
+        return [v for v in value.values() if isinstance(v, (dict, list))]
+    return [v for v in value if isinstance(v, (dict, list))] if isinstance(value, list) else []
+
+
+def check_size(root, children, budget: int, where: str, aliases: bool = True) -> int:
+    """Walk ``root`` level by level, as far as it expands (an alias is walked each time it is
+    used, as every consumer of the data would), and refuse it with a :class:`DumpError` once it
+    is nested deeper than :data:`MAX_DEPTH` or has more than ``budget`` nodes. Returns the node
+    count. The walk stops at the limit, so it costs at most ``budget`` steps whatever the input;
+    a recursive alias expands without end and is refused by the depth limit."""
+    level, depth, count = [root], 0, 0
+    while level:
+        depth += 1
+        count += len(level)
+        if depth > MAX_DEPTH:
+            raise DumpError(f"{where}: nested deeper than {MAX_DEPTH} levels"
+                            + (" (or a recursive alias)" if aliases else ""))
+        if count > budget:
+            raise DumpError(f"{where}: expands to more than {budget} nodes (YAML aliases "
+                            f"may add at most {MAX_ALIAS_NODES} to the text's own): refused")
+        level = [c for n in level for c in children(n)]
+    return count
+
+
+def _check_unicode(value, path: Path) -> None:
+    """Refuse strings (keys and values) holding lone surrogates, as text that is not UTF-8 is."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        items = list(v.keys()) + list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else [v]
+        for x in items:
+            if isinstance(x, (dict, list)):
+                stack.append(x)
+            elif isinstance(x, str):
+                try:
+                    x.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DumpError(f"{path}: the string {show(x)} holds a lone UTF-16 surrogate "
+                                    "(\\ud800-\\udfff escape without its pair): not Unicode text") from None
+
+
+def _load_yaml(text: str, path: Path) -> list:
+    """Documents of a YAML stream, each checked (as composed nodes, before any object is built)
+    by :func:`check_size`."""
+    # Without aliases a stream has fewer nodes than characters: the budget only binds aliases.
+    budget = len(text) + MAX_ALIAS_NODES
+    loader = _Loader(text)
+    docs = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            budget -= check_size(node, _yaml_children, budget, f"{path}: document {len(docs)}")
+            docs.append(loader.construct_document(node))
+    finally:
+        loader.dispose()
+    return docs
+
+
 def load_dump(path: str | Path) -> list[dict]:
     """All Kubernetes objects in a dump file, in file order."""
     path = Path(path)
-    text = path.read_text()
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DumpError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
         if path.suffix == ".json":
             docs = [json.loads(text)]
+            # JSON has no aliases: only the depth can be too much (checked on containers only).
+            check_size(docs[0], _data_children, len(text) + 1, str(path), aliases=False)
+            if _SURROGATE_ESCAPE.search(text):  # rare (Go's encoder never writes them): walk then
+                _check_unicode(docs[0], path)
         else:
-            docs = list(yaml.load_all(text, Loader=_Loader))
+            docs = _load_yaml(text, path)
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise DumpError(f"{path}: cannot parse: {e}") from None
+    except RecursionError:  # the JSON parser's own nesting limit
+        raise DumpError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
     return flatten(docs)

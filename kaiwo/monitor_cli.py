@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from dataclasses import replace
 import sys
 import time
@@ -90,6 +91,8 @@ def load_source(source: str | None, count: int = 1, interval: float = 15.0):
         opener = gzip.open if src.endswith(".gz") else open
         with opener(src, "rb") as f:
             buf = f.read()
+    except (EOFError, zlib.error) as e:  # a truncated or corrupt .gz (BadGzipFile is an OSError)
+        raise SourceError(f"{src}: not a readable gzip file: {e}") from None
     except OSError as e:
         raise SourceError(f"{src}: {e.strerror or e}") from None
     try:
@@ -140,6 +143,11 @@ def replay_alerts(store, rules):
     _, ts = store.ordered_slots()
     for t in ts:
         events.extend(mgr.evaluate(float(t)))
+    # Summaries that failed to render with the data (the alerts went out with a fallback text):
+    # reported per rule, like the rules refused when loading.
+    rules.errors.extend(e for e in mgr.template_errors.values() if e not in rules.errors)
+    for e in mgr.template_errors.values():
+        print(f"kaiwo: rule {e.rule}: {e.field}: {e.reason}", file=sys.stderr)
     return mgr, events
 
 
@@ -245,6 +253,7 @@ def cmd_alerts(args) -> int:
         return 2
     _report_errors("alerts", errors)
     mgr, events = replay_alerts(store, rs)
+    status = 1 if rs.errors else 0  # summaries that failed at evaluation count too
     active = mgr.active()
     if args.json:
         json.dump({"source": label, "rules": [r.name for r in rs.rules],

@@ -45,7 +45,7 @@ from kaiwo_core.placement import default_pipeline
 from kaiwo_core.preemption import PreemptionConfig
 from kaiwo_core.requests import LABEL_QUEUE, SCHEDULER_NAME, pod_request
 from kaiwo_core.snapshot import Snapshot
-from kaiwo_core.trace import TraceError, read_rows
+from kaiwo_core.trace import LIMITS, TraceError, read_rows
 
 GPUS_PER_NODE = 8
 JOB_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
@@ -122,6 +122,8 @@ def read_jobs_csv(path, max_jobs: int | None = None) -> JobTrace:
             raise TraceError(path, line, "num_gpus", row[ix["num_gpus"]], "not an integer") from None
         if g < 1:
             raise TraceError(path, line, "num_gpus", row[ix["num_gpus"]], "a job needs at least 1 GPU")
+        if g > LIMITS["num_gpus"]:  # kept in an int32 array, split into pods of 8
+            raise TraceError(path, line, "num_gpus", row[ix["num_gpus"]], f"must be <= {LIMITS['num_gpus']}")
         q = row[ix["cluster"]].strip()
         if not q:
             raise TraceError(path, line, "cluster", row[ix["cluster"]], "empty virtual cluster name")
@@ -150,8 +152,8 @@ def read_vc_nodes(path) -> dict:
             n = int(text)
         except ValueError:
             raise TraceError(path, line, "node num", text, "not an integer node count") from None
-        if n < 0:
-            raise TraceError(path, line, "node num", text, "must be >= 0")
+        if not 0 <= n <= LIMITS["node num"]:  # quotas are n x 8 GPUs, in int64 sums
+            raise TraceError(path, line, "node num", text, f"must be between 0 and {LIMITS['node num']}")
         if vc in out:
             raise TraceError(path, line, "vc", vc, "duplicate virtual cluster")
         out[vc] = n

@@ -75,6 +75,7 @@ from numba import njit
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from . import metrics_kernels as mk
+from .errors import show
 from .metrics_store import MetricsStore, SelectorError, parse_selector
 from .plugins import Plugin, PluginError, register
 
@@ -112,12 +113,12 @@ class RuleError(ValueError):
 
     def __init__(self, rule: str, field: str, value, reason: str):
         self.rule, self.field, self.value, self.reason = rule, field, value, reason
-        shown = "" if value is None else f" = {value!r}"
+        shown = "" if value is None else f" = {show(value)}"
         super().__init__(f"rule {rule}: {field}{shown}: {reason}")
 
     def to_dict(self) -> dict:
         return {"rule": self.rule, "field": self.field,
-                "error": self.reason if self.value is None else f"{self.value!r}: {self.reason}"}
+                "error": self.reason if self.value is None else f"{show(self.value)}: {self.reason}"}
 
 
 def parse_duration(value, what: str = "duration") -> float:
@@ -125,16 +126,44 @@ def parse_duration(value, what: str = "duration") -> float:
     if isinstance(value, bool):
         raise ValueError(f"{what}: expected a duration such as 30s, 5m or 1h30m")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"{what}: must be a finite, non-negative number of seconds")
-        return float(value)
+        seconds = _finite(value)
+        if seconds is None or seconds < 0 or seconds > MAX_SECONDS:
+            raise ValueError(f"{what}: must be a finite, non-negative number of seconds (at most {MAX_SECONDS:g})")
+        return seconds
     if not isinstance(value, str) or not value:
         raise ValueError(f"{what}: expected a duration such as 30s, 5m or 1h30m")
     m = _DURATION_RE.fullmatch(value.strip())
     if not m or not any(m.groups()):
         raise ValueError(f"{what}: not a duration (expected e.g. 30s, 5m, 1h30m, 2d, 500ms)")
     d, h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-    return d * 86400.0 + h * 3600.0 + mi * 60.0 + s + ms / 1000.0
+    total_ms = (d * 86400 + h * 3600 + mi * 60 + s) * 1000 + ms  # integers: exact, never overflow
+    if total_ms > MAX_SECONDS * 1000:
+        raise ValueError(f"{what}: longer than {MAX_SECONDS:g} seconds")
+    return total_ms / 1000
+
+
+#: Longest duration of a rule (window, for): 100 years.
+MAX_SECONDS = 100 * 365.25 * 86400
+#: Widths and precisions in summary templates: a rendered summary is a line of text, and a width
+#: of 10**9 would build a gigabyte string per alert.
+MAX_FORMAT_NUMBER = 1000
+
+
+def _finite(value) -> float | None:
+    """A number as a finite float, or None (NaN, infinities, integers too large for a float)."""
+    try:
+        v = float(value)
+    except (OverflowError, TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _choice(rule: str, fld: str, value, options) -> str:
+    """``value`` if it is one of the strings ``options``; a list or a map is refused like any
+    other value (it cannot even be looked up in a dict of options)."""
+    if not isinstance(value, str) or value not in options:
+        raise RuleError(rule, fld, value, f"expected one of {', '.join(options)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -173,7 +202,7 @@ def rule_from_dict(doc, index: int = 0) -> Rule:
     name = doc.get("name")
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise RuleError(label, "name", name, "required; letters, digits and '_' (not starting with a digit)")
-    unknown = sorted(set(doc) - set(FIELDS))
+    unknown = sorted(str(k) for k in doc if k not in FIELDS)
     if unknown:
         raise RuleError(name, unknown[0], None, f"unknown field (known: {', '.join(FIELDS)})")
     metric = doc.get("metric")
@@ -183,9 +212,7 @@ def rule_from_dict(doc, index: int = 0) -> Rule:
         matchers = parse_selector(doc.get("selector"))
     except SelectorError as e:
         raise RuleError(name, "selector", doc.get("selector"), str(e)) from None
-    agg = doc.get("aggregation", "last")
-    if agg not in AGGREGATIONS:
-        raise RuleError(name, "aggregation", agg, f"expected one of {', '.join(AGGREGATIONS)}")
+    agg = _choice(name, "aggregation", doc.get("aggregation", "last"), AGGREGATIONS)
     try:
         window = parse_duration(doc.get("window", "1m"), "window")
         for_ = parse_duration(doc.get("for", 0), "for")
@@ -194,21 +221,13 @@ def rule_from_dict(doc, index: int = 0) -> Rule:
         raise RuleError(name, fld, doc.get(fld), str(e).split(": ", 1)[1]) from None
     if window <= 0:
         raise RuleError(name, "window", doc.get("window"), "must be longer than 0")
-    by = doc.get("by", "series")
-    if by not in BY:
-        raise RuleError(name, "by", by, f"expected one of {', '.join(BY)}")
-    reduce = doc.get("reduce", DEFAULT_REDUCE.get(agg, "mean"))
-    if reduce not in REDUCERS:
-        raise RuleError(name, "reduce", reduce, f"expected one of {', '.join(REDUCERS)}")
-    op = doc.get("op", ">")
-    if op not in OPS:
-        raise RuleError(name, "op", op, f"expected one of {' '.join(OPS)}")
+    by = _choice(name, "by", doc.get("by", "series"), BY)
+    reduce = _choice(name, "reduce", doc.get("reduce", DEFAULT_REDUCE.get(agg, "mean")), REDUCERS)
+    op = _choice(name, "op", doc.get("op", ">"), OPS)
     thr = doc.get("threshold")
-    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr):
+    if isinstance(thr, bool) or not isinstance(thr, (int, float)) or _finite(thr) is None:
         raise RuleError(name, "threshold", thr, "required; a finite number")
-    severity = doc.get("severity", "warning")
-    if severity not in SEVERITIES:
-        raise RuleError(name, "severity", severity, f"expected one of {', '.join(SEVERITIES)}")
+    severity = _choice(name, "severity", doc.get("severity", "warning"), SEVERITIES)
     labels = doc.get("labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(k, str) and _NAME_RE.fullmatch(k)
                                                and isinstance(v, (str, int, float)) and not isinstance(v, bool)
@@ -221,7 +240,7 @@ def rule_from_dict(doc, index: int = 0) -> Rule:
     description = doc.get("description", "")
     if not isinstance(description, str):
         raise RuleError(name, "description", description, "expected a string")
-    return Rule(name, metric, matchers, agg, window, by, reduce, op, float(thr), for_, severity,
+    return Rule(name, metric, matchers, agg, window, by, reduce, op, _finite(thr), for_, severity,
                 summary, tuple(sorted((k, str(v)) for k, v in labels.items())), description)
 
 
@@ -243,9 +262,16 @@ def _check_template(name: str, summary: str, by: str) -> None:
         parsed = list(string.Formatter().parse(summary))
     except ValueError as e:
         raise RuleError(name, "summary", summary, f"not a valid template: {e}") from None
-    for _, fld, _, _ in parsed:
+    for _, fld, spec, _ in parsed:
         if fld is None:
             continue
+        # A field inside a format spec ({value:>{threshold}}) takes its width from the data, and a
+        # large width or precision builds a huge string: both are refused before anything renders.
+        if "{" in (spec or ""):
+            raise RuleError(name, "summary", summary, "fields inside a format spec are not allowed")
+        if any(int(n) > MAX_FORMAT_NUMBER for n in re.findall(r"\d+", spec or "")):
+            raise RuleError(name, "summary", summary,
+                            f"a width or precision above {MAX_FORMAT_NUMBER} in {{{fld}:{spec}}}")
         base = re.split(r"[.\[]", fld, maxsplit=1)[0]
         if base == "" or base.isdigit():
             raise RuleError(name, "summary", summary, "positional fields ({} or {0}) are not allowed; "
@@ -257,7 +283,7 @@ def _check_template(name: str, summary: str, by: str) -> None:
     probe = _Probe(value=1.5, threshold=1.0)
     try:
         summary.format_map(probe)
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+    except Exception as e:  # noqa: BLE001 - any failure to render is the template's fault
         raise RuleError(name, "summary", summary, f"cannot be rendered: {e}") from None
 
 
@@ -805,6 +831,8 @@ class AlertManager:
             raise ValueError(f"history = {history!r}: must keep at least one event")
         self.rules: list[Rule] = list(rules.rules)
         self.errors: list[RuleError] = list(rules.errors)
+        #: rule name -> RuleError of a summary that failed to render at evaluation (first failure)
+        self.template_errors: dict[str, RuleError] = {}
         self.store = store
         self.sinks = [LogSink()] if sinks is None else list(sinks)
         self.history: deque = deque(maxlen=int(history))
@@ -1070,8 +1098,12 @@ class AlertManager:
         try:
             summary = rule.summary.format_map(fields) if rule.summary else \
                 f"{rule.name}: {rule.aggregation}({rule.metric}) {rule.op} {rule.threshold:g} on {group}"
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001 - data the load-time check could not foresee
+            # (a label the series lacks): the alert still goes out, and the rule is reported once.
             summary = f"{rule.name} on {group} (summary template failed: {e})"
+            if rule.name not in self.template_errors:
+                self.template_errors[rule.name] = RuleError(
+                    rule.name, "summary", rule.summary, f"cannot be rendered for {group}: {e}")
         started = float(self.since[i]) if since is None else since
         fired_at = (float(self.fired[i]) if fired is None else fired) if state in ("firing", "resolved") else None
         return AlertEvent(rule.name, state, rule.severity, group, value, rule.threshold, labels, summary,

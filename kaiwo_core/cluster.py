@@ -17,7 +17,8 @@ import numpy as np
 
 from . import gpu as gpumod
 from .arrays import INT32_MAX, column
-from .errors import ObjectError
+from .errors import ObjectError, field_list, field_map, field_str, guarded, object_name
+from .limits import MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB, MAX_PODS_PER_NODE
 from .quantity import QuantityError, parse_quantity
 
 NODE_DEFAULT_PODS = 110  # the kubelet's default --max-pods
@@ -309,42 +310,55 @@ def cluster_from_nodes(objs: list[dict]) -> Cluster:
     """
     specs, errors = [], []
     for obj in objs:
-        try:
-            specs.append(node_spec(obj))
-        except NodeError as e:
-            errors.append(e)
+        got = decode_node(obj)
+        (errors if isinstance(got, NodeError) else specs).append(got)
     return build_cluster(specs, errors)
+
+
+def decode_node(obj: dict) -> NodeSpec | NodeError:
+    """:func:`node_spec` inside the guard: the NodeSpec, or the node's NodeError (returned), never
+    an exception -- what both ``Snapshot.from_objects`` and the controller's cache call."""
+    return guarded(NodeError, obj, node_spec)
 
 
 def node_spec(obj: dict) -> NodeSpec:
     """Decode one Node object. Raises NodeError naming the node, the field and the value."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise NodeError("<unnamed>", "metadata.name", None, "a Node needs a name")
-    labels = meta.get("labels") or {}
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    alloc = status.get("allocatable") or status.get("capacity") or {}
+    name = object_name(obj)
+    meta = field_map(NodeError, name, obj.get("metadata"), "metadata")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise NodeError(name, "metadata.name", meta.get("name"), "a Node needs a name (a string)")
+    labels = field_map(NodeError, name, meta.get("labels"), "metadata.labels")
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise NodeError(name, f"metadata.labels.{key}", value, "a label value must be a string")
+    spec = field_map(NodeError, name, obj.get("spec"), "spec")
+    status = field_map(NodeError, name, obj.get("status"), "status")
     src = "status.allocatable" if status.get("allocatable") else "status.capacity"
+    alloc = field_map(NodeError, name, status.get("allocatable") or status.get("capacity"), src)
 
-    def qty(key, unit, default=None):
+    def qty(key, unit, most, default=None):
         raw = alloc.get(key, default)
         if raw is None:
             raise NodeError(name, f"{src}.{key}", None, "missing")
         try:
-            return parse_quantity(raw, unit)
+            value = parse_quantity(raw, unit)
         except QuantityError as e:
             raise NodeError(name, f"{src}.{key}", raw, e.reason) from None
+        if value > most:  # capacities are summed over nodes: keep the sums inside int64
+            raise NodeError(name, f"{src}.{key}", raw, f"more than the maximum {most} ({unit})")
+        return value
 
-    cpu = qty("cpu", "cpu")
-    memory = qty("memory", "memory")
-    pods = qty("pods", "count", NODE_DEFAULT_PODS)
+    cpu = qty("cpu", "cpu", MAX_CPU_MILLI)
+    memory = qty("memory", "memory", MAX_MEMORY_MIB)
+    pods = qty("pods", "count", MAX_PODS_PER_NODE, NODE_DEFAULT_PODS)
     gpus, resources = _gpu_groups(name, labels, alloc, src)
     taints = []
-    for t in spec.get("taints") or []:
+    for i, t in enumerate(field_list(NodeError, name, spec.get("taints"), "spec.taints")):
+        t = field_map(NodeError, name, t, f"spec.taints[{i}]")
         if t.get("effect") in ("NoSchedule", "NoExecute"):
-            taints.append((t.get("key", ""), t.get("value", ""), t["effect"]))
+            taints.append((field_str(NodeError, name, t.get("key"), f"spec.taints[{i}].key"),
+                           field_str(NodeError, name, t.get("value"), f"spec.taints[{i}].value"),
+                           t["effect"]))
     return NodeSpec(name, cpu, memory, pods, tuple(gpus), dict(labels), tuple(taints),
                     bool(spec.get("unschedulable", False)), frozenset(resources))
 
@@ -361,7 +375,8 @@ def _gpu_groups(name: str, labels: dict, alloc: dict, src: str):
             if logical:
                 model = labels.get(LABEL_NVIDIA_PRODUCT, "generic")
                 vram = labels.get(LABEL_NVIDIA_MEMORY)
-                vram = _count(name, f"metadata.labels.{LABEL_NVIDIA_MEMORY}", vram) if vram else None
+                vram = _count(name, f"metadata.labels.{LABEL_NVIDIA_MEMORY}", vram, MAX_MEMORY_MIB) \
+                    if vram else None
                 groups.append(GpuGroup(gpumod.partitioning(gpumod.generic_model(model, vram)), logical))
                 resources.append(key)
             continue
@@ -391,6 +406,9 @@ def _gpu_groups(name: str, labels: dict, alloc: dict, src: str):
                             f"partitions per {model.name}")
         groups.append(GpuGroup(part, logical // per))
         resources.append(key)
+    total = sum(g.count * g.part.logical_per_gpu for g in groups)
+    if total > MAX_DEVICES:  # each resource is within the limit, but not all of them together
+        raise NodeError(name, src, f"{total} logical GPUs", f"more than {MAX_DEVICES} GPUs on one node")
     return groups, resources
 
 
@@ -409,11 +427,18 @@ def _amd_model(name: str, labels: dict) -> gpumod.GpuModel:
             vram_mib = parse_quantity(vram if vram[-1:] == "i" else vram + "i", "memory")
         except QuantityError as e:
             raise NodeError(name, f"metadata.labels.{LABEL_VRAM}", vram, e.reason) from None
+        if vram_mib > MAX_MEMORY_MIB:
+            raise NodeError(name, f"metadata.labels.{LABEL_VRAM}", vram, f"more than {MAX_MEMORY_MIB} MiB")
     return gpumod.generic_model(product or "AMD-unknown", vram_mib)
 
 
-def _count(name: str, fld: str, raw) -> int:
+def _count(name: str, fld: str, raw, most: int = MAX_DEVICES) -> int:
+    """A count, refused above ``most`` (by default the GPUs one node may have: the cluster's
+    device arrays and the placement kernel's buffers are sized by them)."""
     try:
-        return parse_quantity(raw, "count")
+        value = parse_quantity(raw, "count")
     except QuantityError as e:
         raise NodeError(name, fld, raw, e.reason) from None
+    if value > most:
+        raise NodeError(name, fld, raw, f"more than {most}")
+    return value

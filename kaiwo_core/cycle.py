@@ -25,12 +25,13 @@ import numpy as np
 from .accounting import assign_queues, held_vectors, request_vectors
 from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, order_pending, \
     subtree_sums, within_queue_key
-from .gangs import gang_of
+from .gangs import gang_id, gang_of
 from .placement import Placement, default_pipeline, place
 from .plugins import CycleContext, Pipeline
 from .queues import RESOURCES, QueueTree, human
 from .podtable import PodTable
-from .requests import ANN_MEMORY, KIND_NONE, PodError, batch_from_requests
+from .requests import (ANN_GANG, ANN_GANG_MIN, ANN_MEMORY, KIND_NONE, LABEL_QUEUE, PodError,
+                       batch_from_requests)
 from .preemption import PreemptionConfig, plan_preemptions
 from .reservations import ReservationConfig, Reservations, active_reservations, grant_access
 from .snapshot import Snapshot
@@ -118,6 +119,7 @@ class Decisions:
             "invalidNodes": [e.to_dict() for e in snap.cluster.errors],
             "invalidQueues": [e.to_dict() for e in self.tree.errors],
             "invalidJobs": [e.to_dict() for e in snap.job_errors],
+            "invalidPriorityClasses": [e.to_dict() for e in snap.class_errors],
             "reservations": [r.to_dict() for r in self.reservations],
             "expiredReservations": list(self.expired),
             "invalidReservations": [e.to_dict() for e in self.reservation_errors],
@@ -148,58 +150,110 @@ def impossible(snapshot: Snapshot, pending: PodTable) -> tuple[np.ndarray, list]
     return np.flatnonzero(~bad), errors
 
 
-def gangs(pending: PodTable, rows: np.ndarray, running: PodTable) -> tuple[np.ndarray, np.ndarray,
-                                                                           np.ndarray, list]:
+def gangs(pending: PodTable, rows: np.ndarray, running: PodTable, queues: np.ndarray | None = None,
+          tree: QueueTree | None = None, rejected: list = ()) -> tuple[np.ndarray, np.ndarray,
+                                                                     np.ndarray, list, list]:
     """Gang id per pending pod of ``rows`` (-1 none), members still needed from this batch, which
-    of ``rows`` are kept (bool) and the errors (a malformed minimum; members that disagree on it).
+    of ``rows`` are kept (bool), the errors (a malformed minimum; members that disagree on it;
+    members in different queues) and the members that wait, as (pod name, reason).
 
-    Only pods with a gang annotation are looked at (``PodTable.gang_rows``): the rest are in no
-    gang."""
+    A gang waits -- none of its members is placed -- when members were rejected (``rejected``:
+    PodErrors of this cycle so far, from decoding or the checks, and this step's own) and too few
+    are left for its minimum. Without an explicit minimum that is every member, so a gang with a
+    rejected member never starts partly; the reason names the member and why it was rejected.
+
+    ``queues`` (queue row of each of ``rows``) and ``tree`` name the queues. Only pods with a gang
+    annotation are looked at (``PodTable.gang_rows``): the rest are in no gang."""
     marked = pending.in_gang[rows]
+    positions = np.flatnonzero(marked).tolist()
     members = [pending.reqs[i] for i in rows[marked].tolist()]
     info, errors = {}, []
     for r in members + [running.reqs[i] for i in running.gang_rows.tolist()]:
         try:
             info[r.name] = gang_of(r)
         except PodError as e:
+            e.gang = gang_id(r)
             errors.append(e)
     mins: dict[str, set] = {}
     for name, g in info.items():
         if g:
             mins.setdefault(g[0], set()).add(g[1])
     bad_gangs = {g for g, m in mins.items() if len(m) > 1}
+    # A gang belongs to one queue (the ordering kernel refuses anything else): its members are
+    # rejected, each told which queues the gang spans.
+    spans: dict[str, set] = {}
+    if queues is not None:
+        for pos, r in zip(positions, members):
+            if g := info.get(r.name):
+                spans.setdefault(g[0], set()).add(int(queues[pos]))
+    split = {g: q for g, q in spans.items() if len(q) > 1}
     kept = np.ones(len(rows), dtype=bool)
-    for pos, r in zip(np.flatnonzero(marked).tolist(), members):
+    for pos, r in zip(positions, members):
         g = info.get(r.name, False)
         if g is False:
             kept[pos] = False  # malformed: already an error
         elif g and g[0] in bad_gangs:
-            errors.append(PodError(r.name, "metadata.annotations.kaiwo.ai/gang-min-members",
-                                   r.annotations.get("kaiwo.ai/gang-min-members"),
+            errors.append(PodError(r.name, f"metadata.annotations.{ANN_GANG_MIN}",
+                                   r.annotations.get(ANN_GANG_MIN),
                                    f"members of gang {g[0]} disagree on the minimum "
                                    f"({', '.join(map(str, sorted(mins[g[0]])))})"))
             kept[pos] = False
+        elif g and g[0] in split:
+            names = sorted(tree.specs[q].name if tree is not None else str(q) for q in split[g[0]])
+            errors.append(PodError(r.name, f"metadata.labels.{LABEL_QUEUE}", r.queue or None,
+                                   f"members of gang {g[0]} are in different queues ({', '.join(names)}); "
+                                   "a gang belongs to one queue"))
+            kept[pos] = False
     running_members: dict[str, int] = {}
     for i in running.gang_rows.tolist():
-        g = info.get(running.reqs[i].name)
-        if g:
+        if g := info.get(running.reqs[i].name):
             running_members[g[0]] = running_members.get(g[0], 0) + 1
-    in_gang = [(pos, info[r.name]) for pos, r in zip(np.flatnonzero(marked).tolist(), members)
-               if kept[pos] and info[r.name]]
-    size: dict[str, int] = {}
-    for _, (gid, _) in in_gang:
-        size[gid] = size.get(gid, 0) + 1
+
+    def sizes() -> dict[str, int]:
+        size: dict[str, int] = {}
+        for pos, r in zip(positions, members):
+            if kept[pos] and (g := info[r.name]):
+                size[g[0]] = size.get(g[0], 0) + 1
+        return size
+
+    # Members lost to rejection, by gang: the snapshot's PodErrors carry the gang they name; the
+    # cycle's are found by pod name.
+    gang_of_name = {r.name: g[0] for r in members if (g := info.get(r.name))}
+    lost: dict[str, dict] = {}  # gang -> {pod name: why it is not among the members placed}
+    for e in [*rejected, *errors]:
+        if g := getattr(e, "gang", None) or gang_of_name.get(e.name):
+            lost.setdefault(g, {}).setdefault(e.name, f"was rejected: {e.message()}")
+    waiting = []
+    if lost:
+        size = sizes()
+        for pos, r in zip(positions, members):
+            g = info.get(r.name)
+            if not kept[pos] or not g or g[0] not in lost:
+                continue
+            gone = lost[g[0]]
+            have = size[g[0]] + running_members.get(g[0], 0)
+            want = have + len(gone) if g[1] == 0 else g[1]
+            if have < want:
+                first, why = next(iter(gone.items()))
+                more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
+                waiting.append((r.name, f"gang {g[0]} cannot start: it needs {want} members and {have} "
+                                        f"can be placed; {first} {why}{more}"))
+                kept[pos] = False
+    size = sizes()
     ids: dict[str, int] = {}
     slot = np.cumsum(kept) - 1  # position of each kept row among the kept ones
     gang = np.full(int(kept.sum()), -1, dtype=np.int32)
     need = np.zeros(len(gang), dtype=np.int32)
-    for pos, (gid, minimum) in in_gang:
+    for pos, r in zip(positions, members):
+        if not kept[pos] or not (g := info[r.name]):
+            continue
+        gid, minimum = g
         i = slot[pos]
         gang[i] = ids.setdefault(gid, len(ids))
         total = size[gid] + running_members.get(gid, 0)
         want = total if minimum == 0 else minimum
         need[i] = max(0, want - running_members.get(gid, 0))
-    return gang, need, kept, errors
+    return gang, need, kept, errors, waiting
 
 
 def _rank(created: np.ndarray, name_rank: np.ndarray) -> np.ndarray:
@@ -233,7 +287,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     tree = snapshot.queue_tree()
     run_rows, run_err = assign_queues(tree, run)
     for e in run_err:  # running pods run whatever their label says: account them nowhere
-        snapshot.warnings.append(f"running pod {e.name}: {e.reason}; not counted in any queue")
+        snapshot.warnings.append(f"running pod {e.name}: {e.message()}; not counted in any queue")
     rows, errs = assign_queues(tree, pend, keep)
     rejected += errs
     keep, rows = keep[rows >= 0], rows[rows >= 0]
@@ -243,7 +297,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     reservations, res_errors, expired = active_reservations(snapshot, tree, pend, keep, now, reserving)
     if reservations:
         pipeline = Pipeline([*pipeline.plugins, Reservations(reservations=reservations)])
-    gang, need, kept, errs = gangs(pend, keep, run)
+    gang, need, kept, errs, gang_waits = gangs(pend, keep, run, rows, tree, rejected)
     rejected += errs
     keep, rows = keep[kept], rows[kept]
     if reservations:  # constraints name the reservations each pod may use: intern them anew
@@ -256,7 +310,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         names = {}
         for i in np.flatnonzero(gang >= 0).tolist():
             r = batch.pods[i]
-            names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations['kaiwo.ai/gang']}"
+            names[int(gang[i])] = f"{r.name.split('/', 1)[0]}/{r.annotations[ANN_GANG]}"
         batch.gang_names = [names[g] for g in range(len(names))]
     keep_run = run_rows >= 0
     run_req = run.held[keep_run]  # what running pods hold
@@ -285,12 +339,18 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     if nominated.any():
         order = np.concatenate([order[nominated], order[~nominated]])
     held = [(batch.names[i], _limit_reason(tree, shares, int(rows[i]), pend_req[i]))
-            for i in np.flatnonzero(status == ORDER_HELD_LIMIT)]
+            for i in np.flatnonzero(status == ORDER_HELD_LIMIT)] + gang_waits
     t3 = time.perf_counter()
 
     # 4. place
     state = snapshot.state.copy()
     ordered = batch.take(order)
+    # The kernel reserves result space for every device the batch asks for. A pod asking for more
+    # devices than the largest node has can never be placed: it goes in asking for one more than
+    # that (it fails with the kernel's own reason, too few GPUs on the node), so no allocation is
+    # sized by the count a pod names.
+    most = int(np.diff(cluster.node_dev_start).max()) if cluster.n_nodes else 0
+    np.minimum(ordered.count, most + 1, out=ordered.count)
     placement = place(cluster, state, ordered, pipeline, xcd_held=snapshot.dev_xcd_held) \
         if len(ordered) else None
     t4 = time.perf_counter()

@@ -792,6 +792,10 @@ class ScrapeChunk:
     text: bytes
 
 
+#: First second of the year 10000: scrape times must be dates (and milliseconds fit int64).
+MAX_UNIX_SECONDS = 253402300800
+
+
 def split_scrapes(buf: bytes, source: str = "", default_timestamp: float | None = None) -> list[ScrapeChunk]:
     """Cut a replay file into scrapes.
 
@@ -828,8 +832,9 @@ def split_scrapes(buf: bytes, source: str = "", default_timestamp: float | None 
         except ValueError:
             raise ScrapeFileError(f"{source or 'input'}:{line}: '# SCRAPE' timestamp {raw.decode(errors='replace')!r} "
                                   "is not a number (expected unix seconds)") from None
-        if not np.isfinite(ts):
-            raise ScrapeFileError(f"{source or 'input'}:{line}: '# SCRAPE' timestamp {ts} is not finite")
+        if not 0 <= ts < MAX_UNIX_SECONDS:  # NaN too; times are shown as dates and ms in int64
+            raise ScrapeFileError(f"{source or 'input'}:{line}: '# SCRAPE' timestamp {raw.decode(errors='replace')} "
+                                  "is not a unix time between 1970 and 9999")
         if prev is not None and ts <= prev:
             raise ScrapeFileError(f"{source or 'input'}:{line}: '# SCRAPE {raw.decode()}' is not after the "
                                   f"previous scrape ({prev:g}); timestamps must increase")

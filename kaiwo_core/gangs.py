@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import copy
 
-from .errors import ObjectError
+from .errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from .limits import MAX_DEVICES, MAX_REPLICAS
 from .quantity import QuantityError, parse_positive_int
-from .requests import ANN, SCHEDULER_NAME, PodError
+from .requests import ANN, ANN_GANG, ANN_GANG_MIN, SCHEDULER_NAME, PodError
 
-ANN_GANG = ANN + "gang"
-ANN_GANG_MIN = ANN + "gang-min-members"
 LABEL_JOB = ANN + "job"
 
 
@@ -29,12 +28,6 @@ class JobError(ObjectError):
     """A KaiwoJob that could not be expanded into pods."""
 
     kind = "KaiwoJob"
-
-
-def _int(name: str, fld: str, raw, minimum: int) -> int:
-    if isinstance(raw, bool) or not isinstance(raw, int) or raw < minimum:
-        raise JobError(name, fld, raw, f"must be an integer >= {minimum}")
-    return raw
 
 
 def expand_jobs(jobs: list[dict], pods: list[dict], scheduler_name: str = SCHEDULER_NAME
@@ -46,47 +39,75 @@ def expand_jobs(jobs: list[dict], pods: list[dict], scheduler_name: str = SCHEDU
     """
     existing: dict[tuple, list[dict]] = {}
     for p in pods:
-        meta = p.get("metadata") or {}
-        job = (meta.get("labels") or {}).get(LABEL_JOB)
-        if job:
-            existing.setdefault((meta.get("namespace") or "default", job), []).append(p)
+        # Pods are read defensively here: a malformed one is rejected when it is decoded.
+        meta = p.get("metadata") if isinstance(p, dict) else None
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        job = labels.get(LABEL_JOB) if isinstance(labels, dict) else None
+        ns = meta.get("namespace") if isinstance(meta, dict) else None
+        if isinstance(job, str) and job and isinstance(ns or "", str) and \
+                isinstance(meta.get("annotations") or {}, dict):
+            existing.setdefault((ns or "default", job), []).append(p)
     created, errors = [], []
     for obj in jobs:
-        meta = obj.get("metadata") or {}
-        ns, name = meta.get("namespace") or "default", meta.get("name")
-        full = f"{ns}/{name}"
-        try:
-            if not name:
-                raise JobError("<unnamed>", "metadata.name", None, "a KaiwoJob needs a name")
-            spec = obj.get("spec") or {}
-            replicas = _int(full, "spec.replicas", spec.get("replicas", 1), 1)
-            min_members = _int(full, "spec.minMembers", spec.get("minMembers", replicas), 1)
-            if min_members > replicas:
-                raise JobError(full, "spec.minMembers", min_members,
-                               f"larger than spec.replicas ({replicas})")
-            gpus = _int(full, "spec.gpusPerReplica", spec.get("gpusPerReplica", 0), 0)
-            template = spec.get("template") or {}
-            tspec = template.get("spec") or {}
-            if not tspec.get("containers"):
-                raise JobError(full, "spec.template.spec.containers", None, "the pod template needs a container")
-        except JobError as e:
-            errors.append(e)
-            continue
-        mine = existing.get((ns, name), [])
-        names = {(p.get("metadata") or {}).get("name") for p in mine}
-        for p in mine:
-            _mark(p, full, min_members)
-        for i in range(replicas):
-            pod_name = f"{name}-{i}"
-            if len(mine) >= replicas:
-                break
-            if pod_name in names:
-                continue
-            pod = _from_template(template, ns, pod_name, name, meta, gpus, scheduler_name)
-            _mark(pod, full, min_members)
-            created.append(pod)
-            mine.append(pod)
+        got = guarded(JobError, obj, _expand_job, existing, scheduler_name, namespaced=True)
+        (errors.append if isinstance(got, JobError) else created.extend)(got)
     return created, errors
+
+
+def job_spec(obj: dict) -> tuple:
+    """Decode one KaiwoJob: (namespace, name, replicas, minMembers, gpusPerReplica, template).
+    Raises JobError naming the job, the field and the value."""
+    full = object_name(obj, namespaced=True)
+    meta = field_map(JobError, full, obj.get("metadata"), "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise JobError(full, "metadata.name", name, "a KaiwoJob needs a name (a string)")
+    ns = field_str(JobError, full, meta.get("namespace"), "metadata.namespace") or "default"
+    field_map(JobError, full, meta.get("labels"), "metadata.labels")
+    spec = field_map(JobError, full, obj.get("spec"), "spec")
+    replicas = field_int(JobError, full, spec.get("replicas", 1), "spec.replicas", 1, MAX_REPLICAS)
+    min_members = spec.get("minMembers", replicas)
+    if isinstance(min_members, int) and not isinstance(min_members, bool) and min_members > replicas:
+        raise JobError(full, "spec.minMembers", min_members, f"larger than spec.replicas ({replicas})")
+    min_members = field_int(JobError, full, min_members, "spec.minMembers", 1, replicas)
+    gpus = field_int(JobError, full, spec.get("gpusPerReplica", 0), "spec.gpusPerReplica", 0, MAX_DEVICES)
+    template = field_map(JobError, full, spec.get("template"), "spec.template")
+    tmeta = field_map(JobError, full, template.get("metadata"), "spec.template.metadata")
+    for key in ("labels", "annotations"):
+        field_map(JobError, full, tmeta.get(key), f"spec.template.metadata.{key}")
+    tspec = field_map(JobError, full, template.get("spec"), "spec.template.spec")
+    containers = field_list(JobError, full, tspec.get("containers"), "spec.template.spec.containers")
+    if not containers:
+        raise JobError(full, "spec.template.spec.containers", None, "the pod template needs a container")
+    first = containers[0]
+    if not isinstance(first, dict):  # the GPU limit is added to it
+        raise JobError(full, "spec.template.spec.containers[0]", first, "must be a map (a container)")
+    res = field_map(JobError, full, first.get("resources"), "spec.template.spec.containers[0].resources")
+    field_map(JobError, full, res.get("limits"), "spec.template.spec.containers[0].resources.limits")
+    return ns, name, replicas, min_members, gpus, template
+
+
+def _expand_job(obj: dict, existing: dict, scheduler_name: str) -> list[dict]:
+    """Pod objects for the replicas of one KaiwoJob that have none yet (its existing pods, from
+    ``existing``, get the gang marks)."""
+    ns, name, replicas, min_members, gpus, template = job_spec(obj)
+    full = f"{ns}/{name}"
+    mine = existing.get((ns, name), [])
+    names = {p["metadata"].get("name") for p in mine}
+    for p in mine:
+        _mark(p, full, min_members)
+    created = []
+    for i in range(replicas):
+        if len(mine) >= replicas:
+            break
+        pod_name = f"{name}-{i}"
+        if pod_name in names:
+            continue
+        pod = _from_template(template, ns, pod_name, name, obj["metadata"], gpus, scheduler_name)
+        _mark(pod, full, min_members)
+        created.append(pod)
+        mine.append(pod)
+    return created
 
 
 def _from_template(template: dict, ns: str, pod_name: str, job: str, job_meta: dict, gpus: int,
@@ -97,8 +118,9 @@ def _from_template(template: dict, ns: str, pod_name: str, job: str, job_meta: d
         spec["schedulerName"] = scheduler_name
     labels = {**(job_meta.get("labels") or {}), **(tmeta.get("labels") or {}), LABEL_JOB: job}
     if gpus:
-        res = spec["containers"][0].setdefault("resources", {})
-        limits = res.setdefault("limits", {})
+        container = spec["containers"][0]
+        res = container["resources"] = container.get("resources") or {}  # null counts as absent
+        limits = res["limits"] = res.get("limits") or {}
         if not any(k in limits for k in ("amd.com/gpu", "nvidia.com/gpu")):
             limits["amd.com/gpu"] = str(gpus)
     return {"apiVersion": "v1", "kind": "Pod",
@@ -109,7 +131,10 @@ def _from_template(template: dict, ns: str, pod_name: str, job: str, job_meta: d
 
 
 def _mark(pod: dict, gang: str, min_members: int) -> None:
-    ann = pod.setdefault("metadata", {}).setdefault("annotations", {})
+    meta = pod["metadata"]
+    if meta.get("annotations") is None:
+        meta["annotations"] = {}
+    ann = meta["annotations"]
     ann[ANN_GANG] = gang.split("/", 1)[1]
     ann[ANN_GANG_MIN] = str(min_members)
 
@@ -163,6 +188,10 @@ def gang_of(req) -> tuple[str, int] | None:
     if raw is None:
         return gang, 0  # 0 = every member the snapshot has
     try:
-        return gang, parse_positive_int(raw, ANN_GANG_MIN)
+        minimum = parse_positive_int(raw, ANN_GANG_MIN)
     except QuantityError as e:
         raise PodError(req.name, f"metadata.annotations.{ANN_GANG_MIN}", raw, e.reason) from None
+    if minimum > MAX_REPLICAS:  # the kernel counts members in int32
+        raise PodError(req.name, f"metadata.annotations.{ANN_GANG_MIN}", raw,
+                       f"more than {MAX_REPLICAS} members")
+    return gang, minimum

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics_store import MetricsStore
+from .exposition import MAX_UNIX_SECONDS
+from .metrics_store import MetricsStore, StoreError
 
 FORMAT = "kaiwo-metrics/1"
 MAX_POINTS = 11000  # Prometheus refuses query_range answers of more points per series
@@ -76,6 +77,33 @@ def save(store: MetricsStore, path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
+def _checked(doc: dict) -> tuple:
+    """(ts, values, metric, series keys) of a history file's arrays, each checked: a file is
+    untrusted input, so indices must be in range and times finite dates before anything is built
+    from them (raises KeyError, IndexError, TypeError or ValueError naming what is wrong)."""
+    ts = np.asarray(doc["ts"], dtype=np.float64)
+    values = np.asarray(doc["values"], dtype=np.float64)
+    ptr = np.asarray(doc["label_ptr"], dtype=np.int64)
+    metric = np.asarray(doc["metric"], dtype=np.int64)
+    lk = np.asarray(doc["label_key"], dtype=np.int64)
+    lv = np.asarray(doc["label_val"], dtype=np.int64)
+    names, lnames, lvalues = (doc[k].astype(str).tolist() for k in ("metrics", "label_names", "label_values"))
+    if ts.ndim != 1 or values.shape != (len(ts), len(metric)) or ptr.shape != (len(metric) + 1,):
+        raise ValueError(f"inconsistent shapes (values {values.shape}, {len(ts)} scrapes, "
+                         f"{len(metric)} series, {len(ptr)} label offsets)")
+    if not np.all((ts >= 0) & (ts < MAX_UNIX_SECONDS)):
+        raise ValueError("scrape times must be unix times between 1970 and 9999")
+    if len(ptr) and (ptr[0] != 0 or ptr[-1] != len(lk) or np.any(np.diff(ptr) < 0)) or len(lk) != len(lv):
+        raise ValueError("label offsets do not index the label arrays")
+    for what, idx, n in (("metric", metric, len(names)), ("label_key", lk, len(lnames)),
+                         ("label_val", lv, len(lvalues))):
+        if len(idx) and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"{what} indexes outside its {n} names")
+    keys = [(names[metric[s]], {lnames[lk[j]]: lvalues[lv[j]] for j in range(ptr[s], ptr[s + 1])})
+            for s in range(len(metric))]
+    return ts, values, metric, keys
+
+
 def load(path, slots: int | None = None, store: MetricsStore | None = None) -> MetricsStore:
     """Read a file written by :func:`save` into a new store (or append to ``store``).
 
@@ -85,33 +113,37 @@ def load(path, slots: int | None = None, store: MetricsStore | None = None) -> M
     try:
         with np.load(path, allow_pickle=False) as z:
             doc = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise HistoryError(f"{path}: not a readable .npz file: {e}") from None
+    except Exception as e:  # noqa: BLE001 - not a zip, a bad member, a header that lies...
+        raise HistoryError(f"{path}: not a readable .npz file: {type(e).__name__}: {e}") from None
     fmt = str(doc.get("format", ""))
     if fmt != FORMAT:
         raise HistoryError(f"{path}: format {fmt!r} is not {FORMAT!r}")
-    ts, values = doc["ts"], doc["values"]
-    ptr, metric = doc["label_ptr"], doc["metric"]
-    if values.shape != (len(ts), len(metric)) or len(ptr) != len(metric) + 1:
-        raise HistoryError(f"{path}: inconsistent shapes (values {values.shape}, {len(ts)} scrapes, "
-                           f"{len(metric)} series)")
+    try:
+        ts, values, metric, keys = _checked(doc)
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise HistoryError(f"{path}: malformed history ({type(e).__name__}: {e})") from None
     if store is None:
         store = MetricsStore(slots or max(256, len(ts)), max(16, len(metric)))
-    names, lnames, lvalues = doc["metrics"].tolist(), doc["label_names"].tolist(), doc["label_values"].tolist()
-    lk, lv = doc["label_key"], doc["label_val"]
-    keys = [(names[metric[s]], {lnames[lk[j]]: lvalues[lv[j]] for j in range(ptr[s], ptr[s + 1])})
-            for s in range(len(metric))]
+    try:
+        pods = doc["pods"].astype(str).tolist()
+        qn, jn = doc["queues"].astype(str).tolist(), doc["jobs"].astype(str).tolist()
+        queue_of = [qn[q] if q >= 0 else None for q in doc["pod_queue"].tolist()]
+        job_of = [jn[j] if j >= 0 else None for j in doc["pod_job"].tolist()]
+        if not len(pods) == len(queue_of) == len(job_of):
+            raise ValueError(f"{len(pods)} pods, {len(queue_of)} queues, {len(job_of)} jobs")
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
+        raise HistoryError(f"{path}: malformed pod table ({type(e).__name__}: {e})") from None
     sids = store.intern_keys(keys)
-    if len(doc["pods"]):
-        pods = doc["pods"].tolist()
-        qn, jn = doc["queues"].tolist(), doc["jobs"].tolist()
-        store.set_pod_info(pods, [qn[q] if q >= 0 else None for q in doc["pod_queue"]],
-                           [jn[j] if j >= 0 else None for j in doc["pod_job"]])
+    if pods:
+        store.set_pod_info(pods, queue_of, job_of)
     latest = store.latest
-    for k in range(len(ts)):
-        if latest is not None and ts[k] < latest:
-            continue  # older than what the store holds: it cannot go back in time
-        store.ingest(sids, values[k], float(ts[k]))
+    try:
+        for k in range(len(ts)):
+            if latest is not None and ts[k] < latest:
+                continue  # older than what the store holds: it cannot go back in time
+            store.ingest(sids, values[k], float(ts[k]))
+    except StoreError as e:  # e.g. scrape times out of order
+        raise HistoryError(f"{path}: {e}") from None
     return store
 
 

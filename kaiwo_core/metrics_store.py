@@ -83,6 +83,18 @@ class IngestReport:
                 "duplicates": self.duplicates, "errors": [e.to_dict() for e in self.errors]}
 
 
+def _index(text: str) -> int:
+    """A GPU or partition index label as an int, or -1 when it is not one: ASCII decimal digits
+    below 2**31 only (``str.isdigit`` also accepts digits such as ``"²"`` that ``int`` refuses, and
+    an index of 20 digits would overflow the int64 columns). Such a series is simply not tied to
+    a device."""
+    if 0 < len(text) <= 10 and text.isascii() and text.isdigit():
+        value = int(text)
+        if value < 2**31:
+            return value
+    return -1
+
+
 # ------------------------------------------------------------------------------------ selectors
 
 @dataclass(frozen=True)
@@ -104,6 +116,9 @@ class Matcher:
             except re.error as e:
                 raise SelectorError(f"matcher {self.label}{self.op}\"{self.value}\": invalid regular "
                                     f"expression: {e}") from None
+            except RecursionError:  # the regex parser recurses per nesting level ("((((...")
+                raise SelectorError(f"matcher {self.label}{self.op}: regular expression nested too "
+                                    "deeply") from None
 
     def matches(self, value: str) -> bool:
         if self.op == "=":
@@ -359,13 +374,12 @@ class MetricsStore:
             host = labels.get("hostname") or labels.get("node")
             if host:
                 node[i] = nodes(host)
-            g = labels.get(GPU_LABEL, "")
-            if g.isdigit():
-                gpu[i] = int(g)
-                p = labels.get(PARTITION_LABEL, "0")
-                part[i] = int(p) if p.isdigit() else 0
+            g = _index(labels.get(GPU_LABEL, ""))
+            if g >= 0:
+                gpu[i] = g
+                part[i] = max(0, _index(labels.get(PARTITION_LABEL, "0")))
                 if host:
-                    dkey = (int(node[i]), int(g), int(part[i]))
+                    dkey = (int(node[i]), g, int(part[i]))
                     d = self._device_index.get(dkey)
                     if d is None:
                         d = self._device_index[dkey] = len(self.device_keys)

@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .durations import parse_duration
-from .errors import ObjectError
+from .errors import ObjectError, field_int, field_map, field_number, field_str, guarded, object_name
+from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_MEMORY_MIB
 from .quantity import QuantityError, parse_quantity
 
 RESOURCES = ("gpu", "cpu", "memory")
@@ -39,6 +40,8 @@ DEFAULT_QUEUE = "default"
 UNLIMITED = -1
 RECLAIM_STRATEGIES = ("aggressive", "conservative")
 FAIRNESS_POLICIES = ("DRF",)
+#: Largest overQuotaWeight: weights are ratios, and the kernel divides by their sums.
+MAX_WEIGHT = 1e6
 
 
 class QueueError(ObjectError):
@@ -121,50 +124,46 @@ def _amount(name: str, fld: str, raw, resource: str, allow_unlimited: bool) -> i
         return UNLIMITED
     try:
         if resource == "gpu":  # GPUs, fractions allowed: milli-GPU
-            return parse_quantity(raw, "cpu")  # same grammar and rounding as CPU cores -> milli
-        return parse_quantity(raw, "cpu" if resource == "cpu" else "memory")
+            value = parse_quantity(raw, "cpu")  # same grammar and rounding as CPU cores -> milli
+        else:
+            value = parse_quantity(raw, "cpu" if resource == "cpu" else "memory")
     except QuantityError as e:
         raise QueueError(name, fld, raw, e.reason) from None
+    most = MAX_MEMORY_MIB if resource == "memory" else MAX_CPU_MILLI
+    if value > most:  # quotas are summed over the tree: keep the sums inside int64
+        raise QueueError(name, fld, raw, f"more than the maximum ({human(RESOURCES.index(resource), most):g})")
+    return value
 
 
 def queue_spec(obj: dict) -> QueueSpec:
     """Decode one KaiwoQueue object. Raises QueueError naming the queue, field and value."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise QueueError("<unnamed>", "metadata.name", None, "a KaiwoQueue needs a name")
-    spec = obj.get("spec") or {}
-    if not isinstance(spec, dict):
-        raise QueueError(name, "spec", spec, "must be a map")
-    qs = QueueSpec(name=name, parent=spec.get("parentQueue") or "",
-                   display_name=spec.get("displayName") or name)
-    prio = spec.get("priority", 0)
-    if isinstance(prio, bool) or not isinstance(prio, int):
-        raise QueueError(name, "spec.priority", prio, "must be an integer")
-    qs.priority = prio
-    resources = spec.get("resources") or {}
-    if not isinstance(resources, dict):
-        raise QueueError(name, "spec.resources", resources, "must be a map of gpu/cpu/memory")
-    unknown = sorted(set(resources) - set(RESOURCES))
+    name = object_name(obj)
+    meta = field_map(QueueError, name, obj.get("metadata"), "metadata")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise QueueError(name, "metadata.name", meta.get("name"), "a KaiwoQueue needs a name (a string)")
+    spec = field_map(QueueError, name, obj.get("spec"), "spec")
+    qs = QueueSpec(name=name, parent=field_str(QueueError, name, spec.get("parentQueue"), "spec.parentQueue"),
+                   display_name=field_str(QueueError, name, spec.get("displayName"), "spec.displayName") or name)
+    # The ordering kernel keeps queue priorities as int32.
+    qs.priority = field_int(QueueError, name, spec.get("priority", 0), "spec.priority", INT32_MIN, INT32_MAX)
+    resources = field_map(QueueError, name, spec.get("resources"), "spec.resources")
+    unknown = sorted(str(k) for k in resources if k not in RESOURCES)
     if unknown:
         raise QueueError(name, f"spec.resources.{unknown[0]}", None,
                          f"unknown resource (expected {', '.join(RESOURCES)})")
     quota, limit, weight = [0, 0, 0], [UNLIMITED] * 3, [1.0] * 3
     for i, res in enumerate(RESOURCES):
-        r = resources.get(res) or {}
-        if not isinstance(r, dict):
-            raise QueueError(name, f"spec.resources.{res}", r, "must be a map of quota/overQuotaWeight/limit")
         base = f"spec.resources.{res}"
+        r = field_map(QueueError, name, resources.get(res), base)
         quota[i] = 0 if "quota" not in r else _amount(name, f"{base}.quota", r["quota"], res, True)
         limit[i] = _amount(name, f"{base}.limit", r.get("limit"), res, True)
-        w = r.get("overQuotaWeight", 1)
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w > 0:
-            raise QueueError(name, f"{base}.overQuotaWeight", w, "must be a number > 0")
-        weight[i] = float(w)
+        # Refused here as the fair-share kernel refuses it: NaN, infinities, 0 and negatives.
+        weight[i] = field_number(QueueError, name, r.get("overQuotaWeight", 1), f"{base}.overQuotaWeight",
+                                 0.0, MAX_WEIGHT)
         if limit[i] != UNLIMITED and quota[i] != UNLIMITED and quota[i] > limit[i]:
             raise QueueError(name, f"{base}.quota", r["quota"], f"larger than the limit {r['limit']}")
     qs.quota, qs.limit, qs.weight = tuple(quota), tuple(limit), tuple(weight)
-    fairness = spec.get("fairness") or {}
+    fairness = field_map(QueueError, name, spec.get("fairness"), "spec.fairness")
     policy = fairness.get("policy", "DRF")
     if policy not in FAIRNESS_POLICIES:
         raise QueueError(name, "spec.fairness.policy", policy, "only DRF is supported")
@@ -184,10 +183,9 @@ def build_tree(objs: list[dict]) -> QueueTree:
     errors: list[QueueError] = []
     specs: dict[str, QueueSpec] = {}
     for obj in objs:
-        try:
-            qs = queue_spec(obj)
-        except QueueError as e:
-            errors.append(e)
+        qs = guarded(QueueError, obj, queue_spec)
+        if isinstance(qs, QueueError):
+            errors.append(qs)
             continue
         if qs.name in specs:
             errors.append(QueueError(qs.name, "metadata.name", qs.name, "duplicate KaiwoQueue name"))

@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .durations import parse_duration
-from .errors import ObjectError
+from .errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB
 from .quantity import (QuantityError, parse_bool, parse_fraction, parse_mib,
                        parse_positive_int, parse_quantity)
 
@@ -42,6 +43,8 @@ ANN_MODEL = ANN + "gpu-model"
 ANN_ASSIGNMENT = ANN + "gpu-assignment"
 ANN_RUNTIME = ANN + "expected-runtime"
 ANN_PREEMPTIBLE = ANN + "preemptible"
+ANN_GANG = ANN + "gang"
+ANN_GANG_MIN = ANN + "gang-min-members"
 LABEL_QUEUE = ANN + "queue"
 ISOLATION_MODES = ("time-slicing", "xcd")
 SCHEDULER_NAME = "kaiwo"
@@ -277,8 +280,15 @@ def batch_from_requests(reqs: list[PodRequest], constraints: bool = True) -> Pod
 # --------------------------------------------------------------------------- from Pod objects
 
 def pod_name(obj: dict) -> str:
-    meta = obj.get("metadata") or {}
-    return f"{meta.get('namespace') or 'default'}/{meta.get('name') or '<unnamed>'}"
+    """``namespace/name`` of a Pod object, read without trusting its shape."""
+    return object_name(obj, namespaced=True)
+
+
+def pod_phase(obj: dict) -> str:
+    """``status.phase`` of a Pod object, "" when absent or unreadable."""
+    status = obj.get("status") if isinstance(obj, dict) else None
+    phase = status.get("phase") if isinstance(status, dict) else None
+    return phase if isinstance(phase, str) else ""
 
 
 def pod_request(obj: dict, priority_classes: dict | None = None) -> PodRequest:
@@ -302,24 +312,41 @@ def bound_pod_request(obj: dict, priority_classes: dict | None = None) -> tuple[
 
 def decode_pod(obj: dict, priority_classes: dict | None = None) -> tuple[PodRequest | PodError, list[str]]:
     """A pod as the snapshot sorts it: bound and unfinished pods leniently
-    (:func:`bound_pod_request`), others strictly (a PodError is returned, not raised)."""
-    bound = (obj.get("spec") or {}).get("nodeName")
-    if bound and (obj.get("status") or {}).get("phase", "") not in FINISHED_PHASES:
-        return bound_pod_request(obj, priority_classes)
-    try:
-        return pod_request(obj, priority_classes), []
-    except PodError as e:
-        return e, []
+    (:func:`bound_pod_request`), others strictly (a PodError is returned, not raised).
+
+    Decoded inside :func:`kaiwo_core.errors.guarded`: whatever is wrong with the object, the
+    result is this pod's PodError (``gang`` set to the gang it names, if any, so that the rest of
+    its gang can wait for it), never an exception."""
+    out = guarded(PodError, obj, _decode_pod, priority_classes or {}, namespaced=True)
+    if isinstance(out, PodError):
+        out.gang = _raw_gang(obj)
+        return out, []
+    return out
+
+
+def _decode_pod(obj, classes: dict) -> tuple[PodRequest, list[str]]:
+    if not isinstance(obj, dict):
+        raise PodError("<unnamed>", "(object)", obj, "a Pod must be a map")
+    spec = obj.get("spec")
+    bound = spec.get("nodeName") if isinstance(spec, dict) else None
+    if isinstance(bound, str) and bound and pod_phase(obj) not in FINISHED_PHASES:
+        problems: list[str] = []
+        return _decode(obj, classes, problems), problems
+    return _decode(obj, classes, None), []
+
+
+def _raw_gang(obj) -> str | None:
+    """``namespace/gang`` a Pod object names in ``kaiwo.ai/gang`` (read defensively), or None."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    ann = meta.get("annotations") if isinstance(meta, dict) else None
+    gang = ann.get(ANN_GANG) if isinstance(ann, dict) else None
+    return f"{pod_name(obj).split('/', 1)[0]}/{gang}" if isinstance(gang, str) and gang else None
 
 
 def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     """:func:`pod_request`; with ``lenient`` (a list), a step that fails keeps its default and
     its error is appended to the list instead of raised."""
-    meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
     name = pod_name(obj)
-    ann = meta.get("annotations") or {}
-    labels = meta.get("labels") or {}
 
     def step(default, fn, *args):
         if lenient is None:
@@ -327,22 +354,35 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
         try:
             return fn(*args)
         except PodError as e:
-            shown = "" if e.value is None else f" = {e.value!r}"
-            lenient.append(f"running pod {name}: {e.field}{shown}: {e.reason}; ignored, the pod "
-                           "is charged to its node anyway")
+            lenient.append(f"running pod {name}: {e.message()}; ignored, the pod is charged to its "
+                           "node anyway")
             return default
 
+    meta = step({}, field_map, PodError, name, obj.get("metadata"), "metadata")
+    step(None, _identity, name, meta)
+    spec = field_map(PodError, name, obj.get("spec"), "spec")  # a bound pod's spec is a map
+    status = step({}, field_map, PodError, name, obj.get("status"), "status")
+    ann = step({}, field_map, PodError, name, meta.get("annotations"), "metadata.annotations")
+    labels = step({}, field_map, PodError, name, meta.get("labels"), "metadata.labels")
+    if step(False, _gang_name, name, ann) is False:
+        ann = {k: v for k, v in ann.items() if k != ANN_GANG}  # unreadable: in no gang
+    node = field_str(PodError, name, spec.get("nodeName"), "spec.nodeName")
+    step(None, field_list, PodError, name, spec.get("schedulingGates"), "spec.schedulingGates")
     cpu, mem, gpu_res = step((0, 0, None), _resources, name, spec)
-    req = PodRequest(name=name, uid=meta.get("uid", ""), cpu=cpu, memory=mem,
-                     queue=labels.get(LABEL_QUEUE, ""), node=spec.get("nodeName") or "",
-                     nominated_node=str((obj.get("status") or {}).get("nominatedNodeName") or ""),
+    req = PodRequest(name=name, uid=step("", field_str, PodError, name, meta.get("uid"), "metadata.uid"),
+                     cpu=cpu, memory=mem,
+                     queue=step("", field_str, PodError, name, labels.get(LABEL_QUEUE),
+                                f"metadata.labels.{LABEL_QUEUE}"),
+                     node=node,
+                     nominated_node=step("", field_str, PodError, name, status.get("nominatedNodeName"),
+                                         "status.nominatedNodeName"),
                      labels=labels, annotations=ann)
     req.priority = step(None, _priority, name, spec, classes)
     if req.priority is None:
         # Its real priority is unknown: running on a guess is fine, being preempted on one is not.
         req.priority, req.preemptible = classes.get(None, 0), False
     req.created = step(0.0, _timestamp, name, meta.get("creationTimestamp"))
-    req.started = step(0.0, _timestamp, name, (obj.get("status") or {}).get("startTime"), "status.startTime")
+    req.started = step(0.0, _timestamp, name, status.get("startTime"), "status.startTime")
     if ANN_RUNTIME in ann:
         req.expected_runtime = step(None, _runtime, name, ann[ANN_RUNTIME])
     if ANN_PREEMPTIBLE in ann and req.preemptible:
@@ -355,6 +395,21 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     req.constraint = step(_plain(gpu_res[0] if gpu_res else None), _constraint, name, spec, ann,
                           gpu_res[0] if gpu_res else None)
     return req
+
+
+def _identity(name: str, meta: dict) -> None:
+    """metadata.name must be a non-empty string, metadata.namespace a string if given."""
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise PodError(name, "metadata.name", meta.get("name"), "a Pod needs a name (a string)")
+    field_str(PodError, name, meta.get("namespace"), "metadata.namespace")
+
+
+def _gang_name(name: str, ann: dict):
+    """Checks ``kaiwo.ai/gang`` (a non-empty string when present)."""
+    gang = ann.get(ANN_GANG)
+    if gang is not None and (not isinstance(gang, str) or not gang):
+        raise PodError(name, f"metadata.annotations.{ANN_GANG}", gang, "must be a gang name (a string)")
+    return True
 
 
 def _runtime(name: str, raw) -> float:
@@ -388,12 +443,16 @@ def waiting_reason(obj: dict, scheduler_name: str = SCHEDULER_NAME,
     ``waits`` is True for a pod that is Kaiwo's but may not be placed yet -- its
     ``spec.schedulingGates`` are not all removed (kube-apiserver refuses to bind it) -- so the rest
     of its gang must wait too (:func:`kaiwo_core.gangs.hold_waiting_gangs`). Pods of another
-    scheduler, or of a namespace outside ``namespaces`` (when given), are not Kaiwo's at all.
+    scheduler, or of a namespace outside ``namespaces`` (when given), are not Kaiwo's at all; but
+    one in a gang without an explicit minimum (whose minimum is then every member) also makes the
+    rest of its gang wait: Kaiwo cannot place it, so binding the others would split the gang.
     """
     spec = obj.get("spec") or {}
     sched = spec.get("schedulerName", "default-scheduler")
     if sched != scheduler_name:
-        return f"schedulerName is {sched!r}, not {scheduler_name!r}", False
+        ann = (obj.get("metadata") or {}).get("annotations") or {}
+        return f"schedulerName is {sched!r}, not {scheduler_name!r}", \
+            ANN_GANG in ann and ANN_GANG_MIN not in ann
     ns = (obj.get("metadata") or {}).get("namespace") or "default"
     if namespaces and ns not in namespaces:
         return f"namespace {ns!r} is not among the namespaces scheduled ({', '.join(namespaces)})", False
@@ -418,16 +477,18 @@ def _resources(name: str, spec: dict):
     gpu_name, gpu_count = None, 0
     for section in ("containers", "initContainers"):
         init_max = {"cpu": 0, "memory": 0}
-        for i, c in enumerate(spec.get(section) or []):
-            res = c.get("resources") or {}
-            requests, limits = res.get("requests") or {}, res.get("limits") or {}
+        for i, c in enumerate(field_list(PodError, name, spec.get(section), f"spec.{section}")):
+            c = field_map(PodError, name, c, f"spec.{section}[{i}]")
             where = f"spec.{section}[{i}].resources"
+            res = field_map(PodError, name, c.get("resources"), where)
+            requests = field_map(PodError, name, res.get("requests"), f"{where}.requests")
+            limits = field_map(PodError, name, res.get("limits"), f"{where}.limits")
             for key, unit in (("cpu", "cpu"), ("memory", "memory")):
                 raw = requests.get(key, limits.get(key))  # a limit alone defaults the request
                 if raw is None:
                     continue
                 fld = f"{where}.{'requests' if key in requests else 'limits'}.{key}"
-                v = _field(name, fld, raw, parse_quantity, unit)
+                v = _capped(name, fld, raw, unit)
                 if section == "containers":
                     totals[key] += v
                 else:
@@ -437,7 +498,7 @@ def _resources(name: str, spec: dict):
                     continue
                 raw = limits.get(key, requests.get(key))
                 fld = f"{where}.{'limits' if key in limits else 'requests'}.{key}"
-                n = _field(name, fld, raw, parse_quantity, "count")
+                n = _capped(name, fld, raw, "count")
                 if n == 0:
                     continue
                 if gpu_name not in (None, key):
@@ -449,11 +510,30 @@ def _resources(name: str, spec: dict):
                     gpu_name, gpu_count = key, max(gpu_count, n)
         for key in totals:
             totals[key] = max(totals[key], init_max[key])
+    overhead = field_map(PodError, name, spec.get("overhead"), "spec.overhead")
     for key, unit in (("cpu", "cpu"), ("memory", "memory")):
-        raw = (spec.get("overhead") or {}).get(key)
+        raw = overhead.get(key)
         if raw is not None:
-            totals[key] += _field(name, f"spec.overhead.{key}", raw, parse_quantity, unit)
+            totals[key] += _capped(name, f"spec.overhead.{key}", raw, unit)
+        if totals[key] > _MAX[unit]:
+            raise PodError(name, "spec.containers", f"{totals[key]} {_UNIT_NAME[unit]}",
+                           f"the pod's {key} request is more than {_MAX[unit]} {_UNIT_NAME[unit]}")
+    if gpu_count > MAX_DEVICES:
+        raise PodError(name, "spec.containers", f"{gpu_name}: {gpu_count}",
+                       f"more than {MAX_DEVICES} GPUs for one pod")
     return totals["cpu"], totals["memory"], (gpu_name, gpu_count) if gpu_name else None
+
+
+_MAX = {"cpu": MAX_CPU_MILLI, "memory": MAX_MEMORY_MIB, "count": MAX_DEVICES}
+_UNIT_NAME = {"cpu": "milli-cores", "memory": "MiB", "count": "GPUs"}
+
+
+def _capped(name: str, fld: str, raw, unit: str) -> int:
+    """A quantity of ``unit``, refused above its maximum (:mod:`kaiwo_core.limits`)."""
+    v = _field(name, fld, raw, parse_quantity, unit)
+    if v > _MAX[unit]:
+        raise PodError(name, fld, raw, f"more than {_MAX[unit]} {_UNIT_NAME[unit]}")
+    return v
 
 
 def _is_gpu_resource(key: str) -> bool:
@@ -485,6 +565,8 @@ def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> bool:
             raise PodError(name, fld(ANN_NUM_DEVICES), ndev,
                            f"needs {ANN_FRACTION} or {ANN_MEMORY} (it multiplies a shared request)")
         count = _field(name, fld(ANN_NUM_DEVICES), ndev, parse_positive_int, ANN_NUM_DEVICES)
+        if count > MAX_DEVICES:
+            raise PodError(name, fld(ANN_NUM_DEVICES), ndev, f"more than {MAX_DEVICES} devices")
     else:
         count = 1
     if isolation is not None and isolation not in ISOLATION_MODES:
@@ -514,15 +596,17 @@ def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> bool:
 
 
 def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
-    selector = spec.get("nodeSelector") or {}
-    if not isinstance(selector, dict):
-        raise PodError(name, "spec.nodeSelector", selector, "must be a map of label to value")
+    selector = field_map(PodError, name, spec.get("nodeSelector"), "spec.nodeSelector")
     tolerations = []
-    for i, t in enumerate(spec.get("tolerations") or []):
+    for i, t in enumerate(field_list(PodError, name, spec.get("tolerations"), "spec.tolerations")):
+        where = f"spec.tolerations[{i}]"
+        t = field_map(PodError, name, t, where)
         op = t.get("operator", "Equal")
         if op not in ("Equal", "Exists"):
-            raise PodError(name, f"spec.tolerations[{i}].operator", op, "must be Equal or Exists")
-        tolerations.append((t.get("key", ""), op, str(t.get("value", "")), t.get("effect", "")))
+            raise PodError(name, f"{where}.operator", op, "must be Equal or Exists")
+        tolerations.append((field_str(PodError, name, t.get("key"), f"{where}.key"), op,
+                            str(t.get("value", "")),
+                            field_str(PodError, name, t.get("effect"), f"{where}.effect")))
     affinity = _required_affinity(name, spec)
     models = None
     if ANN_MODEL in ann:
@@ -550,18 +634,28 @@ _AFFINITY_OPS = ("In", "NotIn", "Exists", "DoesNotExist")
 
 
 def _required_affinity(name: str, spec: dict) -> tuple:
-    terms = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-             .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")
+    where = "spec.affinity"
+    node = spec.get("affinity")
+    for key in ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"):
+        node = field_map(PodError, name, node, where).get(key)
+        where += "." + key
+    where = "spec.affinity.nodeAffinity.required..."  # the full path is long: below, shortened
+    terms = field_list(PodError, name, node, where + ".nodeSelectorTerms")
     out = []
-    for i, term in enumerate(terms or []):
+    for i, term in enumerate(terms):
+        at = f"{where}.nodeSelectorTerms[{i}]"
+        term = field_map(PodError, name, term, at)
         exprs = []
-        for j, e in enumerate(term.get("matchExpressions") or []):
+        for j, e in enumerate(field_list(PodError, name, term.get("matchExpressions"), f"{at}.matchExpressions")):
+            fld = f"{at}.matchExpressions[{j}]"
+            e = field_map(PodError, name, e, fld)
             op = e.get("operator")
-            fld = f"spec.affinity.nodeAffinity.required...nodeSelectorTerms[{i}].matchExpressions[{j}]"
             if op not in _AFFINITY_OPS:
                 raise PodError(name, fld + ".operator", op,
                                f"unsupported operator (expected one of {', '.join(_AFFINITY_OPS)})")
-            exprs.append((e.get("key", ""), op, tuple(sorted(map(str, e.get("values") or ())))))
+            values = field_list(PodError, name, e.get("values"), fld + ".values")
+            exprs.append((field_str(PodError, name, e.get("key"), fld + ".key"), op,
+                          tuple(sorted(map(str, values)))))
         out.append(tuple(exprs))
     return tuple(out)
 
@@ -575,25 +669,59 @@ def _priority(name: str, spec: dict, classes: dict) -> int:
             raw = int(raw)
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise PodError(name, "spec.priority", raw, "must be an integer")
+        if not INT32_MIN <= raw <= INT32_MAX:  # an int32 in Kubernetes; int64 columns here
+            raise PodError(name, "spec.priority", raw, f"must be between {INT32_MIN} and {INT32_MAX}")
         return raw
-    cls = spec.get("priorityClassName")
+    cls = field_str(PodError, name, spec.get("priorityClassName"), "spec.priorityClassName")
     if cls:
         if cls not in classes:
             # Kubernetes admission would have refused the pod; we report rather than guess.
             raise PodError(name, "spec.priorityClassName", cls, "no PriorityClass of that name")
+        if isinstance(classes[cls], ObjectError):
+            raise PodError(name, "spec.priorityClassName", cls,
+                           f"that PriorityClass is invalid ({classes[cls].message()})")
         return classes[cls]
     return classes.get(None, 0)  # the globalDefault class, if any
 
 
+class PriorityClassError(ObjectError):
+    """A PriorityClass that could not be read; pods that name it are rejected, saying why."""
+
+    kind = "PriorityClass"
+
+
 def priority_classes(objs: list[dict]) -> dict:
-    """name -> value of PriorityClass objects; key None holds the globalDefault value."""
+    """name -> value of PriorityClass objects; key None holds the globalDefault value. A class
+    that cannot be read maps to its :class:`PriorityClassError` (see :func:`class_errors`)."""
     out: dict = {}
     for o in objs:
-        value = int(o.get("value", 0))
-        out[(o.get("metadata") or {}).get("name")] = value
-        if o.get("globalDefault"):
+        got = guarded(PriorityClassError, o, _priority_class)
+        if isinstance(got, PriorityClassError):
+            if got.name != "<unnamed>":
+                out[got.name] = got
+            continue
+        name, value, default = got
+        out[name] = value
+        if default:
             out[None] = value
     return out
+
+
+def class_errors(classes: dict) -> list:
+    """The PriorityClassErrors of a :func:`priority_classes` result."""
+    return [v for v in classes.values() if isinstance(v, PriorityClassError)]
+
+
+def _priority_class(obj) -> tuple:
+    meta = field_map(PriorityClassError, object_name(obj), obj.get("metadata"), "metadata")
+    name = meta.get("name")
+    if not isinstance(name, str) or not name:
+        raise PriorityClassError(object_name(obj), "metadata.name", name, "a PriorityClass needs a name (a string)")
+    value = field_int(PriorityClassError, name, obj.get("value", 0), "value", INT32_MIN, INT32_MAX)
+    default = obj.get("globalDefault", False)
+    if not isinstance(default, bool):
+        raise PriorityClassError(name, "globalDefault", default, "must be true or false")
+    return name, value, default
 
 
 def _timestamp(name: str, raw, fld: str = "metadata.creationTimestamp") -> float:
@@ -616,22 +744,24 @@ def parse_assignment(name: str, raw) -> list[dict]:
         data = json.loads(raw) if isinstance(raw, str) else raw
     except json.JSONDecodeError as e:
         raise PodError(name, fld, raw, f"not JSON ({e.msg})") from None
-    if not isinstance(data, list):
-        raise PodError(name, fld, raw, "must be a JSON list of device assignments")
+    except RecursionError:
+        raise PodError(name, fld, raw, "not JSON (nested too deeply)") from None
+    if not isinstance(data, list) or len(data) > MAX_DEVICES:
+        raise PodError(name, fld, raw, f"must be a JSON list of at most {MAX_DEVICES} device assignments")
     out = []
     for i, d in enumerate(data):
-        if not isinstance(d, dict) or not isinstance(d.get("gpu"), int) or d["gpu"] < 0:
+        if not isinstance(d, dict) or not isinstance(d.get("gpu"), int) or not 0 <= d["gpu"] < MAX_DEVICES:
             raise PodError(name, f"{fld}[{i}].gpu", d, "each entry needs a non-negative integer gpu")
         part = d.get("partition", 0)
         frac = d.get("fraction", 1.0)
         mem = d.get("memoryMiB", 0)
         xcds = d.get("xcds", [])
-        if not isinstance(part, int) or part < 0:
+        if not isinstance(part, int) or not 0 <= part < MAX_DEVICES:
             raise PodError(name, f"{fld}[{i}].partition", part, "must be a non-negative integer")
         if not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
             raise PodError(name, f"{fld}[{i}].fraction", frac, "must be between 0 and 1")
-        if not isinstance(mem, int) or mem < 0:
-            raise PodError(name, f"{fld}[{i}].memoryMiB", mem, "must be a non-negative integer")
+        if not isinstance(mem, int) or not 0 <= mem <= MAX_MEMORY_MIB:
+            raise PodError(name, f"{fld}[{i}].memoryMiB", mem, f"must be an integer from 0 to {MAX_MEMORY_MIB}")
         if not isinstance(xcds, list) or not all(isinstance(x, int) and 0 <= x < 32 for x in xcds):
             raise PodError(name, f"{fld}[{i}].xcds", xcds, "must be a list of XCD indices")
         out.append({"gpu": d["gpu"], "partition": part, "xcds": sorted(xcds),

@@ -34,7 +34,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .durations import parse_duration
-from .errors import ObjectError
+from .errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from .limits import INT32_MAX
 from .gangs import ANN_GANG, unit_of
 from .plugins import Plugin, register
 from .podtable import PodTable
@@ -94,12 +95,14 @@ def _time(name: str, fld: str, raw) -> float:
 
 def reservation_spec(obj: dict, now: float) -> Reservation:
     """Decode one KaiwoReservation. Raises ReservationError naming the field and value."""
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
-        raise ReservationError("<unnamed>", "metadata.name", None, "a KaiwoReservation needs a name")
-    spec = obj.get("spec") or {}
-    r = Reservation(name=name, owner_queue=spec.get("queue") or "", owner_job=spec.get("job") or "")
+    name = object_name(obj)
+    meta = field_map(ReservationError, name, obj.get("metadata"), "metadata")
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise ReservationError(name, "metadata.name", meta.get("name"),
+                               "a KaiwoReservation needs a name (a string)")
+    spec = field_map(ReservationError, name, obj.get("spec"), "spec")
+    r = Reservation(name=name, owner_queue=field_str(ReservationError, name, spec.get("queue"), "spec.queue"),
+                    owner_job=field_str(ReservationError, name, spec.get("job"), "spec.job"))
     if bool(r.owner_queue) == bool(r.owner_job):
         raise ReservationError(name, "spec.queue", spec.get("queue"),
                                "name exactly one owner: spec.queue or spec.job")
@@ -109,13 +112,15 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
     if (nodes is None) == (gpus is None):
         raise ReservationError(name, "spec.nodes", nodes, "give either spec.nodes or spec.gpus")
     if nodes is not None:
-        if not isinstance(nodes, list) or not nodes or not all(isinstance(n, str) for n in nodes):
-            raise ReservationError(name, "spec.nodes", nodes, "must be a non-empty list of node names")
+        nodes = field_list(ReservationError, name, nodes, "spec.nodes")
+        bad = next((i for i, n in enumerate(nodes) if not isinstance(n, str)), None)
+        if not nodes or bad is not None:
+            raise ReservationError(name, "spec.nodes" if bad is None else f"spec.nodes[{bad}]",
+                                   nodes if bad is None else nodes[bad],
+                                   "must be a non-empty list of node names")
         r.nodes = list(nodes)
     else:
-        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
-            raise ReservationError(name, "spec.gpus", gpus, "must be a whole number of GPUs >= 1")
-        r.gpus = gpus
+        r.gpus = field_int(ReservationError, name, gpus, "spec.gpus", 1, INT32_MAX)
     r.start = _time(name, "spec.start", spec["start"]) if spec.get("start") is not None else now
     if spec.get("until") is not None and spec.get("ttl") is not None:
         raise ReservationError(name, "spec.ttl", spec["ttl"], "give spec.until or spec.ttl, not both")
@@ -194,10 +199,9 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
     out, errors, expired = [], [], []
     taken: set = set()
     for obj in sorted(snapshot.objects.get("KaiwoReservation", []), key=_listing_key):
-        try:
-            r = reservation_spec(obj, now)
-        except ReservationError as e:
-            errors.append(e)
+        r = guarded(ReservationError, obj, reservation_spec, now)
+        if isinstance(r, ReservationError):
+            errors.append(r)
             continue
         if r.until <= now:
             expired.append(r.name)

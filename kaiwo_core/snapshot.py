@@ -19,7 +19,8 @@ from .plugins import Plugin
 from .podtable import PodTable
 from .queues import QueueTree, build_tree
 from .requests import (FINISHED_PHASES, KIND_NONE, KIND_WHOLE, KIND_XCD, SCHEDULER_NAME, PodError, PodRequest,
-                       batch_from_requests, decode_pod, pod_name, priority_classes, waiting_reason)
+                       batch_from_requests, class_errors, decode_pod, pod_name, pod_phase, priority_classes,
+                       waiting_reason)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Snapshot:
     warnings: list = field(default_factory=list)   #: str
     objects: dict = field(default_factory=dict)    #: other kinds by kind (KaiwoQueue, ...)
     job_errors: list = field(default_factory=list)  #: JobError for KaiwoJobs that could not expand
+    class_errors: list = field(default_factory=list)  #: PriorityClassError for classes left out
     #: uint32[G] XCDs held exclusively by running XCD-isolated pods (time-sliced pods' CU masks
     #: are the partition's XCDs minus these)
     dev_xcd_held: np.ndarray | None = None
@@ -47,6 +49,7 @@ class Snapshot:
         return Snapshot(self.cluster, self.state.copy(), list(self.running), list(self.pending),
                         list(self.rejected), list(self.ignored), list(self.finished),
                         list(self.warnings), dict(self.objects), list(self.job_errors),
+                        list(self.class_errors),
                         None if self.dev_xcd_held is None else self.dev_xcd_held.copy(),
                         dict(self.tables))
 
@@ -86,15 +89,26 @@ class Snapshot:
     @classmethod
     def from_objects(cls, objs: list[dict], scheduler_name: str = SCHEDULER_NAME) -> "Snapshot":
         """Nodes, Pods, PriorityClasses (and other kinds, kept in ``objects``) as Kubernetes
-        objects. Bound pods are running; unbound pods with ``schedulerName: kaiwo`` are pending."""
+        objects. Bound pods are running; unbound pods with ``schedulerName: kaiwo`` are pending.
+
+        Every object is decoded inside :func:`kaiwo_core.errors.guarded`: a bad pod is rejected, a
+        bad node, PriorityClass, KaiwoQueue, KaiwoJob or KaiwoReservation is left out with its error
+        (object, field, value), and everything else is scheduled as usual."""
         by_kind: dict[str, list] = {}
-        for o in objs:
-            by_kind.setdefault(o.get("kind", ""), []).append(o)
+        warnings = []
+        for i, o in enumerate(objs):
+            kind = o.get("kind", "") if isinstance(o, dict) else None
+            if not isinstance(kind, str):
+                warnings.append(f"object {i}: {'kind' if isinstance(o, dict) else 'the object'} is "
+                                f"not {'a string' if isinstance(o, dict) else 'a map'}; ignored")
+                continue
+            by_kind.setdefault(kind, []).append(o)
         cluster = cluster_from_nodes(by_kind.pop("Node", []))
         classes = priority_classes(by_kind.pop("PriorityClass", []))
         pods = by_kind.pop("Pod", [])
         created, job_errors = expand_jobs(by_kind.get("KaiwoJob", []), pods, scheduler_name)
-        snap = cls(cluster, cluster.empty_state(), objects=by_kind, job_errors=job_errors)
+        snap = cls(cluster, cluster.empty_state(), objects=by_kind, job_errors=job_errors,
+                   class_errors=class_errors(classes), warnings=warnings)
         waiting = [w for obj in pods + created if (w := snap.add_pod(obj, classes, scheduler_name))]
         snap.pending, held = hold_waiting_gangs(snap.pending, waiting)
         snap.ignored += held
@@ -108,7 +122,7 @@ class Snapshot:
         """Sort one Pod object into running / pending / rejected / ignored / finished. A bound,
         unfinished pod is never rejected (decoded leniently, problems become warnings). Returns
         (PodRequest, reason) for a Kaiwo pod that must wait (scheduling gates), whose gang waits too."""
-        phase = (obj.get("status") or {}).get("phase", "")
+        phase = pod_phase(obj)
         req, problems = decode_pod(obj, classes)
         self.warnings += problems
         if isinstance(req, PodError):

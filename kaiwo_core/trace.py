@@ -42,6 +42,7 @@ import csv
 import gzip
 import io
 import math
+import zlib
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -49,12 +50,18 @@ from pathlib import Path
 import numpy as np
 
 from .cluster import Cluster, cluster_from_arrays
+from .errors import show
+from .limits import INT32_MAX, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB
 from .requests import NO_CONSTRAINT, Constraint, PodBatch, batch_from_arrays
 
 POD_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
 POD_OPTIONAL = ("gpu_spec", "qos", "pod_phase", "creation_time", "deletion_time", "scheduled_time")
 NODE_COLUMNS = ("sn", "cpu_milli", "memory_mib", "gpu", "model")
 MILLI = 1000
+#: Maxima per column (kaiwo_core.limits): counts go to int32 arrays, CPU and memory to int64 ones
+#: that are summed over every node and pod.
+LIMITS = {"cpu_milli": MAX_CPU_MILLI, "memory_mib": MAX_MEMORY_MIB, "num_gpu": MAX_DEVICES, "gpu": MAX_DEVICES,
+          "num_gpus": 2**16, "node num": 2**20}
 
 
 class TraceError(ValueError):
@@ -65,7 +72,7 @@ class TraceError(ValueError):
         self.path, self.line, self.column, self.value, self.reason = str(path), line, column, value, reason
         where = self.path if line is None else f"{self.path}:{line}"
         what = "" if column is None else f" column {column!r}"
-        shown = "" if value is None else f" = {value!r}"
+        shown = "" if value is None else f" = {show(value)}"
         super().__init__(f"{where}:{what}{shown}: {reason}")
 
 
@@ -88,7 +95,7 @@ def read_rows(path, required: tuple, optional: tuple = ()):
     except StopIteration:
         f.close()
         raise TraceError(path, 1, None, None, "empty file (expected a header line)") from None
-    except (UnicodeDecodeError, OSError, csv.Error) as e:
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error, csv.Error) as e:
         f.close()
         raise TraceError(path, 1, None, None, f"not a readable CSV file ({e})") from None
     header = [h.strip() for h in header]
@@ -119,13 +126,18 @@ def read_rows(path, required: tuple, optional: tuple = ()):
                         raise TraceError(path, line, None, None,
                                          f"{len(row)} fields, the header has {len(header)}")
                     yield line, row
-            except (UnicodeDecodeError, csv.Error) as e:
+            except (UnicodeDecodeError, csv.Error, OSError, EOFError, zlib.error) as e:  # a corrupt .gz too
                 raise TraceError(path, line + 1, None, None, f"not readable ({e})") from None
     return index, gen()
 
 
 def _int(path, line, column, text, lo=0, hi=None) -> int:
+    """A whole number within [lo, hi] (``hi``: the column's maximum from :data:`LIMITS` when not
+    given), checked before it reaches an int32/int64 array where it would overflow."""
     s = text.strip()
+    hi = LIMITS.get(column, INT32_MAX) if hi is None else hi
+    if len(s) > 40:  # no count is this long (and int() refuses 4,300+ digits)
+        raise TraceError(path, line, column, text, "too long for a number (more than 40 characters)")
     try:
         v = int(s)
     except ValueError:
@@ -138,7 +150,7 @@ def _int(path, line, column, text, lo=0, hi=None) -> int:
         v = int(f)
     if v < lo:
         raise TraceError(path, line, column, text, f"must be >= {lo}")
-    if hi is not None and v > hi:
+    if v > hi:
         raise TraceError(path, line, column, text, f"must be <= {hi}")
     return v
 

@@ -65,10 +65,10 @@ from typing import Callable
 
 import numpy as np
 
-from kaiwo_core.cluster import IDLE, NodeError, build_cluster, node_spec
+from kaiwo_core.cluster import IDLE, NodeError, build_cluster, decode_node
 from kaiwo_core.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
 from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, KIND_SHARED, KIND_XCD, SCHEDULER_NAME, PodError,
-                                 PodRequest, decode_pod, priority_classes, waiting_reason)
+                                 PodRequest, class_errors, decode_pod, priority_classes, waiting_reason)
 from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
 
 from .api import WATCHED_KINDS
@@ -420,11 +420,7 @@ class ClusterCache:
             fp = _node_fingerprint(obj)
             cached = self._node_specs.get(key)
             if cached is None or cached[0] != fp:
-                try:
-                    spec = node_spec(obj)
-                except NodeError as e:
-                    spec = e
-                self._node_specs[key] = (fp, spec)
+                self._node_specs[key] = (fp, decode_node(obj))  # NodeSpec, or the node's NodeError
                 self._nodes_dirty = True
             else:
                 relevant = False
@@ -715,7 +711,8 @@ class ClusterCache:
                             warnings=warnings + book.warnings,
                             objects={"KaiwoQueue": list(queues.values()), "KaiwoJob": list(jobs.values()),
                                      "KaiwoReservation": reservations},
-                            job_errors=job_errors, dev_xcd_held=book.held.copy(),
+                            job_errors=job_errors, class_errors=class_errors(classes),
+                            dev_xcd_held=book.held.copy(),
                             # Decoded pods are cached objects: the columns of those the last
                             # cycle read are copied, only new and changed pods are read again.
                             tables=dict(self._tables))

@@ -52,6 +52,12 @@ def _condition(type_: str, ok: bool, reason: str, message: str, previous: list |
             "lastTransitionTime": since or rfc3339()}
 
 
+def _message(entry: dict) -> str | None:
+    """An ``invalidQueues`` / ``invalidJobs`` entry as a condition or Event says it: the field,
+    then the value and why (``spec.minMembers: 5: larger than spec.replicas (2)``)."""
+    return f"{entry['field']}: {entry.get('error')}" if entry.get("field") else entry.get("error")
+
+
 def queue_status(q: dict, error: str | None, previous: dict | None) -> dict:
     """Status of one KaiwoQueue from a ``Decisions.to_dict()["queues"]`` entry (None if the queue
     was rejected) and the error that rejected it."""
@@ -149,7 +155,7 @@ class StatusWriter:
     def queues(self, queues: dict, doc: dict) -> None:
         """Status of every KaiwoQueue object from the cycle's ``to_dict()`` document."""
         by_name = {q["name"]: q for q in doc.get("queues", [])}
-        errors = {e.get("kaiwoqueue"): e.get("error") for e in doc.get("invalidQueues", [])}
+        errors = {e.get("kaiwoqueue"): _message(e) for e in doc.get("invalidQueues", [])}
         for name, obj in queues.items():
             status = queue_status(by_name.get(name), errors.get(name, "not part of the queue tree"),
                                   obj.get("status"))
@@ -166,7 +172,7 @@ class StatusWriter:
             job = (meta.get("labels") or {}).get(LABEL_JOB)
             if job:
                 by_job.setdefault(f"{meta.get('namespace') or 'default'}/{job}", []).append(p)
-        errors = {e.get("kaiwojob"): e.get("error") for e in doc.get("invalidJobs", [])}
+        errors = {e.get("kaiwojob"): _message(e) for e in doc.get("invalidJobs", [])}
         reasons = {p["pod"]: p["reason"] for p in doc.get("pending", [])}
         for key, obj in jobs.items():
             ns = key.split("/", 1)[0]

@@ -172,6 +172,11 @@ QUEUES = [  # (object, accepted by both sides)
     (_queue_variant(fairness={"policy": "fifo"}), False),
     (_queue_variant(priority="high"), False),
     (_queue_variant(preemptMinRuntime="soon"), False),
+    # The maxima of kaiwo_core.limits, in the schema too (issue 10).
+    (_queue_variant(priority=-(2**31), resources={"gpu": {"quota": 1, "overQuotaWeight": 1e6}}), True),
+    (_queue_variant(priority=2**31), False),
+    (_queue_variant(resources={"gpu": {"quota": 1, "overQuotaWeight": 1e7}}), False),
+    (_queue_variant(preemptMinRuntime=4_000_000_000), False),
 ]
 
 TEMPLATE = {"spec": {"containers": [{"name": "t", "image": "rocm/pytorch"}]}}
@@ -191,6 +196,10 @@ JOBS = [
     (_job(replicas="2", template=TEMPLATE), False),
     (_job(replicas=2, template={"spec": {"containers": []}}), False),
     (_job(replicas=2, template={"metadata": {}}), False),
+    (_job(replicas=1000, minMembers=1000, gpusPerReplica=1024, template=TEMPLATE), True),
+    (_job(replicas=100_001, template=TEMPLATE), False),
+    (_job(replicas=2, minMembers=100_001, template=TEMPLATE), False),
+    (_job(replicas=2, gpusPerReplica=1025, template=TEMPLATE), False),
 ]
 
 
@@ -261,6 +270,8 @@ RESERVATIONS = [
     (_reservation(queue="research", gpus=1, until="tomorrow"), False),
     (_reservation(queue="research", gpus=1, start="soon"), False),
     (_reservation(queue="research", gpus=1, ttl="four hours"), False),
+    (_reservation(queue="research", gpus=2**31), False),
+    (_reservation(queue="research", gpus=1, ttl=4_000_000_000), False),
 ]
 
 
