@@ -154,9 +154,9 @@ JOB = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoJob",
                 "template": {"metadata": {"labels": {"kaiwo.ai/queue": "hostile-q"}, "annotations": {"a": "b"}},
                              "spec": {"containers": [{"name": "c", "resources": {"limits": {"cpu": "1"}}}]}}}}
 RESERVATION = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoReservation",
-               "metadata": {"name": "r", "creationTimestamp": "2026-01-01T00:00:00Z"},
-               "spec": {"queue": "hostile-q", "nodes": ["hostile-node"], "start": "2027-01-01T00:00:00Z",
-                        "ttl": "4h"}}
+               "metadata": {"name": "r", "creationTimestamp": "2027-01-15T00:00:00Z"},
+               "spec": {"queue": "hostile-q", "nodes": ["hostile-node"], "start": "2027-01-15T10:00:00Z",
+                        "ttl": "24h"}}
 PC = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "hpc"},
       "value": 10, "globalDefault": False}
 P = pod("p", {"amd.com/gpu": "1"})
