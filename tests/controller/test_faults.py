@@ -97,7 +97,10 @@ def test_conflicts_and_server_errors_are_retried(emulator, kube, make_controller
     wait_until(lambda: set(kube.bound()) >= names, describe=lambda: f"{len(kube.bound())} bound")
     _check_consistent(emulator, kube, nodes, names)
     fired = [f["fired"] for f in emulator.stats()["faults"]]
-    assert fired == [6, 2, 2, 1, 3], fired  # every injected failure was met and overcome
+    # Every injected failure was met and overcome. A ConfigMap is replaced (PUT) only when a create
+    # meets one that really exists (left by an earlier attempt at the same pod); whether any attempt
+    # does depends on timing, so the PUT fault may not be reached.
+    assert fired[:3] == [6, 2, 2] and fired[3] <= 1 and fired[4] == 3, fired
     results = controller.binder.stats.results
     assert results.get("failed", 0) == 2  # the bindings' 409s on unbound pods: dropped, re-decided
     # Every assumption was confirmed by the watch (or dropped with its failed binding).
