@@ -48,6 +48,7 @@ class Decisions:
     pending_rows: np.ndarray                          #: queue row of each placement batch row
     running_rows: np.ndarray                          #: queue row of each running pod (-1 = none)
     held: list = field(default_factory=list)          #: (pod name, reason) held by queue limits
+    held_rows: np.ndarray | None = None               #: queue row of each pod of ``held``
     reservations: list = field(default_factory=list)  #: Reservation in force this cycle
     reservation_errors: list = field(default_factory=list)
     expired: list = field(default_factory=list)       #: names of reservations that expired
@@ -95,6 +96,8 @@ class Decisions:
         alloc = self.queue_allocated()
         pending = np.bincount(self.pending_rows[~self.placement.placed], minlength=len(t)) \
             if self.placement is not None else np.zeros(len(t), dtype=np.int64)
+        if self.held_rows is not None and len(self.held_rows):  # held back by a limit or a gang
+            pending = pending + np.bincount(self.held_rows, minlength=len(t))
 
         def vec(v):
             return {res: human(i, int(v[i])) for i, res in enumerate(RESOURCES)}
@@ -299,6 +302,9 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         pipeline = Pipeline([*pipeline.plugins, Reservations(reservations=reservations)])
     gang, need, kept, errs, gang_waits = gangs(pend, keep, run, rows, tree, rejected)
     rejected += errs
+    waiting = {name for name, _ in gang_waits}
+    wait_rows = [int(rows[j]) for j in np.flatnonzero(~kept & pend.in_gang[keep]).tolist()
+                 if pend.reqs[int(keep[j])].name in waiting]
     keep, rows = keep[kept], rows[kept]
     if reservations:  # constraints name the reservations each pod may use: intern them anew
         batch = batch_from_requests(grant_access([pend.reqs[i] for i in keep.tolist()], reservations,
@@ -338,8 +344,10 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     nominated = pend.nominated[keep][order] & (gang[order] < 0)
     if nominated.any():
         order = np.concatenate([order[nominated], order[~nominated]])
+    limited = np.flatnonzero(status == ORDER_HELD_LIMIT)
     held = [(batch.names[i], _limit_reason(tree, shares, int(rows[i]), pend_req[i]))
-            for i in np.flatnonzero(status == ORDER_HELD_LIMIT)] + gang_waits
+            for i in limited] + gang_waits
+    held_rows = np.concatenate([rows[limited], np.asarray(wait_rows, dtype=rows.dtype)])
     t3 = time.perf_counter()
 
     # 4. place
@@ -354,7 +362,7 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     placement = place(cluster, state, ordered, pipeline, xcd_held=snapshot.dev_xcd_held) \
         if len(ordered) else None
     t4 = time.perf_counter()
-    decisions = Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held,
+    decisions = Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, held_rows,
                           reservations, res_errors, expired, rejected=rejected)
 
     # 5. reclaim and preemption, for the pods placement could not place

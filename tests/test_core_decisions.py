@@ -66,6 +66,7 @@ def test_xcd_pods_on_cpx_are_charged_the_whole_logical_gpu():
     assert q["allocated"]["gpu"] == 2.0
     assert q["demand"]["gpu"] == 16.0  # 16 pods, each holding a logical GPU once placed
     assert len(doc["pending"]) == 14 and all("limit" in p["reason"] for p in doc["pending"])
+    assert q["pendingPods"] == 14  # pods held back by the limit wait too (before: 0)
 
 
 def test_running_xcd_pods_are_charged_what_their_assignment_holds():
@@ -329,3 +330,18 @@ def test_schedule_names_the_bad_argument(kw, words):
 def test_ordering_config_refuses_non_finite_values():
     with pytest.raises(ValueError, match="age_boost_per_hour = nan"):
         OrderingConfig(age_boost_per_hour=float("nan"))
+
+
+def test_pods_a_gang_holds_back_count_as_pending_in_their_queue():
+    """A gang without an explicit minimum whose third member is rejected cannot start: its two
+    other members wait, and their queue says 2 pending pods (before: 0, only placed-or-failed rows
+    were counted)."""
+    sc = {"nodes": [{"name": "n0", "gpus": 8}], "queues": [queue("q", gpu={"quota": 8})],
+          "pods": [{"name": "g", "replicas": 2, "gpu": 1, "annotations": {"kaiwo.ai/gang": "g"},
+                    "labels": {"kaiwo.ai/queue": "q"}},
+                   {"name": "bad", "gpu": 1, "labels": {"kaiwo.ai/queue": "q"},
+                    "annotations": {"kaiwo.ai/gang": "g", "kaiwo.ai/gpu-fraction": "abc"}}]}
+    doc = cycle(scenario_objects(sc))
+    assert doc["bindings"] == [] and len(doc["rejected"]) == 1
+    assert sorted(p["pod"] for p in doc["pending"]) == ["default/g-00", "default/g-01"]
+    assert queues_of(doc)["q"]["pendingPods"] == 2
