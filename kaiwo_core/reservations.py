@@ -189,7 +189,9 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
         return cache[0]
     out, errors, expired = [], [], []
     taken: set = set()
-    for obj in snapshot.objects.get("KaiwoReservation", []):
+    # Reservations that want the same nodes: the older one holds them (then the name decides),
+    # never the one listed first -- two replicas may list the objects in different orders.
+    for obj in sorted(snapshot.objects.get("KaiwoReservation", []), key=_declared_order):
         try:
             r = reservation_spec(obj, now)
         except ReservationError as e:
@@ -222,6 +224,19 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
     if cfg.starvation > 0:
         out += _automatic(cluster, state, pending, rows, now, cfg, taken, release)
     return out, errors, expired
+
+
+def _declared_order(obj) -> tuple:
+    """Sort key of a KaiwoReservation object: creation time, then name (as text, so that a
+    malformed value still sorts; decoding reports it)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    created = meta.get("creationTimestamp")
+    try:
+        t = _time("", "", created) if created is not None else 0.0
+    except ReservationError:
+        t = float("inf")
+    return t, str(meta.get("name") or "")
 
 
 def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, cfg: ReservationConfig,

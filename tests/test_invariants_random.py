@@ -91,3 +91,26 @@ def test_checker_catches_an_overcommitted_device():
            "pending": [], "rejected": [], "running": [], "queues": []}
     cats = {c for c, _ in violations([node, *pods], doc, NOW)}
     assert cats == {"node", "device"}
+
+
+# --------------------------------------------------------- defects the random dumps found
+
+def _node(name: str) -> dict:
+    return {"kind": "Node", "metadata": {"name": name, "labels": {
+        "amd.com/gpu.product-name": "AMD_Instinct_MI300X"}},
+        "status": {"allocatable": {"cpu": "2", "memory": "8Gi", "amd.com/gpu": "1"}}}
+
+
+def test_competing_reservations_do_not_depend_on_object_order():
+    """Two KaiwoReservations want the only node: the older one holds it, whatever order the
+    objects are listed in (before: the first listed won, so two replicas listing in different
+    orders held the node for different owners)."""
+    def res(name, created, owner):
+        return {"kind": "KaiwoReservation", "metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"job": owner, "gpus": 1}}
+    objs = [_node("n0"), res("young", "2026-12-01T11:59:00Z", "ml/a"),
+            res("old", "2026-12-01T11:50:00Z", "ml/b"), res("old-too", "2026-12-01T11:50:00Z", "ml/c")]
+    for order in ([0, 1, 2, 3], [0, 3, 2, 1], [3, 1, 0, 2]):
+        doc = run([objs[i] for i in order], NOW)
+        assert [(r["name"], r["nodes"]) for r in doc["reservations"]] == [("old", ["n0"])]
+        assert sorted(e["kaiworeservation"] for e in doc["invalidReservations"]) == ["old-too", "young"]
