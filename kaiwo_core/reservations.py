@@ -248,7 +248,7 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     if not len(rows):
         return []
     b = pending.batch
-    units, first_row, member_of = np.unique(pending.unit[rows], return_index=True, return_inverse=True)
+    units, member_of = np.unique(pending.unit[rows], return_inverse=True)
     member_of = member_of.reshape(-1)
     first = np.full(len(units), np.inf)
     np.minimum.at(first, member_of, b.created[rows])
@@ -256,11 +256,15 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     gpus = np.zeros(len(units), dtype=np.int64)
     np.add.at(gpus, member_of, whole_gpus)
     whole_members = np.bincount(member_of, weights=whole_gpus > 0, minlength=len(units))
-    order = np.lexsort((first_row, first))  # oldest first; ties in the order the units appear
+    order = np.argsort(first, kind="stable")  # oldest first (equally old: by name, below)
     waiting = now - first[order] < cfg.starvation
     order = order[:int(np.argmax(waiting)) if waiting.any() else len(order)]  # the rest waited less
     # No creation time: how long it waited is unknown.
     order = order[(first[order] > 0) & (gpus[order] >= cfg.min_gpus)]
+    # Equally old units by name, never in the order their pods were listed (two replicas may
+    # list them differently). Only units that starve and ask for several GPUs are left here.
+    order = np.array(sorted(order.tolist(), key=lambda u: (first[u], pending.unit_names[int(units[u])])),
+                     dtype=np.int64)
     idle = _free_gpus(cluster, state)
     idle_sorted = np.sort(idle)[::-1]
     # A unit of one whole-GPU pod fits now if the node with the most idle GPUs has enough (what

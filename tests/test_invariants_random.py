@@ -114,3 +114,26 @@ def test_competing_reservations_do_not_depend_on_object_order():
         doc = run([objs[i] for i in order], NOW)
         assert [(r["name"], r["nodes"]) for r in doc["reservations"]] == [("old", ["n0"])]
         assert sorted(e["kaiworeservation"] for e in doc["invalidReservations"]) == ["old-too", "young"]
+
+
+def test_automatic_reservation_between_equally_old_units_does_not_depend_on_object_order():
+    """Two pods of 2 GPUs, created at the same time, have waited an hour on a node of 2 GPUs
+    that a running pod keeps busy: the automatic reservation goes to the same one (by name)
+    whatever the order of the objects (before: the one listed first)."""
+    node = _node("n0")
+    node["status"]["allocatable"]["amd.com/gpu"] = "2"
+
+    def pod(name, **extra):
+        limits = {"cpu": "100m", "memory": "128Mi"}
+        if not extra:
+            limits["amd.com/gpu"] = "2"
+        return {"kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                            "creationTimestamp": "2026-12-01T11:00:00Z", **extra},
+                "spec": {"schedulerName": "kaiwo", "containers": [{"name": "c", "resources": {"limits": limits}}],
+                         **({"nodeName": "n0"} if extra else {})}}
+    busy = pod("busy", annotations={"kaiwo.ai/gpu-fraction": "0.1", "kaiwo.ai/gpu-assignment":
+                                    '[{"gpu":0,"partition":0,"xcds":[0,1,2,3,4,5,6,7],"fraction":0.1,"memoryMiB":19660}]'})
+    objs = [node, busy, pod("b"), pod("a")]
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        doc = run([objs[i] for i in order], NOW)
+        assert [(r["name"], r["automatic"]) for r in doc["reservations"]] == [("auto-default-a", True)]
