@@ -295,11 +295,19 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
         out.append(Reservation(
             name=f"auto-{key.replace('/', '-')}", owner_job=key if is_gang else "",
             owner_queue="", nodes=[cluster.names[i] for i in idx], gpus=gpus_u,
-            start=float(max(now, release()[idx].max())), until=now + cfg.ttl, automatic=True,
+            start=_needed_at(release()[idx], now), until=now + cfg.ttl, automatic=True,
             reason=f"waited {waited / 60:.0f} min for {gpus_u} GPUs"))
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
     return out
+
+
+def _needed_at(release: np.ndarray, now: float) -> float:
+    """When an automatic reservation's owner needs its nodes: when their running pods end, or
+    now if that is unknown (a pod without an expected runtime) -- backfill must end before it, and
+    infinity would let every pod that declares any runtime backfill."""
+    end = float(release.max())
+    return max(now, end) if np.isfinite(end) else now
 
 
 def _fits_now(counts: list, idle_sorted: np.ndarray) -> bool:

@@ -137,3 +137,28 @@ def test_automatic_reservation_between_equally_old_units_does_not_depend_on_obje
     for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
         doc = run([objs[i] for i in order], NOW)
         assert [(r["name"], r["automatic"]) for r in doc["reservations"]] == [("auto-default-a", True)]
+
+
+def test_automatic_reservation_with_unknown_release_lets_nothing_backfill():
+    """A pod of 2 GPUs has waited 10 minutes behind a running pod with no expected runtime: the
+    node held for it is needed now (when it frees is unknown), so a pod declaring a short
+    runtime must not backfill onto it (before: "needed at" was infinity and any pod declaring
+    any runtime backfilled)."""
+    node = _node("n1")
+    node["status"]["allocatable"]["amd.com/gpu"] = "2"
+
+    def pod(name, created, limits, **meta):
+        return {"kind": "Pod", "metadata": {"name": name, "namespace": "default", "creationTimestamp": created,
+                                            **meta},
+                "spec": {"schedulerName": "kaiwo", "containers": [
+                    {"name": "c", "resources": {"limits": {"cpu": "100m", "memory": "128Mi", **limits}}}]}}
+    busy = pod("busy", "2026-12-01T11:00:00Z", {}, annotations={
+        "kaiwo.ai/gpu-fraction": "0.1",
+        "kaiwo.ai/gpu-assignment": '[{"gpu":0,"partition":0,"xcds":[0,1,2,3,4,5,6,7],"fraction":0.1,"memoryMiB":19660}]'})
+    busy["spec"]["nodeName"] = "n1"
+    big = pod("big", "2026-12-01T11:50:00Z", {"amd.com/gpu": "2"})
+    short = pod("short", "2026-12-01T12:00:00Z", {}, annotations={"kaiwo.ai/expected-runtime": "90s"})
+    doc = run([node, busy, big, short], NOW)
+    assert [(r["name"], r["neededAt"]) for r in doc["reservations"]] == [("auto-default-big", "2026-12-01T12:00:00Z")]
+    assert not doc["bindings"]
+    assert not violations([node, busy, big, short], doc, NOW)
