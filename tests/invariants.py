@@ -522,9 +522,11 @@ def _check_limits(objs, doc, everyone, nodes, holders, preempted, max_dev_mem, b
             limit[(name, r)] = int(round(float(raw) * 1000)) if unit is None else quantity(raw, unit)
     if not limit:
         return
+    # Only leaf queues hold pods; a running pod labelled with another queue counts nowhere.
+    leaves = accepted - {parent.get(q) for q in accepted} - {None}
     used, added = Counter(), Counter()
     for p, node_name, devices, new in holders:
-        if p.key in preempted:
+        if p.key in preempted or p.queue not in leaves:
             continue
         node = nodes.get(node_name)
         gpu = sum(queue_charge(p, node.devices.get((d["gpu"], d["partition"])) if node else None, d,
