@@ -5,7 +5,13 @@
 * ``kaiwo_core._quantity`` -- Cython module: Kubernetes quantity and annotation parsing.
 
 Source lists are explicit and sorted so a new file is a deliberate change.
+
+``KAIWO_SANITIZE=1`` builds both with AddressSanitizer and UndefinedBehaviorSanitizer (debug info,
+frame pointers, -O1 for readable reports); ``tools/sanitize.sh`` does that in a temporary copy and
+runs the kernel tests under it.
 """
+import os
+
 import numpy
 from Cython.Build import cythonize
 from pybind11.setup_helpers import Pybind11Extension, build_ext
@@ -22,20 +28,25 @@ CORE_SOURCES = sorted([
     "csrc/preempt.cpp",
 ])
 
+SANITIZE = os.environ.get("KAIWO_SANITIZE", "") not in ("", "0")
+SANITIZER_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"] if SANITIZE else []
+
 core = Pybind11Extension(
     "kaiwo_core._core",
     CORE_SOURCES,
     include_dirs=["csrc"],
     cxx_std=17,
     # -ffp-contract=off: no fused multiply-add, so float scores match the Python reference bit for bit.
-    extra_compile_args=["-O3", "-ffp-contract=off"],
+    extra_compile_args=["-O3", "-ffp-contract=off", *SANITIZER_FLAGS],
+    extra_link_args=SANITIZER_FLAGS,
 )
 
 quantity = Extension(
     "kaiwo_core._quantity",
     ["kaiwo_core/_quantity.pyx"],
     include_dirs=[numpy.get_include()],
-    extra_compile_args=["-O3"],
+    extra_compile_args=["-O3", *SANITIZER_FLAGS],
+    extra_link_args=SANITIZER_FLAGS,
 )
 
 setup(

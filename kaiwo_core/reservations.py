@@ -198,7 +198,9 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
         return cache[0]
     out, errors, expired = [], [], []
     taken: set = set()
-    for obj in sorted(snapshot.objects.get("KaiwoReservation", []), key=_listing_key):
+    # Reservations that want the same nodes: the older one holds them (then the name decides),
+    # never the one listed first -- two replicas may list the objects in different orders.
+    for obj in sorted(snapshot.objects.get("KaiwoReservation", []), key=_declared_order):
         r = guarded(ReservationError, obj, reservation_spec, now)
         if isinstance(r, ReservationError):
             errors.append(r)
@@ -232,6 +234,19 @@ def active_reservations(snapshot, tree, pending: PodTable, rows: np.ndarray, now
     return out, errors, expired
 
 
+def _declared_order(obj) -> tuple:
+    """Sort key of a KaiwoReservation object: creation time, then name (as text, so that a
+    malformed value still sorts; decoding reports it)."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
+    created = meta.get("creationTimestamp")
+    try:
+        t = _time("", "", created) if created is not None else 0.0
+    except ReservationError:
+        t = float("inf")
+    return t, str(meta.get("name") or "")
+
+
 def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, cfg: ReservationConfig,
                taken: set, release) -> list:
     """One reservation per starving unit (gang or big pod), oldest first.
@@ -241,7 +256,7 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     if not len(rows):
         return []
     b = pending.batch
-    units, _, member_of = np.unique(pending.unit[rows], return_index=True, return_inverse=True)
+    units, member_of = np.unique(pending.unit[rows], return_inverse=True)
     member_of = member_of.reshape(-1)
     first = np.full(len(units), np.inf)
     np.minimum.at(first, member_of, b.created[rows])
@@ -249,12 +264,15 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
     gpus = np.zeros(len(units), dtype=np.int64)
     np.add.at(gpus, member_of, whole_gpus)
     whole_members = np.bincount(member_of, weights=whole_gpus > 0, minlength=len(units))
-    names = np.array([pending.unit_names[int(u)] for u in units], dtype=object)
-    order = np.lexsort((names, first))  # oldest first; ties by unit name, never by list order
+    order = np.argsort(first, kind="stable")  # oldest first (equally old: by name, below)
     waiting = now - first[order] < cfg.starvation
     order = order[:int(np.argmax(waiting)) if waiting.any() else len(order)]  # the rest waited less
     # No creation time: how long it waited is unknown.
     order = order[(first[order] > 0) & (gpus[order] >= cfg.min_gpus)]
+    # Equally old units by name, never in the order their pods were listed (two replicas may
+    # list them differently). Only units that starve and ask for several GPUs are left here.
+    order = np.array(sorted(order.tolist(), key=lambda u: (first[u], pending.unit_names[int(units[u])])),
+                     dtype=np.int64)
     idle = _free_gpus(cluster, state)
     idle_sorted = np.sort(idle)[::-1]
     # A unit of one whole-GPU pod fits now if the node with the most idle GPUs has enough (what
@@ -285,19 +303,19 @@ def _automatic(cluster, state, pending: PodTable, rows: np.ndarray, now: float, 
         out.append(Reservation(
             name=f"auto-{key.replace('/', '-')}", owner_job=key if is_gang else "",
             owner_queue="", nodes=[cluster.names[i] for i in idx], gpus=gpus_u,
-            start=float(max(now, release()[idx].max())), until=now + cfg.ttl, automatic=True,
+            start=_needed_at(release()[idx], now), until=now + cfg.ttl, automatic=True,
             reason=f"waited {waited / 60:.0f} min for {gpus_u} GPUs"))
         if not is_gang:
             out[-1].owner_job = members[0].name  # a single pod: it owns its reservation by name
     return out
 
 
-def _listing_key(obj) -> tuple:
-    """Declared reservations are taken oldest first, ties by name (a clash over nodes, or the nodes
-    an amount is resolved to, must not depend on the order the objects were listed in)."""
-    meta = obj.get("metadata") if isinstance(obj, dict) else None
-    meta = meta if isinstance(meta, dict) else {}
-    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+def _needed_at(release: np.ndarray, now: float) -> float:
+    """When an automatic reservation's owner needs its nodes: when their running pods end, or
+    now if that is unknown (a pod without an expected runtime) -- backfill must end before it, and
+    infinity would let every pod that declares any runtime backfill."""
+    end = float(release.max())
+    return max(now, end) if np.isfinite(end) else now
 
 
 def _fits_now(counts: list, idle_sorted: np.ndarray) -> bool:
