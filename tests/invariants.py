@@ -370,6 +370,10 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
         if node is None:
             bad("node", f"{p.key} is on {node_name!r}, which is no node")
             continue
+        if node_name in invalid_nodes:  # left out: what runs there is a fact, a new pod a defect
+            if new:
+                bad("node", f"{p.key} was bound to {node_name!r}, a node Kaiwo reported invalid")
+            continue
         ld = load[node_name]
         ld[0] += p.cpu
         ld[1] += p.mem
@@ -483,6 +487,7 @@ def _check_declared_reservations(objs, doc, nodes, now, bad) -> None:
     decl = [o for o in objs if o.get("kind") == "KaiwoReservation"]
     accepted = {q["name"] for q in doc["queues"]}
     in_force = {r["name"]: r for r in doc.get("reservations", [])}
+    invalid = {e.get("node") for e in doc.get("invalidNodes", [])}  # no node to hold
     held = Counter(n for o in decl for n in (o.get("spec") or {}).get("nodes") or [])
     if any((o.get("spec") or {}).get("gpus") is not None for o in decl):
         return
@@ -493,9 +498,12 @@ def _check_declared_reservations(objs, doc, nodes, now, bad) -> None:
             until = epoch((o.get("metadata") or {})["creationTimestamp"]) + duration(spec["ttl"])
         else:
             until = epoch(spec["until"]) if spec.get("until") is not None else math.inf
+        if spec.get("start") is not None and epoch(spec["start"]) > until:
+            continue  # ends before it starts: refused
         owner_ok = bool(spec.get("queue")) != bool(spec.get("job")) and \
             (spec.get("queue") in accepted if spec.get("queue") else "/" in spec["job"])
-        if not (owner_ok and ns and until > now and all(nodes.get(n) and held[n] == 1 for n in ns)):
+        if not (owner_ok and ns and until > now and
+                all(nodes.get(n) and n not in invalid and held[n] == 1 for n in ns)):
             continue
         r = in_force.get(name)
         if r is None or sorted(r["nodes"]) != sorted(ns):
