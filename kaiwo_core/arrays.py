@@ -11,8 +11,7 @@ import math
 
 import numpy as np
 
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
+from .limits import INT32_MAX
 
 
 def column(label: str, value, n: int, dtype, default=0, lo=None, hi=None, what: str = "rows") -> np.ndarray:
@@ -59,4 +58,4 @@ def column(label: str, value, n: int, dtype, default=0, lo=None, hi=None, what: 
         raise ValueError(f"{label}[{bad[0]}] = {raw[bad[0]].item()!r}: must be between {lo} and {hi}")
     return np.ascontiguousarray(raw.astype(dtype))
 
-__all__ = ["column", "INT32_MAX", "INT64_MAX"]
+__all__ = ["column"]

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from . import gpu as gpumod
-from .arrays import INT32_MAX, column
+from .arrays import column
 from .errors import ObjectError, field_list, field_map, field_str, guarded, object_name
-from .limits import MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB, MAX_PODS_PER_NODE
+from .limits import INT32_MAX, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB, MAX_PODS_PER_NODE
 from .quantity import QuantityError, parse_quantity
 
 NODE_DEFAULT_PODS = 110  # the kubelet's default --max-pods

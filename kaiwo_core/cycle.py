@@ -237,7 +237,8 @@ def gangs(pending: PodTable, rows: np.ndarray, running: PodTable, queues: np.nda
             have = size[g[0]] + running_members.get(g[0], 0)
             want = have + len(gone) if g[1] == 0 else g[1]
             if have < want:
-                first, why = next(iter(gone.items()))
+                first = min(gone)  # by name: the same reason whatever order pods were listed in
+                why = gone[first]
                 more = f" (and {len(gone) - 1} more)" if len(gone) > 1 else ""
                 waiting.append((r.name, f"gang {g[0]} cannot start: it needs {want} members and {have} "
                                         f"can be placed; {first} {why}{more}"))

@@ -222,7 +222,7 @@ def batch_from_arrays(cpu, memory, gpus=None, fraction=None, gpu_memory=None, nu
     within int32, ``cls`` within ``constraints``) and a ValueError or TypeError names the argument
     and the first offending value.
     """
-    from .arrays import INT32_MAX, column
+    from .arrays import column
     if not hasattr(cpu, "__len__") or isinstance(cpu, (str, bytes)):
         raise TypeError(f"cpu: a sequence of CPU requests (milli-cores) is needed, got {cpu!r}")
     n = len(cpu)

@@ -345,3 +345,15 @@ def test_pods_a_gang_holds_back_count_as_pending_in_their_queue():
     assert doc["bindings"] == [] and len(doc["rejected"]) == 1
     assert sorted(p["pod"] for p in doc["pending"]) == ["default/g-00", "default/g-01"]
     assert queues_of(doc)["q"]["pendingPods"] == 2
+
+
+def test_a_waiting_gangs_reason_does_not_depend_on_listing_order():
+    """Two rejected members: the reason names the first by name, in either listing order (found by
+    the random-dump invariants: it named whichever was listed first)."""
+    sc = {"nodes": [{"name": "n0", "gpus": 8}],
+          "pods": [{"name": "ok", "gpu": 1, "annotations": {"kaiwo.ai/gang": "g"}},
+                   {"name": "bad", "replicas": 2, "gpu": 1,
+                    "annotations": {"kaiwo.ai/gang": "g", "kaiwo.ai/gpu-fraction": "abc"}}]}
+    objs = scenario_objects(sc)
+    reasons = {cycle(o)["pending"][0]["reason"] for o in (objs, objs[::-1])}
+    assert len(reasons) == 1 and "default/bad-00 was rejected" in reasons.pop()
