@@ -156,7 +156,8 @@ def hold_waiting_gangs(pending: list, waiting: list) -> tuple[list, list]:
     (PodRequest, reason), e.g. scheduling gates): placing the others alone could bind the gang
     partially. Returns (pods kept, (name, reason) of the pods held back)."""
     gangs: dict[str, str] = {}
-    for req, why in waiting:
+    # By name: the reason names the same member whatever order the pods were listed in.
+    for req, why in sorted(waiting, key=lambda w: w[0].name):
         g = gang_id(req)
         if g is not None:
             gangs.setdefault(g, f"gang {g} waits for its member {req.name} ({why})")

@@ -357,3 +357,13 @@ def test_a_waiting_gangs_reason_does_not_depend_on_listing_order():
     objs = scenario_objects(sc)
     reasons = {cycle(o)["pending"][0]["reason"] for o in (objs, objs[::-1])}
     assert len(reasons) == 1 and "default/bad-00 was rejected" in reasons.pop()
+
+
+def test_a_gang_waiting_for_other_schedulers_members_names_one_whatever_the_order():
+    sc = {"nodes": [{"name": "n0", "gpus": 8}],
+          "pods": [{"name": "ok", "gpu": 1, "annotations": {"kaiwo.ai/gang": "g"}},
+                   {"name": "theirs", "replicas": 2, "gpu": 1, "scheduler": "default-scheduler",
+                    "annotations": {"kaiwo.ai/gang": "g"}}]}
+    objs = scenario_objects(sc)
+    reasons = {p["reason"] for o in (objs, objs[::-1]) for p in cycle(o)["pending"] if p["pod"] == "default/ok"}
+    assert len(reasons) == 1 and "default/theirs-00" in reasons.pop()
