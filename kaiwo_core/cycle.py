@@ -220,8 +220,10 @@ def gangs(pending: PodTable, rows: np.ndarray, running: PodTable, queues: np.nda
         return size
 
     # Members lost to rejection, by gang: the snapshot's PodErrors carry the gang they name; the
-    # cycle's are found by pod name.
-    gang_of_name = {r.name: g[0] for r in members if (g := info.get(r.name))}
+    # cycle's are found by pod name, among every pending pod in a gang -- the checks before this
+    # step (impossible GPU memory, unknown queue) already took their pods out of ``rows``.
+    gang_of_name = {r.name: g for i in pending.gang_rows.tolist()
+                    if (g := gang_id(r := pending.reqs[i]))}
     lost: dict[str, dict] = {}  # gang -> {pod name: why it is not among the members placed}
     for e in [*rejected, *errors]:
         if g := getattr(e, "gang", None) or gang_of_name.get(e.name):

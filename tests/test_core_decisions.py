@@ -367,3 +367,16 @@ def test_a_gang_waiting_for_other_schedulers_members_names_one_whatever_the_orde
     objs = scenario_objects(sc)
     reasons = {p["reason"] for o in (objs, objs[::-1]) for p in cycle(o)["pending"] if p["pod"] == "default/ok"}
     assert len(reasons) == 1 and "default/theirs-00" in reasons.pop()
+
+
+def test_a_gang_member_no_node_could_ever_hold_keeps_the_gang_waiting():
+    """A member asking more GPU memory than any GPU has is rejected by the cycle's own check, before
+    gangs are formed: its gang (no explicit minimum: all members) must not start without it
+    (found by the random-dump invariants: the other member was bound alone)."""
+    sc = {"nodes": [{"name": "n0", "gpus": 8}],
+          "pods": [{"name": "ok", "cpu": "1", "annotations": {"kaiwo.ai/gang": "g"}},
+                   {"name": "huge", "annotations": {"kaiwo.ai/gang": "g", "kaiwo.ai/gpu-memory": "4096Gi",
+                                                    "kaiwo.ai/gpu-fraction": "0.5"}}]}
+    doc = cycle(scenario_objects(sc))
+    assert doc["bindings"] == [] and [e["pod"] for e in doc["rejected"]] == ["default/huge"]
+    assert "default/huge was rejected" in doc["pending"][0]["reason"]
