@@ -1,6 +1,6 @@
 """Evaluation: every policy on every openb trace variant and seed, next to FGD's published numbers.
 
-Replays the FGD paper's experiment (see kaiwo_core/trace.py and kaiwo/simulate.py) for the 17
+Replays the FGD paper's experiment (see kaiwo_core/model/trace.py and kaiwo/simulator/offline.py) for the 17
 trace variants the paper evaluates, the seven policies (the paper's six and Kaiwo's ``frag``) and
 seeds 42-51, and prints the mean GPU allocation ratio at 130% arrival per policy and variant, the
 paper's published FGD mean beside Kaiwo's, Kaiwo's median, and whether Kaiwo is at or above FGD.
@@ -35,8 +35,8 @@ _SCENARIOS: dict = {}
 
 
 def _scenario(data: str, variant: str):
-    from kaiwo.simulate import Scenario
-    from kaiwo_core.trace import read_node_csv, read_pod_csv
+    from kaiwo.simulator.offline import Scenario
+    from kaiwo_core.model.trace import read_node_csv, read_pod_csv
     if variant not in _SCENARIOS:
         _SCENARIOS[variant] = Scenario(read_pod_csv(f"{data}/openb_pod_list_{variant}.csv"),
                                        read_node_csv(f"{data}/openb_node_list_gpu_node.csv"), variant)
@@ -44,7 +44,7 @@ def _scenario(data: str, variant: str):
 
 
 def _run(task):
-    from kaiwo.simulate import replay
+    from kaiwo.simulator.offline import replay
     data, variant, policy, seed = task
     r = replay(_scenario(data, variant), policy, seed, parts=1)
     return variant, policy, seed, r.at(100), r.at(130), r.wall
@@ -62,8 +62,8 @@ def published(data: str) -> dict:
 
 
 def main(argv=None) -> int:
-    from kaiwo.simulate import PAPER_NAMES, POLICIES
-    from kaiwo.simulate_cli import parse_policies, parse_seeds
+    from kaiwo.simulator.offline import PAPER_NAMES, POLICIES
+    from kaiwo.cli.simulate import parse_policies, parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "openb"))

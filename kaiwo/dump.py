@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, SequenceNode
 
-from kaiwo_core.errors import show
+from kaiwo_core.model.errors import show
 
 try:  # libyaml: an order of magnitude faster than the pure-Python loader
     _Loader = yaml.CSafeLoader

@@ -31,8 +31,8 @@ import time
 SEED_ENV = "KAIWO_NUMBA_CACHE_SEED"
 
 #: The modules that hold Numba kernels (all of them are monitoring).
-KERNEL_MODULES = ("kaiwo_core.exposition", "kaiwo_core.metrics_kernels", "kaiwo_core.metrics_store",
-                  "kaiwo_core.alerts", "kaiwo_core.efficiency", "kaiwo_core.rightsizing", "kaiwo_core.history")
+KERNEL_MODULES = ("kaiwo_core.monitoring.exposition", "kaiwo_core.monitoring.metrics_kernels", "kaiwo_core.monitoring.metrics_store",
+                  "kaiwo_core.monitoring.alerts", "kaiwo_core.monitoring.efficiency", "kaiwo_core.monitoring.rightsizing", "kaiwo_core.monitoring.history")
 
 
 def seed_cache(seed: str | None = None, target: str | None = None) -> int:
@@ -78,13 +78,13 @@ def warm_up() -> dict:
     Returns ``{step: seconds}`` for ingestion, alert evaluation, the efficiency report, right-sizing
     and the history file round trip. Prints nothing; raises only if the bundled data is unreadable.
     """
-    from kaiwo_core.alerts import load_rules
-    from kaiwo_core.efficiency import Allocations, efficiency_report
-    from kaiwo_core.history import load, save
-    from kaiwo_core.rightsizing import Rightsizer
+    from kaiwo_core.monitoring.alerts import load_rules
+    from kaiwo_core.monitoring.efficiency import Allocations, efficiency_report
+    from kaiwo_core.monitoring.history import load, save
+    from kaiwo_core.monitoring.rightsizing import Rightsizer
 
 
-    from .monitor_cli import EXAMPLE_RULES, data_path, load_source, replay_alerts
+    from .cli.monitor import EXAMPLE_RULES, data_path, load_source, replay_alerts
 
     steps: dict = {}
 

@@ -11,19 +11,20 @@ columnar numpy arrays.
 >>> result.node.tolist()
 [0, 0, 0]
 """
-from .cluster import Cluster, ClusterState, NodeError, cluster_from_arrays, cluster_from_nodes
-from .cycle import Decisions, schedule
-from .errors import ObjectError
-from .gpu import MODELS, PartitionError, partitioning
-from .placement import Placement, default_pipeline, place
+from .model.cluster import Cluster, ClusterState, NodeError, cluster_from_arrays, cluster_from_nodes
+from .scheduling.cycle import Decisions, schedule
+from .model.errors import ObjectError
+from .model.gpu import MODELS, PartitionError, partitioning
+from .scheduling.placement import Placement, default_pipeline, place
+from .scheduling import filters  # kc.filters.DEFAULT_PLUGINS, as before the subpackages
 from .plugins import CycleContext, Pipeline, Plugin, PluginError, register
-from .requests import PodBatch, PodError, batch_from_arrays, batch_from_requests, pod_request
-from .snapshot import Snapshot
+from .model.requests import PodBatch, PodError, batch_from_arrays, batch_from_requests, pod_request
+from .scheduling.snapshot import Snapshot
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODELS", "Cluster", "ClusterState", "CycleContext", "Decisions", "NodeError", "ObjectError",
+    "MODELS", "Cluster", "filters", "ClusterState", "CycleContext", "Decisions", "NodeError", "ObjectError",
     "PartitionError", "Pipeline", "Placement", "Plugin", "PluginError", "PodBatch", "PodError",
     "Snapshot", "batch_from_arrays", "batch_from_requests", "cluster_from_arrays",
     "cluster_from_nodes", "default_pipeline", "partitioning", "place", "pod_request", "register",

@@ -1,4 +1,4 @@
-"""Type stubs for the Cython module kaiwo_core._quantity (documented in kaiwo_core.quantity)."""
+"""Type stubs for the Cython module kaiwo_core._quantity (documented in kaiwo_core.model.quantity)."""
 from collections.abc import Iterable
 from typing import Any, Literal
 

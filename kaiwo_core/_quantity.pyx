@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, embedsignature=True
-"""Kubernetes quantity and Kaiwo annotation parsing (compiled core of :mod:`kaiwo_core.quantity`).
+"""Kubernetes quantity and Kaiwo annotation parsing (compiled core of :mod:`kaiwo_core.model.quantity`).
 
 Design
 ------
@@ -553,7 +553,7 @@ def parse_quantity(value, str unit, str field="quantity"):
     """Parse a Kubernetes quantity into an integer in ``unit``.
 
     ``unit``: ``"cpu"`` (milli-cores), ``"memory"`` (MiB, from bytes) or ``"count"`` (whole number).
-    Rounds up; raises :class:`QuantityError`. See :func:`kaiwo_core.quantity.parse_quantity`.
+    Rounds up; raises :class:`QuantityError`. See :func:`kaiwo_core.model.quantity.parse_quantity`.
     """
     cdef int u = _unit_code(unit)
     cdef int64_t out = 0
@@ -567,7 +567,7 @@ def parse_quantity(value, str unit, str field="quantity"):
 def parse_quantities(values, str unit, str field="quantity"):
     """Parse a column of quantities; returns ``(int64 array, [(index, message), ...])``.
 
-    ``None`` gives 0; a bad entry gives 0 and one error. See :func:`kaiwo_core.quantity.parse_quantities`.
+    ``None`` gives 0; a bad entry gives 0 and one error. See :func:`kaiwo_core.model.quantity.parse_quantities`.
     """
     cdef int u = _unit_code(unit)
     cdef list vals = values if type(values) is list else list(values)
@@ -615,7 +615,7 @@ def parse_quantities(values, str unit, str field="quantity"):
 def parse_fraction(value, str field="kaiwo.ai/gpu-fraction"):
     """Milli-GPU share of a ``kaiwo.ai/gpu-fraction`` value (``"0.5"`` -> 500), in [100, 1000].
 
-    See :func:`kaiwo_core.quantity.parse_fraction`.
+    See :func:`kaiwo_core.model.quantity.parse_fraction`.
     """
     cdef int64_t out = 0
     cdef list why = []

@@ -20,7 +20,7 @@ the controller serves on ``/metrics``.
 Recording one cycle is vectorised: counts come from the placement's ``node`` array and the
 per-queue allocation from one ``np.bincount`` over the pods' queue codes; only the ~100 queue gauges
 are set from Python. The ``metrics`` plugin (:class:`MetricsPlugin`) does this in ``on_cycle_end``
-and can also append the same numbers, as series, to a :class:`~kaiwo_core.metrics_store.MetricsStore`,
+and can also append the same numbers, as series, to a :class:`~kaiwo_core.monitoring.metrics_store.MetricsStore`,
 so alert rules can watch the scheduler itself (e.g. ``kaiwo_pods_pending > 100 for 10m``).
 """
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .accounting import held_vectors
+from .scheduling.accounting import held_vectors
 from .plugins import Plugin, register
 
 if TYPE_CHECKING:  # the store's Numba kernels compile on import: only users of a store pay that
-    from .metrics_store import MetricsStore
+    from .monitoring.metrics_store import MetricsStore
 
 #: Cycle latency buckets: 1 ms to 30 s (a cycle at scale M takes tens to hundreds of ms).
 CYCLE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -141,7 +141,7 @@ class KaiwoMetrics:
         return out
 
     def record_alerts(self, counts: dict) -> None:
-        """Set ``kaiwo_alerts`` from :meth:`kaiwo_core.alerts.AlertManager.counts`."""
+        """Set ``kaiwo_alerts`` from :meth:`kaiwo_core.monitoring.alerts.AlertManager.counts`."""
         for (state, severity), n in counts.items():
             self.alerts.labels(state=state, severity=severity).set(n)
 
@@ -164,7 +164,7 @@ class MetricsPlugin(Plugin):
         self._sids = None
         super().__init__(**config)
         if self.store is None and self.config["store_slots"]:
-            from .metrics_store import MetricsStore
+            from .monitoring.metrics_store import MetricsStore
 
             self.store = MetricsStore(self.config["store_slots"], 256)
 
@@ -182,7 +182,7 @@ class MetricsPlugin(Plugin):
         usage = None
         q = extra.get(self.config["queue_key"])
         if q is not None:
-            # GPU milli-units each pod holds (what its queue is charged: kaiwo_core.accounting),
+            # GPU milli-units each pod holds (what its queue is charged: kaiwo_core.scheduling.accounting),
             # CPU and memory asked.
             held = held_vectors(result, ctx.cluster)
             usage = {"gpu": np.where(result.placed, held[:, 0], 0), "cpu": batch.cpu, "memory": batch.mem}

@@ -18,7 +18,7 @@ _Q_INT64_MAX = 2**63 - 1
 
 
 class NaiveQuantityError(ValueError):
-    """Reference error: ``reason`` says why (same wording as kaiwo_core.quantity.QuantityError)."""
+    """Reference error: ``reason`` says why (same wording as kaiwo_core.model.quantity.QuantityError)."""
 
     def __init__(self, reason):
         super().__init__(reason)

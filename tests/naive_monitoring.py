@@ -9,15 +9,15 @@ both in the same run to report ratios.
 ========================================  ==============================================================
 reference                                 kernel
 ========================================  ==============================================================
-:func:`naive_parse`                       ``kaiwo_core.exposition._parse_kernel`` (+ ``decode_key``)
-:func:`naive_write`                       ``kaiwo_core.metrics_kernels._write_kernel``
-:func:`naive_series_window`               ``kaiwo_core.metrics_kernels._series_window_kernel``
-:func:`naive_group_window`                ``kaiwo_core.metrics_kernels._group_window_kernel``
-:func:`naive_group_slot_sum`              ``kaiwo_core.metrics_kernels._group_slot_sum_kernel``
-:func:`naive_quantile`                    ``kaiwo_core.metrics_kernels._quantile_range`` (selection)
-:class:`NaiveAlertManager`                ``kaiwo_core.alerts._evaluate_kernel`` + ``_advance_kernel``
-:func:`naive_recommend`                   ``kaiwo_core.rightsizing._recommend_kernel``
-:func:`naive_efficiency`                  ``kaiwo_core.efficiency.efficiency_report`` (pod usage, idle GPUs)
+:func:`naive_parse`                       ``kaiwo_core.monitoring.exposition._parse_kernel`` (+ ``decode_key``)
+:func:`naive_write`                       ``kaiwo_core.monitoring.metrics_kernels._write_kernel``
+:func:`naive_series_window`               ``kaiwo_core.monitoring.metrics_kernels._series_window_kernel``
+:func:`naive_group_window`                ``kaiwo_core.monitoring.metrics_kernels._group_window_kernel``
+:func:`naive_group_slot_sum`              ``kaiwo_core.monitoring.metrics_kernels._group_slot_sum_kernel``
+:func:`naive_quantile`                    ``kaiwo_core.monitoring.metrics_kernels._quantile_range`` (selection)
+:class:`NaiveAlertManager`                ``kaiwo_core.monitoring.alerts._evaluate_kernel`` + ``_advance_kernel``
+:func:`naive_recommend`                   ``kaiwo_core.monitoring.rightsizing._recommend_kernel``
+:func:`naive_efficiency`                  ``kaiwo_core.monitoring.efficiency.efficiency_report`` (pod usage, idle GPUs)
 :func:`naive_track_cycle`                 ``kaiwo_core.self_metrics.KaiwoMetrics.record_cycle`` numbers
 ========================================  ==============================================================
 """
@@ -141,7 +141,7 @@ def _samples(values, slots, sid):
 
 
 def naive_series_window(values, slots, ts, sids, stat, q=0.0):
-    """Per-series statistic (see ``kaiwo_core.metrics_kernels``) with plain loops.
+    """Per-series statistic (see ``kaiwo_core.monitoring.metrics_kernels``) with plain loops.
 
     ``values`` is a list of rows (lists), ``slots`` time-ordered row indices, ``ts`` their times.
     """
@@ -414,7 +414,7 @@ class NaiveAlertManager:
 # ----------------------------------------------------------------------------- right-sizing
 
 def naive_recommend(usage_rows, current, last_change, now, policy, cooldown):
-    """Per pod: (code, target, percentile, samples) with the rules of ``kaiwo_core.rightsizing``."""
+    """Per pod: (code, target, percentile, samples) with the rules of ``kaiwo_core.monitoring.rightsizing``."""
     out = []
     for row, cur, last in zip(usage_rows, current, last_change):
         xs = [v for v in row if v == v]

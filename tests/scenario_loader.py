@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from kaiwo.synth import NODE_CPU, NODE_MEM_MIB
+from kaiwo.simulator.synth import NODE_CPU, NODE_MEM_MIB
 
 HERE = Path(__file__).parent / "scenarios"
 
@@ -18,7 +18,7 @@ def node_obj(spec: dict) -> dict:
     model = spec.get("model", "MI300X")
     mode = spec.get("partition", "spx_nps1")
     gpus = int(spec.get("gpus", 8))
-    from kaiwo_core.gpu import MODELS, parse_mode_label, partitioning
+    from kaiwo_core.model.gpu import MODELS, parse_mode_label, partitioning
 
     alloc = {"cpu": str(spec.get("cpu", NODE_CPU // 1000)), "memory": spec.get("memory", f"{NODE_MEM_MIB}Mi"),
              "pods": str(spec.get("pods", 110))}

@@ -18,10 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kaiwo_core import plugins
-from kaiwo_core.alerts import (AlertManager, AlertsPlugin, CallbackSink, LogSink, Rule, RuleError,
+from kaiwo_core.monitoring.alerts import (AlertManager, AlertsPlugin, CallbackSink, LogSink, Rule, RuleError,
                                WebhookSink, kubernetes_event, load_rules, parse_duration,
                                rule_from_dict)
-from kaiwo_core.metrics_store import MetricsStore
+from kaiwo_core.monitoring.metrics_store import MetricsStore
 from kaiwo_core.plugins import CycleContext
 from tests.naive_monitoring import NaiveAlertManager
 

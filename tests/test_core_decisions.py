@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import kaiwo_core as kc
-from kaiwo_core.fairness import OrderingConfig
+from kaiwo_core.scheduling.fairness import OrderingConfig
 from tests.scenario_loader import node_obj, pod_objs, scenario_objects
 
 

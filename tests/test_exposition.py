@@ -1,4 +1,4 @@
-"""The strict Prometheus text parser (``kaiwo_core.exposition``) and text ingestion into the store.
+"""The strict Prometheus text parser (``kaiwo_core.monitoring.exposition``) and text ingestion into the store.
 
 The compiled parser is compared with the regular-expression reference ``tests.naive_monitoring
 .naive_parse`` on random texts built from the grammar and then mutated (every sample and every
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kaiwo_core import exposition as ex
-from kaiwo_core.metrics_store import MetricsStore, StoreError
+from kaiwo_core.monitoring import exposition as ex
+from kaiwo_core.monitoring.metrics_store import MetricsStore, StoreError
 from tests.naive_monitoring import naive_parse
 
 # ------------------------------------------------------------------------------ generators

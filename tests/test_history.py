@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from kaiwo.data.make_example_scrapes import example_scrapes
-from kaiwo_core import history
-from kaiwo_core.exposition import split_scrapes
-from kaiwo_core.history import HistoryError, load, load_prometheus, save
-from kaiwo_core.metrics_store import MetricsStore
+from kaiwo_core.monitoring import history
+from kaiwo_core.monitoring.exposition import split_scrapes
+from kaiwo_core.monitoring.history import HistoryError, load, load_prometheus, save
+from kaiwo_core.monitoring.metrics_store import MetricsStore
 
 
 def example_store(slots=64):

@@ -29,7 +29,7 @@ import yaml
 
 import kaiwo_core as kc
 from kaiwo.cli import main
-from kaiwo_core.errors import object_name, show
+from kaiwo_core.model.errors import object_name, show
 
 # ------------------------------------------------------------------------------------ canaries
 
@@ -596,8 +596,8 @@ def _history_variants(tmp_path) -> list:
     """A valid history file, then copies with one array made hostile."""
     import numpy as np
 
-    from kaiwo.monitor_cli import load_source
-    from kaiwo_core.history import save
+    from kaiwo.cli.monitor import load_source
+    from kaiwo_core.monitoring.history import save
 
     ok = tmp_path / "ok.npz"
     save(load_source(None)[0], ok)
@@ -651,7 +651,7 @@ RULES = [  # (id, changes to a valid rule, the field named)
 
 @pytest.mark.parametrize("case", RULES, ids=[c[0] for c in RULES])
 def test_alert_rules_check_refuses_hostile_rules(case, tmp_path, capsys):
-    from kaiwo_core.alerts import load_rules
+    from kaiwo_core.monitoring.alerts import load_rules
 
     _, change, fld = case
     rs = load_rules([{**RULE, **change}, dict(RULE, name="Fine")])
@@ -714,8 +714,8 @@ TRACES = [  # (id, reader, file name, text, line, column, value)
 
 @pytest.mark.parametrize("case", TRACES, ids=[c[0] for c in TRACES])
 def test_trace_csv_overflows_name_file_line_column_value(case, tmp_path):
-    from kaiwo.simulate_online import read_jobs_csv, read_vc_nodes
-    from kaiwo_core.trace import TraceError, read_node_csv, read_pod_csv
+    from kaiwo.simulator.online import read_jobs_csv, read_vc_nodes
+    from kaiwo_core.model.trace import TraceError, read_node_csv, read_pod_csv
 
     _, reader, name, text, line, column, value = case
     p = tmp_path / name
@@ -730,7 +730,7 @@ def test_trace_csv_overflows_name_file_line_column_value(case, tmp_path):
 def test_trace_corrupt_gz_is_a_trace_error(tmp_path):
     import gzip
 
-    from kaiwo_core.trace import TraceError, read_pod_csv
+    from kaiwo_core.model.trace import TraceError, read_pod_csv
 
     p = tmp_path / "pods.csv.gz"
     body = POD_HEADER + "".join(f"p{i},1000,1000,1,1000,\n" for i in range(2000))

@@ -1,6 +1,6 @@
 """Numba kernels of the metrics collector against their plain-Python references, and the store.
 
-Every kernel of ``kaiwo_core.metrics_kernels`` is compared with ``tests.naive_monitoring`` on random
+Every kernel of ``kaiwo_core.monitoring.metrics_kernels`` is compared with ``tests.naive_monitoring`` on random
 ring buffers with missing samples (hypothesis): max/min/last/count/quantiles must be identical,
 means and rates equal to 1e-12 relative (same summation order, so in practice identical). The
 store is checked for ring wrap-around, windows, selectors, group keys, pod info and pruning.
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kaiwo_core import metrics_kernels as mk
-from kaiwo_core.metrics_store import (Matcher, MetricsStore, SelectorError, StoreError,
+from kaiwo_core.monitoring import metrics_kernels as mk
+from kaiwo_core.monitoring.metrics_store import (Matcher, MetricsStore, SelectorError, StoreError,
                                       parse_selector)
 from tests.naive_monitoring import (naive_group_slot_sum, naive_group_window, naive_quantile,
                                     naive_series_window, naive_write)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 import kaiwo_core as kc
-from kaiwo_core import gpu
-from kaiwo_core.cluster import NodeError, node_spec
-from kaiwo_core.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD, PodError, pod_request
+from kaiwo_core.model import gpu
+from kaiwo_core.model.cluster import NodeError, node_spec
+from kaiwo_core.model.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD, PodError, pod_request
 from tests.scenario_loader import node_obj
 
 

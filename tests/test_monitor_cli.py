@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import kaiwo_core as kc
 from kaiwo.cli import main
-from kaiwo_core.efficiency import Allocations, efficiency_report
-from kaiwo_core.metrics_store import MetricsStore
+from kaiwo_core.monitoring.efficiency import Allocations, efficiency_report
+from kaiwo_core.monitoring.metrics_store import MetricsStore
 from kaiwo_core.self_metrics import KaiwoMetrics, MetricsPlugin
 from tests.naive_monitoring import naive_efficiency, naive_track_cycle
 

@@ -1,4 +1,4 @@
-"""Pods as columns (kaiwo_core.podtable): the columns a cycle selects from say what the pods say,
+"""Pods as columns (kaiwo_core.scheduling.podtable): the columns a cycle selects from say what the pods say,
 and a snapshot whose pod lists change reads them again."""
 import json
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import kaiwo_core as kc
-from kaiwo import synth
-from kaiwo_core.podtable import PodTable, csr_rows
-from kaiwo_core.requests import NO_CONSTRAINT, batch_from_requests, pod_name
+from kaiwo.simulator import synth
+from kaiwo_core.scheduling.podtable import PodTable, csr_rows
+from kaiwo_core.model.requests import NO_CONSTRAINT, batch_from_requests, pod_name
 
 
 @pytest.fixture(scope="module")

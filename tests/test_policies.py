@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 import kaiwo_core as kc
-from kaiwo_core.cluster import cluster_from_arrays
-from kaiwo_core.requests import batch_from_arrays
+from kaiwo_core.model.cluster import cluster_from_arrays
+from kaiwo_core.model.requests import batch_from_arrays
 
 
 def offers():

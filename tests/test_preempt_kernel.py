@@ -762,7 +762,7 @@ def test_good_input_passes_and_read_only_inputs_work():
     assert out["node"].shape == (4,)
 
 
-# ------------------------------------------------------------ Python wrapper (kaiwo_core.preemption)
+# ------------------------------------------------------------ Python wrapper (kaiwo_core.scheduling.preemption)
 
 def _objects(strategy, b_annotations=None, b_priority=0, rmr=None, b_started=None):
     """One node of 8 MI300X; queues A and B (GPU quota 2 each); B runs 8 one-GPU pods (no device
@@ -798,7 +798,7 @@ def _objects(strategy, b_annotations=None, b_priority=0, rmr=None, b_started=Non
 
 def _plan(objs, **kw):
     import kaiwo_core as kc
-    from kaiwo_core.preemption import plan_preemptions
+    from kaiwo_core.scheduling.preemption import plan_preemptions
 
     decisions = kc.schedule(kc.Snapshot.from_objects(objs))
     return decisions, plan_preemptions(decisions, **kw)
@@ -836,7 +836,7 @@ def test_wrapper_respects_annotations_thresholds_and_min_runtime():
     _, plan = _plan(_objects("conservative", {7: {"kaiwo.ai/preemptible": "true"}}))
     assert [e["pod"] for e in plan.preemptions()] == ["ns/b7", "ns/b6"]
     # Priority at or above the threshold: nobody.
-    from kaiwo_core.preemption import PreemptionConfig
+    from kaiwo_core.scheduling.preemption import PreemptionConfig
     _, plan = _plan(_objects("aggressive", b_priority=100), config=PreemptionConfig(nonpreemptible_priority=100))
     assert plan.preemptions() == []
     # reclaimMinRuntime: now = the newest creation (12:00); b0..b7 created at 00:00..07:00.
@@ -851,7 +851,7 @@ def test_wrapper_respects_annotations_thresholds_and_min_runtime():
 
 
 def test_wrapper_check_resources_all_blocks_conservative_without_cpu_quota():
-    from kaiwo_core.preemption import PreemptionConfig
+    from kaiwo_core.scheduling.preemption import PreemptionConfig
     _, plan = _plan(_objects("conservative"), config=PreemptionConfig(check_resources="all"))
     assert plan.preemptions() == []
     with pytest.raises(ValueError, match="check_resources"):
@@ -861,7 +861,7 @@ def test_wrapper_check_resources_all_blocks_conservative_without_cpu_quota():
 def test_wrapper_state_matches_the_kernel_view_of_the_placement():
     """state_after_placement rebuilds what place() left (a cycle with bindings and leftovers)."""
     import kaiwo_core as kc
-    from kaiwo_core.preemption import state_after_placement
+    from kaiwo_core.scheduling.preemption import state_after_placement
 
     objs = _objects("aggressive")
     objs = [o for o in objs if not (o["kind"] == "Pod" and o["metadata"]["name"] in ("b6", "b7"))]

@@ -1,4 +1,4 @@
-"""kaiwo_core.quantity (Cython) against the exact Fraction references in tests/naive.py.
+"""kaiwo_core.model.quantity (Cython) against the exact Fraction references in tests/naive.py.
 
 Hypothesis builds quantity strings from their parts (sign, digits, dot, suffix or exponent, including
 long mantissas and large exponents that take the Python-integer slow path) and arbitrary text for the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from kaiwo_core.quantity import (QuantityError, parse_bool, parse_fraction, parse_fractions, parse_mib,
+from kaiwo_core.model.quantity import (QuantityError, parse_bool, parse_fraction, parse_fractions, parse_mib,
                                  parse_positive_int, parse_quantities, parse_quantity)
 from tests.naive import NaiveQuantityError, naive_fraction, naive_quantities, naive_quantity
 

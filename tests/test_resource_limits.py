@@ -65,7 +65,7 @@ def test_aliases_within_the_budget_are_read(tmp_path):
 
 @pytest.mark.parametrize("replicas,ok", [(100_000, True), (100_001, False)])
 def test_kaiwojob_replicas_have_a_maximum(replicas, ok):
-    from kaiwo_core.gangs import job_spec
+    from kaiwo_core.scheduling.gangs import job_spec
 
     job = {"kind": "KaiwoJob", "metadata": {"name": "j"},
            "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c"}]}}}}
@@ -80,7 +80,7 @@ def test_the_placement_kernel_never_sees_a_count_beyond_the_largest_node(monkeyp
     """The kernel reserves result space for the sum of the counts of a batch: a pod may name up
     to 1,024 GPUs (the decoding maximum), but reaches the kernel asking for one more than the
     largest node has, and stays pending with the kernel's reason."""
-    import kaiwo_core.cycle as cycle
+    import kaiwo_core.scheduling.cycle as cycle
 
     seen = []
     real = cycle.place

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kaiwo.data.make_example_scrapes import example_scrapes
-from kaiwo_core.efficiency import Allocations
-from kaiwo_core.exposition import split_scrapes
-from kaiwo_core.metrics_store import MetricsStore
-from kaiwo_core.rightsizing import (COOLDOWN, DECREASE, DEFAULT_POLICIES, INCREASE, KEEP, NEW, NO_DATA,
+from kaiwo_core.monitoring.efficiency import Allocations
+from kaiwo_core.monitoring.exposition import split_scrapes
+from kaiwo_core.monitoring.metrics_store import MetricsStore
+from kaiwo_core.monitoring.rightsizing import (COOLDOWN, DECREASE, DEFAULT_POLICIES, INCREASE, KEEP, NEW, NO_DATA,
                                     ResourcePolicy, Rightsizer, usage_from_store)
 from tests.naive_monitoring import naive_recommend
 

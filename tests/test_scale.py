@@ -2,7 +2,7 @@
 import json
 
 from kaiwo.cli import main
-from kaiwo.synth import dump_objects
+from kaiwo.simulator.synth import dump_objects
 from tests.invariants import check_every_pod_once, check_no_overcommit
 
 

@@ -1,4 +1,4 @@
-"""The trace replay (kaiwo.simulate), the online replay (kaiwo.simulate_online) and ``kaiwo simulate``.
+"""The trace replay (kaiwo.simulator.offline), the online replay (kaiwo.simulator.online) and ``kaiwo simulate``.
 
 The FGD paper's experiment is reproduced exactly: with seed 42 on the bundled openb ``default``
 trace, best-fit and FGD give the published per-seed allocation ratios at 100% and 130% arrival
@@ -12,13 +12,13 @@ import json
 import numpy as np
 import pytest
 
-from kaiwo import simulate as S
-from kaiwo import simulate_online as O
+from kaiwo.simulator import offline as S
+from kaiwo.simulator import online as O
 from kaiwo.cli import main
 from kaiwo_core import _core
-from kaiwo_core.cluster import cluster_from_arrays
-from kaiwo_core.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD
-from kaiwo_core.trace import NodeList, Workload
+from kaiwo_core.model.cluster import cluster_from_arrays
+from kaiwo_core.model.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD
+from kaiwo_core.model.trace import NodeList, Workload
 
 POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
 
@@ -256,11 +256,11 @@ def test_cli_online(tmp_path, capsys):
 
 
 def test_parse_seeds():
-    from kaiwo.simulate_cli import parse_seeds
+    from kaiwo.cli.simulate import parse_seeds
     assert parse_seeds("42") == [42] and parse_seeds("42-44,50") == [42, 43, 44, 50]
 
 
 def test_strategy_constants_match_plugins():
-    from kaiwo_core.filters import STRATEGIES
+    from kaiwo_core.scheduling.filters import STRATEGIES
     assert STRATEGIES["fgd"] == _core.STRATEGY_FGD and STRATEGIES["random"] == _core.STRATEGY_RANDOM
     assert STRATEGIES["frag"] == _core.STRATEGY_FRAG_AWARE and len(STRATEGIES) == _core.NUM_STRATEGIES

@@ -1,4 +1,4 @@
-"""Trace reading, Go's math/rand and the FGD experiment's arrivals (kaiwo_core.trace).
+"""Trace reading, Go's math/rand and the FGD experiment's arrivals (kaiwo_core.model.trace).
 
 Only the bundled openb ``default`` pod list and GPU node list are used (kaiwo/data); other inputs
 are small CSV files written here.
@@ -10,8 +10,8 @@ import gzip
 import numpy as np
 import pytest
 
-from kaiwo.simulate import BUNDLED_NODES, BUNDLED_PODS, bundled
-from kaiwo_core import trace as T
+from kaiwo.simulator.offline import BUNDLED_NODES, BUNDLED_PODS, bundled
+from kaiwo_core.model import trace as T
 
 POD_HEADER = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
 

@@ -18,12 +18,12 @@ import functools
 import numpy as np
 
 import kaiwo_core as kc
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo.data.make_example_scrapes import MonitoringWorkload
-from kaiwo_core.alerts import AlertManager, load_rules
-from kaiwo_core.efficiency import efficiency_report
+from kaiwo_core.monitoring.alerts import AlertManager, load_rules
+from kaiwo_core.monitoring.efficiency import efficiency_report
 from kaiwo_core.plugins import CycleContext
-from kaiwo_core.rightsizing import Rightsizer
+from kaiwo_core.monitoring.rightsizing import Rightsizer
 from kaiwo_core.self_metrics import MetricsPlugin
 
 SCALES = ["S", "M"]

@@ -1,6 +1,6 @@
 """asv benchmarks of placement, snapshot building and the scheduling cycle at DESIGN.md scales.
 
-Inputs are the seeded synthetic clusters of :mod:`kaiwo.synth` (S = 100 nodes x 8 MI300X,
+Inputs are the seeded synthetic clusters of :mod:`kaiwo.simulator.synth` (S = 100 nodes x 8 MI300X,
 M = 1,000 nodes x 8 MI300X with 10,000 pending pods); L is left to ``kaiwo`` scale tests.
 
 Fresh state per timed call
@@ -23,9 +23,9 @@ import functools
 import numpy as np
 
 import kaiwo_core as kc
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo_core import _core
-from kaiwo_core.cluster import kernel_view
+from kaiwo_core.model.cluster import kernel_view
 
 SCALES = ["S", "M"]
 STRATEGIES = ["binpack", "spread", "frag"]

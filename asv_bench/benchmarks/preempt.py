@@ -3,8 +3,8 @@
 Workload (:func:`preempt_workload`, seeded; ``tests/benchmarks/test_bench_preempt.py`` uses the same
 function so pytest-benchmark and asv time identical inputs):
 
-* Cluster and running pods: :func:`kaiwo.synth.scale_arrays`'s cluster (S 100, M 1,000 nodes x 8
-  MI300X) with the scale's running pods (S 2,000, M 20,000; :data:`kaiwo.synth.RUNNING_SHAPES`)
+* Cluster and running pods: :func:`kaiwo.simulator.synth.scale_arrays`'s cluster (S 100, M 1,000 nodes x 8
+  MI300X) with the scale's running pods (S 2,000, M 20,000; :data:`kaiwo.simulator.synth.RUNNING_SHAPES`)
   placed by the placement kernel (binpack), so every device charge is placement's own.
 * Queues: 100 queues in 3 levels (:func:`asv_bench.benchmarks.queues.tree_parents`), GPU quotas
   top-down adding up to ~80 % of the cluster, CPU and memory at the cluster's ratio; running and
@@ -29,9 +29,9 @@ import functools
 import numpy as np
 
 import kaiwo_core as kc
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo_core import _core
-from kaiwo_core.cluster import kernel_view
+from kaiwo_core.model.cluster import kernel_view
 
 from .queues import tree_parents
 

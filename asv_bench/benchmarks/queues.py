@@ -9,7 +9,7 @@ function so pytest-benchmark and asv time identical inputs):
   cluster and are split down with jitter; CPU and memory quotas follow GPU at the cluster's ratio,
   a few are unlimited (-1); 10 % of the queues have a limit of twice their quota; weights 1-3;
   top-level priorities 0-1.
-* Pods: the scale's running and pending pods (:mod:`kaiwo.synth` shapes: S 2,000 + 1,000,
+* Pods: the scale's running and pending pods (:mod:`kaiwo.simulator.synth` shapes: S 2,000 + 1,000,
   M 20,000 + 10,000), requests as (GPU milli-units = devices x milli, CPU, memory), assigned to
   leaves with skewed (log-normal) popularity.
 * Capacity: the scale's nodes x (8 GPUs, 192 cores, 2 TiB).
@@ -27,7 +27,7 @@ import functools
 
 import numpy as np
 
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo_core import _core
 
 SCALES = ["S", "M"]

@@ -8,7 +8,7 @@ plus the allocation curve and fragmentation measure.
 """
 from __future__ import annotations
 
-from kaiwo import simulate as S
+from kaiwo.simulator import offline as S
 
 
 class Replay:

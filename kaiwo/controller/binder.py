@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kaiwo_core.requests import ANN_ASSIGNMENT, KIND_SHARED, KIND_XCD
+from kaiwo_core.model.requests import ANN_ASSIGNMENT, KIND_SHARED, KIND_XCD
 
 from .errors import ControllerError, Disposition, NotLeaderError, RetryPolicy, StoppedError, call_with_retry
 from .events import NORMAL, WARNING, EventRecorder

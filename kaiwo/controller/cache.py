@@ -27,7 +27,7 @@ ClusterCache
       full ``Snapshot.from_objects`` (tested). When exactness is lost (overcommitted input, devices
       used twice, running GPU pods without an assignment) the next change rebuilds it from scratch;
     * **columns**: the PodTables of a snapshot's running and pending pods are built on the last
-      snapshot's (:meth:`kaiwo_core.podtable.PodTable.build` with ``reuse``): only pods decoded
+      snapshot's (:meth:`kaiwo_core.scheduling.podtable.PodTable.build` with ``reuse``): only pods decoded
       or charged anew since are read;
     * **versions and currency**: an object never goes back to an older version, whichever of the
       streams feeding the cache (watches, relists, single reads) is behind; each scope knows the
@@ -65,11 +65,11 @@ from typing import Callable
 
 import numpy as np
 
-from kaiwo_core.cluster import IDLE, NodeError, build_cluster, decode_node
-from kaiwo_core.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
-from kaiwo_core.requests import (ANN_ASSIGNMENT, KIND_NONE, KIND_SHARED, KIND_XCD, SCHEDULER_NAME, PodError,
+from kaiwo_core.model.cluster import IDLE, NodeError, build_cluster, decode_node
+from kaiwo_core.scheduling.gangs import LABEL_JOB, expand_jobs, hold_waiting_gangs
+from kaiwo_core.model.requests import (ANN_ASSIGNMENT, KIND_NONE, KIND_SHARED, KIND_XCD, SCHEDULER_NAME, PodError,
                                  PodRequest, class_errors, decode_pod, priority_classes, waiting_reason)
-from kaiwo_core.snapshot import FINISHED_PHASES, Snapshot
+from kaiwo_core.scheduling.snapshot import FINISHED_PHASES, Snapshot
 
 from .api import WATCHED_KINDS
 from .errors import Disposition, RetryPolicy, classify, describe
@@ -721,7 +721,7 @@ class ClusterCache:
 
     def _decode(self, key: str, obj: dict, src: dict, classes: dict) -> tuple:
         """Decoded ``src`` (the pod, or its copy with KaiwoJob gang marks) and its warnings
-        (:func:`kaiwo_core.requests.decode_pod`: a bound pod is never rejected), cached until the
+        (:func:`kaiwo_core.model.requests.decode_pod`: a bound pod is never rejected), cached until the
         pod changes; a copy whose marks differ from the pod's annotations is decoded every time."""
         same = src is obj or _annotations(src) == _annotations(obj)
         if same:

@@ -38,9 +38,9 @@ from typing import Callable
 
 import numpy as np
 
-from kaiwo_core.cycle import schedule
-from kaiwo_core.gangs import LABEL_JOB
-from kaiwo_core.queues import RESOURCES
+from kaiwo_core.scheduling.cycle import schedule
+from kaiwo_core.scheduling.gangs import LABEL_JOB
+from kaiwo_core.scheduling.queues import RESOURCES
 
 from .api import WATCHED_KINDS, KubeApi, quantities_as_strings
 from .binder import MANAGED_BY, Binder, BindTask, ConfigMapTask, EvictTask, config_map_name, device_env

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Callable
 
-from kaiwo_core.gangs import LABEL_JOB
+from kaiwo_core.scheduling.gangs import LABEL_JOB
 
 from .errors import ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry
 from .events import WARNING, EventRecorder, custom_ref, pod_ref, rfc3339

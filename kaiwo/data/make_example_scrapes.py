@@ -20,7 +20,7 @@ requests and ``kaiwo.ai/queue`` labels (the energy counter is left out to keep t
 * GPU 5 of ``mi300x-b`` (free) turns unhealthy at minute 10; GPUs 4-7 of ``mi300x-b`` are free.
 
 :class:`Fleet` builds the same kind of data at the DESIGN.md scales (S, M, L) for benchmarks:
-the running pods of :mod:`kaiwo.synth` placed on ``nodes x 8`` MI300X, one series per logical GPU
+the running pods of :mod:`kaiwo.simulator.synth` placed on ``nodes x 8`` MI300X, one series per logical GPU
 and exporter metric (8 metrics: the 7 above and the ``gpu_energy_consumed`` counter) and cAdvisor
 CPU/memory series per pod, sampled as arrays (the fast ingestion path) or rendered as text.
 """
@@ -157,16 +157,16 @@ class Fleet:
     Parameters
     ----------
     scale : str
-        ``S``, ``M`` or ``L`` (:func:`kaiwo.synth.sizes`): nodes x 8 MI300X and the running pods.
+        ``S``, ``M`` or ``L`` (:func:`kaiwo.simulator.synth.sizes`): nodes x 8 MI300X and the running pods.
     seed : int
-        Seeds the workload (as :mod:`kaiwo.synth` does) and the usage model.
+        Seeds the workload (as :mod:`kaiwo.simulator.synth` does) and the usage model.
     queues : int
         Leaf queues the pods are spread over (DESIGN.md: 100 at scale M).
     """
 
     def __init__(self, scale: str = "M", seed: int = 0, queues: int = 100):
         import kaiwo_core as kc
-        from kaiwo import synth
+        from kaiwo.simulator import synth
 
         sz = synth.sizes(scale)
         n = sz["nodes"]
@@ -222,8 +222,8 @@ class Fleet:
         return len(self.dev_node)
 
     def allocations(self):
-        """:class:`kaiwo_core.efficiency.Allocations` of the running pods."""
-        from kaiwo_core.efficiency import Allocations
+        """:class:`kaiwo_core.monitoring.efficiency.Allocations` of the running pods."""
+        from kaiwo_core.monitoring.efficiency import Allocations
 
         return Allocations(self.pod_names, [self.node_names[n] for n in self.pod_node],
                            [self.queue_names[q] for q in self.pod_queue_id], self.pod_job,
@@ -370,8 +370,8 @@ class MonitoringWorkload:
     T0 = 1.7e9
 
     def __init__(self, scale: str = "M", seed: int = 0):
-        from kaiwo import synth
-        from kaiwo_core.metrics_store import MetricsStore
+        from kaiwo.simulator import synth
+        from kaiwo_core.monitoring.metrics_store import MetricsStore
 
         self.scale = scale
         self.fleet = fleet = Fleet(scale, seed)

@@ -1,4 +1,4 @@
-"""Inputs of the placement benchmarks: seeded synthetic clusters from :mod:`kaiwo.synth`.
+"""Inputs of the placement benchmarks: seeded synthetic clusters from :mod:`kaiwo.simulator.synth`.
 
 Which scales and strategies run comes from the environment, so the default test run stays fast:
 
@@ -16,9 +16,9 @@ import os
 import numpy as np
 import pytest
 
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo_core import _core
-from kaiwo_core.cluster import kernel_view
+from kaiwo_core.model.cluster import kernel_view
 
 STRATEGY_CODES = {"binpack": _core.STRATEGY_BINPACK, "spread": _core.STRATEGY_SPREAD,
                   "frag": _core.STRATEGY_FRAG_AWARE}

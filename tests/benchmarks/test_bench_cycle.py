@@ -22,7 +22,7 @@ import json
 import pytest
 
 import kaiwo_core as kc
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo_core import _core
 from tests.naive import place_batch_ref
 from tests.naive_preempt import plan_preemptions_ref

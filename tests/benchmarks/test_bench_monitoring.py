@@ -36,13 +36,13 @@ import numpy as np
 import pytest
 
 import kaiwo_core as kc
-from kaiwo import synth
+from kaiwo.simulator import synth
 from kaiwo.data.make_example_scrapes import MonitoringWorkload
-from kaiwo_core.alerts import AlertManager, load_rules
-from kaiwo_core.efficiency import efficiency_report
-from kaiwo_core.exposition import decode_key
+from kaiwo_core.monitoring.alerts import AlertManager, load_rules
+from kaiwo_core.monitoring.efficiency import efficiency_report
+from kaiwo_core.monitoring.exposition import decode_key
 from kaiwo_core.plugins import CycleContext
-from kaiwo_core.rightsizing import RESOURCES, Rightsizer
+from kaiwo_core.monitoring.rightsizing import RESOURCES, Rightsizer
 from kaiwo_core.self_metrics import MetricsPlugin
 from tests.naive_monitoring import (NaiveAlertManager, naive_efficiency, naive_group_of,
                                     naive_group_window, naive_parse, naive_recommend,
@@ -181,7 +181,7 @@ def test_track_cycle_kernel(benchmark, case, scale):
 
 
 def _held_ref(cluster, batch, result, i):
-    """GPU milli pod i holds (kaiwo_core.accounting's rule, one device at a time)."""
+    """GPU milli pod i holds (kaiwo_core.scheduling.accounting's rule, one device at a time)."""
     total = 0
     for k in range(int(result.asg_start[i]), int(result.asg_start[i + 1])):
         d = int(result.asg_dev[k])

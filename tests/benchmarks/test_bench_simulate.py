@@ -19,10 +19,10 @@ import os
 import numpy as np
 import pytest
 
-from kaiwo import simulate as S
+from kaiwo.simulator import offline as S
 from kaiwo_core import _core
-from kaiwo_core.cluster import kernel_view
-from kaiwo_core.filters import STRATEGIES
+from kaiwo_core.model.cluster import kernel_view
+from kaiwo_core.scheduling.filters import STRATEGIES
 from kaiwo_core.plugins import CycleContext, Pipeline
 from tests.naive import place_batch_ref
 

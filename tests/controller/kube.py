@@ -19,7 +19,7 @@ MI300X_LABELS = {"amd.com/gpu.product-name": "AMD_Instinct_MI300X", "amd.com/gpu
 def node(name: str, gpus: int = 8, partition: str = "spx_nps1", cpu: str = "192", memory: str = "2Ti",
          pods: int = 110, labels: dict | None = None, taints: list | None = None) -> dict:
     """An MI300X node as the AMD device plugin and node labeller describe it."""
-    from kaiwo_core.gpu import COMPUTE_PARTITIONS, parse_mode_label
+    from kaiwo_core.model.gpu import COMPUTE_PARTITIONS, parse_mode_label
 
     compute, _ = parse_mode_label(partition)
     per = COMPUTE_PARTITIONS[compute] or 8
@@ -200,8 +200,8 @@ def device_usage(bound: dict[str, dict], nodes: dict[str, dict]) -> list[str]:
     """Every over-booking among bound pods, from their annotations: a whole GPU given twice, a
     GPU's compute share above 1, its memory above capacity, or one XCD held by two isolated pods.
     Empty when the bookings are consistent."""
-    from kaiwo_core.cluster import cluster_from_nodes
-    from kaiwo_core.requests import KIND_WHOLE, KIND_XCD, pod_request
+    from kaiwo_core.model.cluster import cluster_from_nodes
+    from kaiwo_core.model.requests import KIND_WHOLE, KIND_XCD, pod_request
 
     cluster = cluster_from_nodes(list(nodes.values()))
     milli: dict = {}

@@ -66,8 +66,8 @@ HALF = {"partition": 0, "xcds": list(range(8)), "fraction": 0.5, "memoryMiB": 98
 def _expected_env(pod_obj: dict, nodes: list[dict]) -> dict:
     """The ConfigMap data a bound shared pod's annotation calls for (what the binder writes)."""
     from kaiwo.controller.binder import device_env
-    from kaiwo_core.cluster import cluster_from_nodes
-    from kaiwo_core.requests import KIND_SHARED
+    from kaiwo_core.model.cluster import cluster_from_nodes
+    from kaiwo_core.model.requests import KIND_SHARED
 
     cluster = cluster_from_nodes(nodes)
     devices = json.loads(pod_obj["metadata"]["annotations"]["kaiwo.ai/gpu-assignment"])

@@ -9,9 +9,9 @@ import yaml
 
 from kaiwo.controller.binder import config_map_name, device_env
 from kaiwo_core import Snapshot, schedule
-from kaiwo_core.cluster import cluster_from_nodes
-from kaiwo_core.gangs import expand_jobs
-from kaiwo_core.requests import pod_request, priority_classes
+from kaiwo_core.model.cluster import cluster_from_nodes
+from kaiwo_core.scheduling.gangs import expand_jobs
+from kaiwo_core.model.requests import pod_request, priority_classes
 from tests.controller.kube import assignment, device_usage, node, pod, wait_until
 
 NOW = 1_800_000_000.0  # a fixed "now" for the pods' age, so both sides decide identically

@@ -20,8 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from kaiwo_core.gangs import expand_jobs
-from kaiwo_core.queues import QueueError, queue_spec
+from kaiwo_core.scheduling.gangs import expand_jobs
+from kaiwo_core.scheduling.queues import QueueError, queue_spec
 from tests.controller.kube import node, pod, queue
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,7 +172,7 @@ QUEUES = [  # (object, accepted by both sides)
     (_queue_variant(fairness={"policy": "fifo"}), False),
     (_queue_variant(priority="high"), False),
     (_queue_variant(preemptMinRuntime="soon"), False),
-    # The maxima of kaiwo_core.limits, in the schema too (issue 10).
+    # The maxima of kaiwo_core.model.limits, in the schema too (issue 10).
     (_queue_variant(priority=-(2**31), resources={"gpu": {"quota": 1, "overQuotaWeight": 1e6}}), True),
     (_queue_variant(priority=2**31), False),
     (_queue_variant(resources={"gpu": {"quota": 1, "overQuotaWeight": 1e7}}), False),
@@ -277,7 +277,7 @@ RESERVATIONS = [
 
 @pytest.mark.parametrize("obj,ok", RESERVATIONS, ids=lambda v: None if isinstance(v, bool) else str(v["spec"])[:60])
 def test_reservation_schema_agrees_with_kaiwo_core(obj, ok):
-    from kaiwo_core.reservations import ReservationError, reservation_spec
+    from kaiwo_core.scheduling.reservations import ReservationError, reservation_spec
 
     try:
         reservation_spec(obj, 1.8e9)

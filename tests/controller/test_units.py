@@ -18,8 +18,8 @@ from kaiwo.controller.cache import ChargeBook, ClusterCache
 from kaiwo.controller.errors import (ControllerError, Disposition, RetryPolicy, StoppedError,
                                      call_with_retry, classify)
 from kaiwo_core import Snapshot, schedule
-from kaiwo_core.cluster import cluster_from_nodes
-from kaiwo_core.requests import KIND_SHARED, KIND_WHOLE, KIND_XCD, pod_request
+from kaiwo_core.model.cluster import cluster_from_nodes
+from kaiwo_core.model.requests import KIND_SHARED, KIND_WHOLE, KIND_XCD, pod_request
 from tests.controller.kube import node, pod
 
 

@@ -1,0 +1,3 @@
+"""The trace-driven simulator: the FGD experiment (offline), the online replay with queues,
+synthetic workloads, and the reports (tables, plots, HTML).
+"""

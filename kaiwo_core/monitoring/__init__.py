@@ -1,0 +1,3 @@
+"""Monitoring: Prometheus exposition parsing, the metrics store and its kernels, alert rules,
+efficiency reports, right-sizing, history files and the scheduler's own metrics.
+"""
