@@ -113,13 +113,24 @@ def register(cls: type[Plugin]) -> type[Plugin]:
     return cls
 
 
+#: Entry points that could not be loaded: name -> why. One broken plugin package must not stop the
+#: others (or every command that lists plugins); asking for it by name says why it is missing.
+BROKEN: dict[str, str] = {}
+
+
 def _load_entry_points() -> None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name not in _REGISTRY:
+        if ep.name in _REGISTRY or ep.name in BROKEN:
+            continue
+        try:
             cls = ep.load()
-            if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-                raise PluginError(f"entry point {ep.name!r} ({ep.value}) is not a Plugin class")
-            _REGISTRY[ep.name] = cls
+        except Exception as e:  # noqa: BLE001 - third-party code: any failure leaves that plugin out
+            BROKEN[ep.name] = f"entry point {ep.name!r} ({ep.value}) cannot be loaded: {type(e).__name__}: {e}"
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            BROKEN[ep.name] = f"entry point {ep.name!r} ({ep.value}) is not a Plugin class"
+            continue
+        _REGISTRY[ep.name] = cls
 
 
 def available() -> list[str]:
@@ -133,6 +144,8 @@ def create(name: str, **config) -> Plugin:
     if name not in _REGISTRY:
         _load_entry_points()
     cls = _REGISTRY.get(name)
+    if cls is None and name in BROKEN:
+        raise PluginError(BROKEN[name])
     if cls is None:
         raise PluginError(f"unknown plugin {name!r} (available: {', '.join(available())})")
     return cls(**config)

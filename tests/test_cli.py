@@ -1,5 +1,10 @@
 """The command line on the bundled example and on bad input."""
 import json
+import os
+import subprocess
+import sys
+
+import pytest
 
 from kaiwo.cli import main
 
@@ -37,3 +42,17 @@ def test_not_objects(capsys, tmp_path):
 def test_plugins_listed(capsys):
     assert main(["plugins"]) == 0
     assert "binpack" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["schedule", "--output", "json"], ["monitor"], ["recommend", "--json"]])
+def test_a_closed_pipe_ends_quietly(args):
+    """`kaiwo schedule | head -c 10`: the reader goes away; no BrokenPipeError traceback."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen([sys.executable, "-m", "kaiwo", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, cwd=root)
+    proc.stdout.read(10)
+    proc.stdout.close()  # what `head` does once it has its bytes
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

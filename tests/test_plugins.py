@@ -86,3 +86,22 @@ def test_lifecycle_stop():
     pipe = kc.Pipeline(["binpack"])
     pipe.stop()
     assert not pipe.plugins[0].started
+
+
+def test_a_broken_plugin_package_leaves_only_itself_out(monkeypatch, capsys):
+    """An installed entry point whose module is gone (an uninstalled or renamed package) used to
+    raise from every listing: now it is left out, `kaiwo plugins` warns, and asking for it by name
+    says why."""
+    from importlib.metadata import EntryPoint
+
+    from kaiwo.cli import main
+
+    broken = EntryPoint("gone", "no_such_module_anywhere:Plugin", plugins.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [broken])
+    monkeypatch.setattr(plugins, "BROKEN", {})
+    assert "binpack" in plugins.available() and "gone" not in plugins.available()
+    with pytest.raises(plugins.PluginError, match="no_such_module_anywhere.*ModuleNotFoundError"):
+        plugins.create("gone")
+    assert main(["plugins"]) == 0
+    captured = capsys.readouterr()
+    assert "binpack" in captured.out and "'gone'" in captured.err

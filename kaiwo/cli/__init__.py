@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from importlib.resources import files
@@ -116,6 +117,8 @@ def cmd_plugins(args) -> int:
         cls = plugins._REGISTRY[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name:16} {doc}")
+    for why in plugins.BROKEN.values():
+        print(f"kaiwo plugins: warning: {why}", file=sys.stderr)
     return 0
 
 
@@ -189,7 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`kaiwo schedule | head -1`): stop quietly, as other Unix tools do.
+        # Later writes (and the interpreter's final flush) go to /dev/null instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
 
 
 if __name__ == "__main__":  # pragma: no cover
