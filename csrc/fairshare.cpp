@@ -171,11 +171,73 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
 
     // 4. Phase 2: dynamic H-DRF over the over-quota usage.
     std::vector<uint8_t> blocked(static_cast<size_t>(Q), 0);
+    std::vector<uint8_t> deferred(static_cast<size_t>(Q), 0);  // blocked by a reservation only
     std::vector<int32_t> open(static_cast<size_t>(Q) + 1, 0);  // non-blocked children per node
-    for (int32_t q = Q - 1; q >= 0; --q) {
-        blocked[q] = ch.leaf(q) ? next[q] == pod_start[q + 1] : open[q] == 0;
-        if (!blocked[q]) ++open[up(q)];
-    }
+    auto init_blocked = [&]() {  // leaves: no pods left, or blocked (not deferred) in the first pass
+        std::fill(open.begin(), open.end(), 0);
+        for (int32_t q = Q - 1; q >= 0; --q) {
+            blocked[q] = ch.leaf(q) ? next[q] == pod_start[q + 1] || (blocked[q] && !deferred[q]) : open[q] == 0;
+            if (!blocked[q]) ++open[up(q)];
+        }
+    };
+    init_blocked();
+    // Unmet deserved quota is held back from phase 2 (see fairshare.hpp, 4.). Per queue, `in` is
+    // its allocation within deserved (a leaf: min(alloc, deserved); internal: min(deserved, Σ
+    // children's)) and `rsv` what it still deserves and may take (a leaf: deserved - in; internal:
+    // min(deserved - Σ children's in, Σ children's rsv)); `held` sums rsv over the top level. Only
+    // allocation within a child's deserved counts against its parent's: a sibling far over its own
+    // quota does not use up what the parent holds for the others.
+    std::vector<int64_t> in(QR, 0), rsv(QR, 0), kin(QR, 0), krsv(QR, 0);
+    int64_t held[kNumRes] = {0, 0, 0};
+    auto reserve = [&](int32_t q, int r, int64_t a_q, int64_t k_in, int64_t k_rsv, int64_t* o_in, int64_t* o_rsv) {
+        const int64_t d = des[size_t(q) * kNumRes + r];
+        if (ch.leaf(q)) {
+            *o_in = std::min(a_q, d);
+            *o_rsv = d - *o_in;
+        } else {
+            *o_in = std::min(d, k_in);
+            *o_rsv = std::min(std::max<int64_t>(0, d - k_in), k_rsv);
+        }
+    };
+    for (int32_t q = Q - 1; q >= 0; --q)
+        for (int r = 0; r < kNumRes; ++r) {
+            const size_t i = size_t(q) * kNumRes + r;
+            reserve(q, r, alloc[i], kin[i], krsv[i], &in[i], &rsv[i]);
+            if (t.parent[q] >= 0) {
+                kin[size_t(t.parent[q]) * kNumRes + r] += in[i];
+                krsv[size_t(t.parent[q]) * kNumRes + r] += rsv[i];
+            } else {
+                held[r] += rsv[i];
+            }
+        }
+    // Change of `held` if leaf n took x (path_in / path_rsv: the path's new values).
+    std::vector<int64_t> path_in(QR, 0), path_rsv(QR, 0);
+    auto held_change = [&](int32_t n, const int64_t* x, int64_t* change) {
+        for (int r = 0; r < kNumRes; ++r) {
+            int64_t d_in = 0, d_rsv = 0;  // change of the child on the path
+            for (int32_t a = n; a >= 0; a = t.parent[a]) {
+                const size_t i = size_t(a) * kNumRes + r;
+                reserve(a, r, alloc[i] + x[r], kin[i] + d_in, krsv[i] + d_rsv, &path_in[i], &path_rsv[i]);
+                d_in = path_in[i] - in[i];
+                d_rsv = path_rsv[i] - rsv[i];
+            }
+            change[r] = d_rsv;
+        }
+    };
+    auto take_res = [&](int32_t n, const int64_t* change) {
+        for (int32_t a = n; a >= 0; a = t.parent[a])
+            for (int r = 0; r < kNumRes; ++r) {
+                const size_t i = size_t(a) * kNumRes + r;
+                if (t.parent[a] >= 0) {
+                    kin[size_t(t.parent[a]) * kNumRes + r] += path_in[i] - in[i];
+                    krsv[size_t(t.parent[a]) * kNumRes + r] += path_rsv[i] - rsv[i];
+                }
+                in[i] = path_in[i];
+                rsv[i] = path_rsv[i];
+            }
+        for (int r = 0; r < kNumRes; ++r) held[r] += change[r];
+    };
+
     OverQuota oq(t, ch, des, alloc);
     auto less = [&](int32_t a, int32_t b) {
         if (t.priority[a] != t.priority[b]) return t.priority[a] > t.priority[b];
@@ -192,6 +254,17 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     };
     rebuild();
 
+    // Two passes: the first holds back what queues still deserve; once every leaf is blocked, what
+    // is still held cannot be taken by its queues (they are out of pods, or their next pod does not
+    // fit), so the second pass lets the leaves that only a reservation blocked take the rest.
+    for (bool reserving : {true, false}) {
+    if (!reserving) {
+        bool any = false;
+        for (int32_t q = 0; q < Q; ++q) any = any || deferred[q];
+        if (!any) break;
+        init_blocked();
+        rebuild();
+    }
     while (!heaps.empty(root)) {
         int32_t n = heaps.top(root);
         while (!ch.leaf(n)) n = heaps.top(n);  // a non-blocked internal node has a non-blocked child
@@ -199,19 +272,32 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
         const int64_t* x = req + p * kNumRes;
         bool grew = false;
         bool ok = true;
+        int64_t change[kNumRes];
+        held_change(n, x, change);
+        bool reserved = false;
         for (int r = 0; r < kNumRes; ++r) {
             if (total[r] + x[r] > t.capacity[r]) {
                 ok = false;
                 if (!oq.saturated[r]) grew = oq.saturated[r] = true;
+            } else if (reserving && x[r] + change[r] > 0 && total[r] + x[r] + held[r] + change[r] > t.capacity[r]) {
+                // Into what other queues still deserve (a pod that only uses its own path's
+                // reservation leaves total + held as it was).
+                reserved = true;
             }
         }
         for (int32_t a = n; ok && a >= 0; a = t.parent[a])
             for (int r = 0; r < kNumRes; ++r)
                 if (t.limit[a * kNumRes + r] >= 0 && alloc[a * kNumRes + r] + x[r] > t.limit[a * kNumRes + r])
                     ok = false;
-        if (ok) admit(n, p, kPhaseOverQuota);
+        const bool only_reserved = ok && reserved;
+        ok = ok && !reserved;
+        if (ok) {
+            take_res(n, change);
+            admit(n, p, kPhaseOverQuota);
+        }
         bool newly = !ok || next[n] == pod_start[n + 1];  // misfit, or no pods left
         if (newly) blocked[n] = 1;
+        deferred[n] = only_reserved;
         // Up the path: shares change (allocation or the blocked set did), blocking may propagate.
         for (int32_t a = n;;) {
             oq.recompute(a, blocked);
@@ -228,8 +314,11 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
         }
         if (grew) rebuild();
     }
+    }
 
-    for (size_t i = 0; i < QR; ++i) res.fair_share[i] = std::max(des[i], alloc[i]);
+    // The virtual allocation itself: max(deserved, allocated) would count deserved quota that
+    // capacity could not give on top of what others got (more than the capacity in all).
+    res.fair_share = res.allocated;
     return res;
 }
 

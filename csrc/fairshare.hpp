@@ -146,7 +146,7 @@ private:
 struct FairShareResult {
     std::vector<int64_t> demand;      ///< Σ requests of the subtree's pods
     std::vector<int64_t> deserved;    ///< min(quota or demand, demand, limit), capped by the parent's
-    std::vector<int64_t> fair_share;  ///< componentwise max(deserved, allocated)
+    std::vector<int64_t> fair_share;  ///< the virtual allocation (= allocated; see 5.)
     std::vector<int64_t> allocated;   ///< the virtual allocation (internal = Σ children)
     std::vector<uint8_t> admitted;    ///< 1 = pod admitted by the virtual allocation
     std::vector<int8_t> phase;        ///< kPhaseDeserved, kPhaseOverQuota or kPhaseNone
@@ -175,12 +175,21 @@ enum FairSharePhase : int8_t {
 ///     root picking, among non-blocked children, the highest priority, then the smallest weighted
 ///     dominant share g over the non-saturated resources, then the lower index; the leaf's next pod is
 ///     admitted if it fits the capacity and every limit on its path, else the leaf is blocked and the
-///     resources it overflowed become saturated. An internal node's share aggregates its children the
+///     resources it overflowed become saturated. What queues still deserve is held back: with
+///     rsv[q] = max(0, deserved - alloc) for a leaf, min(that, Σ children's rsv) for an internal
+///     queue, and held = Σ rsv of the top-level queues, the pod overflows r also when
+///     total[r] + req[r] + held'[r] > capacity[r] (held' = held after admitting it), unless
+///     req[r] + held'[r] - held[r] <= 0 (it only uses its own path's reservation). So a pod ahead by
+///     priority, but blocked in phase 1 by another resource (no memory quota), cannot take the GPUs
+///     another queue deserves, and the fair shares of the top-level queues add up to at most the
+///     capacity whenever their deserved do. An internal node's share aggregates its children the
 ///     H-DRF way (non-blocked children with g > 0 rescaled to their minimum g, the others added raw);
 ///     a node is blocked when all its children are; a leaf with no pods left is blocked (at once,
 ///     when its last pod is admitted). Every resource a misfit overflowed joins the saturated set,
 ///     whether or not a limit also failed. Stops when every top-level queue is blocked.
-///  5. fair_share = componentwise max(deserved, allocated).
+///  5. fair_share = allocated: what the virtual allocation gives, so the top-level queues' fair
+///     shares never add up to more than the capacity. A queue gets its deserved there unless
+///     capacity or a limit stops it (deserved oversubscribed, pods that do not divide it).
 ///
 /// Over-quota usage is measured per leaf against the leaf's own deserved, so when children's
 /// deserved add up to more than their parent's, phase 2 does not charge the parent for the excess

@@ -125,11 +125,14 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
     std::vector<int8_t> cls(static_cast<size_t>(Q), 1);
     std::vector<double> share(static_cast<size_t>(Q), 0.0);
     auto rekey = [&](int32_t q) {
-        int8_t c = 1;
+        // Below deserved: below it in every resource still asked for that the queue has a deserved
+        // amount of. One resource alone does not do: a queue far over its GPU quota is not "below"
+        // because its pods' CPUs are under its CPU quota.
+        bool below = false, at = false;
         double s = 0.0;
         for (int r = 0; r < kNumRes; ++r) {
             const int64_t i = q * kNumRes + r;
-            if (deserved[i] > 0 && alloc[i] < deserved[i]) c = 0;
+            if (deserved[i] > 0 && asked[i] > 0) (alloc[i] < deserved[i] ? below : at) = true;
             // Only resources still asked for count: a queue whose pending pods want GPUs is not "at
             // its share" because its running pods already got all the memory they wanted.
             if ((saturated >> r & 1u) || asked[i] == 0) continue;
@@ -140,7 +143,7 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
                 s = std::numeric_limits<double>::infinity();
             }
         }
-        cls[q] = c;
+        cls[q] = below && !at ? 0 : 1;
         share[q] = s;
     };
     for (int32_t q = 0; q < Q; ++q) rekey(q);

@@ -45,7 +45,9 @@ struct OrderResult {
 /// member, its members consecutive in that order. Across queues, descending from the root, each node
 /// picks among its children that still have pending units the smallest
 ///   (entitlement class, -priority, share, index)
-/// where class = 0 if allocated < deserved in some resource with deserved > 0, else 1, and
+/// where class = 0 if allocated < deserved in every resource with deserved > 0 that the node's pending
+/// units ask for (and there is at least one such resource), else 1 -- a queue over its GPU quota is
+/// not "below deserved" because its CPU is under its CPU quota -- and
 /// share = max over r that are unsaturated and still asked for (the node's remaining pending units
 /// request some of r) with fair_share[r] > 0 of allocated[r] / fair_share[r] (+inf if allocated[r] > 0
 /// for such an r with fair_share[r] == 0; 0 if there is nothing to compare). A resource is saturated once the sum of the top-level queues' allocated reaches

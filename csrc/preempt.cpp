@@ -189,7 +189,9 @@ private:
     const int64_t* req_p_ = nullptr;
     std::vector<int32_t> lca_;        ///< [Q] LCA of the pod's queue with each leaf (-1 = root)
     std::vector<int32_t> lca_depth_;  ///< [Q] its depth (-1 = root)
-    int32_t block_depth_ = -2;        ///< reclaim needs an LCA at least this deep (see pod_queues)
+    int32_t block_r_[kNumRes] = {-2, -2, -2};  ///< per resource: reclaim needs an LCA this deep (pod_queues)
+    int32_t block_depth_ = -2;        ///< the same over the resources judged on the node being evaluated
+    unsigned judged_ = 7;             ///< resources the queue rules judge on that node (bit r; see eval_node)
     std::vector<int64_t> head_;       ///< [Q,3] min over the leaf's path below the LCA of alloc - ent
     std::vector<int64_t> elig_;       ///< eligible victims on the node being evaluated
     std::vector<int64_t> under_;      ///< [(depth + 2) * 3] their requests by LCA depth (see eval_node)
@@ -375,14 +377,15 @@ void Planner::pod_queues(int32_t p) {
         ++within_count_;
         for (int r = 0; r < kNumRes; ++r) within[r] += r_.req[v * kNumRes + r];
     }
-    block_depth_ = -2;
     const int64_t* own = &recsum_[std::size_t(qp_) * kNumRes];
-    for (int32_t a = qp_; a >= 0 && block_depth_ < 0; a = q_.parent[a])
-        for (int r = 0; r < kNumRes; ++r) {
+    for (int r = 0; r < kNumRes; ++r) {
+        block_r_[r] = -2;
+        for (int32_t a = qp_; a >= 0 && block_r_[r] < 0; a = q_.parent[a]) {
             const std::size_t i = std::size_t(a) * kNumRes + r;
             const int64_t most = recsum_[i] - own[r] + within[r];
-            if (req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block_depth_ = depth_[a];
+            if (req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block_r_[r] = depth_[a];
         }
+    }
     constexpr int64_t kBig = std::numeric_limits<int64_t>::max();
     for (int32_t q = 0; q < Q_; ++q) {
         const int32_t L = lca(q, qp_);
@@ -405,7 +408,7 @@ bool Planner::static_ok(int32_t p, const CandRec& c) const {
     if (!c.rec_ok || lca_depth_[qv] < block_depth_) return false;
     const int64_t* h = &head_[std::size_t(qv) * kNumRes];
     for (int r = 0; r < kNumRes; ++r)
-        if (c.req[r] > 0 && c.req[r] > h[r]) return false;
+        if ((judged_ >> r & 1u) && c.req[r] > 0 && c.req[r] > h[r]) return false;
     return true;
 }
 
@@ -417,7 +420,7 @@ bool Planner::check_b(int64_t v) const {
     for (int32_t a = qv; a != L; a = q_.parent[a])
         for (int r = 0; r < kNumRes; ++r) {
             const std::size_t i = std::size_t(a) * kNumRes + r;
-            if (rq[r] > 0 && alloc_[i] - sub_[i] - rq[r] < ent_[i]) return false;
+            if ((judged_ >> r & 1u) && rq[r] > 0 && alloc_[i] - sub_[i] - rq[r] < ent_[i]) return false;
         }
     return true;
 }
@@ -427,7 +430,7 @@ bool Planner::check_a(int32_t lca_depth) const {
     for (int32_t a = qp_; a >= 0 && depth_[a] > lca_depth; a = q_.parent[a])
         for (int r = 0; r < kNumRes; ++r) {
             const std::size_t i = std::size_t(a) * kNumRes + r;
-            if (req_p_[r] > 0 && alloc_[i] - sub_[i] + req_p_[r] > ent_[i]) return false;
+            if ((judged_ >> r & 1u) && req_p_[r] > 0 && alloc_[i] - sub_[i] + req_p_[r] > ent_[i]) return false;
         }
     return true;
 }
@@ -556,6 +559,26 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
                 return;
         }
     }
+    // Entitlement is judged on the resources being reclaimed: those the pod lacks on this node (its
+    // devices do not fit the free ones; its CPU or memory exceeds what is free). A queue far over its
+    // GPU entitlement gives up GPUs to a queue below its own, whatever their CPU use says: CPU that
+    // is free on the node is not taken from anyone. If only a pod slot is missing, every resource.
+    {
+        const int64_t d0 = v_.node_dev_start[n];
+        constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
+        unsigned m = 0;
+        if (kind != kNoGpu &&
+            !fits_on(b_, p, v_, kAll, kAll, 1, NodeDevs{d0, static_cast<int32_t>(v_.node_dev_start[n + 1] - d0),
+                                                      v_.dev_milli_free + d0, v_.dev_mem_free + d0,
+                                                      v_.dev_xcd_free + d0, v_.dev_state + d0}))
+            m |= 1u;
+        if (b_.cpu[p] > v_.node_cpu_free[n]) m |= 2u;
+        if (b_.mem[p] > v_.node_mem_free[n]) m |= 4u;
+        judged_ = m ? m : 7u;
+        block_depth_ = -2;
+        for (int r = 0; r < kNumRes; ++r)
+            if (judged_ >> r & 1u) block_depth_ = std::max(block_depth_, block_r_[r]);
+    }
     // At least one victim is needed (run() found no node that fits without one). Against a best of
     // one victim, this node needs a single victim of lower priority; candidates are sorted by
     // priority, so the scan stops at the first one that is not.
@@ -588,7 +611,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
         for (int r = 0; r < kNumRes; ++r) {
             const std::size_t i = std::size_t(a) * kNumRes + r;
             const int64_t most = under_[std::size_t(d + 1) * kNumRes + r];
-            if (req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block = d;
+            if ((judged_ >> r & 1u) && req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block = d;
         }
     }
     if (block >= 0) {
@@ -752,7 +775,7 @@ PreemptResult Planner::run() {
         for (int32_t n = 0; n < N_ && best.node < 0; ++n)  // zero victims: nothing beats it
             if (mask[n] && (!idle_mode || idle_now_[n] >= b_.count[p]) && fits_free(p, n)) best.node = n;
         // No victim anywhere: nobody in its queue it may preempt, and reclaim blocked at its leaf.
-        const bool any = within_count_ > 0 || block_depth_ < depth_[qp_];
+        const bool any = within_count_ > 0 || *std::min_element(block_r_, block_r_ + kNumRes) < depth_[qp_];
         if (best.node < 0 && any)
             for (int32_t n = 0; n < N_; ++n)
                 if (mask[n]) eval_node(p, n, best);

@@ -16,10 +16,15 @@
 //        ent = deserved (conservative) or fair_share (aggressive) and L = the lowest common ancestor
 //        of the two leaves (the virtual root if none), with `sub` = the requests of the victims
 //        chosen so far for p on this node, v included, summed up their queue paths:
-//          (a) every queue a on the preemptor's path strictly below L, in every resource r with
-//              req_p[r] > 0: allocated[a][r] - sub[a][r] + req_p[r] <= ent[a][r];
-//          (b) every queue a on the victim's path strictly below L, in every resource r with
+//          (a) every queue a on the preemptor's path strictly below L, in every judged resource r
+//              with req_p[r] > 0: allocated[a][r] - sub[a][r] + req_p[r] <= ent[a][r];
+//          (b) every queue a on the victim's path strictly below L, in every judged resource r with
 //              req_v[r] > 0: allocated[a][r] - sub[a][r] >= ent[a][r].
+//        The judged resources are those being reclaimed: the ones the pod lacks on node n as it is
+//        (gpu: its devices do not fit the free ones, by place_batch's device checks alone; cpu /
+//        memory: its request exceeds the node's free amount), or all three if none (only a pod
+//        slot is missing). A queue far over its GPU entitlement thus gives up GPUs to a queue below
+//        its own whatever its CPU use says (issue 11).
 //  * Per node n allowed by the class mask, eligible victims on n in (priority, runtime, row) order
 //    are added greedily -- each one only if the rules above hold with it added; a victim that fails
 //    is skipped -- until the pod fits on n (fit: exactly place_batch's checks on the node's freed

@@ -131,7 +131,7 @@ class _FairSharePods(TypedDict):
 class _FairShareResult(TypedDict):
     demand: npt.NDArray[np.int64]  # [Q, 3]
     deserved: npt.NDArray[np.int64]  # [Q, 3]
-    fair_share: npt.NDArray[np.int64]  # [Q, 3], max(deserved, allocated)
+    fair_share: npt.NDArray[np.int64]  # [Q, 3], the virtual allocation (= allocated)
     allocated: npt.NDArray[np.int64]  # [Q, 3], the virtual allocation
     admitted: npt.NDArray[np.uint8]  # [P]
     phase: npt.NDArray[np.int8]  # [P], PHASE_*

@@ -64,6 +64,22 @@ def _below(parent, q, top):
     return out
 
 
+def lacking(one, pod):
+    """Resources the one-pod batch `pod` lacks on the one-node cluster `one` (dicts of lists): its
+    devices do not fit the free ones (CPU, memory and pod slots aside), its CPU or memory exceeds
+    what is free; every resource if none (only a pod slot is missing). What reclaim is judged on."""
+    out = set()
+    if pod["kind"][0] != KIND_NONE:
+        big = dict(one, node_cpu_free=[2**63 - 1], node_mem_free=[2**63 - 1], node_pods_free=[1])
+        if _node_reason(big, pod, 0, 0)[0] is not None:
+            out.add(0)
+    if pod["cpu"][0] > one["node_cpu_free"][0]:
+        out.add(1)
+    if pod["mem"][0] > one["node_mem_free"][0]:
+        out.add(2)
+    return out or {0, 1, 2}
+
+
 def subtree_allocated(parent, allocated):
     """Leaf rows summed up the tree (internal rows as given are zero or already these sums)."""
     leaf = [True] * len(parent)
@@ -184,8 +200,13 @@ class _Plan:
             return run["priority"][v] < self.pend["priority"][p] and run["runtime"][v] >= self.pmr[qp]
         return run["runtime"][v] >= self.rmr[qv]
 
+    def judged(self, p, n):
+        """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node)."""
+        return lacking(self.freed(n, []), self.one_pod(p))
+
     def set_ok(self, p, victims):
-        """The queue rules for every reclaim victim, with `victims` (the whole set) gone."""
+        """The queue rules for every reclaim victim, with `victims` (the whole set) gone, judged on
+        the resources `self.judging` (those the pod lacks on the node being tried)."""
         run, parent = self.run, self.parent
         qp, req_p, ent = self.pend["queue"][p], self.pend["req"][p], self.ent(p)
         sub = {}
@@ -201,11 +222,11 @@ class _Plan:
                 continue
             top = _lca(parent, qp, qv)
             for a in _below(parent, qv, top):          # (b) the victim's side
-                for r in range(R):
+                for r in self.judging:
                     if run["req"][v][r] > 0 and self.alloc[a][r] - sub[a][r] < ent[a][r]:
                         return False
             for a in _below(parent, qp, top):          # (a) the preemptor's side
-                for r in range(R):
+                for r in self.judging:
                     if req_p[r] > 0 and self.alloc[a][r] - sub.get(a, zero)[r] + req_p[r] > ent[a][r]:
                         return False
         return True
@@ -232,6 +253,7 @@ class _Plan:
         if prune and cands and not self.fits(p, n, cands):
             return None
         chosen = []
+        self.judging = self.judged(p, n)
         if not self.fits(p, n, chosen):
             for v in cands:
                 if not self.victim_ok(p, chosen, v):

@@ -101,7 +101,31 @@ def fair_share_ref(tree, pods):
                 break
             admit(q, p, PHASE_DESERVED)
 
-    # 4. phase 2: dynamic H-DRF over over-quota usage
+    # 4. phase 2: dynamic H-DRF over over-quota usage; what queues still deserve is held back
+    def reservations(extra_leaf=None, x=None):
+        """Sum over the top-level queues of what queues still deserve and may take
+        (csrc/fairshare.cpp), with leaf `extra_leaf` charged `x`: per queue, `within` is its
+        allocation within deserved (a leaf min(alloc, deserved), internal min(deserved, sum of the
+        children's)) and `rsv` (a leaf deserved - within; internal min(deserved - sum of the
+        children's within, sum of the children's rsv))."""
+        al = [row[:] for row in alloc]
+        if extra_leaf is not None:
+            for a in _path(parent, extra_leaf):
+                for r in range(R):
+                    al[a][r] += x[r]
+        within = [[0] * R for _ in range(Q)]
+        rsv = [[0] * R for _ in range(Q)]
+        for q in reversed(range(Q)):
+            for r in range(R):
+                if leaf[q]:
+                    within[q][r] = min(al[q][r], des[q][r])
+                    rsv[q][r] = des[q][r] - within[q][r]
+                else:
+                    k_in = sum(within[c][r] for c in kids[q])
+                    within[q][r] = min(des[q][r], k_in)
+                    rsv[q][r] = min(max(0, des[q][r] - k_in), sum(rsv[c][r] for c in kids[q]))
+        return [sum(rsv[q][r] for q in kids[-1]) for r in range(R)]
+
     sat = set()
     vec = [[0.0] * R for _ in range(Q)]
     g = [0.0] * Q
@@ -137,34 +161,56 @@ def fair_share_ref(tree, pods):
         vec[q] = v
         g[q] = share(v, q)
 
+    deferred = [False] * Q  # blocked by a reservation only (fits capacity and limits)
+
+    def run_phase2(reserving):
+        while True:
+            cands = [c for c in kids[-1] if not blocked[c]]
+            if not cands:
+                break
+            n = min(cands, key=lambda c: (-prio[c], g[c], c))
+            while not leaf[n]:
+                n = min((c for c in kids[n] if not blocked[c]), key=lambda c: (-prio[c], g[c], c))
+            p = nxt[n]
+            over = {r for r in range(R) if total[r] + req[p][r] > cap[r]}
+            fits = not over and all(limit[a][r] == -1 or alloc[a][r] + req[p][r] <= limit[a][r]
+                                    for a in _path(parent, n) for r in range(R))
+            reserved = False
+            if reserving:
+                held, after = reservations(), reservations(n, req[p])
+                reserved = any(req[p][r] + after[r] - held[r] > 0 and total[r] + req[p][r] + after[r] > cap[r]
+                               for r in range(R))
+            deferred[n] = fits and reserved
+            fits = fits and not reserved
+            if fits:
+                admit(n, p, PHASE_OVER_QUOTA)
+            if not fits or nxt[n] == start[n + 1]:
+                blocked[n] = True
+            for a in _path(parent, n):  # leaf first: shares and blocked status up the path
+                if not leaf[a]:
+                    blocked[a] = all(blocked[c] for c in kids[a])
+                recompute(a)
+            if not over <= sat:
+                sat.update(over)
+                for q in reversed(range(Q)):
+                    recompute(q)
+
     for q in reversed(range(Q)):
         recompute(q)
+    # Two passes (csrc/fairshare.hpp, 4.): reservations held, then released for the leaves they
+    # alone blocked.
+    run_phase2(True)
+    if any(deferred):
+        for q in reversed(range(Q)):
+            if leaf[q]:
+                blocked[q] = nxt[q] == start[q + 1] or (blocked[q] and not deferred[q])
+            else:
+                blocked[q] = all(blocked[c] for c in kids[q])
+        for q in reversed(range(Q)):
+            recompute(q)
+        run_phase2(False)
 
-    while True:
-        cands = [c for c in kids[-1] if not blocked[c]]
-        if not cands:
-            break
-        n = min(cands, key=lambda c: (-prio[c], g[c], c))
-        while not leaf[n]:
-            n = min((c for c in kids[n] if not blocked[c]), key=lambda c: (-prio[c], g[c], c))
-        p = nxt[n]
-        over = {r for r in range(R) if total[r] + req[p][r] > cap[r]}
-        fits = not over and all(limit[a][r] == -1 or alloc[a][r] + req[p][r] <= limit[a][r]
-                                for a in _path(parent, n) for r in range(R))
-        if fits:
-            admit(n, p, PHASE_OVER_QUOTA)
-        if not fits or nxt[n] == start[n + 1]:
-            blocked[n] = True
-        for a in _path(parent, n):  # leaf first: shares and blocked status up the path
-            if not leaf[a]:
-                blocked[a] = all(blocked[c] for c in kids[a])
-            recompute(a)
-        if not over <= sat:
-            sat |= over
-            for q in reversed(range(Q)):
-                recompute(q)
-
-    fair = [[max(des[q][r], alloc[q][r]) for r in range(R)] for q in range(Q)]
+    fair = [row[:] for row in alloc]  # 5. the virtual allocation itself (csrc/fairshare.hpp)
 
     def mat(x):
         return np.array(x, dtype=np.int64).reshape(Q, R)
@@ -242,11 +288,10 @@ def order_pending_ref(tree, state, pods):
         return asked_v[q][r]
 
     def sort_key(q):
-        cls = 1
         share = 0.0
+        judged = [alloc[q][r] < des[q][r] for r in range(R) if des[q][r] > 0 and asked(q, r) > 0]
+        cls = 0 if judged and all(judged) else 1
         for r in range(R):
-            if des[q][r] > 0 and alloc[q][r] < des[q][r]:
-                cls = 0
             if saturated(r) or asked(q, r) == 0:
                 continue
             if fair[q][r] > 0:

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kaiwo_core import _core
-from tests.naive_preempt import plan_preemptions_ref
+from tests.naive_preempt import lacking, plan_preemptions_ref
 
 R_WITHIN, R_CONS, R_AGGR = _core.RULE_WITHIN_QUEUE, _core.RULE_RECLAIM_CONSERVATIVE, _core.RULE_RECLAIM_AGGRESSIVE
 AGGRESSIVE, CONSERVATIVE = _core.RECLAIM_AGGRESSIVE, _core.RECLAIM_CONSERVATIVE
@@ -267,8 +267,19 @@ def _path(parent, q):
     return out
 
 
-def check_rules(running, pending, queues, out):
-    """Every victim allowed by its rule, replayed against the queue allocation at its time."""
+def lacking_on(state, pending, p, n):
+    """Resources pod p lacks on node n of `state` (naive_preempt.lacking on placement's checks)."""
+    d0, d1 = state["node_dev_start"][n], state["node_dev_start"][n + 1]
+    one = {k: np.asarray(v)[n:n + 1].tolist() for k, v in state.items() if k.startswith("node_")}
+    one.update({k: np.asarray(v)[d0:d1].tolist() for k, v in state.items() if k.startswith("dev_")})
+    one["node_dev_start"] = [0, int(d1 - d0)]
+    pod = {k: [pending[k][p]] for k in ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive")}
+    return lacking(one, dict(pod, cls=[0], class_mask=[[1]]))
+
+
+def check_rules(empty, running, pending, queues, out):
+    """Every victim allowed by its rule, replayed against the queue allocation at its time; reclaim
+    judged on the resources the pod lacked on its node then."""
     parent = [int(x) for x in queues["parent"]]
     leaf = np.ones(len(parent), bool)
     leaf[[p for p in parent if p >= 0]] = False
@@ -285,6 +296,7 @@ def check_rules(running, pending, queues, out):
         req_p = pending["req"][p]
         ent = queues["deserved"] if queues["strategy"][qp] == CONSERVATIVE else queues["fair_share"]
         up_p = set(_path(parent, qp))
+        judged = lacking_on(rebuilt_state(empty, running, pending, out, p), pending, p, n) if vs else set()
         sub = np.zeros_like(alloc)
         for v in vs:
             sub[_path(parent, int(running["queue"][v]))] += running["req"][v]
@@ -304,12 +316,12 @@ def check_rules(running, pending, queues, out):
             up_v = _path(parent, qv)
             lca = next((a for a in up_v if a in up_p), -1)
             for a in up_v[:up_v.index(lca) if lca >= 0 else None]:   # (b) the victim's side
-                for r in range(3):
+                for r in judged:
                     if running["req"][v][r] > 0:
                         assert alloc[a][r] - sub[a][r] >= ent[a][r], "victim queue below its entitlement"
             pp = _path(parent, qp)
             for a in pp[:pp.index(lca) if lca >= 0 else None]:        # (a) the preemptor's side
-                for r in range(3):
+                for r in judged:
                     if req_p[r] > 0:
                         assert alloc[a][r] - sub[a][r] + req_p[r] <= ent[a][r], "preemptor above its entitlement"
         alloc -= sub
@@ -317,11 +329,13 @@ def check_rules(running, pending, queues, out):
     np.testing.assert_array_equal(out["allocated"], alloc)
 
 
-def rebuilt_state(empty, running, pending, out):
+def rebuilt_state(empty, running, pending, out, upto=None):
     """The state from scratch: the empty cluster charged with the surviving running pods and the
-    placed preemptors (charges as placement makes them)."""
+    placed preemptors (charges as placement makes them); with ``upto``, the state pod ``upto`` met
+    (only the decisions of the pods before it carried out)."""
     c = copy.deepcopy(empty)
-    gone = set(out["vic"].tolist())
+    upto = len(out["node"]) if upto is None else upto
+    gone = set(out["vic"][:out["vic_start"][upto]].tolist())
     holders = []  # (node, cpu, mem, [(dev, milli, mem, xcds)], exclusive, xcd)
     for v in range(len(running["node"])):
         if v in gone:
@@ -330,7 +344,7 @@ def rebuilt_state(empty, running, pending, out):
         holders.append((running["node"][v], running["cpu"][v], running["mem"][v],
                         [(running["asg_dev"][k], running["asg_milli"][k], running["asg_mem"][k],
                           running["asg_xcds"][k]) for k in ks], running["exclusive"][v], running["xcd"][v]))
-    for p in np.flatnonzero(out["node"] >= 0):
+    for p in np.flatnonzero(out["node"][:upto] >= 0):
         ks = range(out["asg_start"][p], out["asg_start"][p + 1])
         kind, excl = pending["kind"][p], pending["exclusive"][p]
         holders.append((out["node"][p], pending["cpu"][p], pending["mem"][p],
@@ -374,7 +388,7 @@ def check_problem(empty, cluster, running, pending, queues, prune=True):
     out = run_kernel(cluster, running, pending, queues)
     ref = plan_preemptions_ref(cluster, running, pending, queues, prune=prune)
     assert_same(out, ref)
-    check_rules(running, pending, queues, out)
+    check_rules(empty, running, pending, queues, out)
     rebuilt = rebuilt_state(empty, running, pending, out)
     for k in STATE_KEYS:
         np.testing.assert_array_equal(out[k], rebuilt[k], err_msg=f"final {k} differs from the rebuilt state")
@@ -626,21 +640,26 @@ def test_xcd_victim_returns_its_xcds():
     assert out["dev_state"].tolist() == [SHARED_DEV] and out["dev_xcd_free"].tolist() == [0]
 
 
-def test_conservative_reclaim_needs_a_quota_in_every_requested_resource():
-    """The rules are checked in every resource the pods request: with CPU requests counted and no
-    CPU quota, A deserves no CPU, so conservative reclaim cannot start (aggressive still can: fair
-    shares divide CPU with the pods)."""
-    empty, cluster, running, pending, queues = two_queues(CONSERVATIVE)
-    for d in (running, pending):
-        d["req"] = np.ascontiguousarray(np.stack([d["req"][:, 0], d["cpu"], d["mem"]], axis=1))
-    deserved, fair = shares([-1, -1], [[2000, 0, 0], [2000, 0, 0]], [8000, 256000, 2_000_000],
-                            [1] * 8 + [0] * 4, np.concatenate([running["req"], pending["req"]]))
-    alloc = np.zeros((2, 3), np.int64)
-    alloc[1] = running["req"].sum(axis=0)
-    queues = queues_dict([-1, -1], deserved, fair, alloc, CONSERVATIVE)
-    assert len(check_problem(empty, cluster, running, pending, queues)["vic"]) == 0
-    queues["strategy"][:] = AGGRESSIVE
-    assert len(check_problem(empty, cluster, running, pending, queues)["vic"]) == 4
+def test_reclaim_is_judged_on_the_resources_the_pod_lacks():
+    """Entitlement is judged on the resources being reclaimed (issue 11): with CPU requests counted
+    and no CPU quota (A deserves no CPU), conservative reclaim still restores A's 2 deserved GPUs when
+    GPUs are all the node lacks (before: no victim, A starved); aggressive restores its fair share
+    (4). When the node's CPU is full too, CPU is being reclaimed as well, and A, entitled to no CPU,
+    may not take it from B conservatively."""
+    def problem(strategy, node_cpu):
+        empty, cluster, running, pending, _ = two_queues(
+            strategy, nodes=[dict(cpu=node_cpu, mem=2_000_000, pods=110, devs=spx(8))])
+        for d in (running, pending):
+            d["req"] = np.ascontiguousarray(np.stack([d["req"][:, 0], d["cpu"], d["mem"]], axis=1))
+        deserved, fair = shares([-1, -1], [[2000, 0, 0], [2000, 0, 0]], [8000, node_cpu, 2_000_000],
+                                [1] * 8 + [0] * 4, np.concatenate([running["req"], pending["req"]]))
+        alloc = np.zeros((2, 3), np.int64)
+        alloc[1] = running["req"].sum(axis=0)
+        return empty, cluster, running, pending, queues_dict([-1, -1], deserved, fair, alloc, strategy)
+
+    assert len(check_problem(*problem(CONSERVATIVE, 256000))["vic"]) == 2
+    assert len(check_problem(*problem(AGGRESSIVE, 256000))["vic"]) == 4
+    assert len(check_problem(*problem(CONSERVATIVE, 8000))["vic"]) == 0
 
 
 def test_hierarchy_reclaim_stops_at_the_common_ancestor():
@@ -850,10 +869,14 @@ def test_wrapper_respects_annotations_thresholds_and_min_runtime():
     assert plan.preemptions() == [] and plan.pending_reasons() == {}
 
 
-def test_wrapper_check_resources_all_blocks_conservative_without_cpu_quota():
+def test_wrapper_check_resources_all_judges_only_what_the_pod_lacks():
+    """check_resources="all" lets the rules see CPU and memory too, but they judge only the resources
+    the pod lacks on the node: here GPUs, so A (no CPU quota) still reclaims its deserved GPUs
+    conservatively (before issue 11's fix: nothing, A starved)."""
     from kaiwo_core.scheduling.preemption import PreemptionConfig
     _, plan = _plan(_objects("conservative"), config=PreemptionConfig(check_resources="all"))
-    assert plan.preemptions() == []
+    _, default = _plan(_objects("conservative"))
+    assert [e["pod"] for e in plan.preemptions()] == [e["pod"] for e in default.preemptions()] == ["ns/b7", "ns/b6"]
     with pytest.raises(ValueError, match="check_resources"):
         PreemptionConfig(check_resources="gpu")
 

@@ -72,8 +72,11 @@ class PreemptionConfig:
         Running pods with this priority or higher are never evicted (default: the
         ``system-cluster-critical`` PriorityClass value and above).
     check_resources : {"quota", "all"}
-        Which resources the queue rules look at. ``"all"``: every resource a pod requests (GPU, CPU,
-        memory), the rules to the letter. ``"quota"`` (default): the resources some queue has a
+        Which resources the queue rules may look at; of those, they judge only the ones the pod
+        lacks on the node being tried (its devices do not fit the free ones, its CPU or memory
+        exceeds what is free; all of them if only a pod slot is missing): a queue far over its GPU
+        entitlement gives up GPUs whatever its CPU use says. ``"all"``: every resource a pod
+        requests (GPU, CPU, memory). ``"quota"`` (default): the resources some queue has a
         quota for (``quota != 0``) -- with quotas on GPUs only, a queue deserves no CPU at all, and
         the conservative rule would otherwise never let it reclaim for a pod that also requests
         CPU. A pod that requests none of those resources (a CPU-only pod among GPU quotas) is
