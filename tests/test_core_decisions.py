@@ -6,7 +6,6 @@ bad value accepted or a reason that names the wrong cause).
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import kaiwo_core as kc

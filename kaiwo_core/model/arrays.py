@@ -7,11 +7,7 @@ kernel column and raises a ValueError or TypeError naming ``label[i] = value``.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-from .limits import INT32_MAX
 
 
 def column(label: str, value, n: int, dtype, default=0, lo=None, hi=None, what: str = "rows") -> np.ndarray:

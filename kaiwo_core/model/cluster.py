@@ -17,7 +17,7 @@ import numpy as np
 
 from . import gpu as gpumod
 from .arrays import column
-from .errors import ObjectError, field_list, field_map, field_str, guarded, object_name
+from .errors import ObjectError, field_list, field_map, field_str, guarded, metadata, object_name
 from .limits import INT32_MAX, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB, MAX_PODS_PER_NODE
 from .quantity import QuantityError, parse_quantity
 
@@ -324,9 +324,7 @@ def decode_node(obj: dict) -> NodeSpec | NodeError:
 def node_spec(obj: dict) -> NodeSpec:
     """Decode one Node object. Raises NodeError naming the node, the field and the value."""
     name = object_name(obj)
-    meta = field_map(NodeError, name, obj.get("metadata"), "metadata")
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise NodeError(name, "metadata.name", meta.get("name"), "a Node needs a name (a string)")
+    meta = metadata(NodeError, name, obj, "Node")
     labels = field_map(NodeError, name, meta.get("labels"), "metadata.labels")
     for key, value in labels.items():
         if not isinstance(value, str):

@@ -103,6 +103,19 @@ def field_map(error: type[ObjectError], name: str, value, path: str) -> dict:
     raise error(name, path, value, f"must be a map, not a {type(value).__name__}")
 
 
+def require_name(error: type[ObjectError], name: str, meta: dict, kind: str) -> None:
+    """``metadata.name`` must be a non-empty string; else ``error`` naming the field."""
+    if not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise error(name, "metadata.name", meta.get("name"), f"a {kind} needs a name (a string)")
+
+
+def metadata(error: type[ObjectError], name: str, obj: dict, kind: str) -> dict:
+    """``obj``'s ``metadata``: a map with a name (see :func:`require_name`); else ``error``."""
+    meta = field_map(error, name, obj.get("metadata"), "metadata")
+    require_name(error, name, meta, kind)
+    return meta
+
+
 def field_list(error: type[ObjectError], name: str, value, path: str) -> list:
     """``value`` if it is a list; ``[]`` if absent; else ``error`` naming ``path``."""
     if isinstance(value, list):

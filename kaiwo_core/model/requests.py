@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .durations import parse_duration
-from .errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from .errors import (ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name,
+                     require_name)
 from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB
 from .quantity import QuantityError, parse_bool, parse_fraction, parse_mib, parse_positive_int, parse_quantity
 
@@ -398,8 +399,7 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
 
 def _identity(name: str, meta: dict) -> None:
     """metadata.name must be a non-empty string, metadata.namespace a string if given."""
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise PodError(name, "metadata.name", meta.get("name"), "a Pod needs a name (a string)")
+    require_name(PodError, name, meta, "Pod")
     field_str(PodError, name, meta.get("namespace"), "metadata.namespace")
 
 
@@ -712,10 +712,7 @@ def class_errors(classes: dict) -> list:
 
 
 def _priority_class(obj) -> tuple:
-    meta = field_map(PriorityClassError, object_name(obj), obj.get("metadata"), "metadata")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise PriorityClassError(object_name(obj), "metadata.name", name, "a PriorityClass needs a name (a string)")
+    name = metadata(PriorityClassError, object_name(obj), obj, "PriorityClass")["name"]
     value = field_int(PriorityClassError, name, obj.get("value", 0), "value", INT32_MIN, INT32_MAX)
     default = obj.get("globalDefault", False)
     if not isinstance(default, bool):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 
-from ..model.errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from ..model.errors import ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name
 from ..model.limits import MAX_DEVICES, MAX_REPLICAS
 from ..model.quantity import QuantityError, parse_positive_int
 from ..model.requests import ANN, ANN_GANG, ANN_GANG_MIN, SCHEDULER_NAME, PodError
@@ -58,10 +58,8 @@ def job_spec(obj: dict) -> tuple:
     """Decode one KaiwoJob: (namespace, name, replicas, minMembers, gpusPerReplica, template).
     Raises JobError naming the job, the field and the value."""
     full = object_name(obj, namespaced=True)
-    meta = field_map(JobError, full, obj.get("metadata"), "metadata")
-    name = meta.get("name")
-    if not isinstance(name, str) or not name:
-        raise JobError(full, "metadata.name", name, "a KaiwoJob needs a name (a string)")
+    meta = metadata(JobError, full, obj, "KaiwoJob")
+    name = meta["name"]
     ns = field_str(JobError, full, meta.get("namespace"), "metadata.namespace") or "default"
     field_map(JobError, full, meta.get("labels"), "metadata.labels")
     spec = field_map(JobError, full, obj.get("spec"), "spec")

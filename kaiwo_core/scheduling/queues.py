@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.durations import parse_duration
-from ..model.errors import ObjectError, field_int, field_map, field_number, field_str, guarded, object_name
+from ..model.errors import ObjectError, field_int, field_map, field_number, field_str, guarded, metadata, object_name
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_MEMORY_MIB
 from ..model.quantity import QuantityError, parse_quantity
 
@@ -138,9 +138,7 @@ def _amount(name: str, fld: str, raw, resource: str, allow_unlimited: bool) -> i
 def queue_spec(obj: dict) -> QueueSpec:
     """Decode one KaiwoQueue object. Raises QueueError naming the queue, field and value."""
     name = object_name(obj)
-    meta = field_map(QueueError, name, obj.get("metadata"), "metadata")
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise QueueError(name, "metadata.name", meta.get("name"), "a KaiwoQueue needs a name (a string)")
+    metadata(QueueError, name, obj, "KaiwoQueue")
     spec = field_map(QueueError, name, obj.get("spec"), "spec")
     qs = QueueSpec(name=name, parent=field_str(QueueError, name, spec.get("parentQueue"), "spec.parentQueue"),
                    display_name=field_str(QueueError, name, spec.get("displayName"), "spec.displayName") or name)
@@ -218,7 +216,7 @@ def build_tree(objs: list[dict]) -> QueueTree:
                 seen.append(p)
                 p = specs[p].parent
             why = (f"cycle: {' -> '.join(seen + [p])}" if p in seen
-                   else f"parent queue was rejected")
+                   else "parent queue was rejected")
         errors.append(QueueError(name, "spec.parentQueue", qs.parent, why))
     # Quotas: a child may not be promised more than its parent.
     ok: list[str] = []

@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..model.durations import parse_duration
-from ..model.errors import ObjectError, field_int, field_list, field_map, field_str, guarded, object_name
+from ..model.errors import ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name
 from ..model.limits import INT32_MAX
 from .gangs import ANN_GANG, unit_of
 from ..plugins import Plugin, register
@@ -96,10 +96,7 @@ def _time(name: str, fld: str, raw) -> float:
 def reservation_spec(obj: dict, now: float) -> Reservation:
     """Decode one KaiwoReservation. Raises ReservationError naming the field and value."""
     name = object_name(obj)
-    meta = field_map(ReservationError, name, obj.get("metadata"), "metadata")
-    if not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise ReservationError(name, "metadata.name", meta.get("name"),
-                               "a KaiwoReservation needs a name (a string)")
+    meta = metadata(ReservationError, name, obj, "KaiwoReservation")
     spec = field_map(ReservationError, name, obj.get("spec"), "spec")
     r = Reservation(name=name, owner_queue=field_str(ReservationError, name, spec.get("queue"), "spec.queue"),
                     owner_job=field_str(ReservationError, name, spec.get("job"), "spec.job"))
