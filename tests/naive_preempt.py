@@ -11,7 +11,9 @@ directly only to skip converting to numpy and back); the preemptor is then place
 ``place_batch_ref`` itself, which gives its devices. The rules
 (see csrc/preempt.hpp) are written out as directly as possible: the queue checks walk the tree with
 plain lists, the greedy and the drop loops follow the wording of the rules, and node choice is a
-``min`` over (victims, sum of victim priorities, node).
+``min`` over (victims, sum of victim priorities, node). A gang (optional ``gang`` / ``gang_need``)
+is a transaction: the whole state is deep-copied before its first member and put back if fewer
+than ``gang_need`` of its members got a node.
 
 One pruning step is kept because without it the reference takes minutes on benchmark inputs: a node
 where the pod does not fit even with every eligible victim gone is skipped (fit is monotone in freed

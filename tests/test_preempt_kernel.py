@@ -572,6 +572,19 @@ def test_victims_are_the_youngest_of_equal_priority_and_devices_return():
     assert sorted(out["asg_dev"].tolist()) == freed
 
 
+@pytest.mark.parametrize("strategy, need, evicted", [(CONSERVATIVE, 4, 0), (CONSERVATIVE, 2, 2),
+                                                      (AGGRESSIVE, 4, 4), (AGGRESSIVE, 0, 4)])
+def test_a_gang_reclaims_for_all_its_members_or_nothing(strategy, need, evicted):
+    """A's 4 pending pods as one gang: conservative A may reclaim 2 GPUs (deserved 2), so a gang
+    needing 4 evicts nothing and one needing 2 evicts 2 (the other members stay unplaced);
+    aggressive A reclaims up to its fair share 4."""
+    empty, cluster, running, pending, queues = two_queues(strategy)
+    pending.update(gang=np.zeros(4, np.int32), gang_need=np.full(4, need, np.int32))
+    out = check_problem(empty, cluster, running, pending, queues)
+    assert len(out["vic"]) == evicted and int((out["node"] >= 0).sum()) == evicted
+    assert out["node"][:evicted].tolist() == [0] * evicted
+
+
 def test_non_preemptible_pods_are_never_chosen():
     preemptible = [0, 0, 0, 0, 0, 0, 1, 1]
     out = check_problem(*two_queues(AGGRESSIVE, preemptible=preemptible))
@@ -823,6 +836,32 @@ BAD = [
 def test_bad_input_raises_value_error_naming_the_key(which, key, value, match):
     with pytest.raises(ValueError, match=match):
         _core.plan_preemptions(*_with(which, key, value))
+
+
+GANG_BAD = [
+    ([0, 0, -1, -1], None, r"pending\['gang_need'\]: gang and gang_need come together"),
+    ([0, -1, 0, -1], [1, 0, 1, 0], r"pending\['gang'\]: members of gang 0 are not consecutive at pending pod 2"),
+    ([0, 0, 1, 1], [2, 1, 2, 2], r"pending\['gang_need'\]: members of gang 0 disagree at pending pod 1"),
+    ([0, 0, 1, 1], [2, 2, -1, -1], r"pending\['gang_need'\]: must be >= 0, got -1 at pending pod 2"),
+    ([-2, 0, 0, 0], [0, 1, 1, 1], r"pending\['gang'\]: gang id -2 must be >= 0 or -1"),
+]
+
+
+@pytest.mark.parametrize("gang, need, match", GANG_BAD)
+def test_bad_gangs_raise_value_error_naming_the_key(gang, need, match):
+    cluster, running, pending, queues = good()
+    pending["gang"] = np.array(gang, np.int32)
+    if need is not None:
+        pending["gang_need"] = np.array(need, np.int32)
+    with pytest.raises(ValueError, match=match):
+        _core.plan_preemptions(cluster, running, pending, queues)
+
+
+def test_a_gang_spans_one_queue():
+    _, cluster, running, pending, queues = two_queues(AGGRESSIVE)
+    pending.update(gang=np.zeros(4, np.int32), gang_need=np.full(4, 4, np.int32), queue=np.array([0, 0, 1, 1], np.int32))
+    with pytest.raises(ValueError, match=r"pending\['queue'\]: members of gang 0 are in different queues"):
+        _core.plan_preemptions(cluster, running, pending, queues)
 
 
 def test_a_device_listed_twice_for_one_pod_is_an_error():
