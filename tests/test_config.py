@@ -295,6 +295,10 @@ def test_reading_is_bounded(tmp_path):
         for i in range(8)))
     with pytest.raises(DumpError, match="expands to more than"):
         read_config(bomb)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(b"strategy: caf\xe9\n")
+    with pytest.raises(DumpError, match="not UTF-8"):
+        read_config(latin)
     as_json = tmp_path / "c.json"
     as_json.write_text(json.dumps(doc(strategy="spread")))
     assert load_config(as_json).strategy == "spread"
@@ -384,3 +388,28 @@ def test_simulate_online_takes_preemption_from_the_file(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(doc(preemption={"enabled": False})))
     assert main([*base, "--config", str(cfg)]) == 0
     assert json.loads(capsys.readouterr().out)["preemptions"] == 0
+
+
+class MyFilter(KeepFree):
+    name = "my-filter"  # the README example's stand-in for a user's plugin
+
+
+def test_the_readme_example_is_a_valid_file(tmp_path, capsys):
+    from pathlib import Path
+
+    kc.register(MyFilter)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = decode(yaml.safe_load(example))
+    assert cfg.strategy == "spread" and cfg.plugins == (("my-filter", {"node": "gpu-07"}),)
+    assert cfg.ordering == OrderingConfig(gpu_demand_factor=5.0)
+    assert (cfg.preemption, cfg.reservation, cfg.controller) == (PreemptionConfig(), ReservationConfig(),
+                                                                ControllerSettings())
+    # ... and the errors it shows are what `kaiwo config validate` says
+    shown = section.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    path = tmp_path / "kaiwo-config.yaml"
+    path.write_text("apiVersion: kaiwo.ai/v1\nkind: KaiwoSchedulerConfiguration\n"
+                    "preemption: {enabeld: false, maxPreemptors: -3}\n")
+    assert main(["config", "validate", str(path)]) == 1
+    assert capsys.readouterr().err.replace(str(path), "kaiwo-config.yaml").splitlines() == shown

@@ -683,6 +683,12 @@ class Controller:
         found = self.watcher.poll() if self.watcher is not None else None
         if found is None:
             return None
+        kwargs = None
+        if found.errors is None:
+            try:  # the plugins are started here: a third-party start() may fail
+                kwargs = found.config.schedule_kwargs()
+            except Exception as e:  # noqa: BLE001 - a bad plugin rejects the version, never the loop
+                found.errors = [f"plugins: cannot start: {type(e).__name__}: {e}"]
         if found.errors is not None:
             self.metrics.config_reloads.labels(outcome="rejected").inc()
             self.metrics.config_ok.set(0)
@@ -691,7 +697,7 @@ class Controller:
             return False
         old = self._schedule_kwargs["pipeline"]
         self.config = _with_file(self.config, found.config)
-        self._schedule_kwargs = found.config.schedule_kwargs()
+        self._schedule_kwargs = kwargs
         old.stop()
         self.cache.assume_ttl = self.config.assume_ttl
         self.status.pod_interval = self.config.pod_event_interval

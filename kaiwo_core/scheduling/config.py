@@ -37,11 +37,13 @@ from ..model.errors import show
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_DEVICES
 from .. import plugins as plugin_registry
 from ..plugins import Pipeline, PluginError
-from . import filters  # noqa: F401  (registers the built-in plugins the file may name)
+from . import filters  # (importing it registers the built-in plugins a file may name)
 from .fairness import OrderingConfig
 from .preemption import CHECK_RESOURCES, PreemptionConfig
 from .reservations import ReservationConfig
 
+#: Plugins every cycle has already (the filters; ``reservations``, which the cycle configures itself).
+BUILT_IN = (*filters.DEFAULT_PLUGINS, "reservations")
 API_VERSION = "kaiwo.ai/v1alpha1"
 KIND = "KaiwoSchedulerConfiguration"
 #: Plugins a file may list: enough for any real pipeline; a hostile file cannot make decoding
@@ -379,7 +381,7 @@ def _plugins(errors: list, value) -> tuple:
         if cls.strategy is not None:
             errors.append(f"{path}.name: {name!r} is a strategy: choose it with strategy:")
             continue
-        if name in filters.DEFAULT_PLUGINS:
+        if name in BUILT_IN:
             errors.append(f"{path}.name: {name!r} is built in and always on")
             continue
         before = len(errors)
