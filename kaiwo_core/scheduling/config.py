@@ -37,7 +37,7 @@ from ..model.errors import show
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_DEVICES
 from .. import plugins as plugin_registry
 from ..plugins import Pipeline, PluginError
-from . import filters  # (importing it registers the built-in plugins a file may name)
+from . import filters  # importing it registers the built-in plugins a file may name
 from .fairness import OrderingConfig
 from .preemption import CHECK_RESOURCES, PreemptionConfig
 from .reservations import ReservationConfig
@@ -86,17 +86,20 @@ def boolean(value) -> bool:
     return value
 
 
+def _within(value, lo, hi):
+    for bad, op, bound in ((value < lo, ">=", lo), (value > hi, "<=", hi)):
+        if bad:
+            raise ValueError(f"must be {op} {bound:g}" if isinstance(bound, float) else f"must be {op} {bound}")
+    return value
+
+
 def integer(lo: int, hi: int) -> Callable[[Any], int]:
     def read(value) -> int:
         if isinstance(value, float) and math.isfinite(value) and value == int(value):
             value = int(value)  # JSON has one number type
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError("must be an integer")
-        if value < lo:
-            raise ValueError(f"must be >= {lo}")
-        if value > hi:
-            raise ValueError(f"must be <= {hi}")
-        return value
+        return _within(value, lo, hi)
     return read
 
 
@@ -110,11 +113,7 @@ def number(lo: float, hi: float) -> Callable[[Any], float]:
             v = math.inf
         if not math.isfinite(v):
             raise ValueError("must be a finite number")
-        if v < lo:
-            raise ValueError(f"must be >= {lo:g}")
-        if v > hi:
-            raise ValueError(f"must be <= {hi:g}")
-        return v
+        return _within(v, lo, hi)
     return read
 
 
@@ -234,8 +233,8 @@ class SchedulerConfiguration:
     def pipeline(self, strategy: str | None = None) -> Pipeline:
         """The built-in filters, the file's plugins and the strategy (``strategy`` overrides the
         file's), started."""
-        from .placement import DEFAULT_PLUGINS
-        return Pipeline([*DEFAULT_PLUGINS, *((n, dict(a)) for n, a in self.plugins), strategy or self.strategy])
+        return Pipeline([*filters.DEFAULT_PLUGINS, *((n, dict(a)) for n, a in self.plugins),
+                         strategy or self.strategy])
 
     def schedule_kwargs(self, strategy: str | None = None) -> dict:
         """Keyword arguments of :func:`kaiwo_core.schedule` for this configuration."""
