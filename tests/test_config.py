@@ -387,7 +387,8 @@ def test_simulate_online_takes_preemption_from_the_file(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(doc(preemption={"enabled": False})))
     assert main([*base, "--config", str(cfg)]) == 0
-    assert json.loads(capsys.readouterr().out)["preemptions"] == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["preemptions"] == 0 and out["reclaim"] == "none"
 
 
 class MyFilter(KeepFree):

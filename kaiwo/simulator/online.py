@@ -358,7 +358,8 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
         if job_of[r.name] in pods and pods[job_of[r.name]][0] is r:  # once per job
             stats[jobs.queue[job_of[r.name]]].waiting += 1
     return OnlineResult(sorted(stats.values(), key=lambda s: s.name), np.array(times), np.array(util),
-                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy, reclaim)
+                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy,
+                        reclaim if settings["preempting"].enabled else "none")
 
 
 def _nominate(snap: Snapshot, d) -> None:
