@@ -70,7 +70,7 @@ def add_commands(sub) -> None:
     v.set_defaults(func=cmd_validate)
 
 
-def add_config_flag(parser) -> None:
+def add_config_flag(parser, more: str = "") -> None:
     parser.add_argument("--config", metavar="FILE",
                         help="a KaiwoSchedulerConfiguration (kaiwo config default prints one); flags "
-                             "given here win over it")
+                             f"given here win over it{more}")

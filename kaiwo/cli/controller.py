@@ -142,7 +142,8 @@ def add_commands(sub) -> None:
                        "~/.kube/config; in a pod: the service account)")
     where.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     c.add_argument("--context", help="kubeconfig context (default: the current one)")
-    config.add_config_flag(c)
+    config.add_config_flag(c, "; reloaded when it changes (a bad version is refused and logged, the "
+                              "previous one kept)")
     c.add_argument("--period", type=_duration, metavar="DURATION",
                    help="longest time between two cycles (default 1s; changes trigger one sooner)")
     c.add_argument("--namespace", action="append", metavar="NS",
