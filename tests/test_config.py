@@ -23,6 +23,7 @@ from kaiwo_core.scheduling.fairness import OrderingConfig
 from kaiwo_core.scheduling.preemption import PreemptionConfig
 from kaiwo_core.scheduling.reservations import ReservationConfig
 from tests.controller.kube import node, pod, queue
+from tests.test_hostile_corpus import RAW as HOSTILE_FILES
 
 HEAD = {"apiVersion": API_VERSION, "kind": KIND}
 
@@ -263,7 +264,7 @@ _section_keys = st.sampled_from(sorted({s.key for sec in SECTIONS.values() for s
                                        | {"name", "args"}))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.dictionaries(_keys, _json | st.dictionaries(_section_keys, _json, max_size=4)
                        | st.lists(st.dictionaries(_section_keys, _json, max_size=3), max_size=3), max_size=5))
 def test_any_mapping_decodes_or_is_refused_with_errors(body):
@@ -414,3 +415,15 @@ def test_the_readme_example_is_a_valid_file(tmp_path, capsys):
                     "preemption: {enabeld: false, maxPreemptors: -3}\n")
     assert main(["config", "validate", str(path)]) == 1
     assert capsys.readouterr().err.replace(str(path), "kaiwo-config.yaml").splitlines() == shown
+
+
+@pytest.mark.parametrize("case", HOSTILE_FILES, ids=lambda c: c[0])
+def test_hostile_files_are_refused_with_a_message(case, tmp_path, capsys):
+    """The hostile corpus's unreadable files, given as --config: a message, exit code 2, and no cycle."""
+    _, name, data, says = case
+    p = tmp_path / name
+    p.write_bytes(data)
+    assert main(["schedule", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kaiwo schedule: ") and "Traceback" not in err
+    assert (says if says != "not a Kubernetes object" else "must be a map") in err
