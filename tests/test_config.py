@@ -93,10 +93,14 @@ def test_every_field_of_a_section_is_a_key_of_the_file():
             assert s.read(s.write(getattr(default, s.attr))) == getattr(default, s.attr), (name, s.key)
 
 
-def test_default_file_lists_every_key_with_a_comment(capsys):
+def test_default_file_lists_every_key_with_a_comment(tmp_path, capsys):
     assert main(["config", "default"]) == 0
     text = capsys.readouterr().out
     assert text == render_default()
+    out = tmp_path / "kaiwo-config.yaml"
+    assert main(["config", "default", "-o", str(out)]) == 0 and out.read_text() == text
+    assert main(["config", "default", "-o", str(out)]) == 2  # an existing file is never overwritten
+    assert "File exists" in capsys.readouterr().err
     for name, section in SECTIONS.items():
         assert f"\n{name}:\n" in text
         for s in section.settings:

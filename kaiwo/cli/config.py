@@ -1,7 +1,7 @@
 """``kaiwo config``: the scheduler configuration file (``KaiwoSchedulerConfiguration``).
 
-``kaiwo config default``         the full default configuration, commented: a file to start from
-``kaiwo config validate FILE``   every error of FILE with its path (exit 1), or a summary (exit 0)
+``kaiwo config default [-o FILE]``  the full default configuration, commented: a file to start from
+``kaiwo config validate FILE``      every error of FILE with its path (exit 1), or a summary (exit 0)
 
 ``kaiwo schedule``, ``kaiwo simulate`` and ``kaiwo controller`` take such a file with ``--config
 FILE``; flags given on the command line win over it (:func:`load`).
@@ -32,7 +32,15 @@ def load(command: str, path: str | None, overrides: dict | None = None):
 def cmd_default(args) -> int:
     from kaiwo_core.scheduling.config import render_default
 
-    sys.stdout.write(render_default())
+    if args.output == "-":
+        sys.stdout.write(render_default())
+        return 0
+    try:
+        with open(args.output, "x") as f:  # never overwrites a file someone edited
+            f.write(render_default())
+    except OSError as e:
+        print(f"kaiwo config default: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -63,6 +71,8 @@ def add_commands(sub) -> None:
                        description=__doc__.split("\n\n", 1)[0])
     csub = c.add_subparsers(dest="config_command", required=True)
     d = csub.add_parser("default", help="print the full default configuration (commented YAML)")
+    d.add_argument("--output", "-o", default="-", metavar="FILE",
+                   help="write it to FILE, which must not exist yet (default: standard output)")
     d.set_defaults(func=cmd_default)
     v = csub.add_parser("validate", help="check a configuration file; list every error with its path",
                         description="Exit status: 0 valid, 1 invalid (every error listed), 2 unreadable.")
