@@ -694,6 +694,13 @@ class Controller:
             self.metrics.config_ok.set(0)
             log.error("configuration %s rejected, the previous one is kept (%d errors):\n  %s",
                       self.watcher.path, len(found.errors), "\n  ".join(found.errors[:200]))
+            # ... and on this replica's Pod (the Deployment gives its name), for kubectl describe
+            if os.environ.get("POD_NAME") and os.environ.get("POD_NAMESPACE"):
+                ref = {"apiVersion": "v1", "kind": "Pod", "namespace": os.environ["POD_NAMESPACE"],
+                       "name": os.environ["POD_NAME"]}
+                self.events.emit(ref, WARNING, "InvalidConfiguration",
+                                 f"{self.watcher.path} rejected, the previous configuration is kept "
+                                 f"({len(found.errors)} errors): {'; '.join(found.errors[:5])}")
             return False
         old = self._schedule_kwargs["pipeline"]
         self.config = _with_file(self.config, found.config)

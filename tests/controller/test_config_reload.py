@@ -53,7 +53,9 @@ def test_controller_defaults_are_the_files():
 
 
 def test_reload_applies_a_new_version_and_keeps_the_old_on_errors(emulator, kube, make_controller, tmp_path,
-                                                                 caplog):
+                                                                 caplog, monkeypatch):
+    monkeypatch.setenv("POD_NAME", "kaiwo-controller-0")  # as the Deployment's downward API sets them
+    monkeypatch.setenv("POD_NAMESPACE", "kaiwo-system")
     volume = ConfigMapVolume(tmp_path)
     volume.write({"strategy": "binpack", "controller": FAST})
     controller = make_controller(config_file=volume.path).start_background()
@@ -72,6 +74,8 @@ def test_reload_applies_a_new_version_and_keeps_the_old_on_errors(emulator, kube
     assert "rejected, the previous one is kept (2 errors)" in logged
     assert "strategy: 'sprad': not a strategy plugin (did you mean spread?)" in logged
     assert "preemption.maxPreemptors: -3: must be >= 0" in logged
+    (event,) = wait_until(lambda: kube.events_for("kaiwo-controller-0", "InvalidConfiguration"))
+    assert event["type"] == "Warning" and "preemption.maxPreemptors: -3: must be >= 0" in event["message"]
 
     volume.write({"strategy": "spread", "controller": {**FAST, "assumeTtl": "7s"}})
     wait_until(lambda: _metric(controller, 'kaiwo_config_reloads_total{outcome="applied"}') == 1)
