@@ -1,4 +1,5 @@
-"""Reading cluster dumps: what ``kubectl get -o yaml`` (or ``-o json``) prints.
+"""Reading cluster dumps -- what ``kubectl get -o yaml`` (or ``-o json``) prints -- and scheduler
+configuration files (:func:`load_config`).
 
 A dump is a multi-document YAML stream, a ``kind: List`` (``items``), or a mix; JSON works too
 (every JSON document is YAML, and a ``.json`` file takes the much faster JSON parser). YAML is read
@@ -30,6 +31,8 @@ except AttributeError:  # pragma: no cover - PyYAML built without libyaml
 MAX_DEPTH = 100
 #: Nodes YAML aliases may add beyond those written out in the text.
 MAX_ALIAS_NODES = 1_000_000
+#: Largest configuration file read (a full one is about 2 KiB).
+MAX_CONFIG_BYTES = 1 << 20
 
 
 # A JSON escape of a UTF-16 surrogate: with no partner it decodes to a string that is not Unicode
@@ -125,11 +128,10 @@ def _load_yaml(text: str, path: Path) -> list:
     return docs
 
 
-def load_dump(path: str | Path) -> list[dict]:
-    """All Kubernetes objects in a dump file, in file order."""
-    path = Path(path)
+def _documents(path: Path, data: bytes) -> list:
+    """The parsed documents of a file's bytes, bounded as the module doc says."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DumpError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
     try:
@@ -145,4 +147,41 @@ def load_dump(path: str | Path) -> list[dict]:
         raise DumpError(f"{path}: cannot parse: {e}") from None
     except RecursionError:  # the JSON parser's own nesting limit
         raise DumpError(f"{path}: nested deeper than {MAX_DEPTH} levels") from None
-    return flatten(docs)
+    return docs
+
+
+def load_dump(path: str | Path) -> list[dict]:
+    """All Kubernetes objects in a dump file, in file order."""
+    path = Path(path)
+    return flatten(_documents(path, path.read_bytes()))
+
+
+def read_config(path: str | Path) -> tuple[object, bytes]:
+    """The one document of a configuration file, and the file's bytes (what a reload compares).
+    At most :data:`MAX_CONFIG_BYTES` are read."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise DumpError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes: not a configuration file")
+    docs = [d for d in _documents(path, data) if d is not None]
+    if len(docs) > 1:
+        raise DumpError(f"{path}: {len(docs)} YAML documents: a configuration file holds one")
+    return (docs[0] if docs else None), data
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None):
+    """The :class:`~kaiwo_core.scheduling.config.SchedulerConfiguration` of a file (None: the
+    defaults), with ``overrides`` (command-line flags, as dotted file keys) applied.
+
+    Raises
+    ------
+    OSError, DumpError
+        The file cannot be read or parsed.
+    kaiwo_core.scheduling.config.ConfigError
+        It is not a valid configuration (every error listed).
+    """
+    from kaiwo_core.scheduling.config import API_VERSION, KIND, decode
+
+    doc = read_config(path)[0] if path is not None else {"apiVersion": API_VERSION, "kind": KIND}
+    return decode(doc, overrides)

@@ -139,8 +139,8 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, **config) -> Plugin:
-    """Instantiate and configure a plugin by name."""
+def plugin_class(name: str) -> type[Plugin]:
+    """The class registered as ``name`` (entry points included)."""
     if name not in _REGISTRY:
         _load_entry_points()
     cls = _REGISTRY.get(name)
@@ -148,7 +148,12 @@ def create(name: str, **config) -> Plugin:
         raise PluginError(BROKEN[name])
     if cls is None:
         raise PluginError(f"unknown plugin {name!r} (available: {', '.join(available())})")
-    return cls(**config)
+    return cls
+
+
+def create(name: str, **config) -> Plugin:
+    """Instantiate and configure a plugin by name."""
+    return plugin_class(name)(**config)
 
 
 class Pipeline:

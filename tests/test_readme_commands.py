@@ -26,7 +26,7 @@ README = (ROOT / "README.md").read_text()
 NEEDS_A_CLUSTER = {"kubectl", "helm", "docker", "curl"}
 # Files the README's commands expect the user (or an earlier command) to provide.
 USER_FILES = {"dump.yaml", "my_nodes.csv", "rules.yaml", "scrapes.prom", "history.npz", "out.json",
-              "alloc.png", "report.html", "online.png", "online.html"}
+              "alloc.png", "report.html", "online.png", "online.html", "kaiwo-config.yaml"}
 
 
 def blocks(lang: str) -> list[tuple[int, str, str]]:

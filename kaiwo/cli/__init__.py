@@ -5,6 +5,7 @@
 ``kaiwo generate``         a synthetic cluster dump at a DESIGN.md scale (S, M, L).
 ``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.cli.monitor`.
 ``kaiwo controller``       the Kubernetes scheduler/controller, see :mod:`kaiwo.cli.controller`.
+``kaiwo config``           the scheduler configuration file, see :mod:`kaiwo.cli.config`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from importlib.resources import files
 
-from . import controller, monitor, simulate
+from . import config, controller, monitor, simulate
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -89,6 +90,9 @@ def cmd_schedule(args) -> int:
 
     from ..dump import DumpError, load_dump
 
+    cfg = config.load("schedule", args.config, {"strategy": args.strategy} if args.strategy else None)
+    if cfg is None:
+        return 2
     path = args.dump or example_path()
     t0 = time.perf_counter()
     try:
@@ -98,7 +102,7 @@ def cmd_schedule(args) -> int:
         return 2
     snap = Snapshot.from_objects(objs, scheduler_name=args.scheduler_name)
     read = time.perf_counter() - t0
-    decisions = schedule(snap, strategy=args.strategy)
+    decisions = schedule(snap, **cfg.schedule_kwargs())
     decisions.timings["read"] = read
     doc = decisions.to_dict()
     if args.output == "json":
@@ -162,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "PriorityClasses... (default: the bundled MI300X example)")
     s.add_argument("--output", "-o", choices=("table", "json"), default="table")
     s.add_argument("--compact", action="store_true", help="JSON on one line")
-    s.add_argument("--strategy", choices=("binpack", "spread", "frag"), default="binpack",
-                   help="node scoring (default: binpack)")
+    s.add_argument("--strategy", choices=("binpack", "spread", "frag"),
+                   help="node scoring (default: the --config file's, else binpack)")
+    config.add_config_flag(s)
     s.add_argument("--scheduler-name", default="kaiwo",
                    help="pending pods with this schedulerName are Kaiwo's (default: kaiwo)")
     s.set_defaults(func=cmd_schedule)
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_commands(sub)
     controller.add_commands(sub)
     simulate.add_commands(sub)
+    config.add_commands(sub)
     w = sub.add_parser("warmup", help="compile the monitoring kernels into Numba's cache (NUMBA_CACHE_DIR)",
                        description="Run every monitoring path once on the bundled example so its Numba "
                        "kernels are compiled and cached; images run it at build time (deploy/Dockerfile). "

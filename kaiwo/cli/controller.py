@@ -3,10 +3,11 @@
 ``kaiwo controller``                         in a pod: the service account; elsewhere: ~/.kube/config
 ``kaiwo controller --kubeconfig PATH``       a given kubeconfig (``--context`` to pick one)
 ``kaiwo controller --once``                  sync, take the lease, run one cycle, wait, exit
+``kaiwo controller --config FILE``           a KaiwoSchedulerConfiguration, reloaded when it changes
 
 Exit status: 0 on a clean stop (SIGTERM/SIGINT) or a successful ``--once``; 1 when ``--once``
-could not carry out some bindings; 2 when the configuration cannot be loaded; 3 when ``--once``
-could not sync or acquire the lease in time.
+could not carry out some bindings; 2 when the Kubernetes configuration or the ``--config`` file
+cannot be loaded; 3 when ``--once`` could not sync or acquire the lease in time.
 """
 from __future__ import annotations
 
@@ -16,6 +17,13 @@ import logging
 import signal
 import sys
 import threading
+
+from . import config
+
+#: Flags that are also keys of the configuration file (argparse dest -> dotted file key): when
+#: given, they override the file.
+FILE_FLAGS = {"strategy": "strategy", "period": "controller.period", "resync_period": "controller.resyncPeriod",
+              "assume_ttl": "controller.assumeTtl", "event_interval": "controller.eventInterval"}
 
 
 def _duration(text: str) -> float:
@@ -41,9 +49,17 @@ def _namespaces(values) -> tuple:
 def cmd_controller(args) -> int:
     from kubernetes.config import ConfigException
 
+    from kaiwo_core.scheduling.config import ConfigError
+
     from ..controller import Controller, ControllerConfig, RetryPolicy, make_api_client
+    from ..dump import DumpError
     from ..warmup import seed_cache
 
+    # Flags given explicitly win over the file, in every version of it the controller reloads.
+    overrides = {key: getattr(args, dest) for dest, key in FILE_FLAGS.items() if getattr(args, dest) is not None}
+    scheduling = config.load("controller", args.config, overrides)
+    if scheduling is None:
+        return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:  # an image's pre-compiled kernels, before anything could load a kernel
@@ -58,23 +74,29 @@ def cmd_controller(args) -> int:
     except (ConfigException, OSError, TypeError, ValueError) as e:
         print(f"kaiwo controller: cannot load the Kubernetes configuration: {e}", file=sys.stderr)
         return 2
-    kwargs = dict(scheduler_name=args.scheduler_name, period=args.period, namespaces=_namespaces(args.namespace),
-                  strategy=args.strategy, concurrency=args.concurrency, request_timeout=args.request_timeout,
-                  assume_ttl=args.assume_ttl, leader_election=not args.no_leader_election,
+    s = scheduling.controller
+    kwargs = dict(scheduler_name=args.scheduler_name, period=s.period, namespaces=_namespaces(args.namespace),
+                  scheduling=scheduling, config_file=args.config, config_overrides=overrides,
+                  concurrency=args.concurrency, request_timeout=args.request_timeout,
+                  assume_ttl=s.assume_ttl, leader_election=not args.no_leader_election,
                   lease_name=args.lease_name, metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                   metrics_host=args.metrics_bind_address,
-                  pod_event_interval=args.event_interval, resync_period=args.resync_period,
+                  pod_event_interval=s.event_interval, resync_period=s.resync_period,
                   retry=RetryPolicy(deadline=args.request_timeout * 4))
     if args.lease_namespace:
         kwargs["lease_namespace"] = args.lease_namespace
     if args.identity:
         kwargs["identity"] = args.identity
     try:
-        config = ControllerConfig(**kwargs)
+        cfg = ControllerConfig(**kwargs)
     except ValueError as e:
         print(f"kaiwo controller: {e}", file=sys.stderr)
         return 2
-    controller = Controller(api_client, config)
+    try:
+        controller = Controller(api_client, cfg)
+    except (OSError, DumpError, ConfigError) as e:  # the file changed since it was checked above
+        print(f"kaiwo controller: {args.config}: {e}", file=sys.stderr)
+        return 2
     if args.once:
         try:
             report = controller.run_once(timeout=args.sync_timeout)
@@ -120,7 +142,9 @@ def add_commands(sub) -> None:
                        "~/.kube/config; in a pod: the service account)")
     where.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     c.add_argument("--context", help="kubeconfig context (default: the current one)")
-    c.add_argument("--period", type=_duration, default=1.0, metavar="DURATION",
+    config.add_config_flag(c, "; reloaded when it changes (a bad version is refused and logged, the "
+                              "previous one kept)")
+    c.add_argument("--period", type=_duration, metavar="DURATION",
                    help="longest time between two cycles (default 1s; changes trigger one sooner)")
     c.add_argument("--namespace", action="append", metavar="NS",
                    help="schedule pending pods and KaiwoJobs of this namespace only (repeatable or comma "
@@ -141,16 +165,16 @@ def add_commands(sub) -> None:
     c.add_argument("--once", action="store_true", help="one cycle, wait for its bindings, then exit")
     c.add_argument("--output", "-o", choices=("text", "json"), default="text", help="--once summary format")
     c.add_argument("--scheduler-name", default="kaiwo", help="pods with this schedulerName are Kaiwo's")
-    c.add_argument("--strategy", choices=("binpack", "spread", "frag"), default="binpack")
+    c.add_argument("--strategy", choices=("binpack", "spread", "frag"), help="node scoring (default binpack)")
     c.add_argument("--concurrency", type=int, default=16, help="bindings in flight at once (default 16)")
     c.add_argument("--request-timeout", type=_duration, default=30.0, metavar="DURATION",
                    help="timeout of one API request (default 30s)")
-    c.add_argument("--assume-ttl", type=_duration, default=30.0, metavar="DURATION",
+    c.add_argument("--assume-ttl", type=_duration, metavar="DURATION",
                    help="how long a binding may stay unconfirmed by the watch before it is checked "
                         "(default 30s)")
-    c.add_argument("--event-interval", type=_duration, default=60.0, metavar="DURATION",
+    c.add_argument("--event-interval", type=_duration, metavar="DURATION",
                    help="least time between two FailedScheduling events of one pod (default 60s)")
-    c.add_argument("--resync-period", type=_duration, default=300.0, metavar="DURATION",
+    c.add_argument("--resync-period", type=_duration, metavar="DURATION",
                    help="time between two relists of everything, which repair what a watch missed and "
                         "check every bound pod's GPU ConfigMap (default 5m; a new leader relists anyway)")
     c.add_argument("--sync-timeout", type=_duration, default=60.0, metavar="DURATION",

@@ -14,6 +14,8 @@ import sys
 
 from kaiwo_core.model.trace import TraceError
 
+from . import config
+
 
 def parse_seeds(text: str) -> list:
     """``42``, ``42,43``, ``42-51`` (inclusive), or a mix: ``42-44,50``."""
@@ -49,8 +51,13 @@ def _emit_json(doc: dict, target: str) -> None:
 
 
 def cmd_simulate(args) -> int:
+    cfg = config.load("simulate", args.config)
+    if cfg is None:
+        return 2
+    if args.config and not args.policy_given:  # the file's strategy, unless --policy says otherwise
+        args.policy = [cfg.strategy]
     if args.online:
-        return _online(args)
+        return _online(args, cfg)
     from ..simulator import report
     from ..simulator.offline import load_scenario, render_table, run_all
 
@@ -64,7 +71,7 @@ def cmd_simulate(args) -> int:
     except (TraceError, OSError, ValueError, KeyError) as e:
         print(f"kaiwo simulate: {e}", file=sys.stderr)
         return 2
-    summaries = run_all(scn, args.policy, args.seeds, show_progress=not args.quiet)
+    summaries = run_all(scn, args.policy, args.seeds, show_progress=not args.quiet, plugins=cfg.plugins)
     table = render_table(summaries, scn)
     if args.json is not None:
         _emit_json({"trace": scn.name, "pods": len(scn.trace), "nodes": len(scn.nodes), "gpus": scn.n_gpus,
@@ -89,7 +96,7 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _online(args) -> int:
+def _online(args, cfg) -> int:
     from ..simulator import report
     from ..simulator.offline import ProgressBar
     from ..simulator.online import read_jobs_csv, read_vc_nodes, replay_online
@@ -98,7 +105,7 @@ def _online(args) -> int:
         print("kaiwo simulate --online: needs --trace (a Philly-format job CSV: timestamp, duration, "
               "num_gpus, gpu_time, cluster) and --vc-nodes (vc, node num)", file=sys.stderr)
         return 2
-    policy = args.policy[0] if args.policy_given else "binpack"
+    policy = args.policy[0] if args.policy_given or args.config else "binpack"
     try:
         jobs = read_jobs_csv(args.trace, args.max_jobs)
         vc = read_vc_nodes(args.vc_nodes)
@@ -108,7 +115,7 @@ def _online(args) -> int:
     if args.node_scale != 1.0:
         vc = {k: (max(1, round(v * args.node_scale)) if v > 0 else 0) for k, v in vc.items()}
     bar = None if args.quiet else ProgressBar(len(jobs))
-    result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim,
+    result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim, config=cfg,
                            progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None)
     if bar:
         bar.close()
@@ -177,6 +184,10 @@ def add_commands(sub) -> None:
     s.add_argument("--plot", metavar="FILE.png", help="allocation ratio against arrived workload, one line per policy")
     s.add_argument("--html", metavar="FILE", help="a self-contained HTML report (tables and plots)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--config", metavar="FILE",
+                   help="a KaiwoSchedulerConfiguration: its strategy is the policy unless --policy is given, "
+                        "its plugins join the pipeline; --online also takes its ordering, preemption and "
+                        "reservation settings")
     amd = s.add_argument_group("AMD mode (replay on AMD Instinct GPUs of the same count)")
     amd.add_argument("--gpu-model", help="e.g. MI300X: nodes of 8 such GPUs replace the node list's GPUs")
     amd.add_argument("--partition", default="SPX", type=str.upper,

@@ -38,6 +38,7 @@ from typing import Callable
 
 import numpy as np
 
+from kaiwo_core.scheduling.config import ControllerSettings, SchedulerConfiguration
 from kaiwo_core.scheduling.cycle import schedule
 from kaiwo_core.scheduling.gangs import LABEL_JOB
 from kaiwo_core.scheduling.queues import RESOURCES
@@ -50,10 +51,12 @@ from .errors import (ControllerError, Disposition, RetryPolicy, StoppedError, ca
 from .events import NORMAL, WARNING, EventRecorder, custom_ref
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
+from .reload import ConfigWatcher
 from .server import ProbeServer
 from .status import StatusWriter
 
 log = logging.getLogger("kaiwo.controller")
+_FILE = ControllerSettings()  # the file's defaults are the controller's (one place for both)
 
 
 def default_identity() -> str:
@@ -109,12 +112,18 @@ class ControllerConfig:
     """Settings of one controller replica (the CLI flags of ``kaiwo controller``)."""
 
     scheduler_name: str = "kaiwo"
-    period: float = 1.0                 #: seconds between cycles at the latest
+    period: float = _FILE.period        #: seconds between cycles at the latest
     min_interval: float = 0.05          #: seconds between change-triggered cycles (batches bursts)
     #: pending pods and KaiwoJobs of these namespaces only (() = all); pods of every namespace are
     #: watched and charged regardless, since they use the same nodes
     namespaces: tuple = ()
-    strategy: str = "binpack"
+    #: strategy, plugins, ordering, preemption, reservation (the KaiwoSchedulerConfiguration)
+    scheduling: SchedulerConfiguration = field(default_factory=SchedulerConfiguration)
+    #: a KaiwoSchedulerConfiguration file: loaded at start, reloaded when it changes; its
+    #: ``controller`` section sets period, resync_period, assume_ttl and pod_event_interval
+    config_file: str | None = None
+    #: dotted file keys -> values set on every version of the file (the flags given explicitly)
+    config_overrides: dict = field(default_factory=dict)
     concurrency: int = 16               #: bindings in flight
     request_timeout: float = 30.0       #: seconds per API request
     #: seconds one watch stream stays open (``timeoutSeconds``); resuming one is cheap
@@ -123,9 +132,9 @@ class ControllerConfig:
     watch_read_timeout: float | None = None
     #: seconds between relists of everything, which repair what the watches missed and check
     #: every bound pod's GPU ConfigMap (0: never; a takeover relists regardless)
-    resync_period: float = 300.0
+    resync_period: float = _FILE.resync_period
     max_config_map_checks: int = 200    #: ConfigMap checks started per cycle (watch-event ones)
-    assume_ttl: float = 30.0            #: seconds a binding may stay unconfirmed before a check
+    assume_ttl: float = _FILE.assume_ttl  #: seconds a binding may stay unconfirmed before a check
     leader_election: bool = True
     lease_name: str = "kaiwo-controller"
     lease_namespace: str = field(default_factory=default_namespace)
@@ -135,7 +144,7 @@ class ControllerConfig:
     identity: str = field(default_factory=default_identity)
     metrics_port: int | None = 8080     #: None: no HTTP server; 0: any free port
     metrics_host: str = "0.0.0.0"
-    pod_event_interval: float = 60.0    #: seconds between FailedScheduling events of one pod
+    pod_event_interval: float = _FILE.event_interval  #: seconds between FailedScheduling events of a pod
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     now: Callable[[], float] = time.time  #: wall clock for the pods' age in the cycle
     max_expiry_checks: int = 100        #: expired assumptions checked per cycle
@@ -144,8 +153,8 @@ class ControllerConfig:
     def __post_init__(self):
         if self.period <= 0 or self.min_interval < 0:
             raise ValueError(f"period ({self.period}) must be > 0 and min_interval ({self.min_interval}) >= 0")
-        if self.strategy not in ("binpack", "spread", "frag"):
-            raise ValueError(f"strategy {self.strategy!r}: expected binpack, spread or frag")
+        if not isinstance(self.scheduling, SchedulerConfiguration):
+            raise ValueError(f"scheduling: expected a SchedulerConfiguration, got {self.scheduling!r}")
 
 
 @dataclass
@@ -176,8 +185,14 @@ class Controller:
 
     def __init__(self, api_client, config: ControllerConfig | None = None,
                  metrics: ControllerMetrics | None = None):
+        """Raises OSError, DumpError or ConfigError when ``config.config_file`` cannot be used."""
         self.config = config or ControllerConfig()
+        self.watcher: ConfigWatcher | None = None
+        if self.config.config_file is not None:
+            self.watcher = ConfigWatcher(self.config.config_file, self.config.config_overrides)
+            self.config = _with_file(self.config, self.watcher.load())
         c = self.config
+        self._schedule_kwargs = c.scheduling.schedule_kwargs()
         self.metrics = metrics or ControllerMetrics()
         # The replica's identity in every request (API server audit logs tell the replicas apart).
         api_client.user_agent = f"kaiwo-controller/{c.identity}"
@@ -266,9 +281,9 @@ class Controller:
     def run(self) -> None:
         """Cycle until :meth:`stop` (call :meth:`start` first, or let this do it)."""
         self.start()
-        c = self.config
         last = 0.0
         while not self.stop_event.is_set():
+            c = self.config  # a reloaded file changes it between turns
             self.cache.changed.wait(timeout=c.period)
             if self.stop_event.is_set():
                 break
@@ -278,6 +293,7 @@ class Controller:
             self.cache.changed.clear()
             self._heartbeat = time.monotonic()
             self.iterations += 1
+            self.reload_config()
             self._observe_cache()
             if c.resync_period > 0 and self.synced() and time.monotonic() - self._last_resync >= c.resync_period:
                 try:
@@ -477,7 +493,7 @@ class Controller:
         cs = self.cache.snapshot()
         report.created_pods = self._create_job_pods(cs.missing_job_pods, cs.jobs)
         snap = cs.snapshot
-        decisions = schedule(snap, strategy=self.config.strategy, now=self.config.now())
+        decisions = schedule(snap, now=self.config.now(), **self._schedule_kwargs)
         doc = decisions.to_dict()
         report.doc = doc
         cluster = snap.cluster
@@ -661,6 +677,43 @@ class Controller:
                 self.events.emit(ref, WARNING, "InvalidNode", f"{text}; the node is left out of scheduling")
         self._invalid_announced = invalid
 
+    def reload_config(self) -> bool | None:
+        """Apply the configuration file if it changed (every replica: a standby may lead next).
+        True: a new version applied; False: rejected, the previous one kept; None: no change."""
+        found = self.watcher.poll() if self.watcher is not None else None
+        if found is None:
+            return None
+        kwargs = None
+        if found.errors is None:
+            try:  # the plugins are started here: a third-party start() may fail
+                kwargs = found.config.schedule_kwargs()
+            except Exception as e:  # noqa: BLE001 - a bad plugin rejects the version, never the loop
+                found.errors = [f"plugins: cannot start: {type(e).__name__}: {e}"]
+        if found.errors is not None:
+            self.metrics.config_reloads.labels(outcome="rejected").inc()
+            self.metrics.config_ok.set(0)
+            log.error("configuration %s rejected, the previous one is kept (%d errors):\n  %s",
+                      self.watcher.path, len(found.errors), "\n  ".join(found.errors[:200]))
+            # ... and on this replica's Pod (the Deployment gives its name), for kubectl describe
+            if os.environ.get("POD_NAME") and os.environ.get("POD_NAMESPACE"):
+                ref = {"apiVersion": "v1", "kind": "Pod", "namespace": os.environ["POD_NAMESPACE"],
+                       "name": os.environ["POD_NAME"]}
+                self.events.emit(ref, WARNING, "InvalidConfiguration",
+                                 f"{self.watcher.path} rejected, the previous configuration is kept "
+                                 f"({len(found.errors)} errors): {'; '.join(found.errors[:5])}")
+            return False
+        old = self._schedule_kwargs["pipeline"]
+        self.config = _with_file(self.config, found.config)
+        self._schedule_kwargs = kwargs
+        old.stop()
+        self.cache.assume_ttl = self.config.assume_ttl
+        self.status.pod_interval = self.config.pod_event_interval
+        self.metrics.config_reloads.labels(outcome="applied").inc()
+        self.metrics.config_ok.set(1)
+        log.info("configuration %s applied (strategy %s)", self.watcher.path, found.config.strategy)
+        self.cache.changed.set()  # decide again with it
+        return True
+
     def _watch_restarted(self, kind: str, reason: str) -> None:
         self.metrics.watch_restarts.labels(resource=kind, reason=reason).inc()
 
@@ -685,3 +738,11 @@ def _devices_text(devices: list[dict]) -> str:
             s += f" xcds {','.join(map(str, d['xcds']))}"
         parts.append(s)
     return "; ".join(parts)
+
+
+def _with_file(config: ControllerConfig, scheduling: SchedulerConfiguration) -> ControllerConfig:
+    """``config`` with a loaded file's configuration: its ``controller`` section sets the loop's
+    settings (the flags given explicitly are already in it, as overrides)."""
+    s = scheduling.controller
+    return dataclasses.replace(config, scheduling=scheduling, period=s.period, resync_period=s.resync_period,
+                               assume_ttl=s.assume_ttl, pod_event_interval=s.event_interval)

@@ -26,7 +26,11 @@ metric                                 type       labels / meaning
 ``kaiwo_invalid_objects``              gauge      ``kind``: Node (every replica, from its cache);
                                                   Pod, KaiwoQueue, KaiwoJob, KaiwoReservation (the
                                                   leader's last cycle; 0 on a standby)
+``kaiwo_config_reloads_total``         counter    ``outcome``: applied, rejected (--config file
+                                                  changes; a rejected one keeps the previous)
 =====================================  =========  ===========================================
+
+and ``kaiwo_config_last_reload_successful`` (gauge): 1 unless the file's latest version was rejected.
 """
 from __future__ import annotations
 
@@ -69,6 +73,12 @@ class ControllerMetrics:
                                      "missing (the watch was behind or had lost them)", ["resource"], registry=r)
         self.config_maps = Counter("kaiwo_config_map_checks", "Checks of bound pods' GPU ConfigMaps "
                                    "against their assignment, by result", ["result"], registry=r)
+        self.config_reloads = Counter("kaiwo_config_reloads", "Changes of the --config file, by outcome "
+                                      "(applied, or rejected and the previous configuration kept)",
+                                      ["outcome"], registry=r)
+        self.config_ok = Gauge("kaiwo_config_last_reload_successful",
+                               "1 unless the latest version of the --config file was rejected", registry=r)
+        self.config_ok.set(1)
         self.invalid = Gauge("kaiwo_invalid_objects", "Objects left out or rejected as invalid", ["kind"],
                              registry=r)
 

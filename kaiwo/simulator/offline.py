@@ -270,15 +270,17 @@ def strategy_config(scn: Scenario, policy: str, seed: int) -> dict:
     return {}
 
 
-def replay(scn: Scenario, policy: str, seed: int, parts: int = 4, progress=None) -> RunResult:
+def replay(scn: Scenario, policy: str, seed: int, parts: int = 4, progress=None, plugins=()) -> RunResult:
     """One run of the FGD experiment with ``policy`` (a strategy plugin name) and ``seed``.
 
-    ``progress(done, total)`` is called after each of the ``parts`` batches.
+    ``progress(done, total)`` is called after each of the ``parts`` batches; ``plugins``: extra
+    (name, arguments) filters and scores (a ``--config`` file's).
     """
     t0 = time.perf_counter()
     cluster, batch, offered = _cluster_and_batch(scn, seed)
     state = cluster.empty_state()
-    pipeline = Pipeline(["gpu-model", (policy, strategy_config(scn, policy, seed))])
+    pipeline = Pipeline(["gpu-model", *((n, dict(a)) for n, a in plugins),
+                         (policy, strategy_config(scn, policy, seed))])
     ctx = CycleContext(cluster, state, batch)
     for p in pipeline.plugins:
         p.on_cycle_start(ctx)
@@ -383,8 +385,9 @@ class ProgressBar:
 
 
 def run_all(scn: Scenario, policies, seeds, parts: int = 4, show_progress: bool = True,
-            stream=None) -> list:
-    """Every policy with every seed; a :class:`PolicySummary` per policy, in ``policies`` order."""
+            stream=None, plugins=()) -> list:
+    """Every policy with every seed; a :class:`PolicySummary` per policy, in ``policies`` order
+    (``plugins``: see :func:`replay`)."""
     policies, seeds = list(policies), list(seeds)
     bar = ProgressBar(len(policies) * len(seeds) * parts, stream) if show_progress else None
     out = []
@@ -395,7 +398,7 @@ def run_all(scn: Scenario, policies, seeds, parts: int = 4, show_progress: bool 
             def tick(done, total, base=step, label=f"{policy} seed {seed}"):
                 if bar is not None:
                     bar.update(base + int(round(parts * done / total)), label)
-            runs.append(replay(scn, policy, seed, parts, tick))
+            runs.append(replay(scn, policy, seed, parts, tick, plugins))
             step += parts
         out.append(PolicySummary(policy, runs))
     if bar is not None:

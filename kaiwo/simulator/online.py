@@ -41,8 +41,7 @@ import numpy as np
 from kaiwo_core.model.cluster import IDLE, RESOURCE_NVIDIA, cluster_from_arrays
 from kaiwo_core.scheduling.cycle import schedule
 from kaiwo_core.scheduling.gangs import ANN_GANG, ANN_GANG_MIN
-from kaiwo_core.scheduling.placement import default_pipeline
-from kaiwo_core.scheduling.preemption import PreemptionConfig
+from kaiwo_core.scheduling.config import SchedulerConfiguration
 from kaiwo_core.model.requests import LABEL_QUEUE, SCHEDULER_NAME, pod_request
 from kaiwo_core.scheduling.snapshot import Snapshot
 from kaiwo_core.model.trace import LIMITS, TraceError, read_rows
@@ -257,13 +256,16 @@ def _job_pods(j: int, queue: str, gpus: int, created: float) -> list:
 
 
 def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", period: float = 60.0,
-                  sample: float = 600.0, progress=None, reclaim: str = DEFAULT_RECLAIM) -> OnlineResult:
+                  sample: float = 600.0, progress=None, reclaim: str = DEFAULT_RECLAIM,
+                  config: SchedulerConfiguration | None = None) -> OnlineResult:
     """Replay ``jobs`` on one 8-GPU node per quota node of ``vc_nodes``; see the module doc.
 
     ``period``: seconds between scheduling cycles (a cycle runs only when jobs wait);
     ``sample``: seconds between utilisation and fairness samples;
     ``reclaim``: every queue's ``reclaimStrategy`` (``conservative``, ``aggressive``), or ``none``
-    for no reclaim or preemption at all.
+    for no reclaim or preemption at all;
+    ``config``: plugins, ordering, preemption and reservation settings (a ``--config`` file; its
+    strategy is ``policy``'s to choose).
     """
     if reclaim not in RECLAIM_CHOICES:
         raise ValueError(f"reclaim: {reclaim!r} is not one of {', '.join(RECLAIM_CHOICES)}")
@@ -274,8 +276,9 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
                                   pods=[1 << 20] * n_nodes)
     snap = Snapshot(cluster, cluster.empty_state(), objects={"KaiwoQueue": _queue_objects(vc_nodes, jobs.queue, reclaim)},
                     dev_xcd_held=np.zeros(cluster.n_devices, dtype=np.uint32))
-    pipeline = default_pipeline(policy)
-    preempting = PreemptionConfig(enabled=reclaim != "none")
+    config = config or SchedulerConfiguration()
+    settings = config.schedule_kwargs(policy)
+    settings["preempting"] = replace(config.preemption, enabled=config.preemption.enabled and reclaim != "none")
     stats = {name: QueueStats(name, vc_nodes.get(name, 0) * GPUS_PER_NODE) for name in set(jobs.queue)}
     epoch = jobs.start_epoch
     n_jobs = len(jobs)
@@ -322,7 +325,7 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
         again, cycle = False, None
         if snap.pending:
             cycles += 1
-            d = cycle = schedule(snap, pipeline=pipeline, now=epoch + now, preempting=preempting)
+            d = cycle = schedule(snap, now=epoch + now, **settings)
             victims = _victims(d, job_of)
             started = _bind(snap, d, running, job_of, up, epoch + now)
             for j in started:
@@ -355,7 +358,8 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
         if job_of[r.name] in pods and pods[job_of[r.name]][0] is r:  # once per job
             stats[jobs.queue[job_of[r.name]]].waiting += 1
     return OnlineResult(sorted(stats.values(), key=lambda s: s.name), np.array(times), np.array(util),
-                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy, reclaim)
+                        np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy,
+                        reclaim if settings["preempting"].enabled else "none")
 
 
 def _nominate(snap: Snapshot, d) -> None:

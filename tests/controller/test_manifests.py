@@ -7,7 +7,8 @@
 * the RBAC rules allow every request a full controller run sends (recorded by the emulator) --
   and the Helm chart's rules are the same;
 * the Helm chart renders (a tiny renderer for the few template forms the chart uses: there is no
-  helm binary here) to valid objects equal to the static manifests where they should be.
+  helm binary here) to valid objects equal to the static manifests where they should be, and its
+  ``config`` value to a ConfigMap holding a valid KaiwoSchedulerConfiguration.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from kaiwo_core.scheduling.config import ConfigError, SchedulerConfiguration, decode
 from kaiwo_core.scheduling.gangs import expand_jobs
 from kaiwo_core.scheduling.queues import QueueError, queue_spec
 from tests.controller.kube import node, pod, queue
@@ -344,7 +346,8 @@ def test_rbac_allows_every_request_of_a_controller_run(emulator, kube, make_cont
 
 # ------------------------------------------------------------------------------ Helm chart
 
-_EXPR = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}")
+#: ``{{- x }}`` / ``{{ x -}}`` drop the whitespace (newlines too) before / after, as in Helm.
+_EXPR = re.compile(r"(\s*)\{\{(-?)\s*(.*?)\s*(?:(-)\}\}\s*|\}\})")
 
 
 def _lookup(ctx: dict, dotted: str):
@@ -356,14 +359,18 @@ def _lookup(ctx: dict, dotted: str):
 
 def render(template: str, values: dict, release: str = "kaiwo", namespace: str = "kaiwo-system") -> str:
     """The chart's template forms: ``.Values.x.y``, ``.Release.Name/Namespace``, ``.Chart.Name/
-    AppVersion``, ``| quote`` and ``toYaml X | nindent N``; anything else is an error (so a chart
-    change that needs real Helm cannot pass unnoticed)."""
+    AppVersion``, ``| quote`` and ``toYaml X | nindent N``, with Helm's whitespace trimming
+    (``{{-``, ``-}}``); anything else is an error (so a chart change that needs real Helm cannot
+    pass unnoticed)."""
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     ctx = {"Values": values, "Release": {"Name": release, "Namespace": namespace},
            "Chart": {"Name": chart["name"], "AppVersion": chart["appVersion"]}}
 
     def expr(m):
-        text = m.group(1)
+        before, trim_left, text, _trim_right = m.groups()  # -}}: the whitespace after is in the match
+        return ("" if trim_left else before) + value(text)
+
+    def value(text):
         to_yaml = re.fullmatch(r"toYaml\s+(\S+)\s*\|\s*nindent\s+(\d+)", text)
         if to_yaml:
             value = _lookup(ctx, to_yaml.group(1))
@@ -401,8 +408,8 @@ def test_helm_chart_renders_to_valid_objects():
     assert chart["apiVersion"] == "v2" and chart["name"] == "kaiwo"
     rendered = _rendered()
     kinds = sorted(d["kind"] for docs in rendered.values() for d in docs)
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "Role", "RoleBinding", "Service",
-                     "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "ConfigMap", "Deployment", "Role", "RoleBinding",
+                     "Service", "ServiceAccount"]
     for docs in rendered.values():
         for d in docs:
             _validate(d)
@@ -422,17 +429,33 @@ def test_helm_chart_matches_the_static_manifests():
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     static_container = static_deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][0] == "controller" and "--in-cluster" in container["args"]
-    for flag in ("--period=1s", "--metrics-port=8080", "--lease-name=kaiwo-controller",
+    for flag in ("--config=/etc/kaiwo/config.yaml", "--metrics-port=8080", "--lease-name=kaiwo-controller",
                  "--lease-namespace=$(POD_NAMESPACE)", "--identity=$(POD_NAME)"):
         assert flag in container["args"] and flag in static_container["args"]
+    # Settings of the configuration file are not flags too: a flag would override the file for good.
+    from kaiwo.cli.controller import FILE_FLAGS
+
+    for args in (container["args"], static_container["args"]):
+        assert not [a for a in args if a.split("=")[0].lstrip("-").replace("-", "_") in FILE_FLAGS]
     for key in ("startupProbe", "livenessProbe", "readinessProbe", "securityContext", "env", "volumeMounts"):
         assert container[key] == static_container[key], key
+    assert deploy["spec"]["template"]["spec"]["volumes"] == static_deploy["spec"]["template"]["spec"]["volumes"]
+    # The same configuration in both, and it is Kaiwo's default one.
+    (config_map,) = rendered["configmap.yaml"]
+    (static_map,) = [d for d in _docs(DEPLOY / "deployment.yaml") if d["kind"] == "ConfigMap"]
+    assert config_map["data"] == static_map["data"] and config_map["metadata"]["name"] == "kaiwo-config"
+    assert _configuration(config_map) == SchedulerConfiguration()
     # The chart's arguments are flags the CLI knows.
     from kaiwo.cli import build_parser
 
     args = [a.replace("$(POD_NAMESPACE)", "kaiwo-system").replace("$(POD_NAME)", "pod-0") for a in container["args"]]
     parsed = build_parser().parse_args(args)
-    assert parsed.period == 1.0 and parsed.in_cluster and parsed.concurrency == 16
+    assert parsed.config == "/etc/kaiwo/config.yaml" and parsed.in_cluster and parsed.concurrency == 16
+
+
+def _configuration(config_map: dict):
+    """The configuration a ConfigMap's ``config.yaml`` holds, as the controller decodes it."""
+    return decode(yaml.safe_load(config_map["data"]["config.yaml"]))
 
 
 def test_metrics_service_has_one_name_everywhere():
@@ -455,5 +478,12 @@ def test_helm_values_change_the_rendering():
     assert spec["nodeSelector"] == changed["nodeSelector"] and spec["tolerations"] == changed["tolerations"]
     assert "--namespace=ml,research" in spec["containers"][0]["args"]
     _validate(deploy)
+    changed["config"] = {"strategy": "spread", "preemption": {"enabled": False},
+                         "plugins": [{"name": "node-affinity"}]}
+    with pytest.raises(ConfigError, match=r"plugins\[0\].name: 'node-affinity' is built in"):
+        _configuration(_rendered(changed)["configmap.yaml"][0])
+    del changed["config"]["plugins"]
+    cfg = _configuration(_rendered(changed)["configmap.yaml"][0])
+    assert cfg.strategy == "spread" and not cfg.preemption.enabled
     with pytest.raises(ValueError, match="does not know"):
         render("x: {{ include \"kaiwo.name\" . }}", values)
