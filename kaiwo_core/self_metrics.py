@@ -32,7 +32,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from .scheduling.accounting import held_vectors
-from .plugins import Plugin, register
+from .plugins import Plugin, PluginError, register
 
 if TYPE_CHECKING:  # the store's Numba kernels compile on import: only users of a store pay that
     from .monitoring.metrics_store import MetricsStore
@@ -164,9 +164,13 @@ class MetricsPlugin(Plugin):
         self._sids = None
         super().__init__(**config)
         if self.store is None and self.config["store_slots"]:
-            from .monitoring.metrics_store import MetricsStore
+            from .monitoring.metrics_store import MetricsStore, StoreError
 
-            self.store = MetricsStore(self.config["store_slots"], 256)
+            try:
+                self.store = MetricsStore(self.config["store_slots"], 256)
+            except StoreError as e:  # a configuration error, named as the plugin's
+                raise PluginError(f"plugin {self.name!r}: config 'store_slots' = "
+                                  f"{self.config['store_slots']!r}: {e}") from None
 
     def on_cycle_start(self, ctx) -> None:
         self._t0 = time.perf_counter()

@@ -105,3 +105,11 @@ def test_a_broken_plugin_package_leaves_only_itself_out(monkeypatch, capsys):
     assert main(["plugins"]) == 0
     captured = capsys.readouterr()
     assert "binpack" in captured.out and "'gone'" in captured.err
+
+
+@pytest.mark.parametrize("slots", [1, 10**9])
+def test_metrics_plugin_store_size_is_bounded(slots):
+    """store_slots sizes a ring allocated up front: a value past the maximum is a configuration
+    error naming the key, not a multi-gigabyte allocation."""
+    with pytest.raises(plugins.PluginError, match=r"store_slots' = %d" % slots):
+        plugins.create("metrics", store_slots=slots)

@@ -59,6 +59,9 @@ NAMESPACE_LABEL = "namespace"
 GROUP_BY = ("series", "device", "gpu", "node", "pod", "namespace", "queue", "job", "cluster")
 
 
+#: Most scrapes a store keeps; the ring (slots x series) is allocated when the store is made.
+MAX_SLOTS = 100_000
+
 class StoreError(ValueError):
     """A scrape or query the store cannot accept (out-of-order time, bad ids, unknown names)."""
 
@@ -235,6 +238,8 @@ class MetricsStore:
     def __init__(self, slots: int = 256, series_capacity: int = 1024):
         if int(slots) < 2:
             raise StoreError(f"slots = {slots!r}: a ring needs at least 2 slots")
+        if int(slots) > MAX_SLOTS:  # the ring is allocated up front: a typo must not take the memory
+            raise StoreError(f"slots = {slots!r}: at most {MAX_SLOTS} (17 days of 15 s scrapes)")
         self.n_slots = int(slots)
         cap = max(16, int(series_capacity))
         self.values = np.full((self.n_slots, cap), np.nan)

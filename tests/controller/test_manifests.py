@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 from pathlib import Path
 
@@ -487,3 +488,23 @@ def test_helm_values_change_the_rendering():
     assert cfg.strategy == "spread" and not cfg.preemption.enabled
     with pytest.raises(ValueError, match="does not know"):
         render("x: {{ include \"kaiwo.name\" . }}", values)
+
+
+def _values_errors(values: dict) -> list[str]:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+            for e in jsonschema.Draft7Validator(schema).iter_errors(values)]
+
+
+def test_values_schema_accepts_the_defaults_and_refuses_retired_or_misspelt_keys():
+    """Helm checks values.schema.json before rendering: the chart's own values pass, and the keys
+    that moved into the scheduler configuration (controller.strategy, controller.period) fail the
+    install with their path instead of being silently ignored."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert _values_errors(values) == []
+    for key, value in (("strategy", "spread"), ("period", "2s"), ("schedulername", "kaiwo")):
+        bad = {**values, "controller": {**values["controller"], key: value}}
+        errors = _values_errors(bad)
+        assert len(errors) == 1 and key in errors[0] and errors[0].startswith("controller"), errors
+    assert _values_errors({**values, "replicas": 0})
+    assert _values_errors({**values, "metrics": {"port": 70000}})
