@@ -13,6 +13,12 @@
 //   * XCD-isolated: devices with XCDs, not EXCLUSIVE, with k free XCDs (kRXcd), then the XCDs' compute
 //     share (kRGpuShare), then memory (kRGpuMemory); picked by (already shared first, fewest free
 //     XCDs, index); on each, the k-XCD subset touching the fewest memory domains, then the lowest mask.
+// Device reservations (Batch::dev_resv): for a pod whose class may not use a device's reservation,
+// a wholly held device counts as neither idle nor shareable nor having XCDs (the kind's first check
+// fails on it), and a device with held XCDs offers only its other free XCDs (so it fails the first
+// check of whole and time-sliced pods). If that first check would pass with the held devices, the
+// reason is kRReserved instead of the check's own. Fragmentation F and best_share look at devices as they are,
+// holds aside: they measure the cluster, not one pod's access to it.
 // Among feasible nodes the highest score wins, ties to the lower index (strict `>` in index order).
 // best_share is the largest milli_free of a non-EXCLUSIVE device on nodes passing the node filters.
 //
@@ -244,6 +250,9 @@ public:
 private:
     // ---- per-device rules (one place each, shared by checks, fragmentation and commit) ----
 
+    /// XCDs of device d held by a reservation the current pod may not use (0 none, ~0u all).
+    uint32_t held(int64_t d) const { return holds_ ? held_xcds(b_, cur_cls_, d) : 0u; }
+
     /// GPU memory a time-sliced pod needs on device d.
     int64_t share_mem(const Shape& s, int64_t d) const {
         return s.gpu_mem > 0 ? s.gpu_mem : ceil_div(int64_t(s.milli) * v_.dev_mem_cap[d], kFullMilli);
@@ -296,7 +305,7 @@ private:
                 const int nx = popcount(v_.dev_xcd_mask[d]);
                 const int k = s.xk[nx];
                 mem = xcd_mem(s, d, k, nx);
-                xcds = xt_.pick(v_.dev_xcd_free[d], k, v_.dev_xcds_per_domain[d]);
+                xcds = xt_.pick(v_.dev_xcd_free[d] & ~held(d), k, v_.dev_xcds_per_domain[d]);
                 v_.dev_xcd_free[d] &= ~xcds;
                 v_.dev_milli_free[d] -= s.xcharge[nx];
                 v_.dev_mem_free[d] -= mem;
@@ -333,21 +342,29 @@ private:
             case kModeIdle: {
                 if (idle_[n] < s.count) return kRGpuBusy;
                 gdelta = 0;
-                int32_t c = 0;
+                int32_t c = 0, usable = 0;  // idle_[n] >= count: the rest are held
                 // A non-sharing pod that names its GPU memory gets devices with that much (an idle
                 // device's free memory is all of it): holding a device alone is no excuse for less.
+                // A device held against the pod is not idle for it (idle_ counts it: a bound).
                 for (int64_t d = d0; d < d1 && c < s.count; ++d) {
-                    if (v_.dev_state[d] != kIdle || v_.dev_mem_free[d] < s.gpu_mem) continue;
+                    if (v_.dev_state[d] != kIdle || held(d)) continue;
+                    ++usable;
+                    if (v_.dev_mem_free[d] < s.gpu_mem) continue;
                     gdelta += v_.dev_milli_free[d];
                     chosen_[c++] = static_cast<int32_t>(d);
                 }
-                return c < s.count ? kRGpuMemory : -1;
+                if (c < s.count) return usable < s.count ? kRReserved : kRGpuMemory;
+                return -1;
             }
             case kModeShare: {
                 if (max_share_[n] < s.milli) return kRGpuShare;
-                int32_t n_share = 0, nc = 0;
+                int32_t n_share = 0, n_held = 0, nc = 0;
                 for (int64_t d = d0; d < d1; ++d) {
                     if (v_.dev_state[d] == kExclusive || v_.dev_milli_free[d] < s.milli) continue;
+                    if (held(d)) {
+                        ++n_held;
+                        continue;
+                    }
                     ++n_share;
                     if (v_.dev_mem_free[d] < share_mem(s, d)) continue;
                     cands_[nc++] = {v_.dev_state[d] == kSharedDev ? 0 : 1, v_.dev_milli_free[d],
@@ -356,7 +373,7 @@ private:
                     // compute charged does not depend on which devices (only a choice needs them all).
                     if (!choose && nc == s.count) break;
                 }
-                if (n_share < s.count) return kRGpuShare;
+                if (n_share < s.count) return n_share + n_held >= s.count ? kRReserved : kRGpuShare;
                 if (nc < s.count) return kRGpuMemory;
                 gdelta = int64_t(s.count) * s.milli;
                 n_cands_ = nc;
@@ -365,15 +382,19 @@ private:
             }
             case kModeXcd: {
                 if (max_xratio_[n] < std::max<int32_t>(s.milli, 1)) return kRXcd;
-                int32_t n_xcd = 0, n_share = 0, nc = 0;
+                int32_t n_xcd = 0, n_held = 0, n_share = 0, nc = 0;
                 int first_nx = -1;
                 bool mixed = false;  // candidates with different XCD counts are charged differently
                 for (int64_t d = d0; d < d1; ++d) {
                     const int nx = popcount(v_.dev_xcd_mask[d]);
                     if (nx == 0 || v_.dev_state[d] == kExclusive) continue;
                     const int k = s.xk[nx];
-                    const int free_x = popcount(v_.dev_xcd_free[d]);
-                    if (free_x < k) continue;
+                    if (popcount(v_.dev_xcd_free[d]) < k) continue;
+                    const int free_x = popcount(v_.dev_xcd_free[d] & ~held(d));
+                    if (free_x < k) {
+                        ++n_held;
+                        continue;
+                    }
                     ++n_xcd;
                     if (v_.dev_milli_free[d] < s.xcharge[nx]) continue;
                     ++n_share;
@@ -385,7 +406,7 @@ private:
                     // the devices chosen, so the scan must see them all.
                     if (!choose && uniform_nx_[n] && nc == s.count) break;
                 }
-                if (n_xcd < s.count) return kRXcd;
+                if (n_xcd < s.count) return n_xcd + n_held >= s.count ? kRReserved : kRXcd;
                 if (n_share < s.count) return kRGpuShare;
                 if (nc < s.count) return kRGpuMemory;
                 n_cands_ = nc;
@@ -559,7 +580,7 @@ private:
         return v_.dev_milli_free[a] == v_.dev_milli_free[b] && v_.dev_mem_free[a] == v_.dev_mem_free[b] &&
                v_.dev_xcd_free[a] == v_.dev_xcd_free[b] && v_.dev_state[a] == v_.dev_state[b] &&
                v_.dev_mem_cap[a] == v_.dev_mem_cap[b] && v_.dev_xcd_mask[a] == v_.dev_xcd_mask[b] &&
-               v_.dev_xcds_per_domain[a] == v_.dev_xcds_per_domain[b];
+               v_.dev_xcds_per_domain[a] == v_.dev_xcds_per_domain[b] && held(a) == held(b);
     }
     /// Whether a pod of shape s shares one device that a policy picks (as opposed to whole devices,
     /// or several devices taken by the default rule).
@@ -775,6 +796,8 @@ private:
     uint64_t* kinds_ = nullptr;
     std::vector<uint64_t> own_kinds_;
     bool key_cpu_ = false;             ///< the pod's CPU is part of its cache key (kFgd, kFragAware)
+    bool holds_ = false;               ///< some device is held by a reservation (Batch::dev_resv)
+    int32_t cur_cls_ = 0;              ///< class of the pod being placed (whose holds apply)
     int32_t n_cands_ = 0;              ///< candidates eval_gpu left in cands_ (share, XCD)
     double cpu_per_milli_ = 0.0;       ///< target workload's CPU per GPU milli (GPU shapes)
 
@@ -819,7 +842,19 @@ void Placer::setup() {
     // Intern GPU shapes, counting pods; ids are in order of first appearance. Where the cached
     // outcome depends on the pod's CPU too (kFgd), the CPU request is part of the key.
     key_cpu_ = fgd_on_;
-    using Key = std::tuple<int8_t, int32_t, int32_t, int64_t, uint8_t, int64_t>;
+    // With device reservations a node's outcome also depends on which reservations the pod may
+    // use: classes with the same row of class_resv form one access group, part of the key.
+    holds_ = false;
+    for (int32_t d = 0; b_.dev_resv && d < v_.n_devices && !holds_; ++d) holds_ = b_.dev_resv[d] >= 0;
+    std::vector<int32_t> group(std::size_t(std::max<int32_t>(b_.n_classes, 0)), 0);
+    if (holds_) {
+        std::map<std::vector<uint8_t>, int32_t> rows;
+        for (int32_t c = 0; c < b_.n_classes; ++c) {
+            const uint8_t* row = b_.class_resv + std::size_t(c) * std::size_t(b_.n_resv);
+            group[c] = rows.emplace(std::vector<uint8_t>(row, row + b_.n_resv), int32_t(rows.size())).first->second;
+        }
+    }
+    using Key = std::tuple<int8_t, int32_t, int32_t, int64_t, uint8_t, int64_t, int32_t>;
     std::map<Key, int32_t> ids;
     std::vector<int64_t> weight;
     std::vector<Shape> shapes;
@@ -831,7 +866,8 @@ void Placer::setup() {
         const Mode mode = kind == kWhole || b_.exclusive[p] ? kModeIdle : kind == kShared ? kModeShare : kModeXcd;
         const Shape s(mode, b_.count[p], b_.milli[p], b_.gpu_mem[p]);
         pod_shape_[p] = s;
-        const Key key{kind, b_.count[p], b_.milli[p], b_.gpu_mem[p], b_.exclusive[p], key_cpu_ ? b_.cpu[p] : 0};
+        const Key key{kind, b_.count[p], b_.milli[p], b_.gpu_mem[p], b_.exclusive[p], key_cpu_ ? b_.cpu[p] : 0,
+                      group[b_.cls[p]]};
         const auto ins = ids.emplace(key, static_cast<int32_t>(shapes.size()));
         if (ins.second) {
             weight.push_back(0);
@@ -1136,7 +1172,7 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
 }
 
 /// Pass 2, only for a pod that fits nowhere: every node's first failing reason, branch-free
-/// (reason 9 = none, never hit here). The GPU reason comes from the cache row, fresh on every node
+/// (reason kNumReasons = none, never hit here). The GPU reason comes from the cache row, fresh on every node
 /// that passed the node filters; four interleaved tallies keep consecutive nodes with the same
 /// reason from waiting on each other's increment.
 void Placer::count_reasons(int32_t p, const int8_t* gpu_reason, int32_t* out) const {
@@ -1291,6 +1327,7 @@ Result Placer::run() {
             node_undo_.clear();
             dev_undo_.clear();
         }
+        cur_cls_ = b_.cls[p];
         CacheRow cache;
         if (pod_shape_[p].mode != kModeNone) {
             // Row 0 is scratch for one-off shapes, made stale for each such pod.
