@@ -17,7 +17,9 @@
 // a wholly held device counts as neither idle nor shareable nor having XCDs (the kind's first check
 // fails on it), and a device with held XCDs offers only its other free XCDs (so it fails the first
 // check of whole and time-sliced pods). If that first check would pass with the held devices, the
-// reason is kRReserved instead of the check's own. Fragmentation F and best_share look at devices as they are,
+// reason is kRReserved instead of the check's own. A pod that may use a reservation takes devices
+// held by one first (whole: those by index, then the rest; sharing: before the pick key above), and
+// on such a device an XCD pod takes the held XCDs when they are enough. Fragmentation F and best_share look at devices as they are,
 // holds aside: they measure the cluster, not one pod's access to it.
 // Among feasible nodes the highest score wins, ties to the lower index (strict `>` in index order).
 // best_share is the largest milli_free of a non-EXCLUSIVE device on nodes passing the node filters.
@@ -228,7 +230,7 @@ struct DevUndo {
 
 /// Device candidate with its pick key (already shared first, then fullest, then index).
 struct Cand {
-    int32_t shared_rank;  ///< 0 = already shared, 1 = idle
+    int32_t shared_rank;  ///< 0 = already shared, 1 = idle; + 2 if not held for the pod (`mine`)
     int64_t fill;         ///< milli_free (shared) or free XCD count (XCD)
     int32_t d;
     bool operator<(const Cand& o) const {
@@ -252,6 +254,14 @@ private:
 
     /// XCDs of device d held by a reservation the current pod may not use (0 none, ~0u all).
     uint32_t held(int64_t d) const { return holds_ ? held_xcds(b_, cur_cls_, d) : 0u; }
+    /// Whether device d is held by a reservation the current pod may use: such devices (and
+    /// their held XCDs) are taken first, so an owner uses its reservation before other capacity.
+    bool mine(int64_t d) const {
+        return prefer_ && b_.dev_resv[d] >= 0 &&
+               b_.class_resv[std::size_t(cur_cls_) * std::size_t(b_.n_resv) + std::size_t(b_.dev_resv[d])];
+    }
+    /// Pick rank of device d for sharing pods: held for the pod first, then already shared.
+    int32_t rank(int64_t d) const { return (mine(d) ? 0 : 2) + (v_.dev_state[d] == kSharedDev ? 0 : 1); }
 
     /// GPU memory a time-sliced pod needs on device d.
     int64_t share_mem(const Shape& s, int64_t d) const {
@@ -305,7 +315,10 @@ private:
                 const int nx = popcount(v_.dev_xcd_mask[d]);
                 const int k = s.xk[nx];
                 mem = xcd_mem(s, d, k, nx);
-                xcds = xt_.pick(v_.dev_xcd_free[d] & ~held(d), k, v_.dev_xcds_per_domain[d]);
+                const uint32_t usable = v_.dev_xcd_free[d] & ~held(d);
+                // The reservation's own XCDs first, when they are enough.
+                const uint32_t own = mine(d) && b_.dev_resv_xcds[d] ? usable & b_.dev_resv_xcds[d] : usable;
+                xcds = xt_.pick(popcount(own) >= k ? own : usable, k, v_.dev_xcds_per_domain[d]);
                 v_.dev_xcd_free[d] &= ~xcds;
                 v_.dev_milli_free[d] -= s.xcharge[nx];
                 v_.dev_mem_free[d] -= mem;
@@ -346,13 +359,15 @@ private:
                 // A non-sharing pod that names its GPU memory gets devices with that much (an idle
                 // device's free memory is all of it): holding a device alone is no excuse for less.
                 // A device held against the pod is not idle for it (idle_ counts it: a bound).
-                for (int64_t d = d0; d < d1 && c < s.count; ++d) {
-                    if (v_.dev_state[d] != kIdle || held(d)) continue;
-                    ++usable;
-                    if (v_.dev_mem_free[d] < s.gpu_mem) continue;
-                    gdelta += v_.dev_milli_free[d];
-                    chosen_[c++] = static_cast<int32_t>(d);
-                }
+                // Devices held for the pod first (pass 0), then the others, each by index.
+                for (int pass = prefer_ ? 0 : 1; pass < 2; ++pass)
+                    for (int64_t d = d0; d < d1 && c < s.count; ++d) {
+                        if (v_.dev_state[d] != kIdle || held(d) || (prefer_ && mine(d) != (pass == 0))) continue;
+                        ++usable;
+                        if (v_.dev_mem_free[d] < s.gpu_mem) continue;
+                        gdelta += v_.dev_milli_free[d];
+                        chosen_[c++] = static_cast<int32_t>(d);
+                    }
                 if (c < s.count) return usable < s.count ? kRReserved : kRGpuMemory;
                 return -1;
             }
@@ -367,8 +382,7 @@ private:
                     }
                     ++n_share;
                     if (v_.dev_mem_free[d] < share_mem(s, d)) continue;
-                    cands_[nc++] = {v_.dev_state[d] == kSharedDev ? 0 : 1, v_.dev_milli_free[d],
-                                    static_cast<int32_t>(d)};
+                    cands_[nc++] = {rank(d), v_.dev_milli_free[d], static_cast<int32_t>(d)};
                     // Enough devices pass every check: feasible whatever the rest hold, and the
                     // compute charged does not depend on which devices (only a choice needs them all).
                     if (!choose && nc == s.count) break;
@@ -399,7 +413,7 @@ private:
                     if (v_.dev_milli_free[d] < s.xcharge[nx]) continue;
                     ++n_share;
                     if (v_.dev_mem_free[d] < xcd_mem(s, d, k, nx)) continue;
-                    cands_[nc++] = {v_.dev_state[d] == kSharedDev ? 0 : 1, free_x, static_cast<int32_t>(d)};
+                    cands_[nc++] = {rank(d), free_x, static_cast<int32_t>(d)};
                     mixed |= first_nx >= 0 && nx != first_nx;
                     first_nx = nx;
                     // As for shared pods; on a node of mixed partition sizes the charge depends on
@@ -798,12 +812,14 @@ private:
     bool key_cpu_ = false;             ///< the pod's CPU is part of its cache key (kFgd, kFragAware)
     bool holds_ = false;               ///< some device is held by a reservation (Batch::dev_resv)
     int32_t cur_cls_ = 0;              ///< class of the pod being placed (whose holds apply)
+    bool prefer_ = false;              ///< holds_, and the pod's class may use some reservation
     int32_t n_cands_ = 0;              ///< candidates eval_gpu left in cands_ (share, XCD)
     double cpu_per_milli_ = 0.0;       ///< target workload's CPU per GPU milli (GPU shapes)
 
     // per pod
     std::vector<Shape> pod_shape_;
     std::vector<int32_t> pod_slot_;    ///< cache slot of the pod's GPU shape, -1 = not cached
+    std::vector<uint8_t> may_use_;     ///< [C] the class may use some reservation (holds_ only)
 
     int32_t n_slots_ = 0;                                 ///< cached shapes
     // Cache rows: entry [(slot + 1) * N + n]; row 0 is scratch for pods of one-off shapes.
@@ -847,11 +863,13 @@ void Placer::setup() {
     holds_ = false;
     for (int32_t d = 0; b_.dev_resv && d < v_.n_devices && !holds_; ++d) holds_ = b_.dev_resv[d] >= 0;
     std::vector<int32_t> group(std::size_t(std::max<int32_t>(b_.n_classes, 0)), 0);
+    may_use_.assign(group.size(), 0);
     if (holds_) {
         std::map<std::vector<uint8_t>, int32_t> rows;
         for (int32_t c = 0; c < b_.n_classes; ++c) {
             const uint8_t* row = b_.class_resv + std::size_t(c) * std::size_t(b_.n_resv);
             group[c] = rows.emplace(std::vector<uint8_t>(row, row + b_.n_resv), int32_t(rows.size())).first->second;
+            may_use_[c] = std::find(row, row + b_.n_resv, uint8_t(1)) != row + b_.n_resv;
         }
     }
     using Key = std::tuple<int8_t, int32_t, int32_t, int64_t, uint8_t, int64_t, int32_t>;
@@ -1328,6 +1346,7 @@ Result Placer::run() {
             dev_undo_.clear();
         }
         cur_cls_ = b_.cls[p];
+        prefer_ = holds_ && may_use_[cur_cls_];
         CacheRow cache;
         if (pod_shape_[p].mode != kModeNone) {
             // Row 0 is scratch for one-off shapes, made stale for each such pod.
