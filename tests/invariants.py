@@ -455,18 +455,30 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
             bad("gang", f"gang {g}: {len(new)} new + {have} running of {len(ms)} members bound, "
                         f"minimum {need}: {sorted(new)}")
 
-    # -- reservations: held nodes only for their owners and for backfill that ends in time
+    # -- reservations: held nodes, GPUs and XCDs only for their owners and for backfill that ends
+    # in time; on a GPU with held XCDs anyone else only as an XCD pod on the other XCDs
     for r in doc.get("reservations", []):
         needed = epoch(r["neededAt"]) if r.get("neededAt") else 0.0
-        for k, (node_name, _) in new_by_key.items():
-            if node_name not in r["nodes"]:
+        held = {(d["node"], d["gpu"], d["partition"]): set(d["xcds"]) for d in r.get("devices", [])}
+        for k, (node_name, devs) in new_by_key.items():
+            on_held = [d for d in devs if (node_name, d["gpu"], d["partition"]) in held]
+            if node_name not in r["nodes"] and not on_held:
                 continue
             p = everyone[k]
             owner = (r.get("queue") and r["queue"] == p.queue) or (r.get("job") and r["job"] == p.unit)
             backfill = p.runtime is not None and now + p.runtime <= needed
-            if not owner and not backfill:
+            if owner or backfill:
+                continue
+            if node_name in r["nodes"]:
                 bad("reservation", f"{k} (queue {p.queue}, unit {p.unit}, runtime {p.runtime}) bound "
                                    f"onto {node_name}, held by {r['name']}")
+            for d in on_held:
+                xcds = held[(node_name, d["gpu"], d["partition"])]
+                whole = not xcds or xcds == set(nodes[node_name].devices[(d["gpu"], d["partition"])].xcds)
+                if whole or p.kind != "xcd" or p.exclusive or xcds & set(d["xcds"]):
+                    bad("reservation", f"{k} (queue {p.queue}, unit {p.unit}, runtime {p.runtime}) bound "
+                                       f"onto GPU {d['gpu']} partition {d['partition']} of {node_name}, "
+                                       f"XCDs {sorted(xcds)} held by {r['name']}")
     _check_declared_reservations(objs, doc, nodes, now, bad)
 
     # -- queue limits
