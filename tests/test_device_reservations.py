@@ -288,3 +288,13 @@ def test_invariant_checker_catches_a_pod_on_a_held_gpu():
     assert not violations(objs, doc, epoch(NOW))
     doc["bindings"][0]["devices"][0]["gpu"] = 1
     assert [c for c, _ in violations(objs, doc, epoch(NOW))] == ["reservation"]
+
+
+def test_invariant_checker_catches_a_named_gpu_reservation_not_in_force():
+    sc = {"nodes": [{"name": "n0", "gpus": 8}], "queues": QUEUES,
+          "objects": [reservation("named", {"queue": "research", "devices": [{"node": "n0", "gpu": 5}]})]}
+    objs = scenario_objects(sc)
+    doc = kc.schedule(kc.Snapshot.from_objects(objs), now=epoch(NOW)).to_dict()
+    assert not violations(objs, doc, epoch(NOW))
+    doc["reservations"][0]["devices"][0]["gpu"] = 4
+    assert [c for c, _ in violations(objs, doc, epoch(NOW))] == ["reservation"]
