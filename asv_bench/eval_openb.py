@@ -5,9 +5,10 @@ trace variants the paper evaluates, the seven policies (the paper's six and Kaiw
 seeds 42-51, and prints the mean GPU allocation ratio at 130% arrival per policy and variant, the
 paper's published FGD mean beside Kaiwo's, Kaiwo's median, and whether Kaiwo is at or above FGD.
 
-The data is the shared openb folder (``../shared/data/openb`` from the repository root by default):
-the variants' pod lists, the GPU node list and the paper's ``summary_alloc_mean_by_policy.csv``.
-This script is not a test dependency (tests use only the bundled default trace)::
+The data is the repository's ``data/openb`` folder by default (gzipped copies of the trace; see
+``data/README.md``): the variants' pod lists, the GPU node list and the paper's
+``summary_alloc_mean_by_policy.csv``. ``--data`` may name a folder of plain or gzipped copies.
+This script is not a test dependency (tests use only the trace bundled in the package)::
 
     python asv_bench/eval_openb.py                       # full table: 17 x 7 x 10 runs, 2 processes
     python asv_bench/eval_openb.py --variants default --policies fgd,frag --json out.json
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import os
 import sys
@@ -34,12 +36,20 @@ VARIANTS = ("default", "cpu050", "cpu100", "cpu200", "cpu250", "gpushare100", "g
 _SCENARIOS: dict = {}
 
 
+def data_file(data: str, name: str) -> Path | None:
+    """``name`` (a ``.csv``) in the folder ``data``, plain or gzipped; None if neither is there."""
+    for candidate in (Path(data) / name, Path(data) / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _scenario(data: str, variant: str):
     from kaiwo.simulator.offline import Scenario
     from kaiwo_core.model.trace import read_node_csv, read_pod_csv
     if variant not in _SCENARIOS:
-        _SCENARIOS[variant] = Scenario(read_pod_csv(f"{data}/openb_pod_list_{variant}.csv"),
-                                       read_node_csv(f"{data}/openb_node_list_gpu_node.csv"), variant)
+        _SCENARIOS[variant] = Scenario(read_pod_csv(data_file(data, f"openb_pod_list_{variant}.csv")),
+                                       read_node_csv(data_file(data, "openb_node_list_gpu_node.csv")), variant)
     return _SCENARIOS[variant]
 
 
@@ -53,9 +63,11 @@ def _run(task):
 def published(data: str) -> dict:
     """{(variant, paper policy name): (mean at 100, mean at 130)} from the paper's summary file."""
     out = {}
-    path = Path(data) / "summary_alloc_mean_by_policy.csv"
-    if path.exists():
-        for row in csv.DictReader(open(path)):
+    path = data_file(data, "summary_alloc_mean_by_policy.csv")
+    if path is not None:
+        with (gzip.open(path, "rt", newline="") if path.suffix == ".gz" else open(path, newline="")) as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:
             out[(row["workload"].replace("openb_pod_list_", ""), row["sc_policy"])] = (
                 float(row["alloc_at_100"]), float(row["alloc_at_130"]))
     return out
@@ -66,7 +78,8 @@ def main(argv=None) -> int:
     from kaiwo.cli.simulate import parse_policies, parse_seeds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "openb"))
+    p.add_argument("--data", default=str(ROOT / "data" / "openb"),
+                   help="folder of the openb CSVs, plain or .gz (default: the repository's data/openb)")
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--policies", type=parse_policies, default=list(POLICIES))
     p.add_argument("--seeds", type=parse_seeds, default=list(range(42, 52)))
@@ -74,13 +87,26 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write every run's numbers here")
     args = p.parse_args(argv)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    # Every file is looked for before any worker starts: a missing one is named here, not as a
+    # traceback from inside the process pool.
+    missing = [n for n in ["openb_node_list_gpu_node.csv", *(f"openb_pod_list_{v}.csv" for v in variants)]
+               if data_file(args.data, n) is None]
+    if missing:
+        p.error(f"not in {args.data} (plain or .gz): {', '.join(missing)}")
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: must be at least 1")
     tasks = [(args.data, v, pol, s) for v in variants for pol in args.policies for s in args.seeds]
     t0 = time.perf_counter()
     results = {}
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        for i, (v, pol, s, a100, a130, wall) in enumerate(pool.map(_run, tasks, chunksize=4)):
-            results[(v, pol, s)] = (a100, a130, wall)
-            print(f"\r{i + 1}/{len(tasks)} runs, {time.perf_counter() - t0:.0f}s", end="", file=sys.stderr)
+    from kaiwo_core.model.trace import TraceError
+    try:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for i, (v, pol, s, a100, a130, wall) in enumerate(pool.map(_run, tasks, chunksize=4)):
+                results[(v, pol, s)] = (a100, a130, wall)
+                print(f"\r{i + 1}/{len(tasks)} runs, {time.perf_counter() - t0:.0f}s", end="", file=sys.stderr)
+    except TraceError as e:  # a malformed file, named with its line, column and value
+        print(f"\neval_openb: {e}", file=sys.stderr)
+        return 2
     print(file=sys.stderr)
     pub = published(args.data)
 

@@ -255,7 +255,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     Inputs pi(pending, "pending",
               {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "queue", "priority",
                "req"},
-              {"extra_score", "dev_resv", "dev_resv_xcds", "class_resv"});
+              {"extra_score", "gang", "gang_need", "dev_resv", "dev_resv_xcds", "class_resv"});
     py::ssize_t P = 0;
     Preemptors pre;
     Batch& bt = pre.batch;
@@ -307,6 +307,27 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     check_amounts(pi, "mem", bt.mem, P, 1, "pending pod");
     check_amounts(pi, "gpu_mem", bt.gpu_mem, P, 1, "pending pod");
     check_amounts(pi, "req", pre.req, P, kNumRes, "pending pod");
+    if (pi.has("gang") != pi.has("gang_need"))
+        fail(pi.at(pi.has("gang") ? "gang_need" : "gang"), "gang and gang_need come together");
+    if (pi.has("gang")) {  // each gang one run of consecutive rows in one queue, one minimum
+        pre.gang = pi.vec<int32_t>("gang", P, ps);
+        pre.gang_need = pi.vec<int32_t>("gang_need", P, ps);
+        std::set<int32_t> done;
+        for (py::ssize_t p = 0; p < P; ++p) {
+            const int32_t g = pre.gang[p];
+            const std::string at = at_row("pending pod", p);
+            if (g < -1) fail(pi.at("gang"), "gang id " + std::to_string(g) + " must be >= 0 or -1 (none)" + at);
+            if (g < 0) continue;
+            if (pre.gang_need[p] < 0) fail(pi.at("gang_need"), "must be >= 0, got " + std::to_string(pre.gang_need[p]) + at);
+            const bool first = p == 0 || pre.gang[p - 1] != g;
+            if (first && !done.insert(g).second)
+                fail(pi.at("gang"), "members of gang " + std::to_string(g) + " are not consecutive" + at);
+            if (!first && pre.gang_need[p] != pre.gang_need[p - 1])
+                fail(pi.at("gang_need"), "members of gang " + std::to_string(g) + " disagree" + at);
+            if (!first && pre.queue[p] != pre.queue[p - 1])
+                fail(pi.at("queue"), "members of gang " + std::to_string(g) + " are in different queues" + at);
+        }
+    }
 
     PreemptQueues pq;
     pq.n = Qi;
@@ -389,7 +410,9 @@ preemptible uint8[V], runtime float64[V] (seconds), req int64[V,3], cpu int64[V]
 asg_start int64[V+1], asg_dev int32, asg_milli int64, asg_mem int64, asg_xcds uint32 (device charges),
 exclusive uint8[V], xcd uint8[V].
 pending: the place_batch batch keys (extra_score accepted, unused) in the order to try, plus
-queue int32[P] (leaf), priority int64[P], req int64[P,3].
+queue int32[P] (leaf), priority int64[P], req int64[P,3]; optional gang and gang_need int32[P]
+(together): a gang's consecutive rows are tried as one transaction, kept only if at least
+gang_need of them get a node, otherwise undone (no victim evicted for it, no node).
 queues: parent int32[Q], deserved, fair_share, allocated int64[Q,3] (internal rows zero or subtree
 sums), strategy int8[Q] (RECLAIM_AGGRESSIVE / RECLAIM_CONSERVATIVE), preempt_min_runtime,
 reclaim_min_runtime float64[Q] (seconds).

@@ -155,8 +155,13 @@ private:
     bool fits_free(int32_t p, int32_t n) const;
 
     // ---- per pod ----
+    bool try_pod(int32_t p, PreemptResult& out);
     void eval_node(int32_t p, int32_t n, Choice& best);
     bool commit(int32_t p, const Choice& c, PreemptResult& out);
+
+    // ---- gangs: a transaction over the members' commits ----
+    void begin_gang();
+    void rollback_gang(PreemptResult& out);
 
     ClusterView& v_;
     const RunningPods& r_;
@@ -216,6 +221,22 @@ private:
     std::vector<int64_t> dm_, dmem_;
     std::vector<uint32_t> dx_;
     std::vector<int8_t> ds_;
+
+    /// What one commit changed on its node, saved before it while a gang's members are tried.
+    struct NodeUndo {
+        int32_t n;
+        int64_t cpu, mem, pods, ub_cpu, ub_mem, ub_pods;
+        int32_t ub_idle, idle_now;
+        std::vector<int64_t> milli, dmem;
+        std::vector<uint32_t> xcd;
+        std::vector<int8_t> state;
+        std::vector<int32_t> hold, phold;
+    };
+    bool logging_ = false;            ///< a gang transaction is open: commits save their node first
+    std::vector<NodeUndo> node_undo_; ///< in commit order
+    std::vector<int64_t> gang_vic_;   ///< victims evicted inside the transaction
+    std::vector<int64_t> alloc_save_, recsum_save_;
+    std::size_t vic_mark_ = 0, asg_mark_ = 0;  ///< output sizes when the transaction began
 };
 
 void Planner::setup() {
@@ -724,6 +745,18 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
         ++out.fit_mismatch;
         return false;
     }
+    if (logging_) {  // a gang member: keep what this commit overwrites, for rollback_gang
+        NodeUndo u{n, v_.node_cpu_free[n], v_.node_mem_free[n], v_.node_pods_free[n], ub_cpu_[n], ub_mem_[n],
+                   ub_pods_[n], ub_idle_[n], idle_now_[n], {}, {}, {}, {}, {}, {}};
+        u.milli.assign(v_.dev_milli_free + d0_, v_.dev_milli_free + d0_ + nd_);
+        u.dmem.assign(v_.dev_mem_free + d0_, v_.dev_mem_free + d0_ + nd_);
+        u.xcd.assign(v_.dev_xcd_free + d0_, v_.dev_xcd_free + d0_ + nd_);
+        u.state.assign(v_.dev_state + d0_, v_.dev_state + d0_ + nd_);
+        u.hold.assign(hold_.begin() + d0_, hold_.begin() + d0_ + nd_);
+        u.phold.assign(phold_.begin() + d0_, phold_.begin() + d0_ + nd_);
+        node_undo_.push_back(std::move(u));
+        gang_vic_.insert(gang_vic_.end(), c.victims.begin(), c.victims.end());
+    }
     // Write the freed-and-charged node back; update holders, candidates and queues.
     v_.node_cpu_free[n] = cpu;
     v_.node_mem_free[n] = mem;
@@ -768,6 +801,74 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
     return true;
 }
 
+/// One pod alone: no victims if it fits somewhere as things are, else the best node by eval_node;
+/// committed if found. Returns whether it got a node.
+bool Planner::try_pod(int32_t p, PreemptResult& out) {
+    pod_queues(p);
+    const uint8_t* mask = b_.class_mask + std::size_t(b_.cls[p]) * N_;
+    Choice best;
+    const bool idle_mode = b_.kind[p] == kWhole || (b_.kind[p] != kNoGpu && b_.exclusive[p]);
+    for (int32_t n = 0; n < N_ && best.node < 0; ++n)  // zero victims: nothing beats it
+        if (mask[n] && (!idle_mode || idle_now_[n] >= b_.count[p]) && fits_free(p, n)) best.node = n;
+    // No victim anywhere: nobody in its queue it may preempt, and reclaim blocked at its leaf.
+    const bool any = within_count_ > 0 || *std::min_element(block_r_, block_r_ + kNumRes) < depth_[qp_];
+    if (best.node < 0 && any)
+        for (int32_t n = 0; n < N_; ++n)
+            if (mask[n]) eval_node(p, n, best);
+    if (best.node >= 0 && commit(p, best, out)) {
+        out.node[p] = best.node;
+        return true;
+    }
+    return false;
+}
+
+void Planner::begin_gang() {
+    logging_ = true;
+    node_undo_.clear();
+    gang_vic_.clear();
+    alloc_save_ = alloc_;
+    recsum_save_ = recsum_;
+}
+
+/// Undo every commit since begin_gang, newest first: nodes, holders, bounds, victims, queues and
+/// the output, exactly as they were.
+void Planner::rollback_gang(PreemptResult& out) {
+    for (auto it = node_undo_.rbegin(); it != node_undo_.rend(); ++it) {
+        const int32_t n = it->n;
+        const int64_t d0 = v_.node_dev_start[n];
+        v_.node_cpu_free[n] = it->cpu;
+        v_.node_mem_free[n] = it->mem;
+        v_.node_pods_free[n] = it->pods;
+        ub_cpu_[n] = it->ub_cpu;
+        ub_mem_[n] = it->ub_mem;
+        ub_pods_[n] = it->ub_pods;
+        ub_idle_[n] = it->ub_idle;
+        idle_now_[n] = it->idle_now;
+        for (std::size_t i = 0; i < it->milli.size(); ++i) {
+            const int64_t d = d0 + static_cast<int64_t>(i);
+            v_.dev_milli_free[d] = it->milli[i];
+            v_.dev_mem_free[d] = it->dmem[i];
+            v_.dev_xcd_free[d] = it->xcd[i];
+            v_.dev_state[d] = it->state[i];
+            hold_[d] = it->hold[i];
+            phold_[d] = it->phold[i];
+        }
+    }
+    for (int64_t v : gang_vic_) {
+        alive_[v] = 1;
+        evicted_[v] = 0;
+        crec_[cpos_[v]].alive = 1;
+    }
+    alloc_.swap(alloc_save_);
+    recsum_.swap(recsum_save_);
+    out.vic.resize(vic_mark_);
+    out.vic_rule.resize(vic_mark_);
+    out.asg_dev.resize(asg_mark_);
+    out.asg_milli.resize(asg_mark_);
+    out.asg_mem.resize(asg_mark_);
+    out.asg_xcds.resize(asg_mark_);
+}
+
 PreemptResult Planner::run() {
     setup();
     const int32_t P = b_.n_pods;
@@ -775,21 +876,38 @@ PreemptResult Planner::run() {
     out.node.assign(P, -1);
     out.vic_start.assign(std::size_t(P) + 1, 0);
     out.asg_start.assign(std::size_t(P) + 1, 0);
-    for (int32_t p = 0; p < P; ++p) {
-        pod_queues(p);
-        const uint8_t* mask = b_.class_mask + std::size_t(b_.cls[p]) * N_;
-        Choice best;
-        const bool idle_mode = b_.kind[p] == kWhole || (b_.kind[p] != kNoGpu && b_.exclusive[p]);
-        for (int32_t n = 0; n < N_ && best.node < 0; ++n)  // zero victims: nothing beats it
-            if (mask[n] && (!idle_mode || idle_now_[n] >= b_.count[p]) && fits_free(p, n)) best.node = n;
-        // No victim anywhere: nobody in its queue it may preempt, and reclaim blocked at its leaf.
-        const bool any = within_count_ > 0 || *std::min_element(block_r_, block_r_ + kNumRes) < depth_[qp_];
-        if (best.node < 0 && any)
-            for (int32_t n = 0; n < N_; ++n)
-                if (mask[n]) eval_node(p, n, best);
-        if (best.node >= 0 && commit(p, best, out)) out.node[p] = best.node;
-        out.vic_start[p + 1] = static_cast<int64_t>(out.vic.size());
-        out.asg_start[p + 1] = static_cast<int64_t>(out.asg_dev.size());
+    for (int32_t p = 0; p < P;) {
+        const int32_t g = pp_.gang ? pp_.gang[p] : -1;
+        int32_t end = p + 1;  // a gang: its consecutive members [p, end)
+        if (g >= 0)
+            while (end < P && pp_.gang[end] == g) ++end;
+        int32_t placed = 0;
+        const int32_t need = g >= 0 ? pp_.gang_need[p] : 0;
+        if (g >= 0) {
+            begin_gang();
+            vic_mark_ = out.vic.size();
+            asg_mark_ = out.asg_dev.size();
+        }
+        for (int32_t q = p; q < end; ++q) {
+            // Members are tried in order against the state the earlier ones left: a victim of one
+            // frees capacity (and queue allocation) for the next. Stop once the minimum is out of reach.
+            if (g >= 0 && placed + (end - q) < need) break;
+            placed += try_pod(q, out);
+            out.vic_start[q + 1] = static_cast<int64_t>(out.vic.size());
+            out.asg_start[q + 1] = static_cast<int64_t>(out.asg_dev.size());
+        }
+        if (g >= 0) {
+            logging_ = false;
+            if (placed < need) {  // all or nothing: no victim is evicted for a gang short of its minimum
+                rollback_gang(out);
+                for (int32_t q = p; q < end; ++q) {
+                    out.node[q] = -1;
+                    out.vic_start[q + 1] = static_cast<int64_t>(vic_mark_);
+                    out.asg_start[q + 1] = static_cast<int64_t>(asg_mark_);
+                }
+            }
+        }
+        p = end;
     }
     out.allocated = alloc_;
     return out;

@@ -38,6 +38,13 @@
 //    the freed node, so its devices are exactly the ones placement picks, and its queue path is
 //    charged. It then holds its devices like a running pod (for later pods of the same call).
 //
+// Gangs. The consecutive rows of one gang are tried as one transaction: each member in turn, exactly
+// as a pod alone, against the state the earlier members left (their victims gone -- freed capacity
+// and queue allocation alike -- and their own charges made). If at least `gang_need` of the rows
+// got a node, all of that stands; otherwise everything the members did is undone (nodes, victims,
+// queue allocation, output) and none of them gets a node: no victim is ever evicted for a gang that
+// cannot start. The trial stops early once too few members are left to reach `gang_need`.
+//
 // Returning a set R of victims' charges on a node: cpu, memory and one pod slot each; per device d,
 // with `hold[d]` = running pods (all rows, preemptible or not, plus preemptors placed in this call)
 // holding it: if no holder remains, the device becomes idle (milli 1000, memory = capacity, all XCDs
@@ -97,6 +104,10 @@ struct Preemptors {
     const int32_t* queue = nullptr;      ///< [P] leaf queue row
     const int64_t* priority = nullptr;   ///< [P]
     const int64_t* req = nullptr;        ///< [P,3]
+    /// Gangs (optional, both or neither; batch.gang / batch.gang_need are not read): a gang's
+    /// members are consecutive rows with one `gang_need` (see the header comment, "Gangs").
+    const int32_t* gang = nullptr;       ///< [P] gang id, -1 = none
+    const int32_t* gang_need = nullptr;  ///< [P] members of these rows that must get a node
 };
 
 /// The queue tree and its entitlements. Rows parent-before-child.

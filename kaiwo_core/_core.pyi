@@ -189,6 +189,8 @@ class _PreemptPendingRequired(_PlacementBatchRequired):
 
 class _PreemptPending(_PreemptPendingRequired, total=False):
     extra_score: npt.NDArray[np.float64]  # [C, N], accepted and not used
+    gang: npt.NDArray[np.int32]  # [P] gang id, -1 = none (with gang_need; a gang's rows consecutive)
+    gang_need: npt.NDArray[np.int32]  # [P] rows of the gang that must get a node, else none does
 
 class _PreemptQueues(TypedDict):
     parent: npt.NDArray[np.int32]  # [Q], -1 = top level, else < own index

@@ -18,7 +18,9 @@ test (or someone hunting a defect) look at one kind at a time:
 ``xcd``          an XCD outside its partition, or an XCD-isolated pod's XCDs used by another pod
 ``constraint``   a binding against a node selector, an untolerated taint, the GPU resource name
                  or the GPU model asked for
-``gang``         a gang bound partly (new members bound while fewer than its minimum run)
+``gang``         a gang bound partly (new members bound while fewer than its minimum run); pods
+                 evicted for a gang that is not nominated up to its minimum (running, bound and
+                 nominated members together)
 ``reservation``  a pod bound onto a held node it may not use (neither owner nor backfill); a
                  declared reservation missing from the decisions
 ``queue-limit``  a queue above its limit on a resource after new pods were bound to it
@@ -443,6 +445,10 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
         if p.unit in job_min or ann.get("kaiwo.ai/gang"):
             members[p.unit].append(p)
     running = {e["pod"] for e in doc["running"] if e.get("phase") != "finished"} - preempted
+    preemptors = {e["preemptor"] for e in doc.get("preemptions", [])}
+    # Nominated: waits for this cycle's evictions (README, "Reclaim and preemption": the pending
+    # reason starts "nominated to <node>").
+    nominated = {e["pod"] for e in doc["pending"] if str(e.get("reason", "")).startswith("nominated to ")}
     for g, ms in members.items():
         declared = set()
         for m in ms:
@@ -454,6 +460,13 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
         if new and have + len(new) < need:
             bad("gang", f"gang {g}: {len(new)} new + {have} running of {len(ms)} members bound, "
                         f"minimum {need}: {sorted(new)}")
+        # Victims for a gang: all or nothing -- evicting for some members only if enough of the
+        # others are running, bound or nominated (waiting on the same evictions) to reach the minimum.
+        evicting = sorted(m.key for m in ms if m.key in preemptors)
+        waiting = sum(m.key in nominated for m in ms)
+        if evicting and have + len(new) + waiting < need:
+            bad("gang", f"gang {g}: pods evicted for {evicting} but only {have} running + {len(new)} "
+                        f"bound + {waiting} nominated of minimum {need}")
 
     # -- reservations: held nodes, GPUs and XCDs only for their owners and for backfill that ends
     # in time; on a GPU with held XCDs anyone else only as an XCD pod on the other XCDs

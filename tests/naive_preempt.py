@@ -11,13 +11,17 @@ directly only to skip converting to numpy and back); the preemptor is then place
 ``place_batch_ref`` itself, which gives its devices. The rules
 (see csrc/preempt.hpp) are written out as directly as possible: the queue checks walk the tree with
 plain lists, the greedy and the drop loops follow the wording of the rules, and node choice is a
-``min`` over (victims, sum of victim priorities, node).
+``min`` over (victims, sum of victim priorities, node). A gang (optional ``gang`` / ``gang_need``)
+is a transaction: the whole state is deep-copied before its first member and put back if fewer
+than ``gang_need`` of its members got a node.
 
 One pruning step is kept because without it the reference takes minutes on benchmark inputs: a node
 where the pod does not fit even with every eligible victim gone is skipped (fit is monotone in freed
 capacity). ``prune=False`` turns it off; the tests check that it changes nothing.
 """
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 
@@ -304,30 +308,57 @@ class _Plan:
             asg.append((d, int(out["asg_milli"][k]), int(out["asg_mem"][k]), int(out["asg_xcds"][k])))
         return asg
 
-    def plan(self, prune=True):
+    def best_node(self, p, prune):
+        """(node, victims) for pod p by the rules, or None."""
         b = self.pend
-        P, N = len(b["cpu"]), len(self.c["node_cpu_free"])
-        node, vic_start, vic, vic_rule = [], [0], [], []
-        asg_start, asg = [0], []
-        for p in range(P):
-            best = None
-            for n in range(N):
-                if not b["class_mask"][b["cls"][p]][n]:
-                    continue
-                chosen = self.try_node(p, n, prune)
-                if chosen is None:
-                    continue
-                key = (len(chosen), sum(self.run["priority"][v] for v in chosen), n)
-                if best is None or key < best[0]:
-                    best = (key, chosen)
-            if best is None:
-                node.append(-1)
+        best = None
+        for n in range(len(self.c["node_cpu_free"])):
+            if not b["class_mask"][b["cls"][p]][n]:
+                continue
+            chosen = self.try_node(p, n, prune)
+            if chosen is None:
+                continue
+            key = (len(chosen), sum(self.run["priority"][v] for v in chosen), n)
+            if best is None or key < best[0]:
+                best = (key, chosen)
+        return None if best is None else (best[0][2], best[1])
+
+    def units(self):
+        """Rows to try, as (rows, members that must get a node, is a gang): a pod alone must get its
+        node; a gang is its rows with one gang id (consecutive, as the binding checks) and gang_need."""
+        gang = self.pend.get("gang") or [-1] * len(self.pend["cpu"])
+        out = []
+        for p, g in enumerate(gang):
+            if g >= 0 and out and out[-1][2] == g:
+                out[-1][0].append(p)
             else:
-                n, chosen = best[0][2], best[1]
-                node.append(n)
-                asg += self.commit(p, n, chosen)
-                vic += chosen
-                vic_rule += [self.rule(p, v) for v in chosen]
+                out.append(([p], 1 if g < 0 else self.pend["gang_need"][p], g))
+        return [(rows, need, g >= 0) for rows, need, g in out]
+
+    def plan(self, prune=True):
+        P = len(self.pend["cpu"])
+        node, victims_of, asg_of = [-1] * P, [[] for _ in range(P)], [[] for _ in range(P)]
+        for rows, need, gang in self.units():
+            # A gang is a transaction: every row tried on the state the earlier ones left; undone as
+            # a whole (state, queues, decisions) if fewer than `need` of them got a node.
+            saved = copy.deepcopy((self.c, self.alive, self.evicted, self.hold, self.alloc)) if gang else None
+            got = 0
+            for p in rows:
+                found = self.best_node(p, prune)
+                if found is None:
+                    continue
+                node[p], victims_of[p] = found
+                asg_of[p] = self.commit(p, found[0], found[1])
+                got += 1
+            if gang and got < need:
+                self.c, self.alive, self.evicted, self.hold, self.alloc = saved
+                for p in rows:
+                    node[p], victims_of[p], asg_of[p] = -1, [], []
+        vic_start, vic, vic_rule, asg_start, asg = [0], [], [], [0], []
+        for p in range(P):
+            vic += victims_of[p]
+            vic_rule += [self.rule(p, v) for v in victims_of[p]]
+            asg += asg_of[p]
             vic_start.append(len(vic))
             asg_start.append(len(asg))
         out = {

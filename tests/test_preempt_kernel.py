@@ -201,8 +201,30 @@ def _random_pods(rng, n):
     return out
 
 
-def random_problem(seed, max_nodes=6, max_running=16, max_pending=6, max_queues=5):
-    """(empty cluster, cluster, running, pending, queues) from a seed (see the module docstring)."""
+def _random_gangs(rng, pods):
+    """(gang, gang_need) int32 arrays over the pending pods: runs of 2-4 consecutive rows become
+    gangs whose members mostly copy the first one's shape (in place in ``pods``); gang_need from 0
+    (every member optional) to one more than the members (never met)."""
+    P = len(pods)
+    gang, need = np.full(P, -1, np.int32), np.zeros(P, np.int32)
+    p, g = 0, 0
+    while p < P:
+        size = int(rng.integers(1, 5))
+        if size == 1 or p + size > P:
+            p += 1
+            continue
+        for m in range(p + 1, p + size):
+            if rng.random() < 0.8:
+                pods[m] = dict(pods[p])
+        gang[p:p + size] = g
+        need[p:p + size] = int(rng.choice([0, 1, size - 1, size, size, size + 1]))
+        g, p = g + 1, p + size
+    return gang, need
+
+
+def random_problem(seed, max_nodes=6, max_running=16, max_pending=6, max_queues=5, gangs=False):
+    """(empty cluster, cluster, running, pending, queues) from a seed (see the module docstring).
+    ``gangs``: runs of pending rows become gangs (see :func:`_random_gangs`)."""
     rng = np.random.default_rng(seed)
     N = int(rng.integers(1, max_nodes + 1))
     nodes = [dict(cpu=int(rng.choice([32000, 64000])), mem=int(rng.choice([65536, 262144])),
@@ -237,11 +259,21 @@ def random_problem(seed, max_nodes=6, max_running=16, max_pending=6, max_queues=
     P = int(rng.integers(1, max_pending + 1))
     C = int(rng.integers(1, 3))
     ppods = _random_pods(rng, P)
+    gang = _random_gangs(rng, ppods) if gangs else None
     pb = pod_arrays(ppods)
     pending = pending_dict(ppods, leaves[rng.integers(0, len(leaves), size=P)],
                            rng.choice([0, 10, 100, 1000], size=P), queue_req(pb, gpu_only),
                            class_mask=(rng.random((C, N)) < 0.85).astype(np.uint8),
                            cls=rng.integers(0, C, size=P))
+    if gang is not None:
+        pending["gang"], pending["gang_need"] = gang
+        first = {}
+        for p, g in enumerate(gang[0].tolist()):  # a gang: one queue; mostly one priority and class
+            if g >= 0:
+                f = first.setdefault(g, p)
+                pending["queue"][p] = pending["queue"][f]
+                if rng.random() < 0.8:
+                    pending["priority"][p], pending["cls"][p] = pending["priority"][f], pending["cls"][f]
 
     quota = np.stack([rng.choice([0, 1000, 2000, 4000, -1], size=Q), rng.choice([0, 16000, -1], size=Q),
                       rng.choice([0, 65536, -1], size=Q)], axis=1)
@@ -329,6 +361,20 @@ def check_rules(empty, running, pending, queues, out):
     np.testing.assert_array_equal(out["allocated"], alloc)
 
 
+def check_gangs(pending, out):
+    """All or nothing per gang: at least gang_need of its rows got a node, or none did and nothing
+    was evicted for any of them."""
+    if pending.get("gang") is None:
+        return
+    gang, need = pending["gang"], pending["gang_need"]
+    for g in np.unique(gang[gang >= 0]):
+        rows = np.flatnonzero(gang == g)
+        got = int((out["node"][rows] >= 0).sum())
+        victims = sum(len(victims_of(out, p)) for p in rows)
+        assert got >= need[rows[0]] or (got == 0 and victims == 0), \
+            f"gang {g}: {got} of {len(rows)} rows got a node ({victims} victims), gang_need {need[rows[0]]}"
+
+
 def rebuilt_state(empty, running, pending, out, upto=None):
     """The state from scratch: the empty cluster charged with the surviving running pods and the
     placed preemptors (charges as placement makes them); with ``upto``, the state pod ``upto`` met
@@ -389,6 +435,7 @@ def check_problem(empty, cluster, running, pending, queues, prune=True):
     ref = plan_preemptions_ref(cluster, running, pending, queues, prune=prune)
     assert_same(out, ref)
     check_rules(empty, running, pending, queues, out)
+    check_gangs(pending, out)
     rebuilt = rebuilt_state(empty, running, pending, out)
     for k in STATE_KEYS:
         np.testing.assert_array_equal(out[k], rebuilt[k], err_msg=f"final {k} differs from the rebuilt state")
@@ -420,6 +467,38 @@ def test_reference_pruning_changes_nothing(seed):
     """The reference's one shortcut (skip a node where the pod does not fit even with every eligible
     victim gone: fit is monotone in freed capacity) against the plain greedy on every node."""
     check_problem(*random_problem(seed, max_running=30), prune=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_gangs_match_reference_and_are_all_or_nothing(seed):
+    """Gangs among the pending pods: tried as transactions, kept only if gang_need members got a
+    node (with every victim allowed by its rule on the state the earlier members left)."""
+    check_problem(*random_problem(seed, max_running=30, max_pending=10, gangs=True))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1))
+def test_gangs_reference_pruning_changes_nothing(seed):
+    check_problem(*random_problem(seed, max_running=30, max_pending=8, gangs=True), prune=False)
+
+
+def test_random_gangs_both_commit_with_victims_and_roll_back():
+    """The gang generator is not degenerate: gangs that evict and start, and gangs rolled back
+    although some member alone would have evicted (the all-or-nothing rule at work), both occur."""
+    committed = rolled_back = 0
+    for seed in range(150):
+        _, cluster, running, pending, queues = random_problem(seed, max_running=30, max_pending=10, gangs=True)
+        out = _core.plan_preemptions(cluster, running, pending, queues)
+        alone = _core.plan_preemptions(cluster, running, {k: v for k, v in pending.items()
+                                                          if k not in ("gang", "gang_need")}, queues)
+        gang = pending["gang"]
+        for g in np.unique(gang[gang >= 0]):
+            rows = np.flatnonzero(gang == g)
+            evicted = sum(len(victims_of(out, p)) for p in rows)
+            committed += bool(evicted)
+            rolled_back += (out["node"][rows] < 0).all() and any(victims_of(alone, p) for p in rows)
+    assert committed > 0 and rolled_back > 0, (committed, rolled_back)
 
 
 def test_random_problems_exercise_every_rule():
@@ -491,6 +570,19 @@ def test_victims_are_the_youngest_of_equal_priority_and_devices_return():
     *_, running, _, _ = two_queues(AGGRESSIVE, runtime=runtime)
     freed = sorted(running["asg_dev"][running["asg_start"][v]] for v in (4, 5, 6, 7))
     assert sorted(out["asg_dev"].tolist()) == freed
+
+
+@pytest.mark.parametrize("strategy, need, evicted", [(CONSERVATIVE, 4, 0), (CONSERVATIVE, 2, 2),
+                                                      (AGGRESSIVE, 4, 4), (AGGRESSIVE, 0, 4)])
+def test_a_gang_reclaims_for_all_its_members_or_nothing(strategy, need, evicted):
+    """A's 4 pending pods as one gang: conservative A may reclaim 2 GPUs (deserved 2), so a gang
+    needing 4 evicts nothing and one needing 2 evicts 2 (the other members stay unplaced);
+    aggressive A reclaims up to its fair share 4."""
+    empty, cluster, running, pending, queues = two_queues(strategy)
+    pending.update(gang=np.zeros(4, np.int32), gang_need=np.full(4, need, np.int32))
+    out = check_problem(empty, cluster, running, pending, queues)
+    assert len(out["vic"]) == evicted and int((out["node"] >= 0).sum()) == evicted
+    assert out["node"][:evicted].tolist() == [0] * evicted
 
 
 def test_non_preemptible_pods_are_never_chosen():
@@ -744,6 +836,32 @@ BAD = [
 def test_bad_input_raises_value_error_naming_the_key(which, key, value, match):
     with pytest.raises(ValueError, match=match):
         _core.plan_preemptions(*_with(which, key, value))
+
+
+GANG_BAD = [
+    ([0, 0, -1, -1], None, r"pending\['gang_need'\]: gang and gang_need come together"),
+    ([0, -1, 0, -1], [1, 0, 1, 0], r"pending\['gang'\]: members of gang 0 are not consecutive at pending pod 2"),
+    ([0, 0, 1, 1], [2, 1, 2, 2], r"pending\['gang_need'\]: members of gang 0 disagree at pending pod 1"),
+    ([0, 0, 1, 1], [2, 2, -1, -1], r"pending\['gang_need'\]: must be >= 0, got -1 at pending pod 2"),
+    ([-2, 0, 0, 0], [0, 1, 1, 1], r"pending\['gang'\]: gang id -2 must be >= 0 or -1"),
+]
+
+
+@pytest.mark.parametrize("gang, need, match", GANG_BAD)
+def test_bad_gangs_raise_value_error_naming_the_key(gang, need, match):
+    cluster, running, pending, queues = good()
+    pending["gang"] = np.array(gang, np.int32)
+    if need is not None:
+        pending["gang_need"] = np.array(need, np.int32)
+    with pytest.raises(ValueError, match=match):
+        _core.plan_preemptions(cluster, running, pending, queues)
+
+
+def test_a_gang_spans_one_queue():
+    _, cluster, running, pending, queues = two_queues(AGGRESSIVE)
+    pending.update(gang=np.zeros(4, np.int32), gang_need=np.full(4, 4, np.int32), queue=np.array([0, 0, 1, 1], np.int32))
+    with pytest.raises(ValueError, match=r"pending\['queue'\]: members of gang 0 are in different queues"):
+        _core.plan_preemptions(cluster, running, pending, queues)
 
 
 def test_a_device_listed_twice_for_one_pod_is_an_error():

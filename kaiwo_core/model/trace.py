@@ -75,6 +75,9 @@ class TraceError(ValueError):
         shown = "" if value is None else f" = {show(value)}"
         super().__init__(f"{where}:{what}{shown}: {reason}")
 
+    def __reduce__(self):  # rebuilt from its fields, so it crosses process boundaries (process pools)
+        return type(self), (self.path, self.line, self.column, self.value, self.reason)
+
 
 # ------------------------------------------------------------------------------------ reading
 

@@ -8,8 +8,10 @@ steps):
 2. share   -- deserved and fair shares of every queue over running + pending pods (compiled H-DRF);
 3. order   -- pending pods across queues by entitlement and within a queue by effective priority
               (compiled keyed heap); pods a queue limit holds back stay pending with that reason;
-              preemptors nominated in an earlier cycle (status.nominatedNodeName) go first;
-4. place   -- the placement kernel, gangs all-or-nothing;
+              preemptors nominated in an earlier cycle (status.nominatedNodeName) go first, a
+              gang with a nominated member whole;
+4. place   -- the placement kernel, gangs all-or-nothing; then reclaim and preemption for the
+              pods it left (preemption.py; a gang's victims found for all its members at once);
 5. decide  -- bindings, pending reasons, queue status, decoded on demand.
 
 The output contract (:meth:`Decisions.to_dict`, the ``kaiwo schedule --output json`` shape) is the
@@ -349,9 +351,13 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         key[ranked] = np.arange(len(ranked))
     order, status = order_pending(tree, capacity, shares, rows, pend_req, key, tiebreak, gang)
     # Preemptors nominated in an earlier cycle go first: pods were evicted for them, and if others
-    # took the freed capacity their queue would evict again next cycle (churn). Gang members stay
-    # where they are (a gang's members must stay consecutive; gangs are not preemptors).
-    nominated = pend.nominated[keep][order] & (gang[order] < 0)
+    # took the freed capacity their queue would evict again next cycle (churn). A gang with a
+    # nominated member goes first whole, its members consecutive and in their order, so that
+    # placement places it together.
+    nominated = pend.nominated[keep][order]
+    g = gang[order]
+    if (nominated & (g >= 0)).any():
+        nominated = nominated | ((g >= 0) & np.isin(g, g[nominated & (g >= 0)]))
     if nominated.any():
         order = np.concatenate([order[nominated], order[~nominated]])
     limited = np.flatnonzero(status == ORDER_HELD_LIMIT)

@@ -22,6 +22,17 @@ node, candidates are taken in (priority, runtime) order until the pod fits by pl
 checks, then every victim that turns out not to be needed is dropped again; the node with the fewest
 victims wins (then the lowest sum of their priorities, then the node order).
 
+Gangs are all or nothing here too. The unplaced members of a gang are tried together, in order,
+each as a pod alone but on the state the members before it left (their victims gone, counted as
+freed capacity and as queue allocation given back; their own requests charged), so one member's
+victims can make room for the next and the queue rules judge the gang's cumulative take. The gang
+keeps its nodes and victims only if enough members got one: its ``kaiwo.ai/gang-min-members``
+(default: every member) less the members running or placed this cycle; otherwise nothing is evicted
+for it (the kernel's ``gang`` / ``gang_need``). A gang counts its members against
+``max_preemptors`` and is never cut by it (:func:`preemptor_rows`). Its nominated members go first
+next cycle, whole and consecutive (:mod:`.cycle`), so placement places the gang together once the
+victims are gone.
+
 A preemptor does not run at once: its victims must terminate first. It stays pending with a reason
 that names the node and the victims (:meth:`PreemptionPlan.pending_reasons`), and
 :meth:`PreemptionPlan.nominations` gives the node and devices it is nominated for. The evictions are
@@ -87,7 +98,8 @@ class PreemptionConfig:
         the victim queue's favour only for resources no queue has a quota for).
     max_preemptors : int
         Unplaced pods (the first, in placement order) that may look for victims in one cycle; the
-        rest wait for the next cycle.
+        rest wait for the next cycle. A gang counts its unplaced members and is never split: one
+        that would cross the limit waits whole (unless it comes first: then it alone is tried).
     """
 
     enabled: bool = True
@@ -167,17 +179,31 @@ class PreemptionPlan:
                 f"or above its own ({qp} reclaimStrategy {strategy})")
 
     def pending_reasons(self) -> dict:
-        """Reason of every preemptor that got a node: it waits for its victims to terminate."""
+        """Reason of every preemptor that got a node: it waits for its victims to terminate. A gang
+        member's reason names its gang and how many members were nominated with it."""
         nodes, pending, running = self._names()
+        b = self.batch
+        gang = getattr(b, "gang", None)
+        got = self.placed
+        together = {}
+        if gang is not None and got.any():
+            g = gang[self.rows[got]]
+            together = dict(zip(*np.unique(g[g >= 0], return_counts=True)))
         out = {}
-        for i in np.flatnonzero(self.placed):
+        for i in np.flatnonzero(got):
             pre, n = int(self.rows[i]), nodes[int(self.node[i])]
+            g = int(gang[pre]) if gang is not None else -1
+            with_gang = (f" with gang {b.gang_names[g] if g < len(b.gang_names) else f'#{g}'} "
+                         f"({int(together[g])} member(s) nominated together)") if g >= 0 else ""
             vs = self.victims_of(i)
             if vs:
                 rules = sorted({RULES[int(r)] for r in self.vic_rule[self.vic_start[i]:self.vic_start[i + 1]]})
                 names = ", ".join(running[v].name for v in vs)
-                out[pending[pre]] = (f"nominated to {n}: preempting {len(vs)} pod(s) ({names}; "
+                out[pending[pre]] = (f"nominated to {n}{with_gang}: preempting {len(vs)} pod(s) ({names}; "
                                      f"{', '.join(rules)}); waits for them to terminate")
+            elif g >= 0:
+                out[pending[pre]] = (f"nominated to {n}{with_gang}: fits without victims of its own; "
+                                     "waits for the gang's preempted pods to terminate")
             else:
                 out[pending[pre]] = (f"nominated to {n}: fits in capacity freed by this cycle's "
                                      "preemptions; waits for the preempted pods to terminate")
@@ -260,6 +286,52 @@ def state_after_placement(decisions) -> ClusterState:
     return s
 
 
+def preemptor_rows(placement, rows, limit: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The placement-batch rows the kernel tries, in order, and the kernel's ``gang_need`` per row
+    (None when no row is a gang member).
+
+    ``rows`` (unplaced rows, in the order to try) with a gang's members moved together to its first
+    member's place. A gang's need is its members still to place (``batch.gang_need``, running
+    members already counted) less those placement placed this cycle; a gang whose rows here cannot
+    reach it is left out. ``limit``: at most that many rows, the first ones, a gang counted by its
+    members and never cut: one that would cross the limit waits whole, unless it is the first (a
+    gang larger than the limit would otherwise never preempt)."""
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    rows = rows[~placement.placed[rows]]
+    gang = getattr(placement.batch, "gang", None)
+    if gang is None or not (gang[rows] >= 0).any():
+        return (rows if limit is None else rows[:limit]), None
+    g = np.asarray(gang, dtype=np.int64)
+    n_gangs = int(g.max()) + 1
+    placed = np.bincount(g[placement.placed & (g >= 0)], minlength=n_gangs)
+    mine = g[rows]
+    here = np.bincount(mine[mine >= 0], minlength=n_gangs)
+    need = np.zeros(n_gangs, np.int64)
+    need[g[g >= 0]] = placement.batch.gang_need[g >= 0]
+    need = np.maximum(0, need - placed)
+    keep = (mine < 0) | (here[np.maximum(mine, 0)] >= need[np.maximum(mine, 0)])
+    rows, mine = rows[keep], mine[keep]
+    # Members together at the first one's place: sort by (position of the unit's first row, position).
+    pos = np.arange(len(rows))
+    first = pos.copy()
+    if len(rows):
+        ids, at = np.unique(mine[mine >= 0], return_index=True)
+        first_of = np.zeros(n_gangs, np.int64)
+        first_of[ids] = pos[mine >= 0][at]
+        first[mine >= 0] = first_of[mine[mine >= 0]]
+    order = np.lexsort((pos, first))
+    rows, mine, first = rows[order], mine[order], first[order]
+    if limit is not None and len(rows) > limit:
+        # Cut at the limit; a gang the cut splits waits whole -- unless it comes first, so a gang
+        # larger than the limit is not shut out of preemption for good.
+        cut = max(limit, 0)
+        if cut > 0 and mine[cut] >= 0 and mine[cut - 1] == mine[cut]:
+            start = int(np.searchsorted(first, first[cut], side="left"))
+            cut = start if start > 0 else int(np.searchsorted(first, first[cut], side="right"))
+        rows, mine = rows[:cut], mine[:cut]
+    return rows, np.where(mine >= 0, need[np.maximum(mine, 0)], 0).astype(np.int32)
+
+
 def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask: np.ndarray | None = None,
                      pipeline=None, config: PreemptionConfig = PreemptionConfig(),
                      now: float | None = None, rows=None) -> PreemptionPlan:
@@ -286,8 +358,9 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         when unknown); default the newest creation time among the snapshot's pods, as the cycle
         does.
     rows : array of int, optional
-        Placement-batch rows to try, in order. Default: every row placement left unplaced except
-        gang members (the kernel places pods one at a time; a gang needs all or nothing).
+        Placement-batch rows to try, in order (a gang's members are tried together, at its first
+        member's place). Default: the rows placement left unplaced, the first
+        ``config.max_preemptors`` of them (see :func:`preemptor_rows`).
 
     Returns
     -------
@@ -303,14 +376,11 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     if not config.enabled or placement is None or len(placement.batch) == 0 or len(tree) == 0:
         return _empty_plan(decisions, state, allocated, warnings, t0)
     batch = placement.batch
-    if rows is None:  # unplaced rows; gang members need all-or-nothing, which this step is not
-        gang = getattr(batch, "gang", None)
-        rows = np.flatnonzero(~placement.placed & (True if gang is None else np.asarray(gang) < 0))
-        # Only the first few in placement order: they are the most entitled, and each preemptor
-        # costs a search over nodes and victims (at scale M thousands of unplaced pods otherwise
-        # make this step dominate the cycle).
-        rows = rows[:config.max_preemptors]
-    rows = np.asarray(rows, dtype=np.int64)
+    # Only the first few in placement order by default: they are the most entitled, and each
+    # preemptor costs a search over nodes and victims (at scale M thousands of unplaced pods
+    # otherwise make this step dominate the cycle).
+    rows, gang_need = preemptor_rows(placement, np.flatnonzero(~placement.placed) if rows is None else rows,
+                                     config.max_preemptors if rows is None else None)
     if len(rows) == 0:
         return _empty_plan(decisions, state, allocated, warnings, t0)
     run = snap.running_table()
@@ -380,6 +450,9 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     pending["queue"] = np.asarray(decisions.pending_rows, np.int32)[rows]
     pending["priority"] = np.ascontiguousarray(batch.priority[rows], dtype=np.int64)
     pending["req"] = checked(pend_req[rows])
+    if gang_need is not None:
+        pending["gang"] = np.ascontiguousarray(batch.gang[rows], dtype=np.int32)
+        pending["gang_need"] = gang_need
 
     queues = {
         "parent": tree.parent, "deserved": shares.deserved, "fair_share": shares.fair_share,
@@ -418,4 +491,4 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
 
 
 __all__ = ["ANN_PREEMPTIBLE", "RULES", "PreemptionConfig", "PreemptionPlan", "plan_preemptions",
-           "preemptible_flags", "runtimes", "state_after_placement"]
+           "preemptible_flags", "preemptor_rows", "runtimes", "state_after_placement"]
