@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "placement.hpp"
+#include "device_resv.hpp"
 #include "inputs.hpp"
 #include "register.hpp"
 
@@ -127,7 +128,8 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     // ---- batch ----
     Inputs b(batch, "batch", {},
              {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score",
-              "gang", "gang_need", "seed", "workload_shapes", "workload_weights"});
+              "gang", "gang_need", "seed", "workload_shapes", "workload_weights", "dev_resv", "dev_resv_xcds",
+              "class_resv"});
     py::array cpu = b.array<int64_t>("cpu", 1, false);
     const py::ssize_t P = cpu.shape(0);
     const std::string pods = "pods = len(cpu)";
@@ -187,6 +189,8 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
                 fail("batch['gang_need']", "members of gang " + std::to_string(g) + " disagree" + at());
         }
     }
+
+    read_device_resv(b, bt, G, C, view.dev_xcd_mask);
 
     // kRandom's seed and the target workload of kFgd / kFragAware (all optional).
     if (b.has("seed")) bt.seed = cst<uint64_t>(b.array1<uint64_t>("seed", 1, "one seed"))[0];
@@ -302,9 +306,10 @@ void register_placement(py::module_& m) {
     m.attr("REASON_GPU_SHARE") = static_cast<int>(kRGpuShare);
     m.attr("REASON_GPU_MEMORY") = static_cast<int>(kRGpuMemory);
     m.attr("REASON_XCD") = static_cast<int>(kRXcd);
+    m.attr("REASON_RESERVED") = static_cast<int>(kRReserved);
     m.attr("NUM_REASONS") = static_cast<int>(kNumReasons);
     m.attr("REASON_NAMES") = py::make_tuple("node_filter", "cpu", "memory", "pods", "gpu_count", "gpu_busy",
-                                            "gpu_share", "gpu_memory", "xcd");
+                                            "gpu_share", "gpu_memory", "xcd", "reserved");
 
     m.def("place_batch", &place_batch_py, py::arg("cluster"), py::arg("batch"), py::arg("strategy"),
           R"doc(Place a batch of pods in order onto nodes and logical GPUs (see csrc/placement.hpp).
@@ -318,8 +323,11 @@ of them were placed, else all are rolled back (gang_failed = 1). Optional batch 
 paper's policies: seed uint64[1] (STRATEGY_RANDOM), workload_shapes int64[T, 7] (cpu, kind,
 count, milli, gpu_mem, exclusive, cls; cls -1 = any node) with workload_weights float64[T]
 (STRATEGY_FGD, STRATEGY_FRAG_AWARE target workload). Optional cluster key node_gpu_kinds
-uint64[N], updated in place (STRATEGY_GPU_CLUSTERING's kinds of GPU pods per node). Raises
-ValueError naming the key on bad input.)doc");
+uint64[N], updated in place (STRATEGY_GPU_CLUSTERING's kinds of GPU pods per node). Optional
+batch keys dev_resv int32[G] (reservation holding the device, -1 = none), dev_resv_xcds uint32[G]
+(XCDs held, 0 = the whole device) and class_resv uint8[C, R] (1 = class may use reservation r),
+all three together: a held device or held XCDs serve only classes that may use the reservation.
+Raises ValueError naming the key on bad input.)doc");
 }
 
 }  // namespace kaiwo::bindings

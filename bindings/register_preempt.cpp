@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "preempt.hpp"
+#include "device_resv.hpp"
 #include "inputs.hpp"
 #include "register.hpp"
 
@@ -254,7 +255,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     Inputs pi(pending, "pending",
               {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "queue", "priority",
                "req"},
-              {"extra_score", "gang", "gang_need"});
+              {"extra_score", "gang", "gang_need", "dev_resv", "dev_resv_xcds", "class_resv"});
     py::ssize_t P = 0;
     Preemptors pre;
     Batch& bt = pre.batch;
@@ -281,6 +282,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
                                            ") like class_mask, got (" + std::to_string(es[0]) + ", " +
                                            std::to_string(es[1]) + ")");
     }
+    read_device_resv(pi, bt, G, C, dev_mask);
     pre.queue = pi.vec<int32_t>("queue", P, ps);
     pre.priority = pi.vec<int64_t>("priority", P, ps);
     pre.req = pi.mat<int64_t>("req", P, "pending pods");

@@ -13,6 +13,14 @@
 //   * XCD-isolated: devices with XCDs, not EXCLUSIVE, with k free XCDs (kRXcd), then the XCDs' compute
 //     share (kRGpuShare), then memory (kRGpuMemory); picked by (already shared first, fewest free
 //     XCDs, index); on each, the k-XCD subset touching the fewest memory domains, then the lowest mask.
+// Device reservations (Batch::dev_resv): for a pod whose class may not use a device's reservation,
+// a wholly held device counts as neither idle nor shareable nor having XCDs (the kind's first check
+// fails on it), and a device with held XCDs offers only its other free XCDs (so it fails the first
+// check of whole and time-sliced pods). If that first check would pass with the held devices, the
+// reason is kRReserved instead of the check's own. A pod that may use a reservation takes devices
+// held by one first (whole: those by index, then the rest; sharing: before the pick key above), and
+// on such a device an XCD pod takes the held XCDs when they are enough. Fragmentation F and best_share look at devices as they are,
+// holds aside: they measure the cluster, not one pod's access to it.
 // Among feasible nodes the highest score wins, ties to the lower index (strict `>` in index order).
 // best_share is the largest milli_free of a non-EXCLUSIVE device on nodes passing the node filters.
 //
@@ -222,7 +230,7 @@ struct DevUndo {
 
 /// Device candidate with its pick key (already shared first, then fullest, then index).
 struct Cand {
-    int32_t shared_rank;  ///< 0 = already shared, 1 = idle
+    int32_t shared_rank;  ///< 0 = already shared, 1 = idle; + 2 if not held for the pod (`mine`)
     int64_t fill;         ///< milli_free (shared) or free XCD count (XCD)
     int32_t d;
     bool operator<(const Cand& o) const {
@@ -243,6 +251,17 @@ public:
 
 private:
     // ---- per-device rules (one place each, shared by checks, fragmentation and commit) ----
+
+    /// XCDs of device d held by a reservation the current pod may not use (0 none, ~0u all).
+    uint32_t held(int64_t d) const { return holds_ ? held_xcds(b_, cur_cls_, d) : 0u; }
+    /// Whether device d is held by a reservation the current pod may use: such devices (and
+    /// their held XCDs) are taken first, so an owner uses its reservation before other capacity.
+    bool mine(int64_t d) const {
+        return prefer_ && b_.dev_resv[d] >= 0 &&
+               b_.class_resv[std::size_t(cur_cls_) * std::size_t(b_.n_resv) + std::size_t(b_.dev_resv[d])];
+    }
+    /// Pick rank of device d for sharing pods: held for the pod first, then already shared.
+    int32_t rank(int64_t d) const { return (mine(d) ? 0 : 2) + (v_.dev_state[d] == kSharedDev ? 0 : 1); }
 
     /// GPU memory a time-sliced pod needs on device d.
     int64_t share_mem(const Shape& s, int64_t d) const {
@@ -296,7 +315,10 @@ private:
                 const int nx = popcount(v_.dev_xcd_mask[d]);
                 const int k = s.xk[nx];
                 mem = xcd_mem(s, d, k, nx);
-                xcds = xt_.pick(v_.dev_xcd_free[d], k, v_.dev_xcds_per_domain[d]);
+                const uint32_t usable = v_.dev_xcd_free[d] & ~held(d);
+                // The reservation's own XCDs first, when they are enough.
+                const uint32_t own = mine(d) && b_.dev_resv_xcds[d] ? usable & b_.dev_resv_xcds[d] : usable;
+                xcds = xt_.pick(popcount(own) >= k ? own : usable, k, v_.dev_xcds_per_domain[d]);
                 v_.dev_xcd_free[d] &= ~xcds;
                 v_.dev_milli_free[d] -= s.xcharge[nx];
                 v_.dev_mem_free[d] -= mem;
@@ -333,30 +355,39 @@ private:
             case kModeIdle: {
                 if (idle_[n] < s.count) return kRGpuBusy;
                 gdelta = 0;
-                int32_t c = 0;
+                int32_t c = 0, usable = 0;  // idle_[n] >= count: the rest are held
                 // A non-sharing pod that names its GPU memory gets devices with that much (an idle
                 // device's free memory is all of it): holding a device alone is no excuse for less.
-                for (int64_t d = d0; d < d1 && c < s.count; ++d) {
-                    if (v_.dev_state[d] != kIdle || v_.dev_mem_free[d] < s.gpu_mem) continue;
-                    gdelta += v_.dev_milli_free[d];
-                    chosen_[c++] = static_cast<int32_t>(d);
-                }
-                return c < s.count ? kRGpuMemory : -1;
+                // A device held against the pod is not idle for it (idle_ counts it: a bound).
+                // Devices held for the pod first (pass 0), then the others, each by index.
+                for (int pass = prefer_ ? 0 : 1; pass < 2; ++pass)
+                    for (int64_t d = d0; d < d1 && c < s.count; ++d) {
+                        if (v_.dev_state[d] != kIdle || held(d) || (prefer_ && mine(d) != (pass == 0))) continue;
+                        ++usable;
+                        if (v_.dev_mem_free[d] < s.gpu_mem) continue;
+                        gdelta += v_.dev_milli_free[d];
+                        chosen_[c++] = static_cast<int32_t>(d);
+                    }
+                if (c < s.count) return usable < s.count ? kRReserved : kRGpuMemory;
+                return -1;
             }
             case kModeShare: {
                 if (max_share_[n] < s.milli) return kRGpuShare;
-                int32_t n_share = 0, nc = 0;
+                int32_t n_share = 0, n_held = 0, nc = 0;
                 for (int64_t d = d0; d < d1; ++d) {
                     if (v_.dev_state[d] == kExclusive || v_.dev_milli_free[d] < s.milli) continue;
+                    if (held(d)) {
+                        ++n_held;
+                        continue;
+                    }
                     ++n_share;
                     if (v_.dev_mem_free[d] < share_mem(s, d)) continue;
-                    cands_[nc++] = {v_.dev_state[d] == kSharedDev ? 0 : 1, v_.dev_milli_free[d],
-                                    static_cast<int32_t>(d)};
+                    cands_[nc++] = {rank(d), v_.dev_milli_free[d], static_cast<int32_t>(d)};
                     // Enough devices pass every check: feasible whatever the rest hold, and the
                     // compute charged does not depend on which devices (only a choice needs them all).
                     if (!choose && nc == s.count) break;
                 }
-                if (n_share < s.count) return kRGpuShare;
+                if (n_share < s.count) return n_share + n_held >= s.count ? kRReserved : kRGpuShare;
                 if (nc < s.count) return kRGpuMemory;
                 gdelta = int64_t(s.count) * s.milli;
                 n_cands_ = nc;
@@ -365,27 +396,31 @@ private:
             }
             case kModeXcd: {
                 if (max_xratio_[n] < std::max<int32_t>(s.milli, 1)) return kRXcd;
-                int32_t n_xcd = 0, n_share = 0, nc = 0;
+                int32_t n_xcd = 0, n_held = 0, n_share = 0, nc = 0;
                 int first_nx = -1;
                 bool mixed = false;  // candidates with different XCD counts are charged differently
                 for (int64_t d = d0; d < d1; ++d) {
                     const int nx = popcount(v_.dev_xcd_mask[d]);
                     if (nx == 0 || v_.dev_state[d] == kExclusive) continue;
                     const int k = s.xk[nx];
-                    const int free_x = popcount(v_.dev_xcd_free[d]);
-                    if (free_x < k) continue;
+                    if (popcount(v_.dev_xcd_free[d]) < k) continue;
+                    const int free_x = popcount(v_.dev_xcd_free[d] & ~held(d));
+                    if (free_x < k) {
+                        ++n_held;
+                        continue;
+                    }
                     ++n_xcd;
                     if (v_.dev_milli_free[d] < s.xcharge[nx]) continue;
                     ++n_share;
                     if (v_.dev_mem_free[d] < xcd_mem(s, d, k, nx)) continue;
-                    cands_[nc++] = {v_.dev_state[d] == kSharedDev ? 0 : 1, free_x, static_cast<int32_t>(d)};
+                    cands_[nc++] = {rank(d), free_x, static_cast<int32_t>(d)};
                     mixed |= first_nx >= 0 && nx != first_nx;
                     first_nx = nx;
                     // As for shared pods; on a node of mixed partition sizes the charge depends on
                     // the devices chosen, so the scan must see them all.
                     if (!choose && uniform_nx_[n] && nc == s.count) break;
                 }
-                if (n_xcd < s.count) return kRXcd;
+                if (n_xcd < s.count) return n_xcd + n_held >= s.count ? kRReserved : kRXcd;
                 if (n_share < s.count) return kRGpuShare;
                 if (nc < s.count) return kRGpuMemory;
                 n_cands_ = nc;
@@ -559,7 +594,7 @@ private:
         return v_.dev_milli_free[a] == v_.dev_milli_free[b] && v_.dev_mem_free[a] == v_.dev_mem_free[b] &&
                v_.dev_xcd_free[a] == v_.dev_xcd_free[b] && v_.dev_state[a] == v_.dev_state[b] &&
                v_.dev_mem_cap[a] == v_.dev_mem_cap[b] && v_.dev_xcd_mask[a] == v_.dev_xcd_mask[b] &&
-               v_.dev_xcds_per_domain[a] == v_.dev_xcds_per_domain[b];
+               v_.dev_xcds_per_domain[a] == v_.dev_xcds_per_domain[b] && held(a) == held(b);
     }
     /// Whether a pod of shape s shares one device that a policy picks (as opposed to whole devices,
     /// or several devices taken by the default rule).
@@ -775,12 +810,16 @@ private:
     uint64_t* kinds_ = nullptr;
     std::vector<uint64_t> own_kinds_;
     bool key_cpu_ = false;             ///< the pod's CPU is part of its cache key (kFgd, kFragAware)
+    bool holds_ = false;               ///< some device is held by a reservation (Batch::dev_resv)
+    int32_t cur_cls_ = 0;              ///< class of the pod being placed (whose holds apply)
+    bool prefer_ = false;              ///< holds_, and the pod's class may use some reservation
     int32_t n_cands_ = 0;              ///< candidates eval_gpu left in cands_ (share, XCD)
     double cpu_per_milli_ = 0.0;       ///< target workload's CPU per GPU milli (GPU shapes)
 
     // per pod
     std::vector<Shape> pod_shape_;
     std::vector<int32_t> pod_slot_;    ///< cache slot of the pod's GPU shape, -1 = not cached
+    std::vector<uint8_t> may_use_;     ///< [C] the class may use some reservation (holds_ only)
 
     int32_t n_slots_ = 0;                                 ///< cached shapes
     // Cache rows: entry [(slot + 1) * N + n]; row 0 is scratch for pods of one-off shapes.
@@ -819,7 +858,21 @@ void Placer::setup() {
     // Intern GPU shapes, counting pods; ids are in order of first appearance. Where the cached
     // outcome depends on the pod's CPU too (kFgd), the CPU request is part of the key.
     key_cpu_ = fgd_on_;
-    using Key = std::tuple<int8_t, int32_t, int32_t, int64_t, uint8_t, int64_t>;
+    // With device reservations a node's outcome also depends on which reservations the pod may
+    // use: classes with the same row of class_resv form one access group, part of the key.
+    holds_ = false;
+    for (int32_t d = 0; b_.dev_resv && d < v_.n_devices && !holds_; ++d) holds_ = b_.dev_resv[d] >= 0;
+    std::vector<int32_t> group(std::size_t(std::max<int32_t>(b_.n_classes, 0)), 0);
+    may_use_.assign(group.size(), 0);
+    if (holds_) {
+        std::map<std::vector<uint8_t>, int32_t> rows;
+        for (int32_t c = 0; c < b_.n_classes; ++c) {
+            const uint8_t* row = b_.class_resv + std::size_t(c) * std::size_t(b_.n_resv);
+            group[c] = rows.emplace(std::vector<uint8_t>(row, row + b_.n_resv), int32_t(rows.size())).first->second;
+            may_use_[c] = std::find(row, row + b_.n_resv, uint8_t(1)) != row + b_.n_resv;
+        }
+    }
+    using Key = std::tuple<int8_t, int32_t, int32_t, int64_t, uint8_t, int64_t, int32_t>;
     std::map<Key, int32_t> ids;
     std::vector<int64_t> weight;
     std::vector<Shape> shapes;
@@ -831,7 +884,8 @@ void Placer::setup() {
         const Mode mode = kind == kWhole || b_.exclusive[p] ? kModeIdle : kind == kShared ? kModeShare : kModeXcd;
         const Shape s(mode, b_.count[p], b_.milli[p], b_.gpu_mem[p]);
         pod_shape_[p] = s;
-        const Key key{kind, b_.count[p], b_.milli[p], b_.gpu_mem[p], b_.exclusive[p], key_cpu_ ? b_.cpu[p] : 0};
+        const Key key{kind, b_.count[p], b_.milli[p], b_.gpu_mem[p], b_.exclusive[p], key_cpu_ ? b_.cpu[p] : 0,
+                      group[b_.cls[p]]};
         const auto ins = ids.emplace(key, static_cast<int32_t>(shapes.size()));
         if (ins.second) {
             weight.push_back(0);
@@ -1136,7 +1190,7 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
 }
 
 /// Pass 2, only for a pod that fits nowhere: every node's first failing reason, branch-free
-/// (reason 9 = none, never hit here). The GPU reason comes from the cache row, fresh on every node
+/// (reason kNumReasons = none, never hit here). The GPU reason comes from the cache row, fresh on every node
 /// that passed the node filters; four interleaved tallies keep consecutive nodes with the same
 /// reason from waiting on each other's increment.
 void Placer::count_reasons(int32_t p, const int8_t* gpu_reason, int32_t* out) const {
@@ -1291,6 +1345,8 @@ Result Placer::run() {
             node_undo_.clear();
             dev_undo_.clear();
         }
+        cur_cls_ = b_.cls[p];
+        prefer_ = holds_ && may_use_[cur_cls_];
         CacheRow cache;
         if (pod_shape_[p].mode != kModeNone) {
             // Row 0 is scratch for one-off shapes, made stale for each such pod.

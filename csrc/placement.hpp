@@ -17,6 +17,7 @@
 //   pod and has milli_free == 0.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -69,7 +70,9 @@ enum Reason : int32_t {
     kRGpuShare = 6,     ///< no (or too few) devices with enough free compute share.
     kRGpuMemory = 7,    ///< enough compute share (or idle devices), but not enough free GPU memory on them.
     kRXcd = 8,          ///< not enough free XCDs (or the device has no XCDs: generic GPU).
-    kNumReasons = 9,
+    kRReserved = 9,     ///< the kind's first device check passes only with devices (or XCDs) held by
+                        ///< reservations the pod may not use (Batch::dev_resv).
+    kNumReasons = 10,
 };
 
 /// Mutable cluster state. The kernel updates it in place as it commits placements.
@@ -137,7 +140,24 @@ struct Batch {
     /// Target workload of kFgd and kFragAware; empty = the batch's own request shapes (every
     /// distinct (cpu, GPU shape, class), weighted by its share of the batch's pods).
     std::vector<WorkloadShape> workload;
+    // Device reservations (optional, all three or none): a device held by reservation r, wholly
+    // (dev_resv_xcds 0) or only some of its XCDs, may be used only by pods whose class may use r.
+    // For everyone else a wholly held device does not exist; a device with held XCDs takes only
+    // XCD-isolated pods, on its other XCDs (a whole-GPU or time-sliced pod would use the held ones).
+    const int32_t* dev_resv = nullptr;       ///< [G] reservation holding the device, -1 = none
+    const uint32_t* dev_resv_xcds = nullptr; ///< [G] XCDs held (within dev_xcd_mask), 0 = all of it
+    int32_t n_resv = 0;
+    const uint8_t* class_resv = nullptr;     ///< [C, R] 1 = pods of class c may use reservation r
 };
+
+/// XCDs of device d (global index) held against pods of class `cls`: 0 = none, ~0u = the whole
+/// device. One rule for placement's device checks and the preemption kernel's fit check.
+inline uint32_t held_xcds(const Batch& b, int32_t cls, int64_t d) {
+    if (!b.dev_resv) return 0;
+    const int32_t r = b.dev_resv[d];
+    if (r < 0 || b.class_resv[std::size_t(cls) * std::size_t(b.n_resv) + std::size_t(r)]) return 0;
+    return b.dev_resv_xcds[d] ? b.dev_resv_xcds[d] : ~0u;
+}
 
 /// Outcome of a batch. Device assignments are flat, pod-major: pod p's devices are
 /// asg_dev[asg_start[p] .. asg_start[p+1]).

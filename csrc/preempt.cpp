@@ -3,7 +3,8 @@
 //
 // Fit. Whether a pod fits a node's tentative (freed) state is decided by `fits`, which mirrors
 // place_batch's filters for one node (node CPU, memory, pod slots, device count, then the
-// kind-specific device checks of csrc/placement.cpp / tests/naive.py `gpu_check_ref`). The one
+// kind-specific device checks of csrc/placement.cpp / tests/naive.py `gpu_check_ref`, device
+// reservations included: `held_xcds`). The one
 // commit per preemptor is done by place_batch itself on a one-node ClusterView of the freed node, so
 // the preemptor's devices are exactly those placement picks. Should place_batch ever refuse a node
 // that `fits` accepted (placement's checks changed and this mirror did not follow), the pod is left
@@ -88,11 +89,12 @@ bool fits_on(const Batch& b, int32_t p, const ClusterView& v, int64_t cpu, int64
     if (dv.nd < count) return false;
     int32_t ok = 0;
     if (kind == kWhole || b.exclusive[p]) {
-        for (int32_t i = 0; i < dv.nd && ok < count; ++i) ok += dv.state[i] == kIdle && dv.mem[i] >= b.gpu_mem[p];
+        for (int32_t i = 0; i < dv.nd && ok < count; ++i)
+            ok += dv.state[i] == kIdle && dv.mem[i] >= b.gpu_mem[p] && !held_xcds(b, b.cls[p], dv.d0 + i);
     } else if (kind == kShared) {
         const int64_t milli = b.milli[p], gmem = b.gpu_mem[p];
         for (int32_t i = 0; i < dv.nd && ok < count; ++i) {
-            if (dv.state[i] == kExclusive || dv.milli[i] < milli) continue;
+            if (dv.state[i] == kExclusive || dv.milli[i] < milli || held_xcds(b, b.cls[p], dv.d0 + i)) continue;
             const int64_t need = gmem > 0 ? gmem : ceil_div(milli * v.dev_mem_cap[dv.d0 + i], kFullMilli);
             ok += dv.mem[i] >= need;
         }
@@ -103,7 +105,7 @@ bool fits_on(const Batch& b, int32_t p, const ClusterView& v, int64_t cpu, int64
             const int nx = popcount(v.dev_xcd_mask[d]);
             if (nx == 0 || dv.state[i] == kExclusive) continue;
             const int64_t k = std::max<int64_t>(1, ceil_div(milli * nx, kFullMilli));
-            if (popcount(dv.xcd[i]) < k) continue;
+            if (popcount(dv.xcd[i] & ~held_xcds(b, b.cls[p], d)) < k) continue;
             if (dv.milli[i] < k * kFullMilli / nx) continue;
             const int64_t need = gmem > 0 ? gmem : v.dev_mem_cap[d] * k / nx;
             ok += dv.mem[i] >= need;
@@ -732,6 +734,12 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
     b1.n_classes = 1;
     b1.class_mask = &allowed;
     b1.extra_score = nullptr;
+    if (b_.dev_resv) {  // the node's slice of the device reservations, the pod's row of access
+        b1.dev_resv = b_.dev_resv + d0_;
+        b1.dev_resv_xcds = b_.dev_resv_xcds + d0_;
+        b1.n_resv = b_.n_resv;
+        b1.class_resv = b_.class_resv + std::size_t(b_.cls[p]) * std::size_t(b_.n_resv);
+    }
     const Result r = place_batch(one, b1, kBinpack);
     if (r.node[0] != 0) {
         ++out.fit_mismatch;

@@ -43,8 +43,9 @@ REASON_GPU_BUSY: int  # 5
 REASON_GPU_SHARE: int  # 6
 REASON_GPU_MEMORY: int  # 7
 REASON_XCD: int  # 8
-NUM_REASONS: int  # 9
-REASON_NAMES: tuple[str, str, str, str, str, str, str, str, str]  # "node_filter", "cpu", ..., "xcd"
+REASON_RESERVED: int  # 9
+NUM_REASONS: int  # 10
+REASON_NAMES: tuple[str, str, str, str, str, str, str, str, str, str]  # "node_filter", "cpu", ..., "xcd", "reserved"
 
 class _PlacementClusterRequired(TypedDict):
     node_cpu_free: npt.NDArray[np.int64]  # [N] milli-cores, updated in place

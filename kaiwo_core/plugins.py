@@ -8,6 +8,8 @@ the whole batch, never a Python call per pod per node:
 ``filter(ctx)``  -> bool/uint8 array [C, N]: may pods of constraint class c go to node n?
 ``score(ctx)``   -> float64 array [C, N] (or [N]): added to the strategy's node score.
 ``order_key(ctx)`` -> array [P]: extra sort key for the batch (lower first).
+``kernel_args(ctx)`` -> dict: extra batch keys for the placement kernel (a strategy's seed or
+target workload, the reservations' held devices), built after the class mask.
 
 Exactly one *strategy* plugin (``binpack``, ``spread``, ``frag``) picks the compiled scoring
 function. The built-in resource filters (CPU, memory, pods, GPU share/memory/XCDs) and the strategy
@@ -94,6 +96,10 @@ class Plugin:
 
     def order_key(self, ctx: CycleContext):
         return None
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        """Extra batch keys for ``_core.place_batch`` (called after the class mask is built)."""
+        return {}
 
     def on_cycle_end(self, ctx: CycleContext, result) -> None:
         pass
@@ -210,6 +216,18 @@ class Pipeline:
             s = _check(p, "score", s, ctx.shape)
             total = s.copy() if total is None else total + s
         return None if total is None else np.ascontiguousarray(total)
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        """Every plugin's extra kernel inputs; two plugins giving the same key is an error."""
+        out: dict = {}
+        for p in self.plugins:
+            args = p.kernel_args(ctx)
+            both = set(args) & set(out)
+            if both:
+                raise PluginError(f"plugin {p.name!r}: kernel_args key {sorted(both)[0]!r} is also "
+                                  "given by another plugin")
+            out.update(args)
+        return out
 
     def order_keys(self, ctx: CycleContext) -> list[np.ndarray]:
         keys = []

@@ -323,10 +323,20 @@ def dumps(draw, duplicate_nodes: bool = True) -> list[dict]:
             spec["queue"] = draw(st.sampled_from(leaf))
         else:
             spec["job"] = draw(st.sampled_from(["ml/j0", "default/g0", "ml/g0", "default/p0"]))
-        if draw(st.integers(0, 3)) == 0:
+        what = draw(st.integers(0, 5))
+        node_name = nodes[r % len(nodes)]["metadata"]["name"]
+        if what == 0:
             spec["gpus"] = draw(st.sampled_from([1, 8]))
+        elif what == 1:  # GPUs or XCDs of a node
+            spec["node"] = node_name
+            spec[draw(st.sampled_from(["gpus", "xcds"]))] = draw(st.sampled_from([1, 2, 4]))
+        elif what == 2:  # a named GPU, all of it or some XCDs
+            dev = {"node": node_name, "gpu": draw(st.integers(0, 1))}
+            if draw(st.booleans()):
+                dev["xcds"] = draw(st.sampled_from([[0], [0, 1], [2, 3, 4, 5]]))
+            spec["devices"] = [dev]
         else:
-            spec["nodes"] = [nodes[r % len(nodes)]["metadata"]["name"]]
+            spec["nodes"] = [node_name]
         if draw(st.booleans()):
             spec["start"] = stamp(NOW + draw(st.sampled_from([0, 300, 7200])))
         end = draw(st.sampled_from(["until", "ttl", "expired", "none"]))

@@ -468,18 +468,30 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
             bad("gang", f"gang {g}: pods evicted for {evicting} but only {have} running + {len(new)} "
                         f"bound + {waiting} nominated of minimum {need}")
 
-    # -- reservations: held nodes only for their owners and for backfill that ends in time
+    # -- reservations: held nodes, GPUs and XCDs only for their owners and for backfill that ends
+    # in time; on a GPU with held XCDs anyone else only as an XCD pod on the other XCDs
     for r in doc.get("reservations", []):
         needed = epoch(r["neededAt"]) if r.get("neededAt") else 0.0
-        for k, (node_name, _) in new_by_key.items():
-            if node_name not in r["nodes"]:
+        held = {(d["node"], d["gpu"], d["partition"]): set(d["xcds"]) for d in r.get("devices", [])}
+        for k, (node_name, devs) in new_by_key.items():
+            on_held = [d for d in devs if (node_name, d["gpu"], d["partition"]) in held]
+            if node_name not in r["nodes"] and not on_held:
                 continue
             p = everyone[k]
             owner = (r.get("queue") and r["queue"] == p.queue) or (r.get("job") and r["job"] == p.unit)
             backfill = p.runtime is not None and now + p.runtime <= needed
-            if not owner and not backfill:
+            if owner or backfill:
+                continue
+            if node_name in r["nodes"]:
                 bad("reservation", f"{k} (queue {p.queue}, unit {p.unit}, runtime {p.runtime}) bound "
                                    f"onto {node_name}, held by {r['name']}")
+            for d in on_held:
+                xcds = held[(node_name, d["gpu"], d["partition"])]
+                whole = not xcds or xcds == set(nodes[node_name].devices[(d["gpu"], d["partition"])].xcds)
+                if whole or p.kind != "xcd" or p.exclusive or xcds & set(d["xcds"]):
+                    bad("reservation", f"{k} (queue {p.queue}, unit {p.unit}, runtime {p.runtime}) bound "
+                                       f"onto GPU {d['gpu']} partition {d['partition']} of {node_name}, "
+                                       f"XCDs {sorted(xcds)} held by {r['name']}")
     _check_declared_reservations(objs, doc, nodes, now, bad)
 
     # -- queue limits
@@ -495,18 +507,25 @@ def _same_devices(a: list, b: list) -> bool:
 
 
 def _check_declared_reservations(objs, doc, nodes, now, bad) -> None:
-    """A valid, unexpired KaiwoReservation naming its nodes is in force with those nodes, when no
-    other declared reservation could take them first (which one wins a clash is Kaiwo's choice)."""
+    """A valid, unexpired KaiwoReservation naming its nodes (or GPUs) is in force with those nodes
+    (GPUs), when no other declared reservation could take them first (which one wins a clash is
+    Kaiwo's choice)."""
     decl = [o for o in objs if o.get("kind") == "KaiwoReservation"]
     accepted = {q["name"] for q in doc["queues"]}
     in_force = {r["name"]: r for r in doc.get("reservations", [])}
     invalid = {e.get("node") for e in doc.get("invalidNodes", [])}  # no node to hold
     held = Counter(n for o in decl for n in (o.get("spec") or {}).get("nodes") or [])
-    if any((o.get("spec") or {}).get("gpus") is not None for o in decl):
-        return
+    if any((o.get("spec") or {}).get(k) is not None for o in decl for k in ("gpus", "xcds")):
+        return  # amounts: which capacity, and so which clash, is Kaiwo's choice
+    named = Counter((d.get("node"), d.get("gpu")) for o in decl
+                    for d in (o.get("spec") or {}).get("devices") or [] if isinstance(d, dict))
+    dev_nodes = {n for n, _ in named}
     for o in decl:
         spec, name = o.get("spec") or {}, (o.get("metadata") or {}).get("name")
+        if spec.get("node") is not None or (spec.get("nodes") is not None and spec.get("devices") is not None):
+            continue  # refused: one form of what to hold, spec.node only with an amount
         ns = spec.get("nodes") or []
+        want = _named_devices(spec.get("devices"), nodes, invalid, held, named)
         if spec.get("ttl") is not None:
             until = epoch((o.get("metadata") or {})["creationTimestamp"]) + duration(spec["ttl"])
         else:
@@ -515,12 +534,43 @@ def _check_declared_reservations(objs, doc, nodes, now, bad) -> None:
             continue  # ends before it starts: refused
         owner_ok = bool(spec.get("queue")) != bool(spec.get("job")) and \
             (spec.get("queue") in accepted if spec.get("queue") else "/" in spec["job"])
-        if not (owner_ok and ns and until > now and
-                all(nodes.get(n) and n not in invalid and held[n] == 1 for n in ns)):
+        on_nodes = bool(ns) and all(nodes.get(n) and n not in invalid and held[n] == 1 and n not in dev_nodes
+                                    for n in ns)
+        if not (owner_ok and until > now and (want is not None or on_nodes)):
             continue
         r = in_force.get(name)
-        if r is None or sorted(r["nodes"]) != sorted(ns):
+        if want is not None:
+            got = None if r is None else {(d["node"], d["gpu"], d["partition"]) for d in r["devices"]}
+            if got != want:
+                bad("reservation", f"reservation {name} of GPUs {sorted(want)} is not in force: {r}")
+        elif r is None or sorted(r["nodes"]) != sorted(ns):
             bad("reservation", f"reservation {name} on {ns} is not in force: {r}")
+
+
+def _named_devices(entries, nodes, invalid, held, named):
+    """(node, gpu, partition) that a well-formed spec.devices names, if each exists and no other
+    reservation names it or its node; else None (nothing to check)."""
+    if not isinstance(entries, list) or not entries:
+        return None
+    out = set()
+    for e in entries:
+        if not isinstance(e, dict) or set(e) - {"node", "gpu", "partition", "xcds"}:
+            return None
+        node, gpu, part, xcds = e.get("node"), e.get("gpu"), e.get("partition"), e.get("xcds")
+        n = nodes.get(node)
+        if n is None or node in invalid or held[node] or named[(node, gpu)] != 1 or \
+                type(gpu) is not int or (part is not None and type(part) is not int):
+            return None
+        if xcds is not None and (not isinstance(xcds, list) or not xcds or len(set(xcds)) != len(xcds)
+                                 or any(type(x) is not int for x in xcds)):
+            return None
+        parts = [(g, p) for (g, p), dev in n.devices.items() if g == gpu and part in (None, p)
+                 and (xcds is None or dev.xcds & set(xcds))]
+        have = set().union(*(n.devices[k].xcds for k in parts)) if parts else set()
+        if not parts or (xcds is not None and not set(xcds) <= have):
+            return None
+        out.update((node, g, p) for g, p in parts)
+    return out
 
 
 def _check_limits(objs, doc, everyone, nodes, holders, preempted, max_dev_mem, bad) -> None:

@@ -177,8 +177,8 @@ MAX_WORKLOAD = 1024
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 _M64 = (1 << 64) - 1
 (R_NODE_FILTER, R_CPU, R_MEMORY, R_PODS, R_GPU_COUNT, R_GPU_BUSY, R_GPU_SHARE, R_GPU_MEMORY,
- R_XCD) = range(9)
-NUM_REASONS = 9
+ R_XCD, R_RESERVED) = range(10)
+NUM_REASONS = 10
 
 _CLUSTER_MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free",
                     "dev_mem_free", "dev_xcd_free", "dev_state")
@@ -233,52 +233,99 @@ def best_xcd_subset_ref(free, k, xcds_per_domain):
     return None if best is None else best[1]
 
 
+_ALL_XCDS = 0xFFFFFFFF
+
+
+class Access:
+    """What device reservations (batch keys dev_resv, dev_resv_xcds, class_resv) mean for one pod.
+
+    held(d): the XCDs of device d held against the pod by a reservation its class may not use -- 0
+    if none, every bit if the whole device is held. A wholly held device is, for the pod, as if
+    taken; held XCDs as if taken by an XCD pod, so the device can still host an XCD pod on its other
+    XCDs and nothing else. mine(d): d is held by a reservation the pod may use -- such devices are
+    taken first, and on them an XCD pod takes the held XCDs (own(d)) when they are enough."""
+
+    def __init__(self, b=None, p=None):
+        self.on = b is not None and b.get("dev_resv") is not None
+        if self.on:
+            self.resv, self.xcds = b["dev_resv"], b["dev_resv_xcds"]
+            self.access = b["class_resv"][b["cls"][p]]
+
+    def held(self, d):
+        if not self.on or self.resv[d] < 0 or self.access[self.resv[d]]:
+            return 0
+        return self.xcds[d] if self.xcds[d] else _ALL_XCDS
+
+    def mine(self, d):
+        return self.on and self.resv[d] >= 0 and self.access[self.resv[d]] == 1
+
+    def own(self, d):
+        """XCDs of d held for the pod (every bit for a whole device, or when d is not its)."""
+        return self.xcds[d] if self.mine(d) and self.xcds[d] else _ALL_XCDS
+
+
+_NO_ACCESS = Access()
+
+
 def _exclusive_mode(shape):
     kind, _, _, _, exclusive = shape
     return kind == P_KIND_WHOLE or (kind in (P_KIND_SHARED, P_KIND_XCD) and exclusive == 1)
 
 
-def gpu_check_ref(c, n, shape):
-    """Device-level checks of `shape` on node n: (reason or None, chosen devices)."""
+def gpu_check_ref(c, n, shape, acc=_NO_ACCESS):
+    """Device-level checks of `shape` on node n for a pod with reservation access ``acc``:
+    (reason or None, chosen devices)."""
     kind, count, milli, gpu_mem, exclusive = shape
     devs = list(_devs(c, n))
     if len(devs) < count:
         return R_GPU_COUNT, []
     st, mf, memf, xf = c["dev_state"], c["dev_milli_free"], c["dev_mem_free"], c["dev_xcd_free"]
+    held = acc.held
     if _exclusive_mode(shape):
         idle = [d for d in devs if st[d] == P_IDLE]
         if len(idle) < count:
             return R_GPU_BUSY, []
+        idle = [d for d in idle if not held(d)]
+        if len(idle) < count:  # there would be enough without the reservations' devices
+            return R_RESERVED, []
         fit = [d for d in idle if memf[d] >= gpu_mem]  # a non-sharing pod still gets its memory
         if len(fit) < count:
             return R_GPU_MEMORY, []
+        fit.sort(key=lambda d: (not acc.mine(d), d))
         return None, fit[:count]
     if kind == P_KIND_SHARED:
         share = [d for d in devs if st[d] != P_EXCLUSIVE and mf[d] >= milli]
         if len(share) < count:
             return R_GPU_SHARE, []
+        share = [d for d in share if not held(d)]
+        if len(share) < count:
+            return R_RESERVED, []
         fit = [d for d in share if memf[d] >= _share_mem(c, d, milli, gpu_mem)]
         if len(fit) < count:
             return R_GPU_MEMORY, []
-        fit.sort(key=lambda d: (0 if st[d] == P_SHARED else 1, mf[d], d))
+        fit.sort(key=lambda d: (not acc.mine(d), 0 if st[d] == P_SHARED else 1, mf[d], d))
         return None, fit[:count]
     # XCD-isolated
     xcd = [d for d in devs if _popcount(c["dev_xcd_mask"][d]) > 0 and st[d] != P_EXCLUSIVE
            and _popcount(xf[d]) >= _xcd_need(c, d, milli, gpu_mem)[1]]
     if len(xcd) < count:
         return R_XCD, []
+    xcd = [d for d in xcd if _popcount(xf[d] & ~held(d)) >= _xcd_need(c, d, milli, gpu_mem)[1]]
+    if len(xcd) < count:
+        return R_RESERVED, []
     share = [d for d in xcd if mf[d] >= _xcd_need(c, d, milli, gpu_mem)[2]]
     if len(share) < count:
         return R_GPU_SHARE, []
     fit = [d for d in share if memf[d] >= _xcd_need(c, d, milli, gpu_mem)[3]]
     if len(fit) < count:
         return R_GPU_MEMORY, []
-    fit.sort(key=lambda d: (0 if st[d] == P_SHARED else 1, _popcount(xf[d]), d))
+    fit.sort(key=lambda d: (not acc.mine(d), 0 if st[d] == P_SHARED else 1, _popcount(xf[d] & ~held(d)), d))
     return None, fit[:count]
 
 
-def _charge(c, d, shape):
-    """Charge one device-unit of `shape` on device d; returns (milli, mem, xcds) of the assignment."""
+def _charge(c, d, shape, acc=_NO_ACCESS):
+    """Charge one device-unit of `shape` on device d for a pod with reservation access ``acc``;
+    returns (milli, mem, xcds) of the assignment."""
     kind, _, milli, gpu_mem, _ = shape
     if _exclusive_mode(shape):
         out = (c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_mask"][d])
@@ -294,7 +341,9 @@ def _charge(c, d, shape):
         c["dev_state"][d] = P_SHARED
         return (milli, mem, c["dev_xcd_free"][d])
     _, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)
-    s = best_xcd_subset_ref(c["dev_xcd_free"][d], k, c["dev_xcds_per_domain"][d])
+    usable = c["dev_xcd_free"][d] & ~acc.held(d)
+    own = usable & acc.own(d)
+    s = best_xcd_subset_ref(own if _popcount(own) >= k else usable, k, c["dev_xcds_per_domain"][d])
     c["dev_xcd_free"][d] &= ~s
     c["dev_milli_free"][d] -= charge
     c["dev_mem_free"][d] -= mem
@@ -335,7 +384,7 @@ def _node_reason(c, b, p, n):
     r = _base_reason(c, b, p, n)
     if r is not None or b["kind"][p] == P_KIND_NO_GPU:
         return r, []
-    return gpu_check_ref(c, n, pod_shape_ref(b, p))
+    return gpu_check_ref(c, n, pod_shape_ref(b, p), Access(b, p))
 
 
 def splitmix64_at_ref(seed, k):
@@ -441,20 +490,21 @@ def _picks_device(shape):
     return count == 1 and kind in (P_KIND_SHARED, P_KIND_XCD) and not excl
 
 
-def _candidates(c, n, shape):
+def _candidates(c, n, shape, acc=_NO_ACCESS):
     """Devices of node n that pass every check for a one-device sharing shape, in index order."""
     kind, count, milli, gpu_mem, _ = shape
     st, mf, memf, xf = c["dev_state"], c["dev_milli_free"], c["dev_mem_free"], c["dev_xcd_free"]
+    held = acc.held
     out = []
     for d in _devs(c, n):
         if st[d] == P_EXCLUSIVE:
             continue
         if kind == P_KIND_SHARED:
-            if mf[d] >= milli and memf[d] >= _share_mem(c, d, milli, gpu_mem):
+            if not held(d) and mf[d] >= milli and memf[d] >= _share_mem(c, d, milli, gpu_mem):
                 out.append(d)
         else:
             nx, k, charge, mem = _xcd_need(c, d, milli, gpu_mem)
-            if nx > 0 and _popcount(xf[d]) >= k and mf[d] >= charge and memf[d] >= mem:
+            if nx > 0 and _popcount(xf[d] & ~held(d)) >= k and mf[d] >= charge and memf[d] >= mem:
                 out.append(d)
     return out
 
@@ -463,12 +513,12 @@ def _total_free(c, n):
     return sum(c["dev_milli_free"][d] for d in _devs(c, n))
 
 
-def _tentative(c, n, devices, shape, fn):
+def _tentative(c, n, devices, shape, fn, acc=_NO_ACCESS):
     """fn() evaluated with `shape` charged on `devices`, then the devices restored."""
     saved = [(d, c["dev_milli_free"][d], c["dev_mem_free"][d], c["dev_xcd_free"][d], c["dev_state"][d])
              for d in _devs(c, n)]
     for d in devices:
-        _charge(c, d, shape)
+        _charge(c, d, shape, acc)
     try:
         return fn()
     finally:
@@ -566,21 +616,22 @@ def imbalance_increase_ref(c, b, p, n, gdelta, ratio):
 def _frag_pick(c, b, p, n, strategy, wl, ratio):
     """(score, device or None) of GPU pod p on feasible node n for kFgd / Kaiwo's policy."""
     shape = pod_shape_ref(b, p)
+    acc = Access(b, p)
     cpu_left = c["node_cpu_free"][n] - b["cpu"][p]
     before = frag_F_ref(c, b, n, c["node_cpu_free"][n], wl)
     tf = _total_free(c, n)
 
     def score_with(devices):
         after, gdelta = _tentative(c, n, devices, shape,
-                                   lambda: (frag_F_ref(c, b, n, cpu_left, wl), tf - _total_free(c, n)))
+                                   lambda: (frag_F_ref(c, b, n, cpu_left, wl), tf - _total_free(c, n)), acc)
         if strategy == P_FGD:
             return float(sigmoid_score_ref(before, after))
         return kaiwo_score_ref(c, b, p, n, before, after, gdelta, ratio)
 
     if not _picks_device(shape):
-        return score_with(gpu_check_ref(c, n, shape)[1]), None
+        return score_with(gpu_check_ref(c, n, shape, acc)[1]), None
     best, best_d = None, None
-    for d in _candidates(c, n, shape):
+    for d in _candidates(c, n, shape, acc):
         sc = score_with([d])
         if best is None or sc > best:
             best, best_d = sc, d
@@ -591,7 +642,7 @@ def _policy_score(c, b, p, n, strategy, wl, kinds):
     """(score, device pick) of pod p on feasible node n under an FGD-paper policy or Kaiwo's."""
     cpu = b["cpu"][p]
     gpu = b["kind"][p] != P_KIND_NO_GPU
-    chosen = gpu_check_ref(c, n, pod_shape_ref(b, p))[1] if gpu else []
+    chosen = gpu_check_ref(c, n, pod_shape_ref(b, p), Access(b, p))[1] if gpu else []
     gdelta = 0
     if gpu:
         before = _total_free(c, n)
@@ -729,12 +780,13 @@ def place_batch_ref(cluster, batch, strategy):
                     if strategy in (P_FGD, P_FRAG):
                         best_chosen = [best_pick]
                     elif strategy == P_RANDOM:
-                        cands = _candidates(c, best, shape)
+                        cands = _candidates(c, best, shape, Access(b, p))
                         best_chosen = [cands[_draw_below(splitmix64_at_ref(seed, 2 * p + 2), len(cands))]]
                 if strategy == P_GPU_CLUSTERING:
                     kinds[best] |= kind_bit_ref(shape)
+                acc = Access(b, p)
                 for d in best_chosen:
-                    m, mem, x = _charge(c, d, shape)
+                    m, mem, x = _charge(c, d, shape, acc)
                     asg_dev.append(d)
                     asg_milli.append(m)
                     asg_mem.append(mem)

@@ -171,15 +171,20 @@ class _Plan:
                 one["dev_state"][i] = SHARED
         return one
 
-    def one_pod(self, p):
+    def one_pod(self, p, n):
+        """Pod p as a one-pod batch for node n: its class's access to the node's device reservations."""
         b = self.pend
         out = {k: [b[k][p]] for k in BATCH_KEYS}
         out["cls"], out["class_mask"] = [0], [[1]]
+        if b.get("dev_resv") is not None:
+            d0, d1 = self.c["node_dev_start"][n], self.c["node_dev_start"][n + 1]
+            out["dev_resv"], out["dev_resv_xcds"] = b["dev_resv"][d0:d1], b["dev_resv_xcds"][d0:d1]
+            out["class_resv"] = [b["class_resv"][b["cls"][p]]]
         return out
 
     def fits(self, p, n, victims):
         """Placement's node check (reason None) of pod p alone on node n's freed state."""
-        return _node_reason(self.freed(n, victims), self.one_pod(p), 0, 0)[0] is None
+        return _node_reason(self.freed(n, victims), self.one_pod(p, n), 0, 0)[0] is None
 
     def place_one(self, p, n, victims):
         """place_batch_ref of pod p alone on node n's freed state: (placed, result, one-node cluster)."""
@@ -187,9 +192,10 @@ class _Plan:
                   "dev_xcds_per_domain": np.int32, "node_cpu_cap": np.int64, "node_mem_cap": np.int64,
                   "node_dev_start": np.int64, **STATE_DTYPES}
         one = {k: np.array(v, dtype=dtypes[k]) for k, v in self.freed(n, victims).items()}
-        batch = {k: np.array(v, dtype=dt) for (k, v), dt in
-                 zip(self.one_pod(p).items(), (np.int64, np.int64, np.int8, np.int32, np.int32, np.int64,
-                                               np.uint8, np.int32, np.uint8))}
+        dtypes = dict(zip((*BATCH_KEYS, "cls", "class_mask", "dev_resv", "dev_resv_xcds", "class_resv"),
+                          (np.int64, np.int64, np.int8, np.int32, np.int32, np.int64, np.uint8, np.int32,
+                           np.uint8, np.int32, np.uint32, np.uint8)))
+        batch = {k: np.array(v, dtype=dtypes[k]) for k, v in self.one_pod(p, n).items()}
         out = place_batch_ref(one, batch, 0)
         return out["node"][0] == 0, out, one
 
@@ -206,7 +212,7 @@ class _Plan:
 
     def judged(self, p, n):
         """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node)."""
-        return lacking(self.freed(n, []), self.one_pod(p))
+        return lacking(self.freed(n, []), self.one_pod(p, n))
 
     def set_ok(self, p, victims):
         """The queue rules for every reclaim victim, with `victims` (the whole set) gone, judged on

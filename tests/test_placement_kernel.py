@@ -220,11 +220,28 @@ def policy_inputs(draw, cluster, batch, strategy):
 
 
 @st.composite
+def device_reservations(draw, cluster, batch):
+    """Optional device holds: each device held by one of R reservations or none, wholly or some of
+    its XCDs; each class may use a random subset of the reservations."""
+    if not draw(st.booleans()):
+        return
+    G, C = len(cluster["dev_gpu"]), batch["class_mask"].shape[0]
+    R = draw(st.integers(1, 3))
+    resv = np.array(draw(st.lists(st.integers(-1, R - 1), min_size=G, max_size=G)), np.int32)
+    part = np.array(draw(st.lists(st.integers(0, 255), min_size=G, max_size=G)), np.uint32)
+    batch["dev_resv"] = resv
+    batch["dev_resv_xcds"] = np.where(resv >= 0, part & cluster["dev_xcd_mask"], 0).astype(np.uint32)
+    batch["class_resv"] = np.array(draw(st.lists(st.integers(0, 1), min_size=C * R, max_size=C * R)),
+                                   np.uint8).reshape(C, R)
+
+
+@st.composite
 def problems(draw, max_nodes=8, max_pods=25):
     c = draw(clusters(max_nodes))
     b = draw(batches(len(c["node_cpu_free"]), max_pods))
     strategy = draw(st.sampled_from(STRATEGIES))
     draw(policy_inputs(c, b, strategy))
+    draw(device_reservations(c, b))
     return c, b, strategy
 
 
@@ -258,6 +275,18 @@ def check_invariants(cluster, batch, out, after):
             assert ((devs >= lo) & (devs < hi)).all()
         rolled_back = n < 0 and out["gang_failed"][p] and out["reason_counts"][p].sum() == 0
         assert out["reason_counts"][p].sum() == (len(after["node_cpu_free"]) if n < 0 and not rolled_back else 0)
+    # Nothing placed on a device (or XCDs) held by a reservation the pod's class may not use: a
+    # wholly held device not at all, held XCDs only by XCD pods, on their other XCDs.
+    if "dev_resv" in batch:
+        for p in np.flatnonzero(out["node"] >= 0):
+            for k in range(out["asg_start"][p], out["asg_start"][p + 1]):
+                d = out["asg_dev"][k]
+                r = batch["dev_resv"][d]
+                if r < 0 or batch["class_resv"][batch["cls"][p]][r]:
+                    continue
+                held = int(batch["dev_resv_xcds"][d])
+                assert held and batch["kind"][p] == _core.KIND_XCD and not batch["exclusive"][p], (p, d)
+                assert int(out["asg_xcds"][k]) & held == 0, (p, d)
     # A gang short of its minimum holds nothing; one that reached it keeps its placed members.
     if "gang" in batch:
         for g in set(batch["gang"].tolist()) - {-1}:
@@ -416,7 +445,7 @@ def test_reasons_follow_filter_order():
     pod = {"cpu": 2000, "mem": 100, "kind": K.KIND_SHARED, "count": 1, "milli": 500}
     out = _core.place_batch(cluster, make_batch([pod], len(nodes), mask), K.STRATEGY_BINPACK)
     assert out["node"][0] == -1
-    assert out["reason_counts"][0].tolist() == [1, 1, 1, 1, 1, 0, 1, 1, 0]
+    assert out["reason_counts"][0].tolist() == [1, 1, 1, 1, 1, 0, 1, 1, 0, 0]
     assert out["best_share"][0] == 900  # the exclusive device does not count
     assert feasible_nodes_ref(cluster, make_batch([pod], len(nodes), mask), 0) == [
         K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
@@ -569,9 +598,9 @@ def test_module_constants():
     assert (K.STRATEGY_RANDOM, K.STRATEGY_BEST_FIT, K.STRATEGY_DOT_PRODUCT, K.STRATEGY_GPU_PACKING,
             K.STRATEGY_GPU_CLUSTERING, K.STRATEGY_FGD, K.NUM_STRATEGIES) == (3, 4, 5, 6, 7, 8, 9)
     assert (K.MAX_SPEC_CPU, K.MAX_SPEC_GPU) == (128000, 8000)
-    assert K.NUM_REASONS == len(K.REASON_NAMES) == 9
+    assert K.NUM_REASONS == len(K.REASON_NAMES) == 10
     assert (K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,
-            K.REASON_GPU_BUSY, K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY, K.REASON_XCD) == tuple(range(9))
+            K.REASON_GPU_BUSY, K.REASON_GPU_SHARE, K.REASON_GPU_MEMORY, K.REASON_XCD, K.REASON_RESERVED) == tuple(range(10))
 
 
 def test_gang_that_does_not_fit_holds_nothing():

@@ -65,9 +65,13 @@ def render_table(doc: dict) -> str:
                             f"{q['allocated']['gpu']:g}", q["pendingPods"]] for q in doc["queues"]],
                           ["QUEUE", "PARENT", "PRIO", "DESERVED GPU", "FAIR GPU", "ALLOCATED GPU", "PENDING"]))
     if doc.get("reservations"):
-        out.append(_table([[r["name"], r["queue"] or r["job"], ",".join(r["nodes"]), r["until"] or "-",
-                            r["reason"]] for r in doc["reservations"]],
-                          ["RESERVATION", "FOR", "NODES", "UNTIL", "WHY"]))
+        # Whole nodes by name, held GPUs as node/gpu<index>.<partition>:<XCDs> (JSON has the rest).
+        out.append(_table([[r["name"], r["queue"] or r["job"],
+                            ",".join(r["nodes"] + [f"{d['node']}/gpu{d['gpu']}.{d['partition']}"
+                                                   + (":" + "".join(map(str, d["xcds"])) if d["xcds"] else "")
+                                                   for d in r.get("devices", [])]),
+                            r["until"] or "-", r["reason"]] for r in doc["reservations"]],
+                          ["RESERVATION", "FOR", "HOLDS", "UNTIL", "WHY"]))
     for key, kind in (("invalidQueues", "kaiwoqueue"), ("invalidJobs", "kaiwojob"),
                       ("invalidReservations", "kaiworeservation")):
         if doc.get(key):

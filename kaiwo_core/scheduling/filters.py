@@ -154,10 +154,6 @@ class _Strategy(Plugin):
         if cls.name:  # abstract bases have no name
             cls.strategy = STRATEGIES[cls.name]
 
-    def kernel_args(self, ctx: CycleContext) -> dict:
-        """Extra batch keys for ``_core.place_batch`` (called after the class mask is built)."""
-        return {}
-
 
 def random_seed_at(seed: int, row: int) -> int:
     """The seed that makes a batch starting at ``row`` of a longer one draw what that longer batch

@@ -29,9 +29,10 @@ REASON_TEXT = (
     "insufficient GPU share",
     "insufficient GPU memory",
     "not enough free XCDs",
+    "GPUs held by a reservation",
 )
 REASON_KEYS = ("NodeFilter", "Cpu", "Memory", "Pods", "GpuCount", "GpuBusy", "GpuShare",
-               "GpuMemory", "Xcd")
+               "GpuMemory", "Xcd", "Reserved")
 
 
 def default_pipeline(strategy: str = "binpack") -> Pipeline:
@@ -163,7 +164,7 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     extra = pipeline.extra_score(ctx)
     if extra is not None:
         kb["extra_score"] = extra
-    kb.update(pipeline.strategy.kernel_args(ctx))  # e.g. random's seed, fgd's target workload
+    kb.update(pipeline.kernel_args(ctx))  # e.g. random's seed, fgd's target workload, held devices
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
     result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, **out)
     for p in pipeline.plugins:

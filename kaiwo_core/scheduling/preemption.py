@@ -57,6 +57,7 @@ from .accounting import assigned_gpu, held_vectors, request_vectors
 from ..model.cluster import EXCLUSIVE, SHARED, ClusterState, kernel_view
 from .fairness import subtree_sums
 from .placement import default_pipeline
+from .reservations import device_holds
 from ..plugins import CycleContext
 from .podtable import PodTable, csr_rows
 from .queues import RESOURCES, human
@@ -444,6 +445,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         class_mask = pipeline.class_mask(CycleContext(cluster, state, batch))
     pending = {k: np.ascontiguousarray(getattr(batch, k)[rows]) for k in _BATCH_KEYS}
     pending["class_mask"] = np.ascontiguousarray(class_mask, dtype=np.uint8)
+    # Devices held by reservations: the fit check follows placement's (held devices, per class).
+    pending.update(device_holds(cluster, batch.constraints, decisions.reservations))
     pending["queue"] = np.asarray(decisions.pending_rows, np.int32)[rows]
     pending["priority"] = np.ascontiguousarray(batch.priority[rows], dtype=np.int64)
     pending["req"] = checked(pend_req[rows])

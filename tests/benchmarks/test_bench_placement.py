@@ -52,3 +52,25 @@ def test_place_reference(benchmark, case, scale, strategy):
         np.testing.assert_array_equal(out[k], ref[k], err_msg=k)
     for k in MUTABLE:
         np.testing.assert_array_equal(kernel_cluster[k], ref_cluster[k], err_msg=k)
+
+
+def test_place_kernel_device_holds(benchmark, case, scale, strategy):
+    """The kernel with device reservations: 2 GPUs held on every 10th node by a reservation no
+    class may use (compare with test_place_kernel: the cost of the per-device checks)."""
+    benchmark.group = f"place {scale} {strategy}"
+    benchmark.extra_info.update(scale=scale, strategy=strategy, impl="kernel, device holds")
+    G = int(case.cluster.node_dev_start[-1])
+    resv = np.full(G, -1, np.int32)
+    for n in range(0, case.cluster.n_nodes, 10):
+        resv[case.cluster.node_dev_start[n]:case.cluster.node_dev_start[n] + 2] = 0
+    batch = dict(case.batch, dev_resv=resv, dev_resv_xcds=np.zeros(G, np.uint32),
+                 class_resv=np.zeros((case.batch["class_mask"].shape[0], 1), np.uint8))
+    make = case.setup(strategy)
+
+    def setup():
+        (cluster, _, code), _ = make()
+        return (cluster, batch, code), {}
+    out = benchmark.pedantic(_core.place_batch, setup=setup, rounds=KERNEL_ROUNDS[scale], warmup_rounds=1,
+                             iterations=1)
+    held = np.flatnonzero(resv >= 0)
+    assert not np.isin(out["asg_dev"], held).any()  # nobody may use the held GPUs

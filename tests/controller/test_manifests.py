@@ -250,8 +250,8 @@ def test_reservation_crd_is_structural_with_printer_columns():
         if not c["jsonPath"].startswith(".metadata"):
             assert c["jsonPath"].split(".")[-1] in schema["properties"]["spec"]["properties"], c
     rules = " ".join(r["rule"] for r in schema["properties"]["spec"]["x-kubernetes-validations"])
-    for both in ("has(self.queue) != has(self.job)", "has(self.nodes) != has(self.gpus)",
-                 "has(self.until) && has(self.ttl)"):
+    for both in ("has(self.queue) != has(self.job)", "(has(self.devices) ? 1 : 0) == 1",
+                 "has(self.until) && has(self.ttl)", "!has(self.xcds) || has(self.node)"):
         assert both in rules
 
 
@@ -275,6 +275,18 @@ RESERVATIONS = [
     (_reservation(queue="research", gpus=1, ttl="four hours"), False),
     (_reservation(queue="research", gpus=2**31), False),
     (_reservation(queue="research", gpus=1, ttl=4_000_000_000), False),
+    (_reservation(queue="research", node="a", gpus=2), True),
+    (_reservation(queue="research", node="a", xcds=4), True),
+    (_reservation(queue="research", devices=[{"node": "a", "gpu": 3}, {"node": "a", "gpu": 4, "partition": 1},
+                                             {"node": "a", "gpu": 5, "xcds": [0, 1]}]), True),
+    (_reservation(queue="research", node="a", xcds=0), False),
+    (_reservation(queue="research", node="", gpus=1), False),
+    (_reservation(queue="research", devices=[]), False),
+    (_reservation(queue="research", devices=[{"node": "a"}]), False),
+    (_reservation(queue="research", devices=[{"node": "a", "gpu": -1}]), False),
+    (_reservation(queue="research", devices=[{"node": "a", "gpu": 0, "partition": 8}]), False),
+    (_reservation(queue="research", devices=[{"node": "a", "gpu": 0, "xcds": [8]}]), False),
+    (_reservation(queue="research", devices=[{"node": "a", "gpu": 0, "xcds": []}]), False),
 ]
 
 
