@@ -5,6 +5,7 @@
 ``kaiwo generate``         a synthetic cluster dump at a DESIGN.md scale (S, M, L).
 ``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.cli.monitor`.
 ``kaiwo controller``       the Kubernetes scheduler/controller, see :mod:`kaiwo.cli.controller`.
+``kaiwo rebalance DUMP``   a plan of pod moves (read-only), see :mod:`kaiwo.cli.rebalance`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from importlib.resources import files
 
-from . import controller, monitor, simulate
+from . import controller, monitor, rebalance, simulate
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitor.add_commands(sub)
     controller.add_commands(sub)
     simulate.add_commands(sub)
+    rebalance.add_commands(sub)
     w = sub.add_parser("warmup", help="compile the monitoring kernels into Numba's cache (NUMBA_CACHE_DIR)",
                        description="Run every monitoring path once on the bundled example so its Numba "
                        "kernels are compiled and cached; images run it at build time (deploy/Dockerfile). "

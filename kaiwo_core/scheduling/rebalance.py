@@ -213,7 +213,7 @@ def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=N
 
     slack = np.zeros((len(tree), 3), np.int64)
     if len(tree):
-        slack = decisions.queue_allocated().astype(np.int64) - tree.quota.astype(np.int64)
+        slack = decisions.queue_allocated().astype(np.int64) - np.asarray(decisions.shares.deserved, np.int64)
     cfg = {
         "max_moves": np.array([config.max_moves], np.int64),
         "max_moves_per_queue": np.array([config.max_moves_per_queue], np.int64),
