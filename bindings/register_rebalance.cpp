@@ -10,6 +10,7 @@
 
 #include <cmath>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "inputs.hpp"
@@ -206,15 +207,15 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
     if (pi.has("gang")) {
         pb.gang = pi.vec<int32_t>("gang", P, "pending pods");
         pb.gang_need = pi.vec<int32_t>("gang_need", P, "pending pods");
-        std::vector<uint8_t> seen;
+        std::unordered_set<int32_t> seen;
         for (py::ssize_t p = 0; p < P; ++p) {
             const int32_t g = pb.gang[p];
-            if (g < -1 || g >= P) fail(pi.at("gang"), "gang id must be in [-1, pods)" + at_row("pod", p));
+            if (g < -1) fail(pi.at("gang"), "gang id must be >= 0 or -1 (none)" + at_row("pod", p));
             if (g < 0) continue;
             if (pb.gang_need[p] < 0) fail(pi.at("gang_need"), "must be >= 0" + at_row("pod", p));
             const bool first = p == 0 || pb.gang[p - 1] != g;
-            seen.resize(std::size_t(P), 0);
-            if (first && seen[g]++) fail(pi.at("gang"), "members of a gang are not consecutive" + at_row("pod", p));
+            if (first && !seen.insert(g).second)
+                fail(pi.at("gang"), "members of a gang are not consecutive" + at_row("pod", p));
             if (!first && pb.gang_need[p] != pb.gang_need[p - 1]) fail(pi.at("gang_need"), "members disagree" + at_row("pod", p));
         }
     }

@@ -120,10 +120,27 @@ def migratable(reqs, jobs: set, warnings: list) -> np.ndarray:
     return out
 
 
-def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=None, now: float | None = None,
-                   pipeline: Pipeline | None = None) -> RebalancePlan:
-    """Plan moves on ``snapshot`` (not changed). ``load``: float per node of the snapshot's cluster
-    (NaN = not measured, neutral), or None without metrics."""
+@dataclass
+class KernelInputs:
+    """The four dicts ``_core.plan_rebalance`` takes, and what names their rows."""
+
+    cluster: dict
+    running: dict
+    pending: dict
+    config: dict
+    reqs: list            #: PodRequest per running row (the movable ones first; bindings follow)
+    pending_names: list
+    warnings: list
+    errors: list
+    cycle_seconds: float
+
+    def args(self) -> tuple:
+        return self.cluster, self.running, self.pending, self.config
+
+
+def kernel_inputs(snapshot, config: RebalanceConfig = RebalanceConfig(), load=None, now: float | None = None,
+                  pipeline: Pipeline | None = None) -> KernelInputs:
+    """Run the cycle (preemption off) and build the planner's inputs (see the module docstring)."""
     t0 = time.perf_counter()
     cluster = snapshot.cluster
     warnings, errors = [], []
@@ -228,10 +245,21 @@ def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=N
         if load.shape != (cluster.n_nodes,):
             raise ValueError(f"load: expected one value per node ({cluster.n_nodes}), got shape {load.shape}")
         cfg["load"] = np.ascontiguousarray(np.where(np.isfinite(load), load, 0.0))  # unmeasured: neutral
-    t2 = time.perf_counter()
-    out = _core.plan_rebalance(kernel_view(cluster, state), running, pending, cfg)
-    t3 = time.perf_counter()
+    return KernelInputs(kernel_view(cluster, state), running, pending, cfg, reqs, pend_names, warnings, errors,
+                        t1 - t0)
 
+
+def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=None, now: float | None = None,
+                   pipeline: Pipeline | None = None) -> RebalancePlan:
+    """Plan moves on ``snapshot`` (not changed). ``load``: float per node of the snapshot's cluster
+    (NaN = not measured, neutral), or None without metrics."""
+    t1 = time.perf_counter()
+    ki = kernel_inputs(snapshot, config, load, now, pipeline)
+    t2 = time.perf_counter()
+    out = _core.plan_rebalance(*ki.args())
+    t3 = time.perf_counter()
+    cluster, reqs, pending, pend_names = snapshot.cluster, ki.reqs, ki.pending, ki.pending_names
+    movable = ki.running["movable"]
     names = [r.name for r in reqs]
     node_names = cluster.names
 
@@ -262,12 +290,12 @@ def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=N
                       "reason": REASONS[int(out["reason"][k])],
                       "unlocks": sorted(unit_members.get(u, [])) if u >= 0 else []})
     unlocks = sorted(pend_names[r] for r in out["unlocked"].tolist())
-    stats = {"moves": len(moves), "movable": int(movable.sum()), "running": len(idx),
+    stats = {"moves": len(moves), "movable": int(movable.sum()), "running": len(reqs),
              "blockedUnits": int(out["units_blocked"]), "unitsTried": int(out["units_tried"]),
              "hotNodes": int(out["hot_nodes"]), "metrics": load is not None,
-             "timingsMs": {"cycle": round((t1 - t0) * 1e3, 3), "inputs": round((t2 - t1) * 1e3, 3),
+             "timingsMs": {"cycle": round(ki.cycle_seconds * 1e3, 3), "inputs": round((t2 - t1 - ki.cycle_seconds) * 1e3, 3),
                            "plan": round((t3 - t2) * 1e3, 3)}}
-    return RebalancePlan(moves, unlocks, stats, warnings + list(snapshot.warnings), errors)
+    return RebalancePlan(moves, unlocks, stats, ki.warnings + list(snapshot.warnings), ki.errors)
 
 
 def apply_plan(objects: list[dict], plan: RebalancePlan) -> list[dict]:
@@ -292,4 +320,4 @@ def apply_plan(objects: list[dict], plan: RebalancePlan) -> list[dict]:
     return out
 
 
-__all__ = ["ANN_MIGRATABLE", "RebalanceConfig", "RebalancePlan", "apply_plan", "migratable", "plan_rebalance"]
+__all__ = ["ANN_MIGRATABLE", "KernelInputs", "RebalanceConfig", "kernel_inputs", "RebalancePlan", "apply_plan", "migratable", "plan_rebalance"]
