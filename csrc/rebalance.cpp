@@ -16,6 +16,7 @@ namespace kaiwo {
 namespace {
 
 constexpr int64_t kFullMilli = 1000;
+constexpr int32_t kMaxTrials = 4;  ///< nodes tried per member, fewest evictions first (rebalance.hpp)
 
 struct Hold {
     int64_t h;          ///< holder: running row, or R + pending row
@@ -143,6 +144,7 @@ private:
     std::vector<uint8_t> moved_;               ///< [R]
     std::vector<Saved*> logging_;
     std::vector<std::vector<int64_t>> by_node_;  ///< [N] movable running pods, in eviction order
+    std::vector<int64_t> sorted_;              ///< scratch: a node's candidates by row
 
     int64_t moves_used_ = 0;
     std::vector<int64_t> qmoves_;              ///< [Q+1] (Q = pods without a queue)
@@ -367,6 +369,8 @@ bool Rebalancer::evictions(int64_t h, int32_t n, std::size_t limit, std::vector<
     out.clear();
     const std::vector<int64_t>& cand = by_node_[n];
     if (cand.empty()) return false;
+    sorted_.assign(cand.begin(), cand.end());
+    std::sort(sorted_.begin(), sorted_.end());
     // A bound first: with every candidate gone, CPU, memory and a pod slot must suffice (exact
     // fits are place_batch's, below).
     {
@@ -377,6 +381,29 @@ bool Rebalancer::evictions(int64_t h, int32_t n, std::size_t limit, std::vector<
             pods += 1;
         }
         if (cpu < shape_cpu(h) || mem < shape_mem(h) || pods < 1) return false;
+        // Devices: `count` of them must be able to host the request once every candidate is gone:
+        // idle by then (every holder a candidate), or -- for a sharing request -- not held alone
+        // by a pod that stays, with enough compute share left.
+        const Batch& b = batch_of(h);
+        const int32_t p = row_of(h);
+        if (b.kind[p] != kNoGpu) {
+            const bool whole = b.kind[p] == kWhole || b.exclusive[p];
+            int32_t able = 0;
+            for (int64_t d = in_.node_dev_start[n]; d < in_.node_dev_start[n + 1]; ++d) {
+                bool all = true, pinned = false;
+                int64_t back = 0;
+                for (const Hold& o : holders_[d]) {
+                    if (o.h < R_ && std::binary_search(sorted_.begin(), sorted_.end(), o.h)) {
+                        back += o.milli;
+                    } else {
+                        all = false;
+                        pinned = pinned || o.excl;
+                    }
+                }
+                able += all || (!whole && !pinned && milli_[d] + back >= b.milli[p]);
+            }
+            if (able < b.count[p]) return false;
+        }
     }
     Saved s;
     begin(s, n);
@@ -420,14 +447,19 @@ bool Rebalancer::room_for_member(int32_t m, int32_t unit) {
     std::vector<std::vector<int64_t>> sets(N_);
     // Nodes needing more evictions than the best so far are not searched to the end.
     std::size_t best = static_cast<std::size_t>(c_.max_moves - moves_used_);
-    for (int32_t n = 0; n < N_; ++n) {
+    // Every node needs at least one eviction (the member fits nowhere as things are), so once
+    // kMaxTrials nodes need exactly one, no later node can be among the first kMaxTrials.
+    int32_t ones = 0;
+    for (int32_t n = 0; n < N_ && ones < kMaxTrials; ++n) {
         if (!row[n]) continue;
         if (evictions(h, n, best, sets[n])) {
             order.push_back({sets[n].size(), n});
             best = std::min(best, sets[n].size());
+            ones += sets[n].size() == 1;
         }
     }
     std::sort(order.begin(), order.end());
+    if (order.size() > std::size_t(kMaxTrials)) order.resize(kMaxTrials);
     for (const auto& [k, n] : order) {
         Saved s;
         begin(s);
@@ -533,6 +565,14 @@ RebalancePlan Rebalancer::run() {
             while (last + 1 < P_ && p_.gang[last + 1] == g) ++last;
         const int32_t need = std::max(g >= 0 ? p_.gang_need[p] : 1, 1);
         ++plan_.units_tried;
+        const std::array<int64_t, 8> key = {p_.cpu[p], p_.mem[p], p_.kind[p], p_.count[p], p_.milli[p],
+                                            p_.gpu_mem[p], p_.exclusive[p], p_.cls[p]};
+        const bool single = last == p;
+        if (single && no_room.count(key)) {  // fits nowhere, and moves found no room: still so
+            ++plan_.units_blocked;
+            p = last + 1;
+            continue;
+        }
         // Fits now (a gang: at least its minimum)? Then it holds that room, as the scheduler would
         // give it, and needs no move. place_batch rolls a gang that does not fit back itself.
         Batch b = p_;
@@ -553,10 +593,7 @@ RebalancePlan Rebalancer::run() {
             continue;
         }
         ++plan_.units_blocked;
-        const std::array<int64_t, 8> key = {p_.cpu[p], p_.mem[p], p_.kind[p], p_.count[p], p_.milli[p],
-                                            p_.gpu_mem[p], p_.exclusive[p], p_.cls[p]};
-        const bool single = last == p;
-        if (moves_used_ < c_.max_moves && !(single && no_room.count(key))) {
+        if (moves_used_ < c_.max_moves) {
             if (make_room(p, last, need)) {
                 refresh_candidates();
                 no_room.clear();

@@ -29,9 +29,10 @@
 //    member in turn: placed if it fits now; else, per node its class allows (index order), movable
 //    holders of the node in (GPU milli held desc, cpu desc, row) order are released greedily -- each
 //    only if the budgets allow it with the ones before -- until the member fits on the node alone;
-//    nodes are then tried by (evictions, index): the member is placed on the node, and each evicted
-//    pod, in order, on any other node its class allows (place_batch, kBinpack). The first node where
-//    all of them land wins; else the member gets no room. A unit with at least `gang_need` members
+//    nodes are then tried by (evictions, index), the first 4 of them (a bound on the work per
+//    member: each trial places every evicted pod on the whole cluster): the member is placed on the
+//    node, and each evicted pod, in order, on any other node its class allows (place_batch,
+//    kBinpack). The first node where all of them land wins; else the member gets no room. A unit with at least `gang_need` members
 //    placed (1 for a single pod) keeps its moves and is *unlocked*; otherwise everything it did is
 //    undone. Unlocked members hold their room for later units.
 //  * Hot-spot relief (only with `load`): nodes with load > hot_threshold, by (load desc, index). The

@@ -19,6 +19,7 @@ MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free",
            "dev_xcd_free", "dev_state")
 KEYS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls")
 CONSOLIDATION, HOT_SPOT = 0, 2
+MAX_TRIALS = 4  # nodes tried per member
 
 
 class World:
@@ -212,7 +213,7 @@ def plan_rebalance_ref(cluster, running, pending, config):
             if ev is not None:
                 order.append((len(ev), n, ev))
                 best = min(best, len(ev))
-        for _, n, ev in sorted(order, key=lambda x: (x[0], x[1])):
+        for _, n, ev in sorted(order, key=lambda x: (x[0], x[1]))[:MAX_TRIALS]:
             t = copy.deepcopy(w)
             for v in ev:
                 spend(t, v)
