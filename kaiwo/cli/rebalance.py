@@ -27,11 +27,10 @@ def render_table(doc: dict) -> str:
         out.append("no moves")
     if doc["unlocks"]:
         out.append("unlocks: " + ", ".join(doc["unlocks"]))
-    for e in doc["invalidObjects"]:
-        name = next(v for k, v in e.items() if k not in ("field", "error"))
-        out.append(f"invalid: {name}: {e['field']}: {e['error']}")
-    for w in doc["warnings"]:
-        out.append(f"warning: {w}")
+    lines = [f"invalid: {next(v for k, v in e.items() if k not in ('field', 'error'))}: {e['field']}: {e['error']}"
+             for e in doc["invalidObjects"]] + [f"warning: {w}" for w in doc["warnings"]]
+    if lines:
+        out.append("\n".join(lines))
     st = doc["stats"]
     out.append(f"{st['moves']} moves; {st['movable']} of {st['running']} running pods may move; "
                f"{st['blockedUnits']} blocked pending units examined; {st['hotNodes']} hot nodes"
