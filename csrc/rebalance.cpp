@@ -240,55 +240,22 @@ void Rebalancer::release(int64_t h) {
 /// Place holder h with place_batch (kBinpack): on node `only_node` alone (a one-node view), or on
 /// the nodes of `mask_row`. Records its charges and holds on success.
 bool Rebalancer::place(int64_t h, const uint8_t* mask_row, int32_t only_node) {
-    const Batch& src = batch_of(h);
-    const int32_t p = row_of(h);
     const int32_t zero = 0;
     const uint8_t one = 1;
-    Batch b;
-    b.n_pods = 1;
-    b.cpu = src.cpu + p;
-    b.mem = src.mem + p;
-    b.kind = src.kind + p;
-    b.count = src.count + p;
-    b.milli = src.milli + p;
-    b.gpu_mem = src.gpu_mem + p;
-    b.exclusive = src.exclusive + p;
-    b.cls = &zero;
-    b.n_classes = 1;
-    Result res;
-    int64_t d0 = 0;
     if (only_node >= 0) {
         const int32_t n = only_node;
-        d0 = in_.node_dev_start[n];
+        const int64_t d0 = in_.node_dev_start[n];
         const int64_t starts[2] = {0, in_.node_dev_start[n + 1] - d0};
-        ClusterView one_view = view_;
-        one_view.n_nodes = 1;
-        one_view.n_devices = static_cast<int32_t>(starts[1]);
-        one_view.node_cpu_free = cpu_.data() + n;
-        one_view.node_mem_free = mem_.data() + n;
-        one_view.node_pods_free = pods_.data() + n;
-        one_view.node_cpu_cap = in_.node_cpu_cap + n;
-        one_view.node_mem_cap = in_.node_mem_cap + n;
-        one_view.node_dev_start = starts;
-        one_view.dev_gpu = in_.dev_gpu + d0;
-        one_view.dev_mem_cap = in_.dev_mem_cap + d0;
-        one_view.dev_xcd_mask = in_.dev_xcd_mask + d0;
-        one_view.dev_xcds_per_domain = in_.dev_xcds_per_domain + d0;
-        one_view.dev_milli_free = milli_.data() + d0;
-        one_view.dev_mem_free = dmem_.data() + d0;
-        one_view.dev_xcd_free = xcd_.data() + d0;
-        one_view.dev_state = st_.data() + d0;
-        b.class_mask = &one;
         // Devices on the node may change: log them before place_batch writes them.
         if (!logging_.empty())
             for (int64_t d = d0; d < d0 + starts[1]; ++d) log_holders(static_cast<int32_t>(d));
-        res = place_batch(one_view, b, kBinpack);
+        ClusterView node = node_view(view_, n, starts);
+        const Result res = place_batch(node, batch_row(batch_of(h), row_of(h), &zero, &one), kBinpack);
         if (res.node[0] < 0) return false;
         adopt(h, res, 0, n, d0, false);
         return true;
     }
-    b.class_mask = mask_row;
-    res = place_batch(view_, b, kBinpack);
+    const Result res = place_batch(view_, batch_row(batch_of(h), row_of(h), &zero, mask_row), kBinpack);
     if (res.node[0] < 0) return false;
     adopt(h, res, 0, res.node[0], 0, true);
     return true;
