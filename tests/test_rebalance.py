@@ -2,10 +2,12 @@
 hot-spot relief only with metrics, hostile PDBs and jobs, and the plan carried out: ``kaiwo schedule``
 on the moved state binds what the plan unlocked, and nothing is overcommitted (tests/invariants.py)."""
 import io
+import re
 import json
 from collections import Counter
 from contextlib import redirect_stdout
 
+import numpy as np
 import pytest
 import yaml
 
@@ -152,3 +154,28 @@ def test_max_moves_and_min_runtime(tmp_path):
     assert rebalance_cli(tmp_path, objs, "--max-moves", "3")["moves"] == []          # needs 4
     assert rebalance_cli(tmp_path, objs, "--max-moves-per-queue", "3")["moves"] == []
     assert rebalance_cli(tmp_path, objs, "--min-runtime", "1e9")["moves"] == []
+
+
+def test_binding_refuses_bad_input_naming_the_key():
+    from kaiwo_core import _core
+    from kaiwo_core.scheduling.rebalance import kernel_inputs
+    snap = kc.Snapshot.from_objects(scenario_objects(SCENARIOS[0]))
+    ki = kernel_inputs(snap)
+    cluster, running, pending, config = ki.args()
+    cases = [
+        ("running", "node", lambda a: a.__setitem__(0, 99), "running['node']: index 99 out of range"),
+        ("running", "movable", lambda a: a.__setitem__(0, 2), "running['movable']: must be 0 or 1"),
+        ("running", "asg_dev", lambda a: a.__setitem__(0, a[-1]), "running['asg_dev']"),
+        ("pending", "kind", lambda a: a.__setitem__(0, 9), "pending['kind']: unknown kind"),
+        ("config", "max_moves", lambda a: a.__setitem__(0, -1), "config['max_moves']: must be in"),
+    ]
+    dicts = {"running": running, "pending": pending, "config": config}
+    for which, key, spoil, message in cases:
+        d = {k: {kk: np.array(vv, copy=True) for kk, vv in v.items()} for k, v in dicts.items()}
+        spoil(d[which][key])
+        with pytest.raises(ValueError, match=re.escape(message)):
+            _core.plan_rebalance(cluster, d["running"], d["pending"], d["config"])
+    with pytest.raises(ValueError, match=re.escape("running['typo']: unknown key")):
+        _core.plan_rebalance(cluster, {**running, "typo": np.zeros(1)}, pending, config)
+    with pytest.raises(ValueError, match=re.escape("config['load']: expected length")):
+        _core.plan_rebalance(cluster, running, pending, {**config, "load": np.zeros(7)})

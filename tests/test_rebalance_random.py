@@ -106,6 +106,15 @@ def test_plan_matches_reference_and_is_safe(case):
     assert same(out, ref)
 
     plan = plan_rebalance(snap, config, load=load, now=NOW)
+    # The same plan for the objects in another order (load stays per node, by name).
+    shuffled = kc.Snapshot.from_objects(copy.deepcopy(objs[::-1]))
+    if load is not None:
+        by_name = dict(zip(snap.cluster.names, load))
+        load2 = [by_name[n] for n in shuffled.cluster.names]
+    else:
+        load2 = None
+    again = plan_rebalance(shuffled, config, load=load2, now=NOW)
+    assert again.moves == plan.moves and again.unlocks == plan.unlocks
     moved_rows = out["pod"].tolist()
     assert len(set(moved_rows)) == len(moved_rows) <= config.max_moves
     assert all(ki.running["movable"][v] == 1 for v in moved_rows)
