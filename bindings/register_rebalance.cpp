@@ -248,7 +248,6 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
 
 void register_rebalance(py::module_& m) {
     m.attr("MOVE_CONSOLIDATION") = static_cast<int>(kMoveConsolidation);
-    m.attr("MOVE_DEFRAGMENTATION") = static_cast<int>(kMoveDefragmentation);
     m.attr("MOVE_HOT_SPOT") = static_cast<int>(kMoveHotSpot);
     m.def("plan_rebalance", &plan_rebalance_py, py::arg("cluster"), py::arg("running"), py::arg("pending"),
           py::arg("config"),

@@ -9,7 +9,6 @@
 #include <array>
 #include <set>
 #include <cstring>
-#include <numeric>
 #include <utility>
 
 namespace kaiwo {

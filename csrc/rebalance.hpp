@@ -51,8 +51,7 @@ namespace kaiwo {
 
 enum MoveReason : int8_t {
     kMoveConsolidation = 0,
-    kMoveDefragmentation = 1,  ///< reserved for the packing-score goal (not planned yet)
-    kMoveHotSpot = 2,
+    kMoveHotSpot = 1,
 };
 
 /// Running pods. Their request shapes and classes are `batch` rows (class_mask shared with pending).

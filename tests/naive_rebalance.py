@@ -18,7 +18,7 @@ IDLE, SHARED, EXCLUSIVE = 0, 1, 2
 MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
            "dev_xcd_free", "dev_state")
 KEYS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls")
-CONSOLIDATION, HOT_SPOT = 0, 2
+CONSOLIDATION, HOT_SPOT = 0, 1
 MAX_TRIALS = 4  # nodes tried per member
 
 

@@ -35,8 +35,7 @@ from .preemption import PreemptionConfig, preemptible_flags, runtimes, state_aft
 from .reservations import Reservations
 
 ANN_MIGRATABLE = "kaiwo.ai/migratable"
-REASONS = {_core.MOVE_CONSOLIDATION: "consolidation", _core.MOVE_DEFRAGMENTATION: "defragmentation",
-           _core.MOVE_HOT_SPOT: "hot-spot"}
+REASONS = {_core.MOVE_CONSOLIDATION: "consolidation", _core.MOVE_HOT_SPOT: "hot-spot"}
 _BATCH_KEYS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls")
 
 
