@@ -257,8 +257,13 @@ class _RebalanceConfigRequired(TypedDict):
 class _RebalanceConfig(_RebalanceConfigRequired, total=False):
     load: npt.NDArray[np.float64]  # [N] measured load (finite; unmeasured = 0)
 
-class _RebalanceResult(TypedDict):
+class _RebalancePods(TypedDict):
     pod: npt.NDArray[np.int64]  # running rows moved
+
+# "from" is a keyword: the nodes the pods leave, spelled the functional way.
+_RebalanceMoves = TypedDict("_RebalanceMoves", {"from": npt.NDArray[np.int32]})
+
+class _RebalanceResult(_RebalancePods, _RebalanceMoves):
     to: npt.NDArray[np.int32]
     reason: npt.NDArray[np.int8]  # MOVE_*
     unit: npt.NDArray[np.int32]  # first pending row of the unit made room for, -1 none
@@ -272,7 +277,6 @@ class _RebalanceResult(TypedDict):
     units_tried: int
     units_blocked: int
     hot_nodes: int
-    # also "from": int32 nodes the pods leave (a keyword, so not spelled as a field here)
 
 def plan_rebalance(cluster: _PlacementCluster, running: _RebalanceRunning, pending: _RebalancePending,
                    config: _RebalanceConfig) -> _RebalanceResult:

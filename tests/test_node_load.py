@@ -63,3 +63,18 @@ def test_series_of_unknown_nodes_and_devices_are_ignored(snap):
     fill(store, 1000.0, "a", [7], "gpu_gfx_activity", [100])          # a has GPUs 0 and 1 only
     nl = node_load(store, snap.cluster, snap.state)
     assert not nl.measured.any() and nl.load.tolist() == [0.0, 0.0]
+
+
+def test_refresh_after_new_devices_and_another_store(snap):
+    # The id maps are extended as the store interns new devices, and rebuilt for another store.
+    store = MetricsStore(slots=16)
+    fill(store, 1000.0, "a", [0], "gpu_gfx_activity", [40])
+    assert node_load(store, snap.cluster, snap.state).node_activity[0] == 40.0
+    fill(store, 1060.0, "b", [1], "gpu_gfx_activity", [60])          # a new node and device
+    fill(store, 1060.0, "a", [0], "gpu_gfx_activity", [40])
+    nl = node_load(store, snap.cluster, snap.state, window=30)
+    assert nl.node_activity.tolist() == [40.0, 60.0]
+    other = MetricsStore(slots=16)
+    fill(other, 1000.0, "b", [0], "gpu_gfx_activity", [10])          # device ids mean other devices
+    nl = node_load(other, snap.cluster, snap.state)
+    assert np.isnan(nl.node_activity[0]) and nl.node_activity[1] == 10.0

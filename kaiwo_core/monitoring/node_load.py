@@ -17,9 +17,14 @@ the node and the metric (one per node and metric). The load of a node (0..1) is 
 measured pressures: mean GPU activity, VRAM used / capacity, temperature / ``temp_limit``, power /
 ``power_limit`` (devices' worst), CPU used / allocatable, memory used / allocatable. A node with
 nothing measured has load 0 (never hot) and ``measured`` False.
+
+Each cycle's refresh is vectorised (one windowed statistic per metric, then ``bincount`` by the
+cluster's indices); the store's node and device ids are matched to the cluster's once, and then only
+the ids the store interned since (see :class:`_Maps`).
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,18 +62,29 @@ class NodeLoad:
     warnings: list = field(default_factory=list)
 
 
-def _device_map(store: MetricsStore, cluster: Cluster) -> np.ndarray:
-    """Cluster device index of each of the store's devices (-1: not in the cluster)."""
-    out = np.full(len(store.device_keys), -1, np.int64)
-    for i, (n, g, p) in enumerate(store.device_keys):
-        ni = cluster.index(store.nodes.names[n])
-        if ni >= 0:
-            out[i] = cluster.device_index(ni, g, p)
-    return out
+class _Maps:
+    """The store's node and device ids as the cluster's indices (-1: not in the cluster). Ids are
+    only ever appended (until :meth:`MetricsStore.prune`, which keeps node and device ids), so
+    each refresh looks up only the ids interned since the last one: the one Python loop here runs
+    over new devices, not over all of them every cycle."""
+
+    def __init__(self):
+        self.refs = (lambda: None, lambda: None)  # weak: the cache keeps no store alive
+        self.dev = np.zeros(0, np.int64)
+        self.node = np.zeros(0, np.int64)
+
+    def update(self, store: MetricsStore, cluster: Cluster) -> None:
+        if self.refs[0]() is not store or self.refs[1]() is not cluster:
+            self.refs = (weakref.ref(store), weakref.ref(cluster))
+            self.dev, self.node = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        new_nodes = store.nodes.names[len(self.node):]
+        self.node = np.concatenate([self.node, np.array([cluster.index(n) for n in new_nodes], np.int64)])
+        new = [cluster.device_index(self.node[n], g, p) if self.node[n] >= 0 else -1
+               for n, g, p in store.device_keys[len(self.dev):]]
+        self.dev = np.concatenate([self.dev, np.array(new, np.int64)])
 
 
-def _node_map(store: MetricsStore, cluster: Cluster) -> np.ndarray:
-    return np.array([cluster.index(name) for name in store.nodes.names] or [], np.int64).reshape(-1)
+_MAPS = _Maps()
 
 
 def _per_device(store, metric, window, end, dmap, G, selector=None) -> np.ndarray:
@@ -112,7 +128,8 @@ def node_load(store: MetricsStore, cluster: Cluster, state: ClusterState, window
     ndev = np.diff(cluster.node_dev_start)
     gpu_alloc = np.bincount(dev_node, weights=alloc_milli, minlength=N) / np.maximum(ndev * 1000, 1)
 
-    dmap, nmap = _device_map(store, cluster), _node_map(store, cluster)
+    _MAPS.update(store, cluster)
+    dmap, nmap = _MAPS.dev, _MAPS.node
     act = _per_device(store, GFX, window, end, dmap, G)
     vram = _per_device(store, USED_VRAM, window, end, dmap, G)
     temp = _per_device(store, TEMP, window, end, dmap, G)
