@@ -22,10 +22,12 @@ CORE_SOURCES = sorted([
     "bindings/register_placement.cpp",
     "bindings/register_preempt.cpp",
     "bindings/register_queues.cpp",
+    "bindings/register_rebalance.cpp",
     "csrc/fairshare.cpp",
     "csrc/ordering.cpp",
     "csrc/placement.cpp",
     "csrc/preempt.cpp",
+    "csrc/rebalance.cpp",
 ])
 
 SANITIZE = os.environ.get("KAIWO_SANITIZE", "") not in ("", "0")

@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
     kaiwo::bindings::register_placement(m);
     kaiwo::bindings::register_queues(m);
     kaiwo::bindings::register_preempt(m);
+    kaiwo::bindings::register_rebalance(m);
 }

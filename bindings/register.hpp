@@ -14,4 +14,7 @@ void register_queues(pybind11::module_& m);
 /// Adds `plan_preemptions` and its constants (RULE_*, RULE_NAMES, RECLAIM_*).
 void register_preempt(pybind11::module_& m);
 
+/// Adds `plan_rebalance` and its constants (MOVE_*).
+void register_rebalance(pybind11::module_& m);
+
 }  // namespace kaiwo::bindings

@@ -177,6 +177,49 @@ constexpr int64_t kMaxSpecCpu = 128000;  ///< CPU milli-cores of the FGD paper's
 constexpr int64_t kMaxSpecGpu = 8000;    ///< GPU milli of the FGD paper's reference node
 constexpr int32_t kMaxWorkload = 1024;   ///< target workload shapes at most
 
+/// Row p of `src` as a one-pod batch (request columns only) whose one class is the one-row
+/// `mask`; `cls0` must point at a 0 that outlives the batch.
+inline Batch batch_row(const Batch& src, int32_t p, const int32_t* cls0, const uint8_t* mask) {
+    Batch b;
+    b.n_pods = 1;
+    b.cpu = src.cpu + p;
+    b.mem = src.mem + p;
+    b.kind = src.kind + p;
+    b.count = src.count + p;
+    b.milli = src.milli + p;
+    b.gpu_mem = src.gpu_mem + p;
+    b.exclusive = src.exclusive + p;
+    b.cls = cls0;
+    b.n_classes = 1;
+    b.class_mask = mask;
+    return b;
+}
+
+/// Node n of `v` alone, its arrays in place (devices renumbered from 0); `starts` = {0, devices of
+/// n} must outlive the view. Placing on it is placing on node n (a caller may point the mutable
+/// arrays at scratch copies instead).
+inline ClusterView node_view(const ClusterView& v, int32_t n, const int64_t* starts) {
+    const int64_t d0 = v.node_dev_start[n];
+    ClusterView one;
+    one.n_nodes = 1;
+    one.n_devices = static_cast<int32_t>(starts[1]);
+    one.node_cpu_free = v.node_cpu_free + n;
+    one.node_mem_free = v.node_mem_free + n;
+    one.node_pods_free = v.node_pods_free + n;
+    one.node_cpu_cap = v.node_cpu_cap + n;
+    one.node_mem_cap = v.node_mem_cap + n;
+    one.node_dev_start = starts;
+    one.dev_gpu = v.dev_gpu + d0;
+    one.dev_mem_cap = v.dev_mem_cap + d0;
+    one.dev_xcd_mask = v.dev_xcd_mask + d0;
+    one.dev_xcds_per_domain = v.dev_xcds_per_domain + d0;
+    one.dev_milli_free = v.dev_milli_free + d0;
+    one.dev_mem_free = v.dev_mem_free + d0;
+    one.dev_xcd_free = v.dev_xcd_free + d0;
+    one.dev_state = v.dev_state + d0;
+    return one;
+}
+
 /// Place the batch in order, committing each placement into `view` before the next pod.
 /// Deterministic: ties go to the lower node index, then the lower device index.
 Result place_batch(ClusterView& view, const Batch& batch, Strategy strategy);

@@ -225,3 +225,62 @@ def plan_preemptions(cluster: _PlacementCluster, running: _PreemptRunning, pendi
                      queues: _PreemptQueues) -> _PreemptResult:
     """Reclaim across queues and preemption within a queue for pods placement left (see
     csrc/preempt.hpp)."""
+
+# ---- rebalancing planner (bindings/register_rebalance.cpp, csrc/rebalance.hpp) ----
+MOVE_CONSOLIDATION: int  # 0: room for a pending pod or gang that fits nowhere
+MOVE_HOT_SPOT: int  # 1: off a node whose measured load is above the threshold
+
+class _RebalanceRunning(_PlacementBatchRequired):
+    node: npt.NDArray[np.int32]  # [R]
+    movable: npt.NDArray[np.uint8]  # [R] 1 = may move (migratable, preemptible, past min runtime)
+    xcd: npt.NDArray[np.uint8]  # [R] its asg_xcds are taken out of dev_xcd_free
+    queue: npt.NDArray[np.int32]  # [R] queue row, -1 = none
+    req: npt.NDArray[np.int64]  # [R, 3] held gpu milli, cpu milli, memory MiB
+    asg_start: npt.NDArray[np.int64]  # [R + 1] CSR of the device charges
+    asg_dev: npt.NDArray[np.int32]  # device on the pod's node, at most once per pod
+    asg_milli: npt.NDArray[np.int64]
+    asg_mem: npt.NDArray[np.int64]
+    asg_xcds: npt.NDArray[np.uint32]
+    pdb_start: npt.NDArray[np.int64]  # [R + 1] CSR of the PodDisruptionBudgets covering each pod
+    pdb: npt.NDArray[np.int32]
+
+class _RebalancePending(_PlacementBatchRequired, total=False):
+    gang: npt.NDArray[np.int32]  # [P] consecutive members, -1 = none
+    gang_need: npt.NDArray[np.int32]  # [P]
+
+class _RebalanceConfigRequired(TypedDict):
+    max_moves: npt.NDArray[np.int64]  # [1]
+    max_moves_per_queue: npt.NDArray[np.int64]  # [1]
+    max_units: npt.NDArray[np.int64]  # [1] blocked pending units examined
+    parent: npt.NDArray[np.int32]  # [Q], -1 = top level, else < own index
+    slack: npt.NDArray[np.int64]  # [Q, 3] allocated - deserved
+    pdb_allowed: npt.NDArray[np.int64]  # [B] disruptions allowed
+    hot_threshold: npt.NDArray[np.float64]  # [1]
+
+class _RebalanceConfig(_RebalanceConfigRequired, total=False):
+    load: npt.NDArray[np.float64]  # [N] measured load (finite; unmeasured = 0)
+
+class _RebalancePods(TypedDict):
+    pod: npt.NDArray[np.int64]  # running rows moved
+
+# "from" is a keyword: the nodes the pods leave, spelled the functional way.
+_RebalanceMoves = TypedDict("_RebalanceMoves", {"from": npt.NDArray[np.int32]})
+
+class _RebalanceResult(_RebalancePods, _RebalanceMoves):
+    to: npt.NDArray[np.int32]
+    reason: npt.NDArray[np.int8]  # MOVE_*
+    unit: npt.NDArray[np.int32]  # first pending row of the unit made room for, -1 none
+    asg_start: npt.NDArray[np.int64]  # [moves + 1] the new devices
+    asg_dev: npt.NDArray[np.int32]
+    asg_milli: npt.NDArray[np.int64]
+    asg_mem: npt.NDArray[np.int64]
+    asg_xcds: npt.NDArray[np.uint32]
+    unlocked: npt.NDArray[np.int32]  # pending rows given room by moves
+    fits_now: npt.NDArray[np.int32]  # pending rows that fit without a move
+    units_tried: int
+    units_blocked: int
+    hot_nodes: int
+
+def plan_rebalance(cluster: _PlacementCluster, running: _RebalanceRunning, pending: _RebalancePending,
+                   config: _RebalanceConfig) -> _RebalanceResult:
+    """Plan moves of running pods (see csrc/rebalance.hpp). Read-only: nothing is written."""

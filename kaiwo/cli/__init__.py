@@ -6,6 +6,7 @@
 ``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.cli.monitor`.
 ``kaiwo controller``       the Kubernetes scheduler/controller, see :mod:`kaiwo.cli.controller`.
 ``kaiwo config``           the scheduler configuration file, see :mod:`kaiwo.cli.config`.
+``kaiwo rebalance DUMP``   a plan of pod moves (read-only), see :mod:`kaiwo.cli.rebalance`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from importlib.resources import files
 
-from . import config, controller, monitor, simulate
+from . import config, controller, monitor, rebalance, simulate
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     controller.add_commands(sub)
     simulate.add_commands(sub)
     config.add_commands(sub)
+    rebalance.add_commands(sub)
     w = sub.add_parser("warmup", help="compile the monitoring kernels into Numba's cache (NUMBA_CACHE_DIR)",
                        description="Run every monitoring path once on the bundled example so its Numba "
                        "kernels are compiled and cached; images run it at build time (deploy/Dockerfile). "
