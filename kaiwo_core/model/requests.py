@@ -5,7 +5,7 @@ compute share in milli-GPU, GPU memory, exclusivity), the index of its placement
 ordering keys. Decoding a Pod never raises for the batch: a pod with a malformed or impossible value
 becomes a :class:`PodError` (object, field, value, reason) in ``rejected`` and the rest go on.
 
-Annotations (see DESIGN.md, "Requests a pod can make"):
+Annotations (the README lists them with examples, "Scheduling pods with Kaiwo"):
 
 ``kaiwo.ai/gpu-fraction``             share of one logical GPU, 0.1..1.0, milli precision
 ``kaiwo.ai/gpu-fraction-num-devices`` that share on each of N devices
