@@ -82,6 +82,19 @@ public:
                     for (int r = 0; r < kNumRes; ++r) v[r] += vc[r];
                 }
             }
+            // Parent-level charging: what the children use within their own deserved beyond the
+            // parent's deserved (their quotas add up to more) is over-quota use of the parent, which
+            // no child's vector shows; it is added raw. With children's deserved summing to at most
+            // the parent's it is zero, and the H-DRF aggregate above is unchanged.
+            for (int r = 0; r < kNumRes; ++r) {
+                int64_t within = 0;
+                for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
+                    const int32_t c = ch_.child[i];
+                    within += std::min(alloc_[c * kNumRes + r], des_[c * kNumRes + r]);
+                }
+                const int64_t hidden = within - des_[q * kNumRes + r];
+                if (hidden > 0) v[r] += static_cast<double>(hidden);
+            }
         }
         g_[q] = share(v, q);
     }

@@ -183,7 +183,9 @@ enum FairSharePhase : int8_t {
 ///     priority, but blocked in phase 1 by another resource (no memory quota), cannot take the GPUs
 ///     another queue deserves, and the fair shares of the top-level queues add up to at most the
 ///     capacity whenever their deserved do. An internal node's share aggregates its children the
-///     H-DRF way (non-blocked children with g > 0 rescaled to their minimum g, the others added raw);
+///     H-DRF way (non-blocked children with g > 0 rescaled to their minimum g, the others added raw),
+///     plus, raw, its hidden over-quota use max(0, Σ children's min(alloc, deserved) - deserved)
+///     (children's deserved that add up to more than the parent's);
 ///     a node is blocked when all its children are; a leaf with no pods left is blocked (at once,
 ///     when its last pod is admitted). Every resource a misfit overflowed joins the saturated set,
 ///     whether or not a limit also failed. Stops when every top-level queue is blocked.
@@ -191,9 +193,9 @@ enum FairSharePhase : int8_t {
 ///     shares never add up to more than the capacity. A queue gets its deserved there unless
 ///     capacity or a limit stops it (deserved oversubscribed, pods that do not divide it).
 ///
-/// Over-quota usage is measured per leaf against the leaf's own deserved, so when children's
-/// deserved add up to more than their parent's, phase 2 does not charge the parent for the excess
-/// (that is the specified semantics; the tests pin it).
+/// Over-quota use is charged at every level: when children's deserved add up to more than their
+/// parent's, children within their own quotas can push the parent over its deserved, and that
+/// excess (the hidden over-quota use above) counts in the parent's share against its siblings.
 ///
 /// Cost: O(Q + P) for phase 1, O(depth * (siblings + log siblings)) per phase-2 pod, plus at most
 /// three O(Q log Q) rebuilds when a resource saturates.

@@ -158,6 +158,10 @@ def fair_share_ref(tree, pods):
                 else:
                     for r in range(R):
                         v[r] += vec[c][r]
+            for r in range(R):  # parent-level charging: children's within-quota use above its deserved
+                hidden = sum(min(alloc[c][r], des[c][r]) for c in kids[q]) - des[q][r]
+                if hidden > 0:
+                    v[r] += float(hidden)
         vec[q] = v
         g[q] = share(v, q)
 
