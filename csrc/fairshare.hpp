@@ -21,18 +21,23 @@
 
 namespace kaiwo {
 
-/// Resource columns of every queue array: gpu milli-units, cpu milli-cores, memory MiB.
+/// The usual resource columns of every queue array: gpu milli-units, cpu milli-cores, memory MiB.
+/// The queue kernels take any number R of columns (`QueueTree::nres`; e.g. one more per GPU model),
+/// with a compiled copy for R = kNumRes; the preemption kernel takes these three.
 constexpr int kNumRes = 3;
+/// Most resource columns the queue kernels take (ordering keeps saturated ones in a 64-bit mask).
+constexpr int kMaxRes = 64;
 
 /// A queue tree, struct-of-arrays, rows in parent-before-child order. Pointers are borrowed.
 struct QueueTree {
     int32_t n = 0;                      ///< queues Q
+    int32_t nres = kNumRes;             ///< resource columns R, 1 .. kMaxRes
     const int32_t* parent = nullptr;    ///< [Q] parent index (< own index) or -1 for a top-level queue
-    const int64_t* quota = nullptr;     ///< [Q,3] deserved quota, -1 = unlimited (deserved = demand)
-    const int64_t* limit = nullptr;     ///< [Q,3] hard cap, -1 = none
-    const double* weight = nullptr;     ///< [Q,3] overQuotaWeight per resource, > 0
+    const int64_t* quota = nullptr;     ///< [Q,R] deserved quota, -1 = unlimited (deserved = demand)
+    const int64_t* limit = nullptr;     ///< [Q,R] hard cap, -1 = none
+    const double* weight = nullptr;     ///< [Q,R] overQuotaWeight per resource, > 0
     const int32_t* priority = nullptr;  ///< [Q] higher first, among siblings
-    const int64_t* capacity = nullptr;  ///< [3] cluster total
+    const int64_t* capacity = nullptr;  ///< [R] cluster total
 };
 
 /// Children of every node as CSR, in index order; node `n` (the virtual root is node Q) has
@@ -142,7 +147,7 @@ private:
     Less less_;
 };
 
-/// Outcome of `fair_share`. Queue arrays are [Q,3] row-major; pod arrays are [P].
+/// Outcome of `fair_share`. Queue arrays are [Q,R] row-major; pod arrays are [P].
 struct FairShareResult {
     std::vector<int64_t> demand;      ///< Σ requests of the subtree's pods
     std::vector<int64_t> deserved;    ///< min(quota or demand, demand, limit), capped by the parent's
@@ -162,7 +167,7 @@ enum FairSharePhase : int8_t {
 /// Hierarchical fair shares by a pod-granular virtual allocation from zero.
 ///
 /// `pod_start` [Q+1] is the CSR of each leaf's pods (already in the queue's own order, none on
-/// internal queues) and `req` [P,3] their requests. Exact semantics (tests/naive_queues.py
+/// internal queues) and `req` [P,R] their requests. Exact semantics (tests/naive_queues.py
 /// `fair_share_ref` is the executable specification):
 ///
 ///  1. demand: Σ req of a leaf's pods; internal = Σ children.
