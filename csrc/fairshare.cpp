@@ -43,7 +43,19 @@ class OverQuota {
 public:
     OverQuota(const QueueTree& t, const Children& ch, const int64_t* deserved, const int64_t* alloc)
         : saturated(static_cast<size_t>(t.nres), 0), t_(t), ch_(ch), des_(deserved), alloc_(alloc),
-          vec_(static_cast<size_t>(t.n) * t.nres, 0.0), g_(static_cast<size_t>(t.n), 0.0) {}
+          vec_(static_cast<size_t>(t.n) * t.nres, 0.0), g_(static_cast<size_t>(t.n), 0.0),
+          oversub_(static_cast<size_t>(t.n), 0), within_(static_cast<size_t>(t.nres), 0) {
+        // Queues whose children's deserved add up to more than their own in some resource: only
+        // they can have hidden over-quota use (Σ min(alloc, deserved) <= Σ deserved otherwise).
+        std::vector<int64_t> sum(static_cast<size_t>(t.n) * t.nres, 0);
+        for (int32_t q = t.n - 1; q >= 0; --q) {
+            if (!ch.leaf(q))
+                for (int r = 0; r < t.nres; ++r)
+                    if (sum[size_t(q) * t.nres + r] > deserved[size_t(q) * t.nres + r]) oversub_[q] = 1;
+            if (t.parent[q] >= 0)
+                for (int r = 0; r < t.nres; ++r) sum[size_t(t.parent[q]) * t.nres + r] += deserved[size_t(q) * t.nres + r];
+        }
+    }
 
     double g(int32_t q) const { return g_[q]; }
 
@@ -91,14 +103,17 @@ public:
             // parent's deserved (their quotas add up to more) is over-quota use of the parent, which
             // no child's vector shows; it is added raw. With children's deserved summing to at most
             // the parent's it is zero, and the H-DRF aggregate above is unchanged.
-            for (int r = 0; r < R; ++r) {
-                int64_t within = 0;
+            if (oversub_[q]) {
+                int64_t* within = within_.data();
+                for (int r = 0; r < R; ++r) within[r] = 0;
                 for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
                     const int32_t c = ch_.child[i];
-                    within += std::min(alloc_[c * R + r], des_[c * R + r]);
+                    for (int r = 0; r < R; ++r) within[r] += std::min(alloc_[c * R + r], des_[c * R + r]);
                 }
-                const int64_t hidden = within - des_[q * R + r];
-                if (hidden > 0) v[r] += static_cast<double>(hidden);
+                for (int r = 0; r < R; ++r) {
+                    const int64_t hidden = within[r] - des_[q * R + r];
+                    if (hidden > 0) v[r] += static_cast<double>(hidden);
+                }
             }
         }
         g_[q] = share(v, q);
@@ -113,6 +128,8 @@ private:
     const int64_t* alloc_;
     std::vector<double> vec_;
     std::vector<double> g_;
+    std::vector<uint8_t> oversub_;  ///< [Q] children's deserved add up to more than its own
+    std::vector<int64_t> within_;   ///< [R] scratch
 };
 
 }  // namespace
