@@ -22,7 +22,12 @@ Checked, by counting pods in the objects (not by trusting the kernels):
   children hold within their own quotas fills their parent's deserved, as far as their demand goes.
 
 Derandomized: the default run always draws the same ``KAIWO_FAIRNESS_EXAMPLES`` = 25 trees (a few
-seconds); setting the variable explores new ones (e.g. 2000 for a long run).
+seconds); setting the variable explores new ones (e.g. 2000 for a long run). 300 random ones pass.
+Known failure found at 1,000 (not fixed here, on main as well): when every queue's GPU quota is 0
+and CPU/memory are unlimited (-1), the queue rules drop the GPU column
+(``PreemptionConfig.check_resources`` keeps the resources some queue has a non-zero quota of, and
+-1 counts), so reclaim is judged on CPU/memory alone, where unlimited means deserved = demand: a
+queue with no GPU quota reclaims GPUs, and the victim's queue reclaims them back the next cycle.
 """
 from __future__ import annotations
 
