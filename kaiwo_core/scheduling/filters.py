@@ -80,6 +80,34 @@ class NodeAffinity(Plugin):
             return ok
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        labels = [ctx.cluster.nodes[i].labels for i in nodes]
+        out = []
+        for lab in labels:
+            why = next((f"node selector {k}={v} not matched ({k}={_shown(lab.get(k))})"
+                        for k, v in con.node_selector if lab.get(k) != v), None)
+            if why is None:
+                misses = [next(_term_miss(term, lab)) for term in con.affinity]
+                why = (f"node affinity {misses[0]} not matched" if len(misses) == 1 else
+                       f"no node affinity term matched ({'; '.join(misses)})")
+            out.append(why)
+        return out
+
+
+def _shown(value) -> str:
+    return "<absent>" if value is None else str(value)
+
+
+def _term_miss(term, labels):
+    """The expressions of one affinity term a node's labels fail, as text."""
+    for key, op, values in term:
+        v = labels.get(key)
+        ok = (v is not None if op == "Exists" else v is None if op == "DoesNotExist"
+              else (v is not None and v in values) == (op == "In"))
+        if not ok:
+            shown = f" [{', '.join(values)}]" if op in ("In", "NotIn") else ""
+            yield f"{key} {op}{shown}, node has {key}={_shown(v)}"
+
 
 def tolerates(tolerations, taint) -> bool:
     """Kubernetes toleration matching for one (key, value, effect) taint."""
@@ -112,6 +140,17 @@ class Taints(Plugin):
             return r
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        out = []
+        for i in nodes:
+            nd = ctx.cluster.nodes[i]
+            if nd.unschedulable:
+                out.append("node cordoned (unschedulable)")
+                continue
+            key, value, effect = next(t for t in nd.taints if not tolerates(con.tolerations, t))
+            out.append(f"untolerated taint {key}{'=' + value if value else ''}:{effect}")
+        return out
+
 
 @register
 class GpuModel(Plugin):
@@ -128,6 +167,11 @@ class GpuModel(Plugin):
             return None if con.gpu_models is None else np.isin(models, list(con.gpu_models))
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        asked = "|".join(sorted(con.gpu_models))
+        return [f"GPU model {ctx.cluster.nodes[i].model.upper() or 'none'} (pod asks for {asked})"
+                for i in nodes]
+
 
 @register
 class GpuResource(Plugin):
@@ -143,6 +187,9 @@ class GpuResource(Plugin):
             return np.array([con.gpu_resource in nd.resources for nd in ctx.cluster.nodes],
                             dtype=bool)
         return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        return [f"no {con.gpu_resource} resource" for _ in nodes]
 
 
 class _Strategy(Plugin):

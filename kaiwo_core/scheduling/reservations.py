@@ -582,3 +582,9 @@ class Reservations(Plugin):
 
     def kernel_args(self, ctx):
         return device_holds(ctx.cluster, ctx.constraints, self.config["reservations"])
+
+    def explain(self, ctx, con, nodes):
+        names = ctx.cluster.names
+        holder = {x: res.name for res in self.config["reservations"] for x in res.nodes
+                  if res.name not in getattr(con, "reservations", ())}
+        return [f"held by reservation {holder.get(names[i], '?')}" for i in nodes]
