@@ -46,6 +46,8 @@ def _devices_text(devices: list[dict]) -> str:
             s += f" {d['memoryMiB']}MiB"
         if d["xcds"] and d["fraction"] < 1:
             s += f" xcd{','.join(map(str, d['xcds']))}"
+        if "cus" in d:  # what the pod gets, absolute (a fraction's size depends on the partition)
+            s += f" ({d['cus']}CU/{d['memoryGiB']:g}GiB)" if d["gpuCUs"] else f" ({d['memoryGiB']:g}GiB)"
         parts.append(s)
     return " ".join(parts) or "-"
 

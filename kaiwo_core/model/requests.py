@@ -13,6 +13,10 @@ Annotations (the README lists them with examples, "Scheduling pods with Kaiwo"):
 ``kaiwo.ai/gpu-sharing``              "false": a fractional pod that must have its devices alone
 ``kaiwo.ai/gpu-isolation``            "time-slicing" (default) or "xcd" (whole XCDs, CU-masked)
 ``kaiwo.ai/gpu-model``                allowed GPU models, ``|``-separated (e.g. ``MI300X|MI325X``)
+``kaiwo.ai/gpu-partition``            allowed compute partition modes, ``|``-separated (``cpx``,
+                                      ``spx|dpx``): what "one logical GPU" (and so a fraction) is
+``kaiwo.ai/gpu-min-cus``              least compute units of each logical GPU used (e.g. ``38``)
+``kaiwo.ai/gpu-min-memory``           least memory of each logical GPU used (``24Gi``; plain = MiB)
 
 A pod that only names ``kaiwo.ai/gpu-memory`` reserves that memory and time-shares compute without
 a compute reservation (ROCm runs processes concurrently on a GPU natively).
@@ -28,7 +32,7 @@ import numpy as np
 from .durations import parse_duration
 from .errors import (ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name,
                      require_name)
-from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB
+from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_GPU_CUS, MAX_MEMORY_MIB
 from .quantity import QuantityError, parse_bool, parse_fraction, parse_mib, parse_positive_int, parse_quantity
 
 KIND_NONE, KIND_WHOLE, KIND_SHARED, KIND_XCD = 0, 1, 2, 3
@@ -40,6 +44,9 @@ ANN_MEMORY = ANN + "gpu-memory"
 ANN_SHARING = ANN + "gpu-sharing"
 ANN_ISOLATION = ANN + "gpu-isolation"
 ANN_MODEL = ANN + "gpu-model"
+ANN_PARTITION = ANN + "gpu-partition"
+ANN_MIN_CUS = ANN + "gpu-min-cus"
+ANN_MIN_MEMORY = ANN + "gpu-min-memory"
 ANN_ASSIGNMENT = ANN + "gpu-assignment"
 ANN_RUNTIME = ANN + "expected-runtime"
 ANN_PREEMPTIBLE = ANN + "preemptible"
@@ -68,12 +75,18 @@ class Constraint:
     gpu_models: frozenset | None = None   #: allowed models (upper case), None = any
     gpu_resource: str | None = None  #: the GPU resource name the pod asks for (e.g. amd.com/gpu)
     reservations: frozenset = frozenset()  #: reservations whose held nodes the pod may use
+    #: the size of one logical GPU: allowed compute partition modes (upper case, None = any), least
+    #: compute units and least memory (MiB) per logical GPU (0 = any)
+    gpu_partitions: frozenset | None = None
+    gpu_min_cus: int = 0
+    gpu_min_memory: int = 0
 
     def __hash__(self):  # cached: interning thousands of pods hashes each constraint once
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.node_selector, self.tolerations, self.affinity, self.gpu_models,
-                      self.gpu_resource, self.reservations))
+                      self.gpu_resource, self.reservations, self.gpu_partitions, self.gpu_min_cus,
+                      self.gpu_min_memory))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -393,7 +406,7 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     if step(False, _gpu_request, req, ann, gpu_res) is False and lenient is not None:
         _kind_from_assignment(req, gpu_res)
     req.constraint = step(_plain(gpu_res[0] if gpu_res else None), _constraint, name, spec, ann,
-                          gpu_res[0] if gpu_res else None)
+                          gpu_res[0] if gpu_res else None, req.kind != KIND_NONE)
     return req
 
 
@@ -594,7 +607,7 @@ def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> bool:
     return True
 
 
-def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
+def _constraint(name: str, spec: dict, ann: dict, gpu_resource, wants_gpu: bool = True) -> Constraint:
     selector = field_map(PodError, name, spec.get("nodeSelector"), "spec.nodeSelector")
     tolerations = []
     for i, t in enumerate(field_list(PodError, name, spec.get("tolerations"), "spec.tolerations")):
@@ -613,10 +626,42 @@ def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
         models = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
         if not models:
             raise PodError(name, f"metadata.annotations.{ANN_MODEL}", raw, "names no GPU model")
-    if not selector and not tolerations and not affinity and models is None:
+    size = _gpu_size(name, ann, wants_gpu)
+    if not selector and not tolerations and not affinity and models is None and size == (None, 0, 0):
         return _plain(gpu_resource)  # most pods: one shared object per GPU resource name
     return Constraint(tuple(sorted((str(k), str(v)) for k, v in selector.items())),
-                      tuple(sorted(tolerations)), affinity, models, gpu_resource)
+                      tuple(sorted(tolerations)), affinity, models, gpu_resource, frozenset(), *size)
+
+
+def _gpu_size(name: str, ann: dict, wants_gpu: bool) -> tuple:
+    """``kaiwo.ai/gpu-partition``, ``gpu-min-cus`` and ``gpu-min-memory``: (modes or None, CUs,
+    MiB). They say what one logical GPU must be, so they need a GPU request."""
+    from .gpu import COMPUTE_PARTITIONS
+    fld = lambda a: f"metadata.annotations.{a}"  # noqa: E731
+    given = [a for a in (ANN_PARTITION, ANN_MIN_CUS, ANN_MIN_MEMORY) if a in ann]
+    if given and not wants_gpu:
+        raise PodError(name, fld(given[0]), ann[given[0]],
+                       "sizes the logical GPUs a pod uses; this pod asks for no GPU")
+    modes = None
+    if ANN_PARTITION in ann:
+        raw = field_str(PodError, name, ann[ANN_PARTITION], fld(ANN_PARTITION))
+        modes = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
+        bad = sorted(modes - set(COMPUTE_PARTITIONS))
+        if bad or not modes:
+            why = f"unknown compute partition mode {bad[0].lower()!r}" if bad else "names no mode"
+            raise PodError(name, fld(ANN_PARTITION), raw,
+                           f"{why} (expected one of {', '.join(m.lower() for m in COMPUTE_PARTITIONS)})")
+    cus = 0
+    if ANN_MIN_CUS in ann:
+        cus = _field(name, fld(ANN_MIN_CUS), ann[ANN_MIN_CUS], parse_positive_int, ANN_MIN_CUS)
+        if cus > MAX_GPU_CUS:
+            raise PodError(name, fld(ANN_MIN_CUS), ann[ANN_MIN_CUS], f"more than {MAX_GPU_CUS} compute units")
+    mib = 0
+    if ANN_MIN_MEMORY in ann:
+        mib = _field(name, fld(ANN_MIN_MEMORY), ann[ANN_MIN_MEMORY], parse_mib, ANN_MIN_MEMORY)
+        if mib > MAX_MEMORY_MIB:
+            raise PodError(name, fld(ANN_MIN_MEMORY), ann[ANN_MIN_MEMORY], f"more than {MAX_MEMORY_MIB} MiB")
+    return modes, cus, mib
 
 
 _PLAIN: dict = {}
@@ -730,6 +775,15 @@ def _timestamp(name: str, raw, fld: str = "metadata.creationTimestamp") -> float
         return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
     except ValueError:
         raise PodError(name, fld, raw, "not an RFC 3339 time") from None
+
+
+ASSIGNMENT_KEYS = ("gpu", "partition", "xcds", "fraction", "memoryMiB")
+
+
+def assignment_text(devices: list[dict]) -> str:
+    """The ``kaiwo.ai/gpu-assignment`` value for device entries (only its own keys: ``kaiwo
+    schedule`` output adds sizes that are no part of it)."""
+    return json.dumps([{k: d[k] for k in ASSIGNMENT_KEYS} for d in devices], separators=(",", ":"))
 
 
 def parse_assignment(name: str, raw) -> list[dict]:

@@ -37,6 +37,7 @@ from ..model.requests import (
     ANN_GANG_MIN,
     ANN_MEMORY,
     KIND_NONE,
+    KIND_XCD,
     LABEL_QUEUE,
     PodError,
     batch_from_requests,
@@ -65,13 +66,20 @@ class Decisions:
     rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
     timings: dict = field(default_factory=dict)       #: seconds per step
 
-    def bindings(self) -> list[dict]:
+    def bindings(self, sizes: bool = False) -> list[dict]:
+        """Pod, node and devices (the ``kaiwo.ai/gpu-assignment`` entries; with ``sizes``, each
+        also says in absolute terms what the pod gets, see :func:`device_sizes`)."""
         p = self.placement
         if p is None:
             return []
-        names = self.snapshot.cluster.names
-        return [{"pod": p.batch.names[i], "node": names[p.node[i]], "devices": p.devices(i)}
-                for i in np.flatnonzero(p.placed)]
+        c = self.snapshot.cluster
+        names = c.names
+        out = [{"pod": p.batch.names[i], "node": names[p.node[i]], "devices": p.devices(i)}
+               for i in np.flatnonzero(p.placed).tolist()]
+        if sizes:
+            for b, i in zip(out, np.flatnonzero(p.placed).tolist()):
+                device_sizes(c, int(p.node[i]), b["devices"], p.batch.kind[i] == KIND_XCD)
+        return out
 
     def pending(self) -> list[dict]:
         out = [{"pod": name, "reason": why} for name, why in self.snapshot.ignored]
@@ -118,7 +126,7 @@ class Decisions:
 
     def to_dict(self) -> dict:
         """The ``kaiwo schedule --output json`` document (DESIGN.md, stable interface)."""
-        bindings, pending, running = self.bindings(), self.pending(), self.running()
+        bindings, pending, running = self.bindings(sizes=True), self.pending(), self.running()
         rejected = [e.to_dict() for e in self.rejected]
         snap = self.snapshot
         return {
@@ -145,6 +153,22 @@ class Decisions:
                 "timingsMs": {k: round(v * 1e3, 3) for k, v in self.timings.items()},
             },
         }
+
+
+def device_sizes(cluster, node: int, devices: list[dict], xcd: bool) -> None:
+    """Add to each device entry what the pod gets of it in absolute terms (a fraction is of one
+    logical GPU, whose size depends on the partition mode): ``gpuCUs`` and ``gpuMemoryGiB`` of the
+    logical GPU, ``cus`` (its XCDs' CUs for an XCD-isolated pod, else the fraction of the GPU's)
+    and ``memoryGiB`` held. CUs are 0 on generic GPUs (unknown)."""
+    per_xcd = cluster.dev_cus_per_xcd()
+    for d in devices:
+        dev = cluster.device_index(node, d["gpu"], d["partition"])
+        k = int(per_xcd[dev])
+        gpu_cus = bin(int(cluster.dev_xcd_mask[dev])).count("1") * k
+        d["gpuCUs"] = gpu_cus
+        d["gpuMemoryGiB"] = round(int(cluster.dev_mem_cap[dev]) / 1024, 3)
+        d["cus"] = len(d["xcds"]) * k if xcd else round(d["fraction"] * gpu_cus)
+        d["memoryGiB"] = round(d["memoryMiB"] / 1024, 3)
 
 
 def impossible(snapshot: Snapshot, pending: PodTable) -> tuple[np.ndarray, list]:

@@ -24,7 +24,7 @@ STRATEGIES = {"binpack": STRATEGY_BINPACK, "spread": STRATEGY_SPREAD, "frag": ST
               "gpu-clustering": STRATEGY_GPU_CLUSTERING, "fgd": STRATEGY_FGD}
 #: splitmix64's increment: row r of a batch draws from counters 2r+1 and 2r+2 (see ``random_seed_at``).
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
-DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource")
+DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource", "gpu-partition")
 
 
 def _label_column(ctx: CycleContext, key: str) -> np.ndarray:
@@ -190,6 +190,67 @@ class GpuResource(Plugin):
 
     def explain(self, ctx, con, nodes):
         return [f"no {con.gpu_resource} resource" for _ in nodes]
+
+
+def gpu_sizes(ctx: CycleContext):
+    """Per node (cached per cycle): its compute partition modes (a frozenset, empty without GPUs)
+    and the least compute units and memory (MiB) of any of its logical GPUs (0 = unknown: generic
+    GPUs have no CU count)."""
+    got = ctx.extra.get("gpu_sizes")
+    if got is None:
+        nodes = ctx.cluster.nodes
+        modes = np.array([frozenset(g.part.compute for g in nd.gpus) for nd in nodes] + [None],
+                         dtype=object)[:-1]
+        cus = np.array([min((g.part.model.cus // g.part.logical_per_gpu for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        mem = np.array([min((g.part.memory_per_partition_mib for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        got = ctx.extra["gpu_sizes"] = (modes, cus, mem)
+    return got
+
+
+@register
+class GpuPartition(Plugin):
+    """``kaiwo.ai/gpu-partition``, ``gpu-min-cus``, ``gpu-min-memory``: every logical GPU of the
+    node must be of an allowed compute partition mode and have at least that many compute units
+    and that much memory, so a fraction is of a GPU of a known size (a CPX pod never lands on an
+    SPX node, nor the other way round)."""
+
+    name = "gpu-partition"
+
+    def filter(self, ctx):
+        if all(c.gpu_partitions is None and not c.gpu_min_cus and not c.gpu_min_memory
+               for c in ctx.constraints):
+            return None
+        modes, cus, mem = gpu_sizes(ctx)
+
+        def row(con):
+            if con.gpu_partitions is None and not con.gpu_min_cus and not con.gpu_min_memory:
+                return None
+            ok = np.array([bool(m) for m in modes], dtype=bool)  # GPUs at all
+            if con.gpu_partitions is not None:
+                ok &= np.array([m <= con.gpu_partitions for m in modes], dtype=bool)
+            return ok & (cus >= con.gpu_min_cus) & (mem >= con.gpu_min_memory)
+        return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        modes, cus, mem = gpu_sizes(ctx)
+        out = []
+        for i in nodes:
+            if not modes[i]:
+                out.append("no GPUs")
+            elif con.gpu_partitions is not None and not modes[i] <= con.gpu_partitions:
+                out.append(f"GPU partition {'+'.join(sorted(modes[i]))} (pod asks for "
+                           f"{'|'.join(sorted(con.gpu_partitions))})")
+            elif cus[i] < con.gpu_min_cus:
+                out.append(f"{cus[i]} CUs per logical GPU < {con.gpu_min_cus} asked")
+            else:
+                out.append(f"{_gib(mem[i])} GiB per logical GPU < {_gib(con.gpu_min_memory)} asked")
+        return out
+
+
+def _gib(mib) -> str:
+    return f"{int(mib) / 1024:.4g}"
 
 
 class _Strategy(Plugin):
