@@ -79,3 +79,56 @@ def test_cpx_pod_never_on_spx_node_and_back():
     assert len(where) == 13
     assert all(where[f"c{i}"] == "cpx-0" and where[f"s{i}"].startswith("spx") for i in range(6))
     assert where["w"] in ("cpx-0", "qpx-0")
+
+
+# ------------------------------------------------------------------------- item 4: warnings
+
+def test_unknown_annotations_fields_and_models_are_warned_about():
+    queue = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoQueue", "metadata": {"name": "research"},
+             "spec": {"qouta": 4, "resources": {"gpu": {"quota": 2, "limt": 4}}}}
+    job = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoJob", "metadata": {"name": "j", "namespace": "ml"},
+           "spec": {"replicas": 1, "gpusPerReplica": 1, "minMember": 1,
+                    "template": {"spec": {"containers": [{"name": "c"}], "anything": 1}}}}
+    res = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoReservation", "metadata": {"name": "r"},
+           "spec": {"queue": "research", "gpus": 1, "tll": "1h"}}
+    objs = objects([{"name": "n0", "gpus": 2}], [
+        {"name": "typo", "annotations": {"kaiwo.ai/gpu-fracton": "0.5"}},
+        {"name": "label", "gpu": 1, "annotations": {"kaiwo.ai/queue": "research", "kaiwo.ai/zzz": "1"}},
+        {"name": "m1", "gpu": 1, "annotations": {"kaiwo.ai/gpu-model": "MI300"}},
+        {"name": "m0", "gpu": 1, "annotations": {"kaiwo.ai/gpu-model": "mi300"}},
+        {"name": "fine", "gpu": 1, "annotations": {"kaiwo.ai/gpu-model": "MI300X|MI999"}},
+    ]) + [queue, job, res]
+    warnings = run(objs)["warnings"]
+    assert warnings == [
+        "pod default/typo: unknown annotation kaiwo.ai/gpu-fracton (did you mean kaiwo.ai/gpu-fraction?); ignored",
+        "pod default/label: unknown annotation kaiwo.ai/queue (kaiwo.ai/queue is a label, not an annotation), "
+        "unknown annotation kaiwo.ai/zzz; ignored",
+        # quota is a field of spec.resources.<resource>, not of spec: nothing close at that level
+        "KaiwoQueue research: spec.qouta: unknown field; spec.resources.gpu.limt: unknown field "
+        "(did you mean limit?); ignored",
+        "KaiwoJob ml/j: spec.minMember: unknown field (did you mean minMembers?); ignored",
+        "KaiwoReservation r: spec.tll: unknown field (did you mean ttl?); ignored",
+        "pod default/m0 (and 1 more): kaiwo.ai/gpu-model names MI300, which no node has (the cluster has: MI300X)",
+    ]
+
+
+def test_known_spec_fields_mirror_the_crd_schemas():
+    """kaiwo_core.model.fields.SPEC_FIELDS must name exactly what deploy/crds accepts."""
+    from pathlib import Path
+
+    import yaml
+
+    from kaiwo_core.model.fields import SPEC_FIELDS
+
+    def tree(schema):
+        props = schema.get("properties")
+        if not props or schema.get("x-kubernetes-preserve-unknown-fields"):
+            return None
+        return {k: tree(v) for k, v in props.items()}
+
+    for path in sorted(Path(__file__).parent.parent.joinpath("deploy", "crds").glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        kind = crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            assert tree(spec) == SPEC_FIELDS[kind], (path.name, version["name"])

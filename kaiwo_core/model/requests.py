@@ -53,6 +53,11 @@ ANN_PREEMPTIBLE = ANN + "preemptible"
 ANN_GANG = ANN + "gang"
 ANN_GANG_MIN = ANN + "gang-min-members"
 LABEL_QUEUE = ANN + "queue"
+#: Every ``kaiwo.ai/`` annotation a pod may carry; any other is warned about (with the closest
+#: of these), since it would be silently ignored. A new annotation must be added here.
+POD_ANNOTATIONS = frozenset({ANN_FRACTION, ANN_NUM_DEVICES, ANN_MEMORY, ANN_SHARING, ANN_ISOLATION, ANN_MODEL,
+                             ANN_PARTITION, ANN_MIN_CUS, ANN_MIN_MEMORY, ANN_ASSIGNMENT, ANN_RUNTIME,
+                             ANN_PREEMPTIBLE, ANN_GANG, ANN_GANG_MIN})
 ISOLATION_MODES = ("time-slicing", "xcd")
 SCHEDULER_NAME = "kaiwo"
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -344,8 +349,28 @@ def _decode_pod(obj, classes: dict) -> tuple[PodRequest, list[str]]:
     bound = spec.get("nodeName") if isinstance(spec, dict) else None
     if isinstance(bound, str) and bound and pod_phase(obj) not in FINISHED_PHASES:
         problems: list[str] = []
-        return _decode(obj, classes, problems), problems
-    return _decode(obj, classes, None), []
+        req = _decode(obj, classes, problems)
+    else:
+        req, problems = _decode(obj, classes, None), []
+    return req, problems + annotation_warnings(req.name, req.annotations)
+
+
+def annotation_warnings(name: str, ann: dict) -> list[str]:
+    """``kaiwo.ai/`` annotations of a pod that Kaiwo does not know (a typo would be silently
+    ignored: ``kaiwo.ai/gpu-fracton`` runs the pod without a GPU), with the closest known name;
+    one warning per pod, at most a few names listed. Labels put among the annotations are named."""
+    from .fields import MAX_LISTED, did_you_mean
+    unknown = [k for k in ann if isinstance(k, str) and k.startswith(ANN) and k not in POD_ANNOTATIONS]
+    if not unknown:
+        return []
+    unknown.sort()
+    parts = []
+    for key in unknown[:MAX_LISTED]:
+        hint = (f" ({key} is a label, not an annotation)" if key == LABEL_QUEUE
+                else did_you_mean(key, sorted(POD_ANNOTATIONS), ANN))
+        parts.append(f"unknown annotation {key}{hint}")
+    more = f" (and {len(unknown) - MAX_LISTED} more)" if len(unknown) > MAX_LISTED else ""
+    return [f"pod {name}: {', '.join(parts)}{more}; ignored"]
 
 
 def _raw_gang(obj) -> str | None:

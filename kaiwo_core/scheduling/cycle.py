@@ -32,10 +32,12 @@ from .placement import Placement, default_pipeline, place
 from ..plugins import CycleContext, Pipeline
 from .queues import RESOURCES, QueueTree, human
 from .podtable import PodTable
+from ..model.fields import spec_warnings
 from ..model.requests import (
     ANN_GANG,
     ANN_GANG_MIN,
     ANN_MEMORY,
+    ANN_MODEL,
     KIND_NONE,
     KIND_XCD,
     LABEL_QUEUE,
@@ -64,6 +66,7 @@ class Decisions:
     expired: list = field(default_factory=list)       #: names of reservations that expired
     preemption: object = None                         #: PreemptionPlan (reclaim and preemption)
     rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
+    warnings: list = field(default_factory=list)      #: str: the cycle's, after the snapshot's
     timings: dict = field(default_factory=dict)       #: seconds per step
 
     def bindings(self, sizes: bool = False) -> list[dict]:
@@ -143,7 +146,7 @@ class Decisions:
             "reservations": [r.to_dict() for r in self.reservations],
             "expiredReservations": list(self.expired),
             "invalidReservations": [e.to_dict() for e in self.reservation_errors],
-            "warnings": list(snap.warnings),
+            "warnings": list(snap.warnings) + self.warnings,
             "stats": {
                 "nodes": snap.cluster.n_nodes, "gpus": snap.cluster.n_devices,
                 "queues": len(self.tree),
@@ -169,6 +172,25 @@ def device_sizes(cluster, node: int, devices: list[dict], xcd: bool) -> None:
         d["gpuMemoryGiB"] = round(int(cluster.dev_mem_cap[dev]) / 1024, 3)
         d["cus"] = len(d["xcds"]) * k if xcd else round(d["fraction"] * gpu_cus)
         d["memoryGiB"] = round(d["memoryMiB"] / 1024, 3)
+
+
+def model_warnings(cluster, batch) -> list[str]:
+    """A ``kaiwo.ai/gpu-model`` that no node of the cluster has (a typo, or a model not there):
+    one warning per set of models asked, naming the first pod by name and how many more."""
+    have = {nd.model.upper() for nd in cluster.nodes if nd.gpus}
+    pods: dict[frozenset, list[int]] = {}
+    for c, con in enumerate(batch.constraints):
+        if con.gpu_models is not None and not con.gpu_models & have:
+            pods.setdefault(con.gpu_models, []).extend(np.flatnonzero(batch.cls == c).tolist())
+    out = []
+    for models, rows in sorted(pods.items(), key=lambda kv: sorted(kv[0])):
+        if not rows:
+            continue
+        first = min(batch.names[i] for i in rows)
+        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+        out.append(f"pod {first}{more}: {ANN_MODEL} names {'|'.join(sorted(models))}, which no node "
+                   f"has (the cluster has: {', '.join(sorted(have)) or 'no GPUs'})")
+    return out
 
 
 def impossible(snapshot: Snapshot, pending: PodTable) -> tuple[np.ndarray, list]:
@@ -403,7 +425,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         if len(ordered) else None
     t4 = time.perf_counter()
     decisions = Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, held_rows,
-                          reservations, res_errors, expired, rejected=rejected)
+                          reservations, res_errors, expired, rejected=rejected,
+                          warnings=spec_warnings(snapshot.objects) + model_warnings(cluster, batch))
 
     # 5. reclaim and preemption, for the pods placement could not place
     if placement is not None and not placement.placed.all() and snapshot.running:
