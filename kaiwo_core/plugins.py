@@ -249,20 +249,20 @@ class Pipeline:
         return keys
 
 
-def filter_verdicts(ctx: CycleContext, cls: int, nodes=None) -> list[list[str]]:
-    """For constraint class ``cls``: per node of ``nodes`` (default: all), the texts of every filter
-    that rejects it, in pipeline order (empty = every filter lets it through). Uses the masks
+def filter_verdicts(ctx: CycleContext, cls: int, nodes=None) -> list[list[tuple[str, str]]]:
+    """For constraint class ``cls``: per node of ``nodes`` (default: all), (plugin name, text) of
+    every filter that rejects it, in pipeline order (empty = every filter lets it through). Uses the masks
     :meth:`Pipeline.class_mask` kept; asks each filter's :meth:`Plugin.explain` only about the
     nodes it rejects, so the cost is per rejected node of one class, never per pod."""
     nodes = np.arange(ctx.shape[1]) if nodes is None else np.asarray(nodes, dtype=np.int64)
-    out: list[list[str]] = [[] for _ in range(len(nodes))]
+    out: list[list[tuple[str, str]]] = [[] for _ in range(len(nodes))]
     con = ctx.constraints[cls]
     for p, m in ctx.extra.get("filter_masks", ()):
         bad = np.flatnonzero(~np.asarray(m[cls], dtype=bool)[nodes])
         if not len(bad):
             continue
         for j, text in zip(bad.tolist(), p.explain(ctx, con, nodes[bad].tolist())):
-            out[j].append(text)
+            out[j].append((p.name, text))
     return out
 
 

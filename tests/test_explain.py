@@ -4,6 +4,8 @@ logical GPU (``kaiwo.ai/gpu-partition``, ``gpu-min-cus``, ``gpu-min-memory``). O
 hand."""
 import json
 
+import yaml
+
 import kaiwo_core as kc
 from kaiwo.cli import main
 from tests.scenario_loader import node_obj, pod_objs
@@ -132,3 +134,65 @@ def test_known_spec_fields_mirror_the_crd_schemas():
         for version in crd["spec"]["versions"]:
             spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
             assert tree(spec) == SPEC_FIELDS[kind], (path.name, version["name"])
+
+
+# ---------------------------------------------------------------- item 4: reasons and kaiwo explain
+
+EXPLAIN_NODES = [
+    {"name": "n1", "gpus": 1, "taints": [{"key": "gpu", "value": "reserved", "effect": "NoSchedule"}]},
+    {"name": "n2", "gpus": 1, "cpu": 64, "labels": {"zone": "b", "pool": "x"}},
+    {"name": "n3", "gpus": 1, "labels": {"zone": "b", "pool": "ml"}},
+]
+EXPLAIN_PODS = [
+    # already running on n3, holding 0.6 of its one GPU (the kernel picks the device)
+    {"name": "holder", "nodeName": "n3", "annotations": {"kaiwo.ai/gpu-fraction": "0.6"}},
+    {"name": "p", "cpu": 100, "nodeSelector": {"pool": "ml"}, "annotations": {"kaiwo.ai/gpu-fraction": "0.6"}},
+]
+
+
+def explain_dump(tmp_path):
+    path = tmp_path / "dump.yaml"
+    path.write_text(yaml.safe_dump_all(objects(EXPLAIN_NODES, EXPLAIN_PODS)))
+    return str(path)
+
+
+def test_pending_reason_and_explain_name_every_filter_and_the_near_miss(tmp_path, capsys):
+    # n1: not pool=ml and tainted (its GPU and CPU would do); n2: pool=x and 64 < 100 cores;
+    # n3: pool=ml, 192 cores, but 1 - 0.6 = 0.4 of its GPU free < 0.6.
+    dump = explain_dump(tmp_path)
+    assert main(["schedule", dump, "-o", "json", "--now", "dump", "--pod", "default/p"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [e["pod"] for k in ("bindings", "pending", "rejected", "running") for e in doc[k]] == ["default/p"]
+    assert doc["pending"][0]["reason"] == ("0/3 nodes can take it: 2 node selector pool=ml not matched, "
+                                           "1 insufficient GPU share (largest free share 0.4 < 0.6 needed)")
+    assert main(["explain", dump, "default/p", "--now", "dump"]) == 0
+    assert capsys.readouterr().out.splitlines()[2:] == [
+        "node classes (nodes grouped by what the pod sees):",
+        "  1 node (n1): filter node-affinity: node selector pool=ml not matched; "
+        "filter taints: untolerated taint gpu=reserved:NoSchedule",
+        "  1 node (n2): filter node-affinity: node selector pool=ml not matched; insufficient CPU",
+        "  1 node (n3): insufficient GPU share",
+        "best near miss: node n3: GPU share 0.4 free < 0.6 needed; everything else fits",
+    ]
+    assert main(["explain", dump, "default/holder", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "running"
+    assert main(["explain", dump, "default/nobody"]) == 1
+    assert "no such pod" in capsys.readouterr().out
+
+
+def test_now_defaults_to_the_wall_clock_and_is_checked(tmp_path, capsys):
+    """An automatic reservation needs 10 minutes of waiting: with the dump's own time the pod has
+    waited 0 s, with the wall clock far longer (the pods are from 2026-01-01)."""
+    objs = objects([{"name": "n0", "gpus": 2}], [
+        {"name": "small", "gpu": 1, "nodeName": "n0"},
+        {"name": "big", "gpu": 2},
+    ])
+    path = tmp_path / "d.yaml"
+    path.write_text(yaml.safe_dump_all(objs))
+    assert main(["schedule", str(path), "-o", "json", "--now", "dump"]) == 0
+    assert json.loads(capsys.readouterr().out)["reservations"] == []
+    assert main(["schedule", str(path), "-o", "json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)["reservations"]] == ["auto-default-big"]
+    assert main(["schedule", str(path), "-o", "json", "--now", "2026-11-28T00:00:00Z"]) == 0
+    assert main(["schedule", str(path), "--now", "yesterday"]) == 2
+    assert "--now 'yesterday'" in capsys.readouterr().err

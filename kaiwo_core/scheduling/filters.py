@@ -84,18 +84,15 @@ class NodeAffinity(Plugin):
         labels = [ctx.cluster.nodes[i].labels for i in nodes]
         out = []
         for lab in labels:
-            why = next((f"node selector {k}={v} not matched ({k}={_shown(lab.get(k))})"
-                        for k, v in con.node_selector if lab.get(k) != v), None)
+            # texts name the pod's term, not the node's value: they group nodes in pending reasons
+            why = next((f"node selector {k}={v} not matched" for k, v in con.node_selector
+                        if lab.get(k) != v), None)
             if why is None:
                 misses = [next(_term_miss(term, lab)) for term in con.affinity]
                 why = (f"node affinity {misses[0]} not matched" if len(misses) == 1 else
                        f"no node affinity term matched ({'; '.join(misses)})")
             out.append(why)
         return out
-
-
-def _shown(value) -> str:
-    return "<absent>" if value is None else str(value)
 
 
 def _term_miss(term, labels):
@@ -106,7 +103,7 @@ def _term_miss(term, labels):
               else (v is not None and v in values) == (op == "In"))
         if not ok:
             shown = f" [{', '.join(values)}]" if op in ("In", "NotIn") else ""
-            yield f"{key} {op}{shown}, node has {key}={_shown(v)}"
+            yield f"{key} {op}{shown}"
 
 
 def tolerates(tolerations, taint) -> bool:

@@ -58,6 +58,10 @@ class Placement:
     xcd_held: np.ndarray | None = None  #: uint32[G] XCDs held by XCD pods before this batch
     #: the cycle context: its ``extra["filter_masks"]`` name the filter behind each excluded node
     ctx: CycleContext | None = None
+    #: what the kernel was given (batch arrays, class mask, scores, strategy arguments) and the
+    #: strategy code: :mod:`kaiwo_core.scheduling.explain` replays a prefix of the batch with them
+    kernel_batch: dict | None = None
+    strategy: int = 0
 
     def _held_after(self) -> np.ndarray:
         """XCDs held exclusively by XCD-isolated pods once this batch is in (cached)."""
@@ -129,7 +133,7 @@ class Placement:
             groups: dict[str, int] = {}
             if self.ctx is not None:
                 for texts in filter_verdicts(self.ctx, cls, self._excluded(cls)):
-                    why = texts[0] if texts else REASON_TEXT[0]
+                    why = texts[0][1] if texts else REASON_TEXT[0]
                     groups[why] = groups.get(why, 0) + 1
             got = cache[cls] = sorted(((k, t) for t, k in groups.items()), key=lambda x: (-x[0], x[1]))
         return got
@@ -193,7 +197,8 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
         kb["extra_score"] = extra
     kb.update(pipeline.kernel_args(ctx))  # e.g. random's seed, fgd's target workload, held devices
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
-    result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, ctx=ctx, **out)
+    result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, ctx=ctx, kernel_batch=kb,
+                       strategy=pipeline.strategy.strategy, **out)
     for p in pipeline.plugins:
         p.on_cycle_end(ctx, result)
     return result
