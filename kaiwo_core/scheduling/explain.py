@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _core
 from ..model.cluster import ClusterState, kernel_view
-from ..model.requests import KIND_NONE, KIND_WHOLE, KIND_XCD
+from ..model.requests import KIND_NONE
 from ..plugins import filter_verdicts
 
 #: Per-pod arrays of the kernel's batch (the rest -- class mask, scores, strategy arguments -- are
