@@ -196,3 +196,32 @@ def test_now_defaults_to_the_wall_clock_and_is_checked(tmp_path, capsys):
     assert main(["schedule", str(path), "-o", "json", "--now", "2026-11-28T00:00:00Z"]) == 0
     assert main(["schedule", str(path), "--now", "yesterday"]) == 2
     assert "--now 'yesterday'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- item 4: every error at once
+
+def test_every_independent_error_of_a_pod_is_reported_on_one_line():
+    objs = objects([{"name": "n0", "gpus": 1}], [
+        {"name": "bad", "priority": "high",
+         "tolerations": [{"key": "k", "operator": "Maybe"}],
+         "annotations": {"kaiwo.ai/gpu-fraction": "1.5", "kaiwo.ai/expected-runtime": "soon"}},
+        {"name": "one", "annotations": {"kaiwo.ai/gpu-fraction": "1.5"}},
+    ])
+    rejected = {r["pod"]: r for r in run(objs)["rejected"]}
+    assert rejected["default/bad"] == {
+        "pod": "default/bad", "field": "spec.priority",
+        "error": "'high': must be an integer; "
+                 "metadata.annotations.kaiwo.ai/expected-runtime = 'soon': " + kc_duration_error("soon") + "; "
+                 "metadata.annotations.kaiwo.ai/gpu-fraction = '1.5': must be between 0.1 and 1.0; "
+                 "spec.tolerations[0].operator = 'Maybe': must be Equal or Exists"}
+    assert rejected["default/one"]["error"] == "'1.5': must be between 0.1 and 1.0"  # one error: as before
+    assert "\n" not in rejected["default/bad"]["error"]
+
+
+def kc_duration_error(text):
+    from kaiwo_core.model.durations import parse_duration
+    try:
+        parse_duration(text)
+    except ValueError as e:
+        return str(e)
+    raise AssertionError(text)

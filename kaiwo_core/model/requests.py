@@ -30,8 +30,8 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .durations import parse_duration
-from .errors import (ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name,
-                     require_name)
+from .errors import (ObjectError, combined, field_int, field_list, field_map, field_str, guarded, metadata,
+                     object_name, require_name)
 from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_GPU_CUS, MAX_MEMORY_MIB
 from .quantity import QuantityError, parse_bool, parse_fraction, parse_mib, parse_positive_int, parse_quantity
 
@@ -385,26 +385,31 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     """:func:`pod_request`; with ``lenient`` (a list), a step that fails keeps its default and
     its error is appended to the list instead of raised."""
     name = pod_name(obj)
+    errors: list[PodError] = []  # strict: every independent error, raised together at the end
 
     def step(default, fn, *args):
-        if lenient is None:
-            return fn(*args)
         try:
             return fn(*args)
         except PodError as e:
-            lenient.append(f"running pod {name}: {e.message()}; ignored, the pod is charged to its "
-                           "node anyway")
+            if lenient is None:
+                errors.append(e)
+            else:
+                lenient.append(f"running pod {name}: {e.message()}; ignored, the pod is charged to its "
+                               "node anyway")
             return default
 
     meta = step({}, field_map, PodError, name, obj.get("metadata"), "metadata")
     step(None, _identity, name, meta)
-    spec = field_map(PodError, name, obj.get("spec"), "spec")  # a bound pod's spec is a map
+    try:
+        spec = field_map(PodError, name, obj.get("spec"), "spec")  # a bound pod's spec is a map
+    except PodError as e:  # nothing more can be read
+        raise combined([*errors, e]) from None
     status = step({}, field_map, PodError, name, obj.get("status"), "status")
     ann = step({}, field_map, PodError, name, meta.get("annotations"), "metadata.annotations")
     labels = step({}, field_map, PodError, name, meta.get("labels"), "metadata.labels")
     if step(False, _gang_name, name, ann) is False:
         ann = {k: v for k, v in ann.items() if k != ANN_GANG}  # unreadable: in no gang
-    node = field_str(PodError, name, spec.get("nodeName"), "spec.nodeName")
+    node = step("", field_str, PodError, name, spec.get("nodeName"), "spec.nodeName")
     step(None, field_list, PodError, name, spec.get("schedulingGates"), "spec.schedulingGates")
     cpu, mem, gpu_res = step((0, 0, None), _resources, name, spec)
     req = PodRequest(name=name, uid=step("", field_str, PodError, name, meta.get("uid"), "metadata.uid"),
@@ -432,6 +437,8 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
         _kind_from_assignment(req, gpu_res)
     req.constraint = step(_plain(gpu_res[0] if gpu_res else None), _constraint, name, spec, ann,
                           gpu_res[0] if gpu_res else None, req.kind != KIND_NONE)
+    if errors:
+        raise combined(errors)
     return req
 
 
