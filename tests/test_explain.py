@@ -225,3 +225,21 @@ def kc_duration_error(text):
     except ValueError as e:
         return str(e)
     raise AssertionError(text)
+
+
+def test_every_independent_error_of_a_queue_and_a_reservation():
+    queue = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoQueue", "metadata": {"name": "q"},
+             "spec": {"priority": "high", "resources": {"gpu": {"quota": "lots"}, "cpu": {"overQuotaWeight": 0}},
+                      "fairness": {"reclaimStrategy": "sometimes"}}}
+    res = {"apiVersion": "kaiwo.ai/v1alpha2", "kind": "KaiwoReservation", "metadata": {"name": "r"},
+           "spec": {"job": "no-namespace", "gpus": 0, "ttl": "a while"}}
+    doc = run(objects([{"name": "n0", "gpus": 1}], []) + [queue, res])
+    assert doc["invalidQueues"] == [{
+        "kaiwoqueue": "q", "field": "spec.priority",
+        "error": "'high': must be an integer; spec.resources.gpu.quota = 'lots': not a number; "
+                 "spec.resources.cpu.overQuotaWeight = 0: must be a finite number > 0 and at most 1e+06; "
+                 "spec.fairness.reclaimStrategy = 'sometimes': expected one of aggressive, conservative"}]
+    assert doc["invalidReservations"] == [{
+        "kaiworeservation": "r", "field": "spec.job",
+        "error": "'no-namespace': expected namespace/name; spec.gpus = 0: must be between 1 and 2147483647; "
+                 "spec.ttl = 'a while': not a duration (expected e.g. 10m, 1h30m, 90s)"}]

@@ -68,6 +68,27 @@ class ObjectError(ValueError):
         return "".join(f"; {e.message()}" for e in self.others)
 
 
+class Collector:
+    """Reads the independent fields of one object and keeps going past a bad one:
+    ``collect(default, fn, *args)`` is ``fn(*args)``, or ``default`` with the ObjectError kept;
+    :meth:`raise_all` then raises them together (:func:`combined`). The work stays bounded: one
+    error per field read, and a decoder reads a fixed set of fields."""
+
+    def __init__(self):
+        self.errors: list = []
+
+    def __call__(self, default, fn, *args):
+        try:
+            return fn(*args)
+        except ObjectError as e:
+            self.errors.append(e)
+            return default
+
+    def raise_all(self) -> None:
+        if self.errors:
+            raise combined(self.errors)
+
+
 def combined(errors: list) -> ObjectError:
     """One error reporting all of ``errors`` (one object's, in the order found): the first, with
     the rest as its ``others``."""
