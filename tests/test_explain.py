@@ -2,12 +2,16 @@
 warnings for unknown annotations and fields, every error of an object, ``--now``, and the size of a
 logical GPU (``kaiwo.ai/gpu-partition``, ``gpu-min-cus``, ``gpu-min-memory``). Outcomes worked out by
 hand."""
+import copy
 import json
 
+import numpy as np
 import yaml
+from hypothesis import HealthCheck, given, settings
 
 import kaiwo_core as kc
 from kaiwo.cli import main
+from tests.dumpgen import NOW, dumps
 from tests.scenario_loader import node_obj, pod_objs
 
 
@@ -243,3 +247,38 @@ def test_every_independent_error_of_a_queue_and_a_reservation():
         "kaiworeservation": "r", "field": "spec.job",
         "error": "'no-namespace': expected namespace/name; spec.gpus = 0: must be between 1 and 2147483647; "
                  "spec.ttl = 'a while': not a duration (expected e.g. 10m, 1h30m, 90s)"}]
+
+
+# ----------------------------------------- property: explain agrees with the placement kernel's counts
+
+@settings(max_examples=100, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(dumps())
+def test_explain_judges_every_node_as_the_kernel_did(objs):
+    """For every unplaced pod (gangs aside: their members are judged without their gang), the first
+    thing each node lacks in the kernel's order -- a filter, CPU, memory, a pod slot, then the GPU
+    verdict -- counted over the nodes, is the kernel's own reason count: the replayed state is the
+    one the pod met, and no node is judged to fit where the kernel found none."""
+    from kaiwo_core.scheduling.explain import node_views
+
+    d = kc.schedule(kc.Snapshot.from_objects(copy.deepcopy(objs)), now=NOW)
+    p = d.placement
+    if p is None:
+        return
+    order = {"CPU": 1, "memory": 2, "pods": 3}
+    gpu = {"GPUs": None, "idle GPUs": 5, "GPU share": 6, "GPU memory": 7, "XCDs": 8}
+    rows = [i for i in np.flatnonzero(~p.placed).tolist() if not p.gang_failed[i]
+            and (p.batch.gang is None or p.batch.gang[i] < 0)][:6]
+    for i in rows:
+        counts = np.zeros(len(p.reason_counts[i]), dtype=np.int64)
+        for v in node_views(p, i, d.snapshot.state):
+            assert v.missing, (p.batch.names[i], v.node)
+            what, detail = v.missing[0]
+            if what.startswith("filter "):
+                code = 0
+            elif what in order:
+                code = order[what]
+            else:
+                code = gpu[what] if gpu[what] is not None else (4 if "on the node" in detail else 9)
+            counts[code] += 1
+        assert counts.tolist() == p.reason_counts[i].tolist(), p.batch.names[i]
