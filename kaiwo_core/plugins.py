@@ -261,9 +261,19 @@ def filter_verdicts(ctx: CycleContext, cls: int, nodes=None) -> list[list[tuple[
         bad = np.flatnonzero(~np.asarray(m[cls], dtype=bool)[nodes])
         if not len(bad):
             continue
-        for j, text in zip(bad.tolist(), p.explain(ctx, con, nodes[bad].tolist())):
+        for j, text in zip(bad.tolist(), _explained(p, ctx, con, nodes[bad].tolist())):
             out[j].append((p.name, text))
     return out
+
+
+def _explained(plugin: Plugin, ctx: CycleContext, con, nodes: list[int]) -> list[str]:
+    """``plugin.explain``, or the generic text if it fails or answers the wrong length: the reasons
+    of pending pods are written every cycle, and a plugin's explanation must never be what fails it."""
+    try:
+        texts = [str(t) for t in plugin.explain(ctx, con, nodes)]
+    except Exception:  # noqa: BLE001 - third-party code
+        texts = []
+    return texts if len(texts) == len(nodes) else Plugin.explain(plugin, ctx, con, nodes)
 
 
 def _check(plugin: Plugin, hook: str, arr: np.ndarray, shape) -> np.ndarray:

@@ -282,3 +282,26 @@ def test_explain_judges_every_node_as_the_kernel_did(objs):
                 code = gpu[what] if gpu[what] is not None else (4 if "on the node" in detail else 9)
             counts[code] += 1
         assert counts.tolist() == p.reason_counts[i].tolist(), p.batch.names[i]
+
+
+def test_a_reason_lists_a_few_filter_values_and_a_broken_plugin_explanation_is_generic():
+    nodes = [{"name": f"n{i}", "gpus": 1, "taints": [{"key": f"t{i}", "effect": "NoSchedule"}]} for i in range(9)]
+    doc = run(objects(nodes, [{"name": "p", "gpu": 1}]))
+    assert doc["pending"][0]["reason"] == (
+        "0/9 nodes can take it: 4 excluded by other filter values, 1 untolerated taint t0:NoSchedule, "
+        "1 untolerated taint t1:NoSchedule, 1 untolerated taint t2:NoSchedule, "
+        "1 untolerated taint t3:NoSchedule, 1 untolerated taint t4:NoSchedule")  # most nodes first
+
+    class Broken(kc.Plugin):
+        name = "broken-explainer"
+
+        def filter(self, ctx):
+            return np.zeros(ctx.shape, bool)
+
+        def explain(self, ctx, con, nodes):
+            raise RuntimeError("oops")
+
+    pipeline = kc.Pipeline([*kc.filters.DEFAULT_PLUGINS, Broken(), "binpack"])
+    snap = kc.Snapshot.from_objects(objects([{"name": "n0", "gpus": 1}], [{"name": "p", "gpu": 1}]))
+    doc = kc.schedule(snap, pipeline=pipeline).to_dict()
+    assert doc["pending"][0]["reason"] == "0/1 nodes can take it: 1 excluded by plugin broken-explainer"

@@ -31,6 +31,9 @@ REASON_TEXT = (
     "not enough free XCDs",
     "GPUs held by a reservation",
 )
+#: Distinct filter texts a pending reason lists (the rest are counted together); ``kaiwo explain``
+#: lists every node class.
+MAX_FILTER_GROUPS = 6
 REASON_KEYS = ("NodeFilter", "Cpu", "Memory", "Pods", "GpuCount", "GpuBusy", "GpuShare",
                "GpuMemory", "Xcd", "Reserved")
 
@@ -135,7 +138,11 @@ class Placement:
                 for texts in filter_verdicts(self.ctx, cls, self._excluded(cls)):
                     why = texts[0][1] if texts else REASON_TEXT[0]
                     groups[why] = groups.get(why, 0) + 1
-            got = cache[cls] = sorted(((k, t) for t, k in groups.items()), key=lambda x: (-x[0], x[1]))
+            got = sorted(((k, t) for t, k in groups.items()), key=lambda x: (-x[0], x[1]))
+            if len(got) > MAX_FILTER_GROUPS:  # a reason stays one readable line
+                rest = sum(k for k, _ in got[MAX_FILTER_GROUPS - 1:])
+                got = got[:MAX_FILTER_GROUPS - 1] + [(rest, "excluded by other filter values")]
+            cache[cls] = got
         return got
 
     def _excluded(self, cls: int) -> np.ndarray:
