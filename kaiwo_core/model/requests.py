@@ -359,10 +359,10 @@ def annotation_warnings(name: str, ann: dict) -> list[str]:
     """``kaiwo.ai/`` annotations of a pod that Kaiwo does not know (a typo would be silently
     ignored: ``kaiwo.ai/gpu-fracton`` runs the pod without a GPU), with the closest known name;
     one warning per pod, at most a few names listed. Labels put among the annotations are named."""
-    from .fields import MAX_LISTED, did_you_mean
     unknown = [k for k in ann if isinstance(k, str) and k.startswith(ANN) and k not in POD_ANNOTATIONS]
     if not unknown:
         return []
+    from .fields import MAX_LISTED, did_you_mean
     unknown.sort()
     parts = []
     for key in unknown[:MAX_LISTED]:
