@@ -198,8 +198,14 @@ def test_now_defaults_to_the_wall_clock_and_is_checked(tmp_path, capsys):
     assert main(["schedule", str(path), "-o", "json"]) == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)["reservations"]] == ["auto-default-big"]
     assert main(["schedule", str(path), "-o", "json", "--now", "2026-11-28T00:00:00Z"]) == 0
-    assert main(["schedule", str(path), "--now", "yesterday"]) == 2
-    assert "--now 'yesterday'" in capsys.readouterr().err
+    capsys.readouterr()
+    for bad in ("yesterday", "nan", "1e300", "-5"):
+        assert main(["schedule", str(path), f"--now={bad}"]) == 2
+        assert f"--now {bad!r}" in capsys.readouterr().err
+    # the last second a date can show: an automatic reservation made then has no showable end
+    assert main(["schedule", str(path), "-o", "json", "--now", "9999-12-31T23:59:59Z"]) == 0
+    (r,) = json.loads(capsys.readouterr().out)["reservations"]
+    assert r["until"] is None
 
 
 # ------------------------------------------------------------------- item 4: every error at once

@@ -93,6 +93,10 @@ def render_table(doc: dict) -> str:
     return "\n\n".join(out)
 
 
+#: 9999-12-31T23:59:59Z: the last time a date can show.
+LATEST = 253402300799.0
+
+
 def parse_now(text: str | None) -> float | None:
     """``--now``: None (not given) is the wall clock; ``dump`` the newest pod creation time in the
     dump (the library's default: the same dump always gives the same decisions); else epoch
@@ -110,9 +114,9 @@ def parse_now(text: str | None) -> float | None:
         except ValueError:
             raise ValueError(f"--now {text!r}: expected an RFC 3339 time (2026-11-28T16:00:00Z), "
                              "epoch seconds or 'dump'") from None
-        return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"--now {text!r}: must be a finite time")
+        value = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= value <= LATEST:  # NaN too: times are written back as dates (years 1970-9999)
+        raise ValueError(f"--now {text!r}: must be a time from 1970 to 9999")
     return value
 
 

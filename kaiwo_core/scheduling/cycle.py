@@ -332,7 +332,9 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed.
 
     ``now`` (epoch seconds) ages pending pods and expires reservations; by default the newest
-    creation time among the pods, so that a dump always gives the same decisions.
+    creation time among the pods, so that a dump always gives the same decisions (``kaiwo
+    schedule`` and ``kaiwo explain`` pass the wall clock unless ``--now dump``; the controller
+    passes its clock).
     """
     t0 = time.perf_counter()
     _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting)

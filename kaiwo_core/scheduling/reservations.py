@@ -52,6 +52,9 @@ from .podtable import PodTable
 from ..model.requests import KIND_NONE
 
 
+_LAST_DATE = 253402300800.0  # 10000-01-01T00:00:00Z
+
+
 class ReservationError(ObjectError):
     """A KaiwoReservation that could not be accepted (it holds nothing)."""
 
@@ -92,8 +95,9 @@ class Reservation:
 
     def to_dict(self) -> dict:
         def t(x):
-            return None if x in (0.0, float("inf")) else \
-                datetime.fromtimestamp(x, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+            if x in (0.0, float("inf")) or not 0 < x < _LAST_DATE:  # no date to show (past year 9999)
+                return None
+            return datetime.fromtimestamp(x, tz=timezone.utc).isoformat().replace("+00:00", "Z")
         return {"name": self.name, "queue": self.owner_queue or None, "job": self.owner_job or None,
                 "nodes": list(self.nodes), "devices": list(self.held_out), "neededAt": t(self.start),
                 "until": t(self.until), "automatic": self.automatic, "reason": self.reason}
