@@ -92,8 +92,6 @@ def pod_body(draw, name: str, ns: str, queues: list, classes: list) -> dict:
             ann["kaiwo.ai/gpu-fraction-num-devices"] = "2"
     if shape != "cpu" and draw(st.integers(0, 7)) == 0:
         ann["kaiwo.ai/gpu-model"] = draw(st.sampled_from(["MI325X", "MI300X|MI355X", "A100"]))
-    if shape != "cpu" and draw(st.integers(0, 7)) == 0:
-        ann["kaiwo.ai/gpu-partition"] = draw(st.sampled_from(["cpx", "spx|dpx", "qpx"]))
     if draw(st.integers(0, 3)) == 0:
         ann["kaiwo.ai/expected-runtime"] = draw(st.sampled_from(["90s", "10m", "2h"]))
     if draw(st.integers(0, 9)) == 0:

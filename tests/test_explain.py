@@ -8,6 +8,7 @@ import json
 import numpy as np
 import yaml
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import kaiwo_core as kc
 from kaiwo.cli import main
@@ -311,3 +312,19 @@ def test_a_reason_lists_a_few_filter_values_and_a_broken_plugin_explanation_is_g
     snap = kc.Snapshot.from_objects(objects([{"name": "n0", "gpus": 1}], [{"name": "p", "gpu": 1}]))
     doc = kc.schedule(snap, pipeline=pipeline).to_dict()
     assert doc["pending"][0]["reason"] == "0/1 nodes can take it: 1 excluded by plugin broken-explainer"
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+@given(dumps(), st.sampled_from(["cpx", "spx|dpx", "qpx", "spx"]))
+def test_random_dumps_with_partition_annotations_keep_every_invariant(objs, modes):
+    """Every third unbound GPU pod of a random dump asks for ``modes``: no binding breaks an invariant
+    of tests/invariants.py (which decodes the annotation itself: a pod is only on nodes of its modes)."""
+    from tests.invariants import violations
+
+    objs = copy.deepcopy(objs)
+    pods = [o for o in objs if o.get("kind") == "Pod" and not (o.get("spec") or {}).get("nodeName")]
+    for o in pods[::3]:
+        o["metadata"].setdefault("annotations", {})["kaiwo.ai/gpu-partition"] = modes
+    doc = kc.schedule(kc.Snapshot.from_objects(copy.deepcopy(objs)), now=NOW).to_dict()
+    assert not violations(objs, doc, NOW)
