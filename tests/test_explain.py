@@ -274,6 +274,7 @@ def test_explain_judges_every_node_as_the_kernel_did(objs):
         return
     order = {"CPU": 1, "memory": 2, "pods": 3}
     gpu = {"GPUs": None, "idle GPUs": 5, "GPU share": 6, "GPU memory": 7, "XCDs": 8}
+    reserved = kc._core.REASON_RESERVED
     rows = [i for i in np.flatnonzero(~p.placed).tolist() if not p.gang_failed[i]
             and (p.batch.gang is None or p.batch.gang[i] < 0)][:6]
     for i in rows:
@@ -286,7 +287,8 @@ def test_explain_judges_every_node_as_the_kernel_did(objs):
             elif what in order:
                 code = order[what]
             else:
-                code = gpu[what] if gpu[what] is not None else (4 if "on the node" in detail else 9)
+                code = gpu[what] if gpu[what] is not None else (4 if "on the node" in detail else
+                                                                 reserved if "reservation" in detail else -1)
             counts[code] += 1
         assert counts.tolist() == p.reason_counts[i].tolist(), p.batch.names[i]
 

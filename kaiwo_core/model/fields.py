@@ -20,8 +20,8 @@ SPEC_FIELDS = {
                    "preemptMinRuntime": None, "reclaimMinRuntime": None},
     "KaiwoJob": {"replicas": None, "minMembers": None, "gpusPerReplica": None,
                  "template": {"metadata": None, "spec": None}},
-    "KaiwoReservation": {"queue": None, "job": None, "nodes": None, "gpus": None, "start": None,
-                         "until": None, "ttl": None},
+    "KaiwoReservation": {"queue": None, "job": None, "nodes": None, "gpus": None, "node": None, "xcds": None,
+                         "devices": None, "start": None, "until": None, "ttl": None},
 }
 #: Unknown names listed per object at most (a hostile object may have a million keys).
 MAX_LISTED = 5

@@ -76,6 +76,10 @@ def _gpu_verdicts(placement, i: int, state: ClusterState) -> tuple[np.ndarray, n
                   "milli": np.full(m, b.milli[i], np.int32), "gpu_mem": np.full(m, b.gpu_mem[i], np.int64),
                   "exclusive": np.full(m, b.exclusive[i], np.uint8), "cls": np.arange(m, dtype=np.int32),
                   "class_mask": mask}
+        kb = placement.kernel_batch or {}
+        if "class_resv" in kb:  # devices held by reservations: the copies have the pod's access
+            copies.update(dev_resv=kb["dev_resv"], dev_resv_xcds=kb["dev_resv_xcds"],
+                          class_resv=np.repeat(kb["class_resv"][int(b.cls[i])][None, :], m, axis=0))
         # each copy may only use its own node, so one copy's placement never affects another's
         out = _core.place_batch(kernel_view(c, view_state.copy()), copies, 0)
         # the other nodes count as filtered: the copy's own node is the one other reason counted
@@ -134,6 +138,8 @@ def _gpu_detail(c, state, n, code, best, b, i, count, milli) -> tuple[str, str]:
     if code == _core.REASON_XCD:
         free = max((bin(int(x)).count("1") for x in state.dev_xcd_free[devs]), default=0)
         return "XCDs", f"{free} free XCDs on the best GPU: fewer than {milli / 1000:.3g} of a GPU needs"
+    if code == getattr(_core, "REASON_RESERVED", -1):
+        return "GPUs", "the GPUs that would do are held by a reservation"
     return "GPUs", _core.REASON_NAMES[code] if code < len(_core.REASON_NAMES) else f"reason {code}"
 
 
