@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 from html.parser import HTMLParser
 from types import SimpleNamespace
 
@@ -231,3 +232,16 @@ def test_cli_html_reports_are_self_contained_with_tables(tmp_path, capsys):
     assert len(doc.imgs) == 2 and doc.external == []
     assert json.loads((tmp_path / "o.json").read_text())["jobs"] == 2
     assert "jobs.csv (2 jobs)" in page.read_text()
+
+
+def test_without_matplotlib_a_plot_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """matplotlib is imported only for a plot; without it the command says so (exit 2), and the
+    table is still printed."""
+    for name in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(R.ReportError, match="pip install matplotlib"):
+        R.allocation_figure(summaries([42]), "t")
+    assert main(["simulate", "--policy", "fgd", "--quiet", "--plot", str(tmp_path / "a.png")]) == 2
+    out = capsys.readouterr()
+    assert "95.29" in out.out and "plots need matplotlib" in out.err
+    assert not (tmp_path / "a.png").exists()
