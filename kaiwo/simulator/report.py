@@ -107,12 +107,14 @@ ZOOM = 85  #: the inset of the allocation plot starts at this % of arrived GPU r
 def allocation_figure(summaries: list, title: str):
     """Allocation ratio (%) against arrived GPU requests (% of capacity): per policy the mean over
     its seeds as a line, and with several seeds their minimum-maximum as a shaded band; an inset
-    magnifies 85-130%. Returns the matplotlib figure (the caller closes it)."""
+    magnifies 85-130% (y: the values from 100% on). Returns the matplotlib figure (the caller closes it)."""
     plt = _pyplot()
     with _new_figure(plt, figsize=(9, 5.5)) as (fig, ax):
         inset = ax.inset_axes([0.07, 0.5, 0.42, 0.4])
         n_seeds = max((len(s.runs) for s in summaries), default=0)
-        zoomed = []  # what the inset shows, to fit its y axis to it
+        # the inset's y axis fits the curves from 100% arrival on, where policies differ; a poor
+        # policy's ramp below would otherwise squeeze the leaders into a sliver
+        plateau = []
         for i, s in enumerate(summaries):
             curve, style = s.curve(), line_style(i)
             x = list(range(len(curve)))
@@ -121,12 +123,12 @@ def allocation_figure(summaries: list, title: str):
             ax.plot(x, curve, label=f"{s.policy}: {s.mean(130):.2f}% at 130%{seeds}", linewidth=1.5,
                     markevery=(2 + 3 * i, 20), **style)
             inset.plot(x[ZOOM:], curve[ZOOM:], linewidth=1.3, markevery=(i % 5, 5), **style)
-            zoomed.append(curve[ZOOM:])
+            plateau.append(curve[100:])
             if band is not None:
                 ax.fill_between(x, band[0], band[1], color=style["color"], alpha=0.2, linewidth=0)
                 inset.fill_between(x[ZOOM:], band[0][ZOOM:], band[1][ZOOM:], color=style["color"], alpha=0.25,
                                    linewidth=0)
-                zoomed += [band[0][ZOOM:], band[1][ZOOM:]]
+                plateau += [band[0][100:], band[1][100:]]
         ax.plot([0, 100], [0, 100], color="grey", linewidth=0.8, linestyle=":", label="everything placed")
         ax.set_xlabel("arrived GPU requests (% of GPU capacity)")
         ax.set_ylabel("GPU allocation ratio (%)" + (f", mean of {n_seeds} seeds" if n_seeds > 1 else ""))
@@ -140,7 +142,7 @@ def allocation_figure(summaries: list, title: str):
             handles.append(Patch(color="grey", alpha=0.3, label="shaded: minimum to maximum over the seeds"))
         ax.legend(handles=handles, loc="lower right", fontsize=7.5)
         inset.set_xlim(ZOOM, 130)
-        limits = _data_limits(np.concatenate(zoomed) if zoomed else [], 0.0, 101.0, pad=0.1, least=0.2)
+        limits = _data_limits(np.concatenate(plateau) if plateau else [], 0.0, 101.0, pad=0.1, least=0.2)
         if limits is not None:
             inset.set_ylim(*limits)
         inset.set_title(f"{ZOOM}-130% magnified", fontsize=8)
