@@ -41,6 +41,7 @@ from kaiwo_core.model.cluster import Cluster, cluster_from_arrays, kernel_view
 from kaiwo_core.scheduling.filters import random_seed_at
 from kaiwo_core.plugins import CycleContext, Pipeline
 from kaiwo_core.model.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD, PodBatch
+from .report import Table
 from kaiwo_core.model.trace import (NodeList, PodTrace, Workload, constraint_classes, fgd_arrivals,
                               read_node_csv, read_pod_csv, workload_shapes)
 
@@ -406,7 +407,7 @@ def run_all(scn: Scenario, policies, seeds, parts: int = 4, show_progress: bool 
     return out
 
 
-def render_table(summaries: list, scn: Scenario) -> str:
+def summary_table(summaries: list, scn: Scenario) -> Table:
     """Allocation ratio at 100% and 130% arrival per policy (means over seeds), with the paper's
     published means beside them when the replay is the bundled default trace on its node list."""
     paper = scn.name == "default" and scn.gpu_model is None and abs(scn.ratio - 1.3) < 1e-9
@@ -423,16 +424,17 @@ def render_table(summaries: list, scn: Scenario) -> str:
             pub = PUBLISHED_DEFAULT.get(s.policy)
             row += [f"{pub[0]:.2f}" if pub else "-", f"{pub[1]:.2f}" if pub else "-"]
         rows.append(row)
-    cols = [header, *rows]
-    widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
-    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-             for r in cols]
     where = (f"{scn.name} ({len(scn.trace)} pods) on {len(scn.nodes)} nodes / {scn.n_gpus} GPUs"
              if scn.gpu_model is None else
              f"{scn.name} ({len(scn.trace)} pods) on {scn.n_gpus} {scn.gpu_model} in {scn.partition} "
              f"({scn.isolation} for fractions)")
     note = ("PAPER: FGD's published means over seeds 42-51 (Weng et al., USENIX ATC'23)" if paper else "")
-    return "\n".join([f"GPU allocation ratio (%) by arrived GPU requests: {where}", *lines] + ([note] if note else []))
+    return Table(header, rows, f"GPU allocation ratio (%) by arrived GPU requests: {where}", note)
+
+
+def render_table(summaries: list, scn: Scenario) -> str:
+    """:func:`summary_table` as text columns."""
+    return summary_table(summaries, scn).text()
 
 
 def load_scenario(trace: str | None = None, nodes: str | None = None, **kw) -> Scenario:
