@@ -238,6 +238,17 @@ def cmd_plugins(args) -> int:
     return 0
 
 
+def partition_mode(text: str) -> str:
+    """``--partition`` of ``kaiwo generate``: a node partition label value (``cpx_nps4``)."""
+    from kaiwo_core.model.gpu import PartitionError, parse_mode_label
+
+    try:
+        compute, memory = parse_mode_label(text)
+    except PartitionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return f"{compute}_{memory}".lower()
+
+
 def cmd_generate(args) -> int:
     from ..simulator.synth import dump_objects
 
@@ -297,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write a synthetic MI300X cluster dump (JSON kind: List)")
     g.add_argument("--scale", choices=("S", "M", "L"), default="S",
                    help="S = 100 nodes / 1,000 pending pods, M = 1,000 / 10,000, L = 10,000 / 100,000")
-    g.add_argument("--partition", default="spx_nps1", help="node partition mode (default spx_nps1)")
+    g.add_argument("--partition", default="spx_nps1", type=partition_mode, help="node partition mode (default spx_nps1)")
     g.add_argument("--running", action="store_true",
                    help="also add the scale's running pods, already placed, with their assignments")
     g.add_argument("--seed", type=int, default=0)
