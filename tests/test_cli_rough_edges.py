@@ -49,3 +49,52 @@ def test_simulate_ratio_below_130_shows_dashes(capsys, two_nodes):
     assert main(["simulate", "--nodes", two_nodes, "--policy", "best-fit", "--quiet", "--ratio", "0.5"]) == 0
     out = capsys.readouterr().out
     assert "nan" not in out and "never reached that share" in out
+
+
+# -------------------------------------------------------------------- scheduling messages
+
+POD = ("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: a{extra}}}\n"
+       "spec: {{schedulerName: kaiwo{node}, containers: [{{name: c, resources: {{requests: "
+       "{{cpu: '1', amd.com/gpu: '1'}}}}}}]}}\n")
+
+
+def _doc(tmp_path, *pods):
+    p = tmp_path / "d.yaml"
+    p.write_text("---\n".join(pods))
+    return str(p)
+
+
+def _json(capsys, argv):
+    import json
+    assert main(argv + ["-o", "json", "--now", "dump"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_gang_with_no_nodes_says_so(tmp_path, capsys):
+    gang = ", annotations: {kaiwo.ai/gang: g, kaiwo.ai/gang-min-members: '2'}"
+    doc = _json(capsys, ["schedule", _doc(tmp_path, POD.format(name="g0", extra=gang, node=""),
+                                         POD.format(name="g1", extra=gang, node=""))])
+    assert [p["reason"] for p in doc["pending"]] == ["no nodes in the cluster"] * 2
+
+
+def test_a_pod_not_charged_to_a_node_is_not_allocated_to_its_queue(tmp_path, capsys):
+    doc = _json(capsys, ["schedule", _doc(tmp_path, POD.format(name="r", extra="", node=", nodeName: gone"))])
+    assert any("a/r: runs on node 'gone'" in w and "not charged" in w for w in doc["warnings"])
+    assert doc["queues"][0]["allocated"]["gpu"] == 0
+
+
+def test_an_object_that_is_no_map_is_reported():
+    from kaiwo_core import Snapshot
+    assert Snapshot.from_objects(["x", {"kind": 3}]).warnings == [
+        "objects[0] = 'x': a str, not a Kubernetes object (a map); left out",
+        "objects[1] = {'kind': 3}: kind 3 is not a string; left out"]
+
+
+def test_partition_spellings_are_one_mode():
+    # Decided (README, Python API): '-' and '_' and any case name the same mode everywhere (node
+    # labels, from_arrays, --partition); what Kaiwo writes is the label's own cpx_nps4.
+    from kaiwo_core import Snapshot
+    a, b = (Snapshot.from_arrays(["n"], [1000], [1000], [8], partition=p).cluster for p in ("cpx-nps4", "cpx_nps4"))
+    assert a.n_devices == b.n_devices == 64
+    with pytest.raises(ValueError, match="cpx_nps9"):
+        Snapshot.from_arrays(["n"], [1000], [1000], [8], partition="cpx_nps9")

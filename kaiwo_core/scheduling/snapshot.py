@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..model.cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arrays, cluster_from_nodes
-from ..model.errors import ObjectError
+from ..model.errors import ObjectError, show
 from .gangs import expand_jobs, hold_waiting_gangs
 from ..plugins import Plugin
 from .podtable import PodTable
@@ -112,8 +112,9 @@ class Snapshot:
         for i, o in enumerate(objs):
             kind = o.get("kind", "") if isinstance(o, dict) else None
             if not isinstance(kind, str):
-                warnings.append(f"object {i}: {'kind' if isinstance(o, dict) else 'the object'} is "
-                                f"not {'a string' if isinstance(o, dict) else 'a map'}; ignored")
+                warnings.append(f"objects[{i}] = {show(o)}: " + (f"kind {show(kind)} is not a string"
+                                if isinstance(o, dict) else f"a {type(o).__name__}, not a Kubernetes "
+                                "object (a map)") + "; left out")
                 continue
             by_kind.setdefault(kind, []).append(o)
         cluster = cluster_from_nodes(by_kind.pop("Node", []))
