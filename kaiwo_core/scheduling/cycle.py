@@ -351,9 +351,6 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     run_rows, run_err = assign_queues(tree, run)
     for e in run_err:  # running pods run whatever their label says: account them nowhere
         snapshot.warnings.append(f"running pod {e.name}: {e.message()}; not counted in any queue")
-    # A pod on a node not in the cluster is charged nowhere (the snapshot warned "not charged"):
-    # not to its node, so not to its queue either -- else the queue holds GPUs no node gives.
-    run_rows[run.node < 0] = -1
     rows, errs = assign_queues(tree, pend, keep)
     rejected += errs
     keep, rows = keep[rows >= 0], rows[rows >= 0]

@@ -165,7 +165,8 @@ class Snapshot:
             n = c.index(req.node)
             if n < 0:
                 self.warnings.append(f"pod {req.name}: runs on node {req.node!r}, which is not in "
-                                     "the cluster (or could not be read); not charged")
+                                     "the cluster (or could not be read); charged to no node, but "
+                                     "still to its queue (it runs somewhere, so it uses its quota)")
                 continue
             if req.kind != KIND_NONE and req.assignment is None:
                 unannotated.append((j, req, n))
