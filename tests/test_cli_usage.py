@@ -125,3 +125,9 @@ def test_progress_bar_only_on_a_terminal(capsys, tmp_path):
     nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn0,64000,262144,2,P100\n")
     assert main(["simulate", "--nodes", str(nodes), "--policy", "best-fit"]) == 0
     assert "\r" not in capsys.readouterr().err  # pytest's stderr is no terminal
+
+
+def test_plugins_lines_are_whole_sentences(capsys):
+    assert main(["plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 10 and all(line.rstrip().endswith((".", ")")) for line in lines), lines

@@ -112,8 +112,25 @@ def setup_logging(args) -> None:
     args.log_level = log_level(args)
     if getattr(args, "own_logging", False):
         return
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
-                        format="kaiwo: %(levelname)s %(name)s: %(message)s")
+    root = logging.getLogger()
+    if not root.handlers:  # an embedding program's (or a test's) own handlers stay as they are
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("kaiwo: %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(getattr(logging, args.log_level.upper()))
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (``main`` may run more than once in one
+    process, each time with other streams, as under pytest)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property decides
+        pass
 
 
 def emit(doc, fmt: str = "json", compact: bool = False, stream=None) -> None:
