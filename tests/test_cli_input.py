@@ -102,3 +102,10 @@ def test_monitor_dump_from_standard_input(monkeypatch, capsys):
     assert main(["monitor", "--dump", "-", "--json"]) in (0, 1)
     out = capsys.readouterr()
     assert out.out and "<stdin>" not in out.err
+
+
+def test_monitor_names_the_dump_once(tmp_path, capsys):
+    (tmp_path / "e.yaml").write_text("")
+    assert main(["monitor", "--dump", str(tmp_path / "e.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("e.yaml") == 1 and "no YAML or JSON document" in err

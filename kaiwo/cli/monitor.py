@@ -184,8 +184,8 @@ def _allocations(store, dump: str | None, window: float):
 
     try:
         objs = load_dump(dump)
-    except (OSError, DumpError) as e:
-        raise SourceError(f"{dump}: {e}") from None
+    except (OSError, DumpError) as e:  # both name the file already
+        raise SourceError(str(e)) from None
     return Allocations.from_snapshot(Snapshot.from_objects(objs))
 
 
