@@ -1,4 +1,4 @@
-"""``kaiwo`` command line.
+"""``kaiwo``: Kaiwo's command line (``kaiwo COMMAND --help`` for each command).
 
 ``kaiwo schedule [DUMP]``  one scheduling cycle on a cluster dump (default: the bundled MI300X
                            example); a readable table, or ``--output json`` (DESIGN.md contract).
@@ -287,7 +287,7 @@ def cmd_warmup(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kaiwo", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="kaiwo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("schedule", help="one scheduling cycle on a cluster dump")
     s.add_argument("dump", nargs="?", help="multi-document YAML / kind: List / JSON of Nodes, Pods, "

@@ -25,6 +25,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # ``literal`` -> literal.
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`(~?)([^`<]*?)(?:\s*<[^>]*>)?`")
 _LITERAL = re.compile(r"``([^`]+)``")
+_LEAD = re.compile(r"^(\s*)``([^`]+)``(\s)")
 
 
 def plain(text: str | None) -> str | None:
@@ -41,12 +42,14 @@ class Formatter(argparse.HelpFormatter):
 
     def _fill_text(self, text, width, indent):
         out = []
-        for para in re.split(r"\n\s*\n", plain(text).strip("\n")):
+        for para in re.split(r"\n\s*\n", text.strip("\n")):
             lines = para.splitlines()
-            if any("  " in ln.strip() or ln.lstrip().startswith(("kaiwo ", "* ")) for ln in lines):
-                out.append("\n".join(indent + ln for ln in lines))
+            if any("  " in ln.strip() or ln.lstrip().startswith(("``kaiwo ", "kaiwo ", "* ")) for ln in lines):
+                # A literal opening a table row loses its four backquotes to spaces after it, so
+                # the second column stays aligned.
+                out.append("\n".join(indent + plain(_LEAD.sub(r"\1\2\3    ", ln)) for ln in lines))
             else:
-                out.append(super()._fill_text(para, width, indent))
+                out.append(super()._fill_text(plain(para), width, indent))
         return "\n\n".join(out)
 
     def _get_help_string(self, action):
