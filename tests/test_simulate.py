@@ -8,6 +8,7 @@ policy x trace x seed table is the evaluation script's job (asv_bench/eval_openb
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -203,8 +204,9 @@ def test_jain_index():
 
 # ------------------------------------------------------------------------------------- CLI
 
-def test_cli_json_plot_html(tmp_path, capsys):
+def test_cli_json_plot_html(tmp_path, capsys, monkeypatch):
     plot, page = tmp_path / "a.png", tmp_path / "r.html"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the progress bar is for terminals only
     assert main(["simulate", "--policy", "best-fit,fgd", "--json", "--plot", str(plot), "--html", str(page)]) == 0
     out = capsys.readouterr()
     doc = json.loads(out.out)
