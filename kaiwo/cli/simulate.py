@@ -41,6 +41,11 @@ def parse_policies(text: str) -> list:
     return names
 
 
+def _progress(args) -> bool:
+    """A progress bar only on a terminal: in a log file its carriage-return redraws pile up."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _emit_json(doc: dict, target: str) -> None:
     if target == "-":
         json.dump(doc, sys.stdout, indent=1)
@@ -71,7 +76,7 @@ def cmd_simulate(args) -> int:
     except (TraceError, OSError, ValueError, KeyError) as e:
         print(f"kaiwo simulate: {e}", file=sys.stderr)
         return 2
-    summaries = run_all(scn, args.policy, args.seeds, show_progress=not args.quiet, plugins=cfg.plugins)
+    summaries = run_all(scn, args.policy, args.seeds, show_progress=_progress(args), plugins=cfg.plugins)
     table = summary_table(summaries, scn)
     if args.json is not None:
         _emit_json({"trace": scn.name, "pods": len(scn.trace), "nodes": len(scn.nodes), "gpus": scn.n_gpus,
@@ -115,7 +120,7 @@ def _online(args, cfg) -> int:
         return 2
     if args.node_scale != 1.0:
         vc = {k: (max(1, round(v * args.node_scale)) if v > 0 else 0) for k, v in vc.items()}
-    bar = None if args.quiet else ProgressBar(len(jobs))
+    bar = ProgressBar(len(jobs)) if _progress(args) else None
     result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim, config=cfg,
                            progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None)
     if bar:
@@ -181,7 +186,8 @@ def add_commands(sub) -> None:
                    help="write results as JSON to FILE (no FILE: to standard output, instead of the table)")
     s.add_argument("--plot", metavar="FILE.png", help="allocation ratio against arrived workload, one line per policy")
     s.add_argument("--html", metavar="FILE", help="a self-contained HTML report (tables and plots)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bar (there is one only when standard error is a terminal)")
     s.add_argument("--config", metavar="FILE",
                    help="a KaiwoSchedulerConfiguration: its strategy is the policy unless --policy is given, "
                         "its plugins join the pipeline; --online also takes its ordering, preemption and "
