@@ -98,6 +98,10 @@ def cmd_schedule(args) -> int:
     cfg = config.load("schedule", args.config, {"strategy": args.strategy} if args.strategy else None)
     if cfg is None:
         return 2
+    if args.metrics and cfg.strategy != "load":
+        print(f"kaiwo schedule: --metrics is the measured load of the load strategy, not of {cfg.strategy} "
+              "(use --strategy load or strategy: load in --config)", file=sys.stderr)
+        return 2
     path = args.dump or example_path()
     t0 = time.perf_counter()
     try:
@@ -106,10 +110,20 @@ def cmd_schedule(args) -> int:
         print(f"kaiwo schedule: {e}", file=sys.stderr)
         return 2
     snap = Snapshot.from_objects(objs, scheduler_name=args.scheduler_name)
+    node_load, warnings = None, []
+    if args.metrics:
+        from .monitor import SourceError, measured_load
+        try:
+            load, warnings = measured_load(args.metrics, snap.cluster, snap.state, args.window)
+        except SourceError as e:
+            print(f"kaiwo schedule: {e}", file=sys.stderr)
+            return 2
+        node_load = dict(zip(snap.cluster.names, load.tolist()))
     read = time.perf_counter() - t0
-    decisions = schedule(snap, **cfg.schedule_kwargs())
+    decisions = schedule(snap, **cfg.schedule_kwargs(node_load=node_load))
     decisions.timings["read"] = read
     doc = decisions.to_dict()
+    doc["warnings"] = warnings + doc["warnings"]
     if args.output == "json":
         json.dump(doc, sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
@@ -171,8 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "PriorityClasses... (default: the bundled MI300X example)")
     s.add_argument("--output", "-o", choices=("table", "json"), default="table")
     s.add_argument("--compact", action="store_true", help="JSON on one line")
-    s.add_argument("--strategy", choices=("binpack", "spread", "frag"),
-                   help="node scoring (default: the --config file's, else binpack)")
+    s.add_argument("--strategy", choices=("binpack", "spread", "frag", "load"),
+                   help="node scoring (default: the --config file's, else binpack); load: the least "
+                   "allocation and measured load (--metrics)")
+    s.add_argument("--metrics", metavar="FILE|URL",
+                   help="exporter scrapes giving the load strategy its measured load per node: a replay "
+                   "file, URL or .npz history (as kaiwo monitor --source, kaiwo rebalance --metrics)")
+    s.add_argument("--window", type=float, default=300.0,
+                   help="seconds of metrics to average (default 300)")
     config.add_config_flag(s)
     s.add_argument("--scheduler-name", default="kaiwo",
                    help="pending pods with this schedulerName are Kaiwo's (default: kaiwo)")
