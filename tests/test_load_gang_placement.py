@@ -193,3 +193,16 @@ def test_gangs_match_the_reference_with_domains_and_holds(data):
             np.testing.assert_array_equal(got[k], want[k], err_msg=k)
         for k in c1:
             np.testing.assert_array_equal(c1[k], c2[k], err_msg=k)
+
+
+def test_simulate_takes_the_load_strategy_without_measurements(tmp_path, capsys):
+    # The online replay of tests/test_simulate.py (one 8-GPU node; waits 10 s and 115 s) with the
+    # load strategy: nothing is measured in a replay, so it places by allocation alone.
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n0,100,8,800,a\n5,50,8,400,b\n")
+    vc = tmp_path / "vc.csv"
+    vc.write_text("vc,node num\na,1\n")
+    assert main(["simulate", "--online", "--trace", str(jobs), "--vc-nodes", str(vc), "--period", "10",
+                 "--policy", "load", "--quiet", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["policy"] == "load" and {q["queue"]: q["waitMeanS"] for q in doc["queues"]} == {"a": 10.0, "b": 115.0}

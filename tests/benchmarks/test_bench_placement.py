@@ -63,7 +63,7 @@ def test_place_kernel_device_holds(benchmark, case, scale, strategy):
     resv = np.full(G, -1, np.int32)
     for n in range(0, case.cluster.n_nodes, 10):
         resv[case.cluster.node_dev_start[n]:case.cluster.node_dev_start[n] + 2] = 0
-    batch = dict(case.batch, dev_resv=resv, dev_resv_xcds=np.zeros(G, np.uint32),
+    batch = dict(case.batch_for(strategy), dev_resv=resv, dev_resv_xcds=np.zeros(G, np.uint32),
                  class_resv=np.zeros((case.batch["class_mask"].shape[0], 1), np.uint8))
     make = case.setup(strategy)
 
