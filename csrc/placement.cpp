@@ -1349,21 +1349,22 @@ bool Placer::gang_nodes(int32_t p, int32_t first, int32_t last, const Result& r,
     share = filter_nodes(N, allowed, v_.node_cpu_free, v_.node_mem_free, v_.node_pods_free, max_share_.data(),
                          b_.cpu[p], b_.mem[p], base_.data());
     const Shape& s = pod_shape_[p];
-    int32_t n_feas = 0;
-    for (int32_t n = 0; n < N; ++n) {
+    auto fits = [&](int32_t n) {
         int64_t gd = 0;
-        feas_[n] = base_[n] && (s.mode == kModeNone || eval_gpu(s, n, false, gd) < 0);
-        n_feas += feas_[n];
-    }
-    if (n_feas == 0) return false;
+        return base_[n] && (s.mode == kModeNone || eval_gpu(s, n, false, gd) < 0);
+    };
     std::fill(gmask_.begin(), gmask_.end(), uint8_t(0));
-    // 1. Nodes that already hold a member of the gang, when one of them fits this member too.
+    // 1. Nodes that already hold a member of the gang, when one of them fits this member too
+    // (checked first: most members follow the one before, and need no scan of every node).
     bool held = false;
     for (int32_t q = first; q < p; ++q) {
         const int32_t n = r.node[q];
-        if (n >= 0 && feas_[n]) held = gmask_[n] = 1;
+        if (n >= 0 && !gmask_[n] && fits(n)) held = gmask_[n] = 1;
     }
     if (held) return true;
+    int32_t n_feas = 0;
+    for (int32_t n = 0; n < N; ++n) n_feas += feas_[n] = fits(n);
+    if (n_feas == 0) return false;
     // 2. How many of the members left each node takes.
     const int32_t left = last - p + 1;
     for (int32_t n = 0; n < N; ++n) gcap_[n] = feas_[n] ? gang_cap(p, last, n) : 0;
