@@ -97,8 +97,9 @@ def test_load_with_weight_zero_is_spread(data):
 
 
 def test_load_settings_are_validated():
-    with pytest.raises(PluginError, match="load_weight"):
-        create("load", load_weight=-1.0)
+    for bad in (-1.0, None, float("inf"), float("nan")):
+        with pytest.raises(PluginError, match="load_weight"):
+            create("load", load_weight=bad)
     with pytest.raises(PluginError, match="node 'a'"):
         create("load", load={"a": float("nan")})
     with pytest.raises(ConfigError, match=r"load.loadWeight: -2: must be >= 0"):

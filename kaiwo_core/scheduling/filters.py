@@ -328,8 +328,8 @@ class Load(_Strategy):
         from ..plugins import PluginError
         super().configure(config)
         for key in ("alloc_weight", "load_weight"):
-            v = float(self.config[key])
-            if not (0.0 <= v <= 1e6):
+            v = self.config[key]
+            if v is None or not (0.0 <= float(v) <= 1e6):
                 raise PluginError(f"plugin 'load': config {key!r} = {self.config[key]!r}: must be a finite number "
                                   "in [0, 1e6]")
         for node, v in (self.config["load"] or {}).items():
