@@ -131,6 +131,10 @@ def _cycle(args, command: str):
     cfg = config.load(command, args.config, {"strategy": args.strategy} if args.strategy else None)
     if cfg is None:
         return None, 2
+    if args.metrics and cfg.strategy != "load":
+        print(f"kaiwo {command}: --metrics is the measured load of the load strategy, not of {cfg.strategy} "
+              "(use --strategy load or strategy: load in --config)", file=sys.stderr)
+        return None, 2
     try:
         now = parse_now(args.now)
     except ValueError as e:
@@ -144,8 +148,18 @@ def _cycle(args, command: str):
         print(f"kaiwo {command}: {e}", file=sys.stderr)
         return None, 2
     snap = Snapshot.from_objects(objs, scheduler_name=args.scheduler_name)
+    node_load = None
+    if args.metrics:
+        from .monitor import SourceError, measured_load
+        try:
+            load, warnings = measured_load(args.metrics, snap.cluster, snap.state, args.window)
+        except SourceError as e:
+            print(f"kaiwo {command}: {e}", file=sys.stderr)
+            return None, 2
+        node_load = dict(zip(snap.cluster.names, load.tolist()))
+        snap.warnings[:0] = warnings  # the output's warnings: stale or missing series first
     read = time.perf_counter() - t0
-    decisions = schedule(snap, now=now, **cfg.schedule_kwargs())
+    decisions = schedule(snap, now=now, **cfg.schedule_kwargs(node_load=node_load))
     decisions.timings["read"] = read
     return decisions, 0
 
@@ -214,8 +228,14 @@ def cmd_explain(args) -> int:
 
 
 def _cycle_options(s) -> None:
-    s.add_argument("--strategy", choices=("binpack", "spread", "frag"),
-                   help="node scoring (default: the --config file's, else binpack)")
+    s.add_argument("--strategy", choices=("binpack", "spread", "frag", "load"),
+                   help="node scoring (default: the --config file's, else binpack); load: the least "
+                   "allocation and measured load (--metrics)")
+    s.add_argument("--metrics", metavar="FILE|URL",
+                   help="exporter scrapes giving the load strategy its measured load per node: a replay "
+                   "file, URL or .npz history (as kaiwo monitor --source, kaiwo rebalance --metrics)")
+    s.add_argument("--window", type=float, default=300.0,
+                   help="seconds of metrics to average (default 300)")
     config.add_config_flag(s)
     s.add_argument("--scheduler-name", default="kaiwo",
                    help="pending pods with this schedulerName are Kaiwo's (default: kaiwo)")

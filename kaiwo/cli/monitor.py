@@ -109,6 +109,19 @@ def load_source(source: str | None, count: int = 1, interval: float = 15.0):
     return store, src, errors
 
 
+def measured_load(source: str, cluster, state, window: float):
+    """Per-node measured load (0..1, :func:`kaiwo_core.monitoring.node_load.node_load`) of
+    ``cluster`` from the metrics ``source`` (a replay file, URL or ``.npz`` history, as
+    ``--source``), and the warnings (malformed lines, stale or missing series) to show.
+
+    Raises SourceError when the source cannot be read."""
+    from kaiwo_core.monitoring.node_load import node_load
+
+    store, _, errors = load_source(source)
+    nl = node_load(store, cluster, state, window=window)
+    return nl.load, [f"{source}: {e}" for e in errors] + nl.warnings
+
+
 def _report_errors(cmd: str, errors: list) -> None:
     for e in errors[:MAX_SHOWN_ERRORS]:
         print(f"kaiwo {cmd}: warning: {e}", file=sys.stderr)

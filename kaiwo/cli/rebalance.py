@@ -60,17 +60,12 @@ def cmd_rebalance(args) -> int:
     snap = Snapshot.from_objects(objs)
     load, extra = None, []
     if args.metrics:
-        from kaiwo_core.monitoring.node_load import node_load
-
-        from .monitor import SourceError, load_source
+        from .monitor import SourceError, measured_load
         try:
-            store, _, errors = load_source(args.metrics)
+            load, extra = measured_load(args.metrics, snap.cluster, snap.state, args.window)
         except SourceError as e:
             print(f"kaiwo rebalance: {e}", file=sys.stderr)
             return 2
-        extra = [f"{args.metrics}: {e}" for e in errors]
-        nl = node_load(store, snap.cluster, snap.state, window=args.window)
-        load, extra = nl.load, extra + nl.warnings
     plan = plan_rebalance(snap, config, load=load)
     doc = plan.to_dict()
     doc["warnings"] = extra + doc["warnings"]

@@ -34,10 +34,12 @@ def parse_policies(text: str) -> list:
     names = [p.strip() for p in text.split(",") if p.strip()]
     if names == ["all"]:
         return list(POLICIES)
-    bad = [p for p in names if p not in POLICIES]
+    # load: not in "all" -- a replay measures nothing, so it places by allocation alone (as spread)
+    known = (*POLICIES, "load")
+    bad = [p for p in names if p not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown policy {', '.join(bad) or text!r} "
-                                         f"(known: {', '.join(POLICIES)}, or all)")
+                                         f"(known: {', '.join(known)}, or all)")
     return names
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from ..model.cluster import Cluster, ClusterState, kernel_view
-from .filters import DEFAULT_PLUGINS
+from .filters import DEFAULT_PLUGINS, TOPOLOGY_LABEL, topology_domains
 from ..plugins import CycleContext, Pipeline, filter_verdicts
 from ..model.requests import KIND_XCD, PodBatch
 
@@ -203,6 +203,9 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     if extra is not None:
         kb["extra_score"] = extra
     kb.update(pipeline.kernel_args(ctx))  # e.g. random's seed, fgd's target workload, held devices
+    gang = getattr(batch, "gang", None)
+    if "node_domain" not in kb and gang is not None and (gang >= 0).any():
+        kb["node_domain"] = topology_domains(ctx, TOPOLOGY_LABEL)  # no gang-topology plugin: the zone label
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
     result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, ctx=ctx, kernel_batch=kb,
                        strategy=pipeline.strategy.strategy, **out)
