@@ -22,12 +22,11 @@ Checked, by counting pods in the objects (not by trusting the kernels):
   children hold within their own quotas fills their parent's deserved, as far as their demand goes.
 
 Derandomized: the default run always draws the same ``KAIWO_FAIRNESS_EXAMPLES`` = 25 trees (a few
-seconds); setting the variable explores new ones (e.g. 2000 for a long run). 300 random ones pass.
-Known failure found at 1,000 (not fixed here, on main as well): when every queue's GPU quota is 0
-and CPU/memory are unlimited (-1), the queue rules drop the GPU column
-(``PreemptionConfig.check_resources`` keeps the resources some queue has a non-zero quota of, and
--1 counts), so reclaim is judged on CPU/memory alone, where unlimited means deserved = demand: a
-queue with no GPU quota reclaims GPUs, and the victim's queue reclaims them back the next cycle.
+seconds); setting the variable explores new ones (e.g. 2000 for a long run). Found at 1,000 and
+fixed: with every GPU quota 0 (CPU and memory unlimited), the queue rules dropped the GPU column
+(``PreemptionConfig.check_resources`` counted -1 as a quota) and judged a reclaim for GPUs on nothing,
+so queues without GPU quota took GPUs from each other, cycle after cycle
+(tests/test_reclaim_unquoted_gpus.py).
 """
 from __future__ import annotations
 
