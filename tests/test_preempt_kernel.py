@@ -561,6 +561,20 @@ def test_conservative_reclaims_only_the_deserved_quota():
     assert out["allocated"][:, 0].tolist() == [2000, 6000]
 
 
+def test_a_reclaim_is_judged_on_what_the_pod_lacks_even_if_unchecked():
+    """``checked`` leaves GPUs out, but the pod lacks only GPUs and asks for no checked resource it
+    lacks: it is judged on the GPUs, not on nothing. A deserving 2 GPUs reclaims 2 (as with every
+    resource checked); deserving none, it reclaims none (judged on nothing, it would reclaim
+    whatever it needs: the ping-pong of tests/test_reclaim_unquoted_gpus.py)."""
+    for deserved_gpu, victims in ((2000, 2), (0, 0)):
+        empty, cluster, running, pending, queues = two_queues(CONSERVATIVE)
+        queues["checked"] = np.array([0, 1, 1], np.uint8)
+        queues["deserved"] = queues["deserved"].copy()
+        queues["deserved"][:, 0] = deserved_gpu
+        out = check_problem(empty, cluster, running, pending, queues)
+        assert len(out["vic"]) == victims
+
+
 def test_aggressive_reclaims_the_fair_share():
     out = check_problem(*two_queues(AGGRESSIVE))
     assert out["node"].tolist() == [0, 0, 0, 0]
