@@ -79,7 +79,8 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     // ---- queues ----
     Inputs qi(queues, "queues",
               {"parent", "deserved", "fair_share", "allocated", "strategy", "preempt_min_runtime",
-               "reclaim_min_runtime"});
+               "reclaim_min_runtime"},
+              {"checked"});
     py::ssize_t Q = 0;
     const int32_t* parent = qi.any<int32_t>("parent", &Q);
     const int32_t Qi = checked_size(Q, "queues['parent']");
@@ -136,6 +137,12 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     check_seconds(qi, "preempt_min_runtime", pmr, Q, "queue");
     const double* rmr = qi.vec<double>("reclaim_min_runtime", Q, qs);
     check_seconds(qi, "reclaim_min_runtime", rmr, Q, "queue");
+    const uint8_t* checked = nullptr;
+    if (qi.has("checked")) {
+        checked = qi.vec<uint8_t>("checked", kNumRes, "the resource columns");
+        for (int r = 0; r < kNumRes; ++r)
+            if (checked[r] > 1) fail(qi.at("checked"), "must be 0 or 1, got " + std::to_string(checked[r]));
+    }
 
     // ---- cluster ----
     Inputs c(cluster, "cluster",
@@ -338,6 +345,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     pq.strategy = strategy;
     pq.preempt_min_runtime = pmr;
     pq.reclaim_min_runtime = rmr;
+    pq.checked = checked;
 
     // The working state: copies of the mutable cluster arrays, returned as the final state.
     py::array_t<int64_t> o_cpu = copy_of(cpu_free, N), o_mem = copy_of(mem_free, N), o_pods = copy_of(pods_free, N);
@@ -415,7 +423,9 @@ queue int32[P] (leaf), priority int64[P], req int64[P,3]; optional gang and gang
 gang_need of them get a node, otherwise undone (no victim evicted for it, no node).
 queues: parent int32[Q], deserved, fair_share, allocated int64[Q,3] (internal rows zero or subtree
 sums), strategy int8[Q] (RECLAIM_AGGRESSIVE / RECLAIM_CONSERVATIVE), preempt_min_runtime,
-reclaim_min_runtime float64[Q] (seconds).
+reclaim_min_runtime float64[Q] (seconds); optional checked uint8[3]: the resources the queue rules
+may judge (default all; a pod that requests none of those it lacks on a node is judged on all it
+lacks there).
 Returns a dict: node int32[P] (-1 = nothing), vic_start int64[P+1], vic int64 (running rows),
 vic_rule int8 (RULE_*), asg_start int64[P+1], asg_dev int32, asg_milli int64, asg_mem int64,
 asg_xcds uint32 (the preemptor's devices), the final node_*_free / dev_*_free / dev_state arrays,

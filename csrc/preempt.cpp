@@ -607,7 +607,19 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
             m |= 1u;
         if (b_.cpu[p] > v_.node_cpu_free[n]) m |= 2u;
         if (b_.mem[p] > v_.node_mem_free[n]) m |= 4u;
-        judged_ = m ? m : 7u;
+        // Of those, the ones the rules may look at (`checked`): e.g. no CPU quota anywhere means no
+        // queue deserves CPU, and CPU would block every reclaim. But a pod that requests none of
+        // the checked resources it lacks is judged on all it lacks: were the checked ones judged
+        // alone, its queue would take GPUs no rule looked at, and the victim's take them back.
+        const unsigned lack = m ? m : 7u;
+        unsigned kept = 0;
+        bool asks = false;
+        for (int r = 0; r < kNumRes; ++r)
+            if ((lack >> r & 1u) && (!q_.checked || q_.checked[r])) {
+                kept |= 1u << r;
+                asks = asks || req_p_[r] > 0;
+            }
+        judged_ = asks ? kept : lack;
         block_depth_ = -2;
         for (int r = 0; r < kNumRes; ++r)
             if (judged_ >> r & 1u) block_depth_ = std::max(block_depth_, block_r_[r]);

@@ -124,6 +124,10 @@ struct PreemptQueues {
     const int8_t* strategy = nullptr;              ///< [Q] ReclaimStrategy
     const double* preempt_min_runtime = nullptr;   ///< [Q] seconds
     const double* reclaim_min_runtime = nullptr;   ///< [Q] seconds
+    /// [3] resources the queue rules may judge (0 = left out), nullptr = all. A reclaim is judged on
+    /// those of them the pod lacks on the node; if the pod requests none of those, on every
+    /// resource it lacks, so no reclaim goes unjudged (see Planner::eval_node).
+    const uint8_t* checked = nullptr;
 };
 
 /// Outcome. Victims are pod-major CSR in order of addition; the preemptor's devices as place_batch.

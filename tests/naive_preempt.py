@@ -109,6 +109,7 @@ class _Plan:
         self.deserved, self.fair = q["deserved"], q["fair_share"]
         self.strategy = q["strategy"]
         self.pmr, self.rmr = q["preempt_min_runtime"], q["reclaim_min_runtime"]
+        self.checked = {r for r in range(R) if q.get("checked") is None or q["checked"][r]}
         self.alloc = subtree_allocated(self.parent, q["allocated"])
         run = self.run
         V = len(run["node"])
@@ -211,8 +212,11 @@ class _Plan:
         return run["runtime"][v] >= self.rmr[qv]
 
     def judged(self, p, n):
-        """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node)."""
-        return lacking(self.freed(n, []), self.one_pod(p, n))
+        """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node): the
+        checked ones it lacks there, or every one it lacks if it requests none of those."""
+        lack = lacking(self.freed(n, []), self.one_pod(p, n))
+        kept = lack & self.checked
+        return kept if any(self.pend["req"][p][r] > 0 for r in kept) else lack
 
     def set_ok(self, p, victims):
         """The queue rules for every reclaim victim, with `victims` (the whole set) gone, judged on

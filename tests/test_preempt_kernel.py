@@ -286,6 +286,8 @@ def random_problem(seed, max_nodes=6, max_running=16, max_pending=6, max_queues=
     allocated = subtree(parent, leaf_alloc) if rng.random() < 0.7 else leaf_alloc  # internal rows 0 is accepted
     queues = queues_dict(parent, deserved, fair, allocated, rng.integers(0, 2, size=Q),
                          rng.choice([0.0, 60.0], size=Q), rng.choice([0.0, 30.0, 100.0], size=Q))
+    if rng.random() < 0.5:  # the resources the rules may judge (default all)
+        queues["checked"] = rng.integers(0, 2, size=3).astype(np.uint8)
     return empty, cluster, running, pending, queues
 
 
@@ -329,6 +331,9 @@ def check_rules(empty, running, pending, queues, out):
         ent = queues["deserved"] if queues["strategy"][qp] == CONSERVATIVE else queues["fair_share"]
         up_p = set(_path(parent, qp))
         judged = lacking_on(rebuilt_state(empty, running, pending, out, p), pending, p, n) if vs else set()
+        if queues.get("checked") is not None:  # the checked ones, if the pod asks for any of them
+            kept = {r for r in judged if queues["checked"][r]}
+            judged = kept if any(req_p[r] > 0 for r in kept) else judged
         sub = np.zeros_like(alloc)
         for v in vs:
             sub[_path(parent, int(running["queue"][v]))] += running["req"][v]
@@ -554,6 +559,20 @@ def test_conservative_reclaims_only_the_deserved_quota():
     assert out["node"].tolist() == [0, 0, -1, -1]
     assert len(out["vic"]) == 2 and set(out["vic_rule"].tolist()) == {R_CONS}
     assert out["allocated"][:, 0].tolist() == [2000, 6000]
+
+
+def test_a_reclaim_is_judged_on_what_the_pod_lacks_even_if_unchecked():
+    """``checked`` leaves GPUs out, but the pod lacks only GPUs and asks for no checked resource it
+    lacks: it is judged on the GPUs, not on nothing. A deserving 2 GPUs reclaims 2 (as with every
+    resource checked); deserving none, it reclaims none (judged on nothing, it would reclaim
+    whatever it needs: the ping-pong of tests/test_reclaim_unquoted_gpus.py)."""
+    for deserved_gpu, victims in ((2000, 2), (0, 0)):
+        empty, cluster, running, pending, queues = two_queues(CONSERVATIVE)
+        queues["checked"] = np.array([0, 1, 1], np.uint8)
+        queues["deserved"] = queues["deserved"].copy()
+        queues["deserved"][:, 0] = deserved_gpu
+        out = check_problem(empty, cluster, running, pending, queues)
+        assert len(out["vic"]) == victims
 
 
 def test_aggressive_reclaims_the_fair_share():
@@ -830,6 +849,8 @@ BAD = [
     ("queues", "deserved", lambda a: -a - 1, r"queues\['deserved'\]: must be in \[0, 2\^60\]"),
     ("queues", "reclaim_min_runtime", lambda a: -a - 1, r"queues\['reclaim_min_runtime'\]: must be a number"),
     ("queues", "allocated", lambda a: a[:1].copy(), r"queues\['allocated'\]: expected shape"),
+    ("queues", "checked", np.array([1, 2, 0], np.uint8), r"queues\['checked'\]: must be 0 or 1, got 2"),
+    ("queues", "checked", np.ones(2, np.uint8), r"queues\['checked'\]: expected length 3"),
 ]
 
 

@@ -205,7 +205,7 @@ SECTIONS: dict[str, Section] = {
         Setting("nonpreemptiblePriority", "nonpreemptible_priority", integer(INT32_MIN, INT32_MAX),
                 "running pods of this priority or higher are never evicted"),
         Setting("checkResources", "check_resources", choice(*CHECK_RESOURCES),
-                "resources the queue rules judge: quota (those some queue has a quota of) or all"),
+                "resources the queue rules judge: quota (those some queue has a positive quota of) or all"),
         Setting("maxPreemptors", "max_preemptors", integer(0, 1_000_000),
                 "unplaced pods that may look for victims in one cycle"),
     )),

@@ -88,15 +88,13 @@ class PreemptionConfig:
         Which resources the queue rules may look at; of those, they judge only the ones the pod
         lacks on the node being tried (its devices do not fit the free ones, its CPU or memory
         exceeds what is free; all of them if only a pod slot is missing): a queue far over its GPU
-        entitlement gives up GPUs whatever its CPU use says. ``"all"``: every resource a pod
-        requests (GPU, CPU, memory). ``"quota"`` (default): the resources some queue has a
-        quota for (``quota != 0``) -- with quotas on GPUs only, a queue deserves no CPU at all, and
-        the conservative rule would otherwise never let it reclaim for a pod that also requests
-        CPU. A pod that requests none of those resources (a CPU-only pod among GPU quotas) is
-        checked in all its resources, so no reclaim ever goes unchecked (no ping-pong). Queue
-        allocations stay true totals; when one preemptor's victims mix such pods with others, the
-        other victims' unchecked resources are not subtracted in that check (an approximation in
-        the victim queue's favour only for resources no queue has a quota for).
+        entitlement gives up GPUs whatever its CPU use says. ``"all"``: every resource (GPU, CPU,
+        memory). ``"quota"`` (default): the resources some queue has a positive quota for -- with
+        quotas on GPUs only (CPU and memory 0, or unlimited everywhere), nobody deserves CPU, or
+        everybody all it asks for, and either way CPU would block every reclaim on a node short
+        of CPU. A pod that requests none of the looked-at resources it lacks on a node (no queue
+        has a GPU quota, the node is short of GPUs) is judged on all it lacks there: no reclaim
+        ever goes unjudged, or the victim's queue could take its GPUs straight back (ping-pong).
     max_preemptors : int
         Unplaced pods (the first, in placement order) that may look for victims in one cycle; the
         rest wait for the next cycle. A gang counts its unplaced members and is never split: one
@@ -389,17 +387,13 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         created = np.concatenate([snap.pending_table().batch.created, run.batch.created])
         now = float(created.max()) if created.size else 0.0
 
-    # Which resources the queue rules see.
-    if config.check_resources == "all":
-        keep = np.ones(3, bool)
+    # Which resources the queue rules may judge: an unlimited quota (-1) says nothing about who is
+    # over, so only a positive one counts. The kernel judges a reclaim on the checked resources the
+    # pod lacks on the node, or on all it lacks when it requests none of those.
+    if config.check_resources == "all" or not len(tree):
+        keep = np.ones(3, np.uint8)
     else:
-        keep = (tree.quota != 0).any(axis=0) if len(tree) else np.zeros(3, bool)
-
-    def checked(req):
-        out = req * keep
-        bare = ~(out > 0).any(axis=1)  # requests none of them: checked in all its resources
-        out[bare] = req[bare]
-        return np.ascontiguousarray(out, dtype=np.int64).reshape(-1, 3)
+        keep = (tree.quota > 0).any(axis=0).astype(np.uint8)
 
     # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
     # columns), then this cycle's placements (they hold devices but are never victims).
@@ -418,7 +412,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     p_start, p_idx = csr_rows(placement.asg_start, placed)
     kind = np.concatenate([rb["kind"], batch.kind[placed]])
     excl = np.concatenate([rb["exclusive"], batch.exclusive[placed]])
-    req_all = checked(np.concatenate([run_req, placed_req]))
+    req_all = np.ascontiguousarray(np.concatenate([run_req, placed_req]), dtype=np.int64)
     exclusive = ((kind == KIND_WHOLE) | ((kind != KIND_NONE) & (excl == 1))).astype(np.uint8)
     running_arrays = {
         "node": np.concatenate([run.node[run_idx], placement.node[placed].astype(np.int32)]),
@@ -451,7 +445,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     pending.update(device_holds(cluster, batch.constraints, decisions.reservations))
     pending["queue"] = np.asarray(decisions.pending_rows, np.int32)[rows]
     pending["priority"] = np.ascontiguousarray(batch.priority[rows], dtype=np.int64)
-    pending["req"] = checked(pend_req[rows])
+    pending["req"] = np.ascontiguousarray(pend_req[rows], dtype=np.int64)
     if gang_need is not None:
         pending["gang"] = np.ascontiguousarray(batch.gang[rows], dtype=np.int32)
         pending["gang_need"] = gang_need
@@ -463,13 +457,14 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
                               else _core.RECLAIM_AGGRESSIVE for s in tree.specs], np.int8),
         "preempt_min_runtime": np.array([s.preempt_min_runtime for s in tree.specs], np.float64),
         "reclaim_min_runtime": np.array([s.reclaim_min_runtime for s in tree.specs], np.float64),
+        "checked": keep,
     }
     out = _core.plan_preemptions(kernel_view(cluster, state), running_arrays, pending, queues)
     if out["fit_mismatch"]:
         warnings.append(f"{out['fit_mismatch']} pod(s) left pending: placement refused a node the "
                         "preemption kernel's fit check accepted (csrc/preempt.cpp must follow placement)")
 
-    # Queue use after the plan, in every resource (the kernel's copy moves by the checked amounts).
+    # Queue use after the plan, in every resource.
     vic = out["vic"]
     delta = np.zeros_like(allocated)
     leaf_q = running_arrays["queue"][vic]
