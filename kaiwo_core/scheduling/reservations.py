@@ -18,6 +18,10 @@ Two sources:
         start: "2026-11-28T16:00:00Z"   # when the owner needs it (default: now)
         until: "2026-11-28T20:00:00Z"   # or ttl: 4h; an expired reservation releases itself
 
+  A reservation of GPUs or XCDs annotated ``kaiwo.ai/pin-owner: "true"`` also keeps the pods that
+  may use it on the held node(s): the controller's migrations hold a moved pod's planned target
+  this way for its replacement.
+
 * automatic: a pending gang or multi-GPU pod that has waited longer than
   ``ReservationConfig.starvation`` while smaller pods keep taking its capacity gets capacity that
   will free up soonest held for it, for ``ReservationConfig.ttl``: a pod that one node can take gets
@@ -49,6 +53,9 @@ from .gangs import ANN_GANG, unit_of
 from ..plugins import Plugin, register
 from .podtable import PodTable
 from ..model.requests import KIND_NONE
+
+
+ANN_PIN = "kaiwo.ai/pin-owner"
 
 
 class ReservationError(ObjectError):
@@ -88,6 +95,7 @@ class Reservation:
     until: float = float("inf")    #: expiry
     automatic: bool = False
     reason: str = ""
+    pin: bool = False              #: pods that may use it go only to the held devices' nodes
 
     def to_dict(self) -> dict:
         def t(x):
@@ -138,6 +146,14 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
                                "is after spec.until (or creation + spec.ttl): the reservation would "
                                "end before it is needed")
     r.reason = "declared by a KaiwoReservation"
+    annotations = field_map(ReservationError, name, meta.get("annotations"), "metadata.annotations")
+    pin = field_str(ReservationError, name, annotations.get(ANN_PIN), f"metadata.annotations.{ANN_PIN}")
+    if pin not in ("", "true", "false"):
+        raise ReservationError(name, f"metadata.annotations.{ANN_PIN}", pin, 'must be "true" or "false"')
+    r.pin = pin == "true"
+    if r.pin and not (r.node or r.wanted):
+        raise ReservationError(name, f"metadata.annotations.{ANN_PIN}", pin,
+                               "only a reservation of GPUs or XCDs of a node (spec.node or spec.devices) pins")
     return r
 
 
@@ -569,7 +585,8 @@ class Reservations(Plugin):
 
     def filter(self, ctx):
         held = [r for r in self.config["reservations"] if r.nodes]
-        if not held:
+        pinned = [r for r in self.config["reservations"] if r.pin and r.held_out]
+        if not held and not pinned:
             return None
         c, n = ctx.shape
         mask = np.ones((c, n), dtype=bool)
@@ -578,6 +595,12 @@ class Reservations(Plugin):
             for i, con in enumerate(ctx.constraints):
                 if res.name not in getattr(con, "reservations", ()):
                     mask[i, cols] = False
+        for res in pinned:
+            keep = np.zeros(n, dtype=bool)
+            keep[[ctx.cluster.index(d["node"]) for d in res.held_out]] = True
+            for i, con in enumerate(ctx.constraints):
+                if res.name in getattr(con, "reservations", ()):
+                    mask[i] &= keep
         return mask
 
     def kernel_args(self, ctx):
