@@ -123,11 +123,7 @@ def test_online_waits_by_hand(tmp_path):
     # One 8-GPU node (VC a: 1 node; VC b: none). a's 8-GPU job arrives at 0 and runs 100 s; b's
     # 8-GPU job arrives at 5 and must wait. Cycles every 10 s: the first at 10 starts a's job
     # (wait 10); it ends at 110, and the cycle after it (at 120) starts b's (wait 115).
-    jobs = tmp_path / "jobs.csv"
-    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
-                    "2017-10-01 00:00:00,100,8,800,a\n2017-10-01 00:00:05,50,8,400,b\n")
-    vc = tmp_path / "vc.csv"
-    vc.write_text("vc,node num\na,1\n")
+    jobs, vc = _online_files(tmp_path, "2017-10-01 00:00:00,100,8,800,a\n2017-10-01 00:00:05,50,8,400,b\n", "a,1\n")
     r = O.replay_online(O.read_jobs_csv(str(jobs)), O.read_vc_nodes(str(vc)), "binpack", period=10, sample=0)
     waits = {q.name: q.waits for q in r.queues}
     assert waits == {"a": [10.0], "b": [115.0]}
@@ -266,6 +262,20 @@ def test_strategy_constants_match_plugins():
     assert STRATEGIES["frag"] == _core.STRATEGY_FRAG_AWARE and len(STRATEGIES) == _core.NUM_STRATEGIES
 
 
+def _fragmented(tmp_path):
+    """Jobs and VCs of the rebalancing scenario below: (jobs CSV, vc CSV)."""
+    return _online_files(tmp_path, "0,100,7,0,a\n1,10000,1,0,a\n2,10000,6,0,a\n3,10000,1,0,a\n1000,1000,8,0,a\n",
+                         "b,2\n")
+
+
+def _online_files(tmp_path, job_rows: str, vc_rows: str):
+    """A Philly-format job CSV and a VC CSV with these rows (after their headers)."""
+    jobs, vc = tmp_path / "jobs.csv", tmp_path / "vc.csv"
+    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n" + job_rows)
+    vc.write_text("vc,node num\n" + vc_rows)
+    return jobs, vc
+
+
 def test_online_rebalancing_by_hand(tmp_path):
     # Two 8-GPU nodes; the jobs' VC has no quota (a queue with a quota is never taken below it by a
     # move, so its own pods could not move to make room for it). Cycles every 10 s: at 10 the 7-GPU
@@ -275,11 +285,7 @@ def test_online_rebalancing_by_hand(tmp_path):
     # waits for the 10,000 s jobs (they end at 10,010; placed at 10,020: wait 9,020). With it the
     # plan at 1,010 moves the first 1-GPU job (it has run 1,000 s >= min runtime 600) to node 1's
     # last GPU; the next cycle (1,020) places the 8-GPU job (wait 20); the moved job pays 60 s.
-    jobs = tmp_path / "jobs.csv"
-    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
-                    "0,100,7,0,a\n1,10000,1,0,a\n2,10000,6,0,a\n3,10000,1,0,a\n1000,1000,8,0,a\n")
-    vc = tmp_path / "vc.csv"
-    vc.write_text("vc,node num\nb,2\n")
+    jobs, vc = _fragmented(tmp_path)
     from kaiwo_core.scheduling.rebalance import RebalanceConfig
 
     def run(rebalance):
@@ -298,11 +304,7 @@ def test_online_rebalancing_by_hand(tmp_path):
 
 
 def test_cli_online_rebalance(tmp_path, capsys):
-    jobs = tmp_path / "jobs.csv"
-    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
-                    "0,100,7,0,a\n1,10000,1,0,a\n2,10000,6,0,a\n3,10000,1,0,a\n1000,1000,8,0,a\n")
-    vc = tmp_path / "vc.csv"
-    vc.write_text("vc,node num\nb,2\n")
+    jobs, vc = _fragmented(tmp_path)
     assert main(["simulate", "--online", "--trace", str(jobs), "--vc-nodes", str(vc), "--period", "10",
                  "--rebalance", "--rebalance-period", "300", "--quiet"]) == 0
     out = capsys.readouterr().out
