@@ -129,15 +129,17 @@ public:
     template <typename T>
     const T* any(const std::string& key, py::ssize_t* n) { return get<T>(key, 1, n); }
 
-    /// A 2-D array of shape (n, 3): one row per `what`, columns gpu, cpu, memory (the resource
-    /// order of every queue and preemption input).
+    /// A 2-D array of shape (n, cols): one row per `what`, columns gpu, cpu, memory (the resource
+    /// order of every queue and preemption input), then any further resource columns (the queue
+    /// kernels take `cols` >= 3, one more per GPU model with a quota).
     template <typename T>
-    const T* mat(const std::string& key, py::ssize_t n, const std::string& what) {
+    const T* mat(const std::string& key, py::ssize_t n, const std::string& what, py::ssize_t cols = 3) {
         py::ssize_t s[2];
         const T* p = get<T>(key, 2, s);
-        if (s[0] != n || s[1] != 3)
-            fail(at(key), "expected shape (" + std::to_string(n) + ", 3) (" + what +
-                              " x gpu/cpu/memory), got (" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + ")");
+        if (s[0] != n || s[1] != cols)
+            fail(at(key), "expected shape (" + std::to_string(n) + ", " + std::to_string(cols) + ") (" + what +
+                              (cols == 3 ? " x gpu/cpu/memory" : " x resources") + "), got (" +
+                              std::to_string(s[0]) + ", " + std::to_string(s[1]) + ")");
         return p;
     }
 

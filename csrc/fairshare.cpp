@@ -38,20 +38,35 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 /// Phase-2 state and the operations on it.
+template <int NR>
 class OverQuota {
 public:
     OverQuota(const QueueTree& t, const Children& ch, const int64_t* deserved, const int64_t* alloc)
-        : t_(t), ch_(ch), des_(deserved), alloc_(alloc), vec_(static_cast<size_t>(t.n) * kNumRes, 0.0),
-          g_(static_cast<size_t>(t.n), 0.0) {}
+        : saturated(static_cast<size_t>(t.nres), 0), t_(t), ch_(ch), des_(deserved), alloc_(alloc),
+          vec_(static_cast<size_t>(t.n) * t.nres, 0.0), g_(static_cast<size_t>(t.n), 0.0),
+          oversub_(static_cast<size_t>(t.n), 0), within_(static_cast<size_t>(t.nres), 0) {
+        // Queues whose children's deserved add up to more than their own in some resource: only
+        // they can have hidden over-quota use (Σ min(alloc, deserved) <= Σ deserved otherwise).
+        std::vector<int64_t> sum(static_cast<size_t>(t.n) * t.nres, 0);
+        for (int32_t q = t.n - 1; q >= 0; --q) {
+            if (!ch.leaf(q))
+                for (int r = 0; r < t.nres; ++r)
+                    if (sum[size_t(q) * t.nres + r] > deserved[size_t(q) * t.nres + r]) oversub_[q] = 1;
+            if (t.parent[q] >= 0)
+                for (int r = 0; r < t.nres; ++r) sum[size_t(t.parent[q]) * t.nres + r] += deserved[size_t(q) * t.nres + r];
+        }
+    }
 
     double g(int32_t q) const { return g_[q]; }
 
     /// Weighted dominant share of `v` for queue `q` over the non-saturated resources.
     double share(const double* v, int32_t q) const {
+        constexpr int kFixed = NR;
+        const int R = kFixed > 0 ? kFixed : t_.nres;
         double s = 0.0;
-        for (int r = 0; r < kNumRes; ++r) {
+        for (int r = 0; r < R; ++r) {
             if (saturated[r] || t_.capacity[r] <= 0) continue;
-            const double x = v[r] / (static_cast<double>(t_.capacity[r]) * t_.weight[q * kNumRes + r]);
+            const double x = v[r] / (static_cast<double>(t_.capacity[r]) * t_.weight[q * R + r]);
             if (x > s) s = x;
         }
         return s;
@@ -59,10 +74,12 @@ public:
 
     /// Recomputes vec and g of `q` from its own state (leaf) or its children's (internal).
     void recompute(int32_t q, const std::vector<uint8_t>& blocked) {
-        double* v = &vec_[static_cast<size_t>(q) * kNumRes];
+        constexpr int kFixed = NR;
+        const int R = kFixed > 0 ? kFixed : t_.nres;
+        double* v = &vec_[static_cast<size_t>(q) * R];
         if (ch_.leaf(q)) {
-            for (int r = 0; r < kNumRes; ++r) {
-                const int64_t over = alloc_[q * kNumRes + r] - des_[q * kNumRes + r];
+            for (int r = 0; r < R; ++r) {
+                const int64_t over = alloc_[q * R + r] - des_[q * R + r];
                 v[r] = static_cast<double>(over > 0 ? over : 0);
             }
         } else {
@@ -71,22 +88,38 @@ public:
                 const int32_t c = ch_.child[i];
                 if (!blocked[c] && g_[c] > 0.0 && g_[c] < m) m = g_[c];
             }
-            for (int r = 0; r < kNumRes; ++r) v[r] = 0.0;
+            for (int r = 0; r < R; ++r) v[r] = 0.0;
             for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
                 const int32_t c = ch_.child[i];
-                const double* vc = &vec_[static_cast<size_t>(c) * kNumRes];
+                const double* vc = &vec_[static_cast<size_t>(c) * R];
                 if (!blocked[c] && g_[c] > 0.0) {
                     const double f = m / g_[c];
-                    for (int r = 0; r < kNumRes; ++r) v[r] += vc[r] * f;
+                    for (int r = 0; r < R; ++r) v[r] += vc[r] * f;
                 } else {
-                    for (int r = 0; r < kNumRes; ++r) v[r] += vc[r];
+                    for (int r = 0; r < R; ++r) v[r] += vc[r];
+                }
+            }
+            // Parent-level charging: what the children use within their own deserved beyond the
+            // parent's deserved (their quotas add up to more) is over-quota use of the parent, which
+            // no child's vector shows; it is added raw. With children's deserved summing to at most
+            // the parent's it is zero, and the H-DRF aggregate above is unchanged.
+            if (oversub_[q]) {
+                int64_t* within = within_.data();
+                for (int r = 0; r < R; ++r) within[r] = 0;
+                for (int32_t i = ch_.begin(q); i < ch_.end(q); ++i) {
+                    const int32_t c = ch_.child[i];
+                    for (int r = 0; r < R; ++r) within[r] += std::min(alloc_[c * R + r], des_[c * R + r]);
+                }
+                for (int r = 0; r < R; ++r) {
+                    const int64_t hidden = within[r] - des_[q * R + r];
+                    if (hidden > 0) v[r] += static_cast<double>(hidden);
                 }
             }
         }
         g_[q] = share(v, q);
     }
 
-    bool saturated[kNumRes] = {false, false, false};
+    std::vector<uint8_t> saturated;  ///< [R] resources that ran out (shares ignore them)
 
 private:
     const QueueTree& t_;
@@ -95,11 +128,19 @@ private:
     const int64_t* alloc_;
     std::vector<double> vec_;
     std::vector<double> g_;
+    std::vector<uint8_t> oversub_;  ///< [Q] children's deserved add up to more than its own
+    std::vector<int64_t> within_;   ///< [R] scratch
 };
 
 }  // namespace
 
-FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const int64_t* req) {
+namespace {
+
+/// The kernel for NR resource columns (NR = 0: t.nres, known at run time only).
+template <int NR>
+FairShareResult fair_share_impl(const QueueTree& t, const int64_t* pod_start, const int64_t* req) {
+    constexpr int kFixed = NR;
+    const int R = kFixed > 0 ? kFixed : t.nres;
     const int32_t Q = t.n;
     const int32_t root = Q;
     const int64_t P = pod_start[Q];
@@ -107,7 +148,7 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     auto up = [&](int32_t q) { return t.parent[q] < 0 ? root : t.parent[q]; };
 
     FairShareResult res;
-    const size_t QR = static_cast<size_t>(Q) * kNumRes;
+    const size_t QR = static_cast<size_t>(Q) * R;
     res.demand.assign(QR, 0);
     res.deserved.assign(QR, 0);
     res.fair_share.assign(QR, 0);
@@ -121,34 +162,34 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     // 1. Demand: leaves sum their pods, then children into parents (decreasing index).
     for (int32_t q = 0; q < Q; ++q)
         for (int64_t p = pod_start[q]; p < pod_start[q + 1]; ++p)
-            for (int r = 0; r < kNumRes; ++r) dem[q * kNumRes + r] += req[p * kNumRes + r];
+            for (int r = 0; r < R; ++r) dem[q * R + r] += req[p * R + r];
     for (int32_t q = Q - 1; q >= 0; --q)
         if (t.parent[q] >= 0)
-            for (int r = 0; r < kNumRes; ++r) dem[t.parent[q] * kNumRes + r] += dem[q * kNumRes + r];
+            for (int r = 0; r < R; ++r) dem[t.parent[q] * R + r] += dem[q * R + r];
 
     // 2. Deserved, capped top-down (increasing index) by the parent's.
     for (int32_t q = 0; q < Q; ++q) {
-        for (int r = 0; r < kNumRes; ++r) {
-            const int64_t i = q * kNumRes + r;
+        for (int r = 0; r < R; ++r) {
+            const int64_t i = q * R + r;
             int64_t d = t.quota[i] < 0 ? dem[i] : std::min(t.quota[i], dem[i]);
             if (t.limit[i] >= 0) d = std::min(d, t.limit[i]);
-            if (t.parent[q] >= 0) d = std::min(d, des[t.parent[q] * kNumRes + r]);
+            if (t.parent[q] >= 0) d = std::min(d, des[t.parent[q] * R + r]);
             des[i] = d;
         }
     }
 
-    int64_t total[kNumRes] = {0, 0, 0};
+    std::vector<int64_t> total(static_cast<size_t>(R), 0);
     std::vector<int64_t> next(pod_start, pod_start + Q);  // next pod of each leaf
     auto fits_capacity = [&](const int64_t* x) {
-        for (int r = 0; r < kNumRes; ++r)
+        for (int r = 0; r < R; ++r)
             if (total[r] + x[r] > t.capacity[r]) return false;
         return true;
     };
     auto admit = [&](int32_t leaf, int64_t p, int8_t phase) {
-        const int64_t* x = req + p * kNumRes;
-        for (int r = 0; r < kNumRes; ++r) total[r] += x[r];
+        const int64_t* x = req + p * R;
+        for (int r = 0; r < R; ++r) total[r] += x[r];
         for (int32_t a = leaf; a >= 0; a = t.parent[a])
-            for (int r = 0; r < kNumRes; ++r) alloc[a * kNumRes + r] += x[r];
+            for (int r = 0; r < R; ++r) alloc[a * R + r] += x[r];
         res.admitted[p] = 1;
         res.phase[p] = phase;
         ++next[leaf];
@@ -159,11 +200,11 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
         if (!ch.leaf(q)) continue;
         while (next[q] < pod_start[q + 1]) {
             const int64_t p = next[q];
-            const int64_t* x = req + p * kNumRes;
+            const int64_t* x = req + p * R;
             bool ok = fits_capacity(x);
             for (int32_t a = q; ok && a >= 0; a = t.parent[a])
-                for (int r = 0; r < kNumRes; ++r)
-                    if (alloc[a * kNumRes + r] + x[r] > des[a * kNumRes + r]) ok = false;
+                for (int r = 0; r < R; ++r)
+                    if (alloc[a * R + r] + x[r] > des[a * R + r]) ok = false;
             if (!ok) break;
             admit(q, p, kPhaseDeserved);
         }
@@ -188,9 +229,9 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     // allocation within a child's deserved counts against its parent's: a sibling far over its own
     // quota does not use up what the parent holds for the others.
     std::vector<int64_t> in(QR, 0), rsv(QR, 0), kin(QR, 0), krsv(QR, 0);
-    int64_t held[kNumRes] = {0, 0, 0};
+    std::vector<int64_t> held(static_cast<size_t>(R), 0);
     auto reserve = [&](int32_t q, int r, int64_t a_q, int64_t k_in, int64_t k_rsv, int64_t* o_in, int64_t* o_rsv) {
-        const int64_t d = des[size_t(q) * kNumRes + r];
+        const int64_t d = des[size_t(q) * R + r];
         if (ch.leaf(q)) {
             *o_in = std::min(a_q, d);
             *o_rsv = d - *o_in;
@@ -200,12 +241,12 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
         }
     };
     for (int32_t q = Q - 1; q >= 0; --q)
-        for (int r = 0; r < kNumRes; ++r) {
-            const size_t i = size_t(q) * kNumRes + r;
+        for (int r = 0; r < R; ++r) {
+            const size_t i = size_t(q) * R + r;
             reserve(q, r, alloc[i], kin[i], krsv[i], &in[i], &rsv[i]);
             if (t.parent[q] >= 0) {
-                kin[size_t(t.parent[q]) * kNumRes + r] += in[i];
-                krsv[size_t(t.parent[q]) * kNumRes + r] += rsv[i];
+                kin[size_t(t.parent[q]) * R + r] += in[i];
+                krsv[size_t(t.parent[q]) * R + r] += rsv[i];
             } else {
                 held[r] += rsv[i];
             }
@@ -213,10 +254,10 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     // Change of `held` if leaf n took x (path_in / path_rsv: the path's new values).
     std::vector<int64_t> path_in(QR, 0), path_rsv(QR, 0);
     auto held_change = [&](int32_t n, const int64_t* x, int64_t* change) {
-        for (int r = 0; r < kNumRes; ++r) {
+        for (int r = 0; r < R; ++r) {
             int64_t d_in = 0, d_rsv = 0;  // change of the child on the path
             for (int32_t a = n; a >= 0; a = t.parent[a]) {
-                const size_t i = size_t(a) * kNumRes + r;
+                const size_t i = size_t(a) * R + r;
                 reserve(a, r, alloc[i] + x[r], kin[i] + d_in, krsv[i] + d_rsv, &path_in[i], &path_rsv[i]);
                 d_in = path_in[i] - in[i];
                 d_rsv = path_rsv[i] - rsv[i];
@@ -226,19 +267,19 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     };
     auto take_res = [&](int32_t n, const int64_t* change) {
         for (int32_t a = n; a >= 0; a = t.parent[a])
-            for (int r = 0; r < kNumRes; ++r) {
-                const size_t i = size_t(a) * kNumRes + r;
+            for (int r = 0; r < R; ++r) {
+                const size_t i = size_t(a) * R + r;
                 if (t.parent[a] >= 0) {
-                    kin[size_t(t.parent[a]) * kNumRes + r] += path_in[i] - in[i];
-                    krsv[size_t(t.parent[a]) * kNumRes + r] += path_rsv[i] - rsv[i];
+                    kin[size_t(t.parent[a]) * R + r] += path_in[i] - in[i];
+                    krsv[size_t(t.parent[a]) * R + r] += path_rsv[i] - rsv[i];
                 }
                 in[i] = path_in[i];
                 rsv[i] = path_rsv[i];
             }
-        for (int r = 0; r < kNumRes; ++r) held[r] += change[r];
+        for (int r = 0; r < R; ++r) held[r] += change[r];
     };
 
-    OverQuota oq(t, ch, des, alloc);
+    OverQuota<NR> oq(t, ch, des, alloc);
     auto less = [&](int32_t a, int32_t b) {
         if (t.priority[a] != t.priority[b]) return t.priority[a] > t.priority[b];
         const double ga = oq.g(a), gb = oq.g(b);
@@ -257,6 +298,7 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     // Two passes: the first holds back what queues still deserve; once every leaf is blocked, what
     // is still held cannot be taken by its queues (they are out of pods, or their next pod does not
     // fit), so the second pass lets the leaves that only a reservation blocked take the rest.
+    std::vector<int64_t> change_v(static_cast<size_t>(R), 0);
     for (bool reserving : {true, false}) {
     if (!reserving) {
         bool any = false;
@@ -269,16 +311,19 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
         int32_t n = heaps.top(root);
         while (!ch.leaf(n)) n = heaps.top(n);  // a non-blocked internal node has a non-blocked child
         const int64_t p = next[n];
-        const int64_t* x = req + p * kNumRes;
+        const int64_t* x = req + p * R;
         bool grew = false;
         bool ok = true;
-        int64_t change[kNumRes];
+        int64_t* change = change_v.data();
         held_change(n, x, change);
         bool reserved = false;
-        for (int r = 0; r < kNumRes; ++r) {
+        for (int r = 0; r < R; ++r) {
             if (total[r] + x[r] > t.capacity[r]) {
                 ok = false;
-                if (!oq.saturated[r]) grew = oq.saturated[r] = true;
+                if (!oq.saturated[r]) {
+                    oq.saturated[r] = 1;
+                    grew = true;
+                }
             } else if (reserving && x[r] + change[r] > 0 && total[r] + x[r] + held[r] + change[r] > t.capacity[r]) {
                 // Into what other queues still deserve (a pod that only uses its own path's
                 // reservation leaves total + held as it was).
@@ -286,8 +331,8 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
             }
         }
         for (int32_t a = n; ok && a >= 0; a = t.parent[a])
-            for (int r = 0; r < kNumRes; ++r)
-                if (t.limit[a * kNumRes + r] >= 0 && alloc[a * kNumRes + r] + x[r] > t.limit[a * kNumRes + r])
+            for (int r = 0; r < R; ++r)
+                if (t.limit[a * R + r] >= 0 && alloc[a * R + r] + x[r] > t.limit[a * R + r])
                     ok = false;
         const bool only_reserved = ok && reserved;
         ok = ok && !reserved;
@@ -320,6 +365,13 @@ FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const i
     // capacity could not give on top of what others got (more than the capacity in all).
     res.fair_share = res.allocated;
     return res;
+}
+
+}  // namespace
+
+FairShareResult fair_share(const QueueTree& t, const int64_t* pod_start, const int64_t* req) {
+    // The usual three columns get a copy with the count known at compile time (unrolled loops).
+    return t.nres == kNumRes ? fair_share_impl<kNumRes>(t, pod_start, req) : fair_share_impl<0>(t, pod_start, req);
 }
 
 }  // namespace kaiwo

@@ -21,18 +21,23 @@
 
 namespace kaiwo {
 
-/// Resource columns of every queue array: gpu milli-units, cpu milli-cores, memory MiB.
+/// The usual resource columns of every queue array: gpu milli-units, cpu milli-cores, memory MiB.
+/// The queue kernels take any number R of columns (`QueueTree::nres`; e.g. one more per GPU model),
+/// with a compiled copy for R = kNumRes; the preemption kernel takes these three.
 constexpr int kNumRes = 3;
+/// Most resource columns the queue kernels take (ordering keeps saturated ones in a 64-bit mask).
+constexpr int kMaxRes = 64;
 
 /// A queue tree, struct-of-arrays, rows in parent-before-child order. Pointers are borrowed.
 struct QueueTree {
     int32_t n = 0;                      ///< queues Q
+    int32_t nres = kNumRes;             ///< resource columns R, 1 .. kMaxRes
     const int32_t* parent = nullptr;    ///< [Q] parent index (< own index) or -1 for a top-level queue
-    const int64_t* quota = nullptr;     ///< [Q,3] deserved quota, -1 = unlimited (deserved = demand)
-    const int64_t* limit = nullptr;     ///< [Q,3] hard cap, -1 = none
-    const double* weight = nullptr;     ///< [Q,3] overQuotaWeight per resource, > 0
+    const int64_t* quota = nullptr;     ///< [Q,R] deserved quota, -1 = unlimited (deserved = demand)
+    const int64_t* limit = nullptr;     ///< [Q,R] hard cap, -1 = none
+    const double* weight = nullptr;     ///< [Q,R] overQuotaWeight per resource, > 0
     const int32_t* priority = nullptr;  ///< [Q] higher first, among siblings
-    const int64_t* capacity = nullptr;  ///< [3] cluster total
+    const int64_t* capacity = nullptr;  ///< [R] cluster total
 };
 
 /// Children of every node as CSR, in index order; node `n` (the virtual root is node Q) has
@@ -142,7 +147,7 @@ private:
     Less less_;
 };
 
-/// Outcome of `fair_share`. Queue arrays are [Q,3] row-major; pod arrays are [P].
+/// Outcome of `fair_share`. Queue arrays are [Q,R] row-major; pod arrays are [P].
 struct FairShareResult {
     std::vector<int64_t> demand;      ///< Σ requests of the subtree's pods
     std::vector<int64_t> deserved;    ///< min(quota or demand, demand, limit), capped by the parent's
@@ -162,7 +167,7 @@ enum FairSharePhase : int8_t {
 /// Hierarchical fair shares by a pod-granular virtual allocation from zero.
 ///
 /// `pod_start` [Q+1] is the CSR of each leaf's pods (already in the queue's own order, none on
-/// internal queues) and `req` [P,3] their requests. Exact semantics (tests/naive_queues.py
+/// internal queues) and `req` [P,R] their requests. Exact semantics (tests/naive_queues.py
 /// `fair_share_ref` is the executable specification):
 ///
 ///  1. demand: Σ req of a leaf's pods; internal = Σ children.
@@ -183,7 +188,9 @@ enum FairSharePhase : int8_t {
 ///     priority, but blocked in phase 1 by another resource (no memory quota), cannot take the GPUs
 ///     another queue deserves, and the fair shares of the top-level queues add up to at most the
 ///     capacity whenever their deserved do. An internal node's share aggregates its children the
-///     H-DRF way (non-blocked children with g > 0 rescaled to their minimum g, the others added raw);
+///     H-DRF way (non-blocked children with g > 0 rescaled to their minimum g, the others added raw),
+///     plus, raw, its hidden over-quota use max(0, Σ children's min(alloc, deserved) - deserved)
+///     (children's deserved that add up to more than the parent's);
 ///     a node is blocked when all its children are; a leaf with no pods left is blocked (at once,
 ///     when its last pod is admitted). Every resource a misfit overflowed joins the saturated set,
 ///     whether or not a limit also failed. Stops when every top-level queue is blocked.
@@ -191,9 +198,9 @@ enum FairSharePhase : int8_t {
 ///     shares never add up to more than the capacity. A queue gets its deserved there unless
 ///     capacity or a limit stops it (deserved oversubscribed, pods that do not divide it).
 ///
-/// Over-quota usage is measured per leaf against the leaf's own deserved, so when children's
-/// deserved add up to more than their parent's, phase 2 does not charge the parent for the excess
-/// (that is the specified semantics; the tests pin it).
+/// Over-quota use is charged at every level: when children's deserved add up to more than their
+/// parent's, children within their own quotas can push the parent over its deserved, and that
+/// excess (the hidden over-quota use above) counts in the parent's share against its siblings.
 ///
 /// Cost: O(Q + P) for phase 1, O(depth * (siblings + log siblings)) per phase-2 pod, plus at most
 /// three O(Q log Q) rebuilds when a resource saturates.

@@ -23,8 +23,14 @@
 
 namespace kaiwo {
 
-OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int64_t* fair_share,
+namespace {
+
+/// The kernel for NR resource columns (NR = 0: t.nres, known at run time only).
+template <int NR>
+OrderResult order_pending_impl(const QueueTree& t, const int64_t* deserved, const int64_t* fair_share,
                           const int64_t* allocated, const PendingPods& pods) {
+    constexpr int kFixed = NR;
+    const int R = kFixed > 0 ? kFixed : t.nres;
     const int32_t Q = t.n;
     const int32_t root = Q;
     const int64_t P = pods.pod_start[Q];
@@ -78,47 +84,47 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
     std::vector<int64_t> unit_start(static_cast<size_t>(U) + 1, 0);
     for (int64_t u = 0; u < U; ++u) unit_start[u + 1] = unit_start[u] + unit_size[u];
     std::vector<int64_t> member(static_cast<size_t>(P));
-    std::vector<int64_t> unit_req(static_cast<size_t>(U) * kNumRes, 0);
+    std::vector<int64_t> unit_req(static_cast<size_t>(U) * R, 0);
     {
         std::vector<int64_t> cur(unit_start.begin(), unit_start.end() - 1);
         for (int64_t i = 0; i < P; ++i) {  // leaf segments in order, each sorted: members stay sorted
             const int64_t p = sorted[i], u = unit_of[p];
             member[cur[u]++] = p;
-            for (int r = 0; r < kNumRes; ++r) unit_req[u * kNumRes + r] += pods.req[p * kNumRes + r];
+            for (int r = 0; r < R; ++r) unit_req[u * R + r] += pods.req[p * R + r];
         }
     }
 
     // ---- per-node state: allocated, pending units, class, share ----
-    std::vector<int64_t> alloc(static_cast<size_t>(Q) * kNumRes, 0);
-    std::vector<int64_t> asked(static_cast<size_t>(Q) * kNumRes, 0);  // requests of pending units
+    std::vector<int64_t> alloc(static_cast<size_t>(Q) * R, 0);
+    std::vector<int64_t> asked(static_cast<size_t>(Q) * R, 0);  // requests of pending units
     std::vector<int64_t> pending(static_cast<size_t>(Q), 0);
     for (int32_t q = Q - 1; q >= 0; --q) {
         if (ch.leaf(q)) {
-            for (int r = 0; r < kNumRes; ++r) alloc[q * kNumRes + r] += allocated[q * kNumRes + r];
+            for (int r = 0; r < R; ++r) alloc[q * R + r] += allocated[q * R + r];
             pending[q] += leaf_unit[q + 1] - leaf_unit[q];
             for (int64_t u = leaf_unit[q]; u < leaf_unit[q + 1]; ++u)
-                for (int r = 0; r < kNumRes; ++r) asked[q * kNumRes + r] += unit_req[u * kNumRes + r];
+                for (int r = 0; r < R; ++r) asked[q * R + r] += unit_req[u * R + r];
         }
         if (t.parent[q] >= 0) {
-            for (int r = 0; r < kNumRes; ++r) {
-                alloc[t.parent[q] * kNumRes + r] += alloc[q * kNumRes + r];
-                asked[t.parent[q] * kNumRes + r] += asked[q * kNumRes + r];
+            for (int r = 0; r < R; ++r) {
+                alloc[t.parent[q] * R + r] += alloc[q * R + r];
+                asked[t.parent[q] * R + r] += asked[q * R + r];
             }
             pending[t.parent[q]] += pending[q];
         }
     }
     // Saturated resources (H-DRF): once nothing of a resource is left, shares ignore it, so a queue
     // whose subtree holds all of it (a CPU-bound sibling) does not look "full" to the others.
-    int64_t total[kNumRes] = {0, 0, 0};
+    std::vector<int64_t> total(static_cast<size_t>(R), 0);
     for (int32_t q = 0; q < Q; ++q)
         if (t.parent[q] < 0)
-            for (int r = 0; r < kNumRes; ++r) total[r] += alloc[q * kNumRes + r];
-    unsigned saturated = 0;
+            for (int r = 0; r < R; ++r) total[r] += alloc[q * R + r];
+    uint64_t saturated = 0;
     auto saturation = [&]() {
-        unsigned s = 0;
+        uint64_t s = 0;
         if (t.capacity != nullptr)
-            for (int r = 0; r < kNumRes; ++r)
-                if (total[r] >= t.capacity[r]) s |= 1u << r;
+            for (int r = 0; r < R; ++r)
+                if (total[r] >= t.capacity[r]) s |= uint64_t{1} << r;
         return s;
     };
     saturated = saturation();
@@ -130,12 +136,12 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
         // because its pods' CPUs are under its CPU quota.
         bool below = false, at = false;
         double s = 0.0;
-        for (int r = 0; r < kNumRes; ++r) {
-            const int64_t i = q * kNumRes + r;
+        for (int r = 0; r < R; ++r) {
+            const int64_t i = q * R + r;
             if (deserved[i] > 0 && asked[i] > 0) (alloc[i] < deserved[i] ? below : at) = true;
             // Only resources still asked for count: a queue whose pending pods want GPUs is not "at
             // its share" because its running pods already got all the memory they wanted.
-            if ((saturated >> r & 1u) || asked[i] == 0) continue;
+            if ((saturated >> r & 1U) || asked[i] == 0) continue;
             if (fair_share[i] > 0) {
                 const double x = static_cast<double>(alloc[i]) / static_cast<double>(fair_share[i]);
                 if (x > s) s = x;
@@ -164,11 +170,11 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
         int32_t n = heaps.top(root);
         while (!ch.leaf(n)) n = heaps.top(n);  // an internal node with pending units has such a child
         const int64_t u = next_unit[n]++;
-        const int64_t* x = &unit_req[u * kNumRes];
+        const int64_t* x = &unit_req[u * R];
         bool held = false;
         for (int32_t a = n; !held && a >= 0; a = t.parent[a])
-            for (int r = 0; r < kNumRes; ++r) {
-                const int64_t i = a * kNumRes + r;
+            for (int r = 0; r < R; ++r) {
+                const int64_t i = a * R + r;
                 if (t.limit[i] >= 0 && x[r] > 0 && alloc[i] + x[r] > t.limit[i]) held = true;
             }
         if (held) {
@@ -177,17 +183,17 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
             res.order.insert(res.order.end(), member.begin() + unit_start[u], member.begin() + unit_start[u + 1]);
         }
         for (int32_t a = n; a >= 0; a = t.parent[a]) {
-            for (int r = 0; r < kNumRes; ++r) {
-                asked[a * kNumRes + r] -= x[r];
-                if (!held) alloc[a * kNumRes + r] += x[r];
+            for (int r = 0; r < R; ++r) {
+                asked[a * R + r] -= x[r];
+                if (!held) alloc[a * R + r] += x[r];
             }
             rekey(a);
             if (--pending[a] == 0) heaps.erase(a);
             else heaps.update(a);
         }
         if (held) continue;
-        for (int r = 0; r < kNumRes; ++r) total[r] += x[r];
-        const unsigned now = saturation();
+        for (int r = 0; r < R; ++r) total[r] += x[r];
+        const uint64_t now = saturation();
         if (now != saturated) {  // at most once per resource: re-key everything, rebuild the heaps
             saturated = now;
             heaps.clear();
@@ -198,6 +204,14 @@ OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int
         }
     }
     return res;
+}
+
+}  // namespace
+
+OrderResult order_pending(const QueueTree& t, const int64_t* deserved, const int64_t* fair_share,
+                          const int64_t* allocated, const PendingPods& pods) {
+    return t.nres == kNumRes ? order_pending_impl<kNumRes>(t, deserved, fair_share, allocated, pods)
+                             : order_pending_impl<0>(t, deserved, fair_share, allocated, pods);
 }
 
 }  // namespace kaiwo

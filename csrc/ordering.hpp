@@ -22,7 +22,7 @@ enum OrderStatus : int8_t {
 /// Pending pods, CSR by leaf queue. Pointers are borrowed.
 struct PendingPods {
     const int64_t* pod_start = nullptr;  ///< [Q+1] pods of leaf q: rows pod_start[q] .. pod_start[q+1]
-    const int64_t* req = nullptr;        ///< [P,3] requests
+    const int64_t* req = nullptr;        ///< [P,R] requests (R = tree.nres)
     const double* key = nullptr;         ///< [P] within-queue order key, smaller first (finite)
     const int64_t* tiebreak = nullptr;   ///< [P] rank of the uid, smaller first
     const int32_t* gang = nullptr;       ///< [P] gang id, -1 = none; a gang's members share one leaf
@@ -38,7 +38,7 @@ struct OrderResult {
 ///
 /// Uses `tree.parent`, `tree.limit`, `tree.priority` and, when given, `tree.capacity` (quota and
 /// weight are not read),
-/// `deserved` and `fair_share` [Q,3] (from `fair_share`), and `allocated` [Q,3], what running pods
+/// `deserved` and `fair_share` [Q,R] (from `fair_share`), and `allocated` [Q,R], what running pods
 /// use: only the leaf rows are read, internal rows are recomputed as the sum of their children.
 ///
 /// Within a leaf, pods sort by (key, tiebreak, index); a gang is one unit at the position of its best

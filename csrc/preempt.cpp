@@ -127,6 +127,16 @@ private:
     void node_bounds(int32_t n);
 
     // ---- queues ----
+    /// What rule (b) protects of queue a on a victim's path below the LCA L: its entitlement if it
+    /// is the top of that path (a child of L), else the smaller of its entitlement and its fair
+    /// share. Children's fair shares add up to their parent's, so children whose deserved add up to
+    /// more than the parent's cannot together shield the parent's excess from its siblings
+    /// (parent-level charging, issue 11); for aggressive reclaim (ent = fair share) nothing changes.
+    int64_t victim_ent(int32_t a, int32_t L, int r) const {
+        const std::size_t i = std::size_t(a) * kNumRes + r;
+        return q_.parent[a] == L ? ent_[i] : std::min(ent_[i], q_.fair_share[i]);
+    }
+
     int32_t lca(int32_t a, int32_t b) const {
         while (a != b) {
             if (depth_[a] >= depth_[b]) a = q_.parent[a];
@@ -418,7 +428,7 @@ void Planner::pod_queues(int32_t p) {
         for (int r = 0; r < kNumRes; ++r) h[r] = kBig;
         for (int32_t a = q; a != L; a = q_.parent[a])
             for (int r = 0; r < kNumRes; ++r)
-                h[r] = std::min(h[r], alloc_[std::size_t(a) * kNumRes + r] - ent_[std::size_t(a) * kNumRes + r]);
+                h[r] = std::min(h[r], alloc_[std::size_t(a) * kNumRes + r] - victim_ent(a, L, r));
     }
 }
 
@@ -443,7 +453,7 @@ bool Planner::check_b(int64_t v) const {
     for (int32_t a = qv; a != L; a = q_.parent[a])
         for (int r = 0; r < kNumRes; ++r) {
             const std::size_t i = std::size_t(a) * kNumRes + r;
-            if ((judged_ >> r & 1u) && rq[r] > 0 && alloc_[i] - sub_[i] - rq[r] < ent_[i]) return false;
+            if ((judged_ >> r & 1u) && rq[r] > 0 && alloc_[i] - sub_[i] - rq[r] < victim_ent(a, L, r)) return false;
         }
     return true;
 }

@@ -19,7 +19,11 @@
 //          (a) every queue a on the preemptor's path strictly below L, in every judged resource r
 //              with req_p[r] > 0: allocated[a][r] - sub[a][r] + req_p[r] <= ent[a][r];
 //          (b) every queue a on the victim's path strictly below L, in every judged resource r with
-//              req_v[r] > 0: allocated[a][r] - sub[a][r] >= ent[a][r].
+//              req_v[r] > 0: allocated[a][r] - sub[a][r] >= ent'[a][r], where ent' = ent for the
+//              top of that path (the child of L) and min(ent, fair_share) below it: children whose
+//              deserved add up to more than their parent's do not shield the parent's excess over
+//              its own deserved from the parent's siblings (parent-level charging; their fair
+//              shares add up to the parent's).
 //        The judged resources are those being reclaimed: the ones the pod lacks on node n as it is
 //        (gpu: its devices do not fit the free ones, by place_batch's device checks alone; cpu /
 //        memory: its request exceeds the node's free amount), or all three if none (only a pod

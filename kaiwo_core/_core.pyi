@@ -108,7 +108,7 @@ def place_batch(cluster: _PlacementCluster, batch: _PlacementBatch, strategy: in
 # ----------------------------------------------------------------- queues (register_queues.cpp)
 # The _TypedDicts describe the dict-of-arrays contracts; they exist only in this stub.
 
-QUEUE_RESOURCES: tuple[str, str, str]  # ("gpu", "cpu", "memory"): the 3 columns of every queue array
+QUEUE_RESOURCES: tuple[str, str, str]  # ("gpu", "cpu", "memory"): the first 3 columns of every queue array (R = 3..64 in all)
 PHASE_NONE: int  # 0: not admitted by the virtual allocation
 PHASE_DESERVED: int  # 1: admitted within deserved quota
 PHASE_OVER_QUOTA: int  # 2: admitted over quota (H-DRF)
@@ -117,32 +117,32 @@ ORDER_HELD_LIMIT: int  # 1: held back, would push its queue or an ancestor over 
 
 class _QueueTree(TypedDict, total=False):
     parent: npt.NDArray[np.int32]  # [Q], -1 = top level, else < own index
-    quota: npt.NDArray[np.int64]  # [Q, 3], -1 = unlimited
-    limit: npt.NDArray[np.int64]  # [Q, 3], -1 = none
-    weight: npt.NDArray[np.float64]  # [Q, 3], overQuotaWeight > 0
+    quota: npt.NDArray[np.int64]  # [Q, R], -1 = unlimited
+    limit: npt.NDArray[np.int64]  # [Q, R], -1 = none
+    weight: npt.NDArray[np.float64]  # [Q, R], overQuotaWeight > 0
     priority: npt.NDArray[np.int32]  # [Q], higher first
-    capacity: npt.NDArray[np.int64]  # [3], cluster total
-    deserved: npt.NDArray[np.int64]  # [Q, 3], order_pending only
-    fair_share: npt.NDArray[np.int64]  # [Q, 3], order_pending only
+    capacity: npt.NDArray[np.int64]  # [R], cluster total
+    deserved: npt.NDArray[np.int64]  # [Q, R], order_pending only
+    fair_share: npt.NDArray[np.int64]  # [Q, R], order_pending only
 
 class _FairSharePods(TypedDict):
     pod_start: npt.NDArray[np.int64]  # [Q + 1], CSR of each leaf's pods, in queue order
-    req: npt.NDArray[np.int64]  # [P, 3]
+    req: npt.NDArray[np.int64]  # [P, R]
 
 class _FairShareResult(TypedDict):
-    demand: npt.NDArray[np.int64]  # [Q, 3]
-    deserved: npt.NDArray[np.int64]  # [Q, 3]
-    fair_share: npt.NDArray[np.int64]  # [Q, 3], the virtual allocation (= allocated)
-    allocated: npt.NDArray[np.int64]  # [Q, 3], the virtual allocation
+    demand: npt.NDArray[np.int64]  # [Q, R]
+    deserved: npt.NDArray[np.int64]  # [Q, R]
+    fair_share: npt.NDArray[np.int64]  # [Q, R], the virtual allocation (= allocated)
+    allocated: npt.NDArray[np.int64]  # [Q, R], the virtual allocation
     admitted: npt.NDArray[np.uint8]  # [P]
     phase: npt.NDArray[np.int8]  # [P], PHASE_*
 
 class _QueueState(TypedDict):
-    allocated: npt.NDArray[np.int64]  # [Q, 3] by running pods; internal rows 0 or the children's sum
+    allocated: npt.NDArray[np.int64]  # [Q, R] by running pods; internal rows 0 or the children's sum
 
 class _PendingPods(TypedDict):
     pod_start: npt.NDArray[np.int64]  # [Q + 1], CSR of each leaf's pending pods
-    req: npt.NDArray[np.int64]  # [P, 3]
+    req: npt.NDArray[np.int64]  # [P, R]
     key: npt.NDArray[np.float64]  # [P], within-queue order, smaller first, finite
     tiebreak: npt.NDArray[np.int64]  # [P], rank of the uid, smaller first
     gang: npt.NDArray[np.int32]  # [P], -1 = none; one queue per gang

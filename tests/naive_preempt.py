@@ -232,8 +232,10 @@ class _Plan:
                 continue
             top = _lca(parent, qp, qv)
             for a in _below(parent, qv, top):          # (b) the victim's side
+                # below the top of the path: protected down to min(ent, fair share) only
+                prot = ent[a] if parent[a] == top else [min(e, f) for e, f in zip(ent[a], self.fair[a])]
                 for r in self.judging:
-                    if run["req"][v][r] > 0 and self.alloc[a][r] - sub[a][r] < ent[a][r]:
+                    if run["req"][v][r] > 0 and self.alloc[a][r] - sub[a][r] < prot[r]:
                         return False
             for a in _below(parent, qp, top):          # (a) the preemptor's side
                 for r in self.judging:

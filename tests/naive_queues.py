@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-R = 3  # gpu milli-units, cpu milli-cores, memory MiB
 PHASE_NONE, PHASE_DESERVED, PHASE_OVER_QUOTA = 0, 1, 2
 ORDER_OK, ORDER_HELD_LIMIT = 0, 1
 
@@ -48,6 +47,7 @@ def fair_share_ref(tree, pods):
     start = [int(x) for x in pods["pod_start"]]
     req = pods["req"].tolist()
     Q, P = len(parent), len(req)
+    R = tree["limit"].shape[1]  # gpu milli, cpu milli, memory MiB, then any further columns
     kids = _children(parent)
     leaf = [not kids[q] for q in range(Q)]
 
@@ -158,6 +158,10 @@ def fair_share_ref(tree, pods):
                 else:
                     for r in range(R):
                         v[r] += vec[c][r]
+            for r in range(R):  # parent-level charging: children's within-quota use above its deserved
+                hidden = sum(min(alloc[c][r], des[c][r]) for c in kids[q]) - des[q][r]
+                if hidden > 0:
+                    v[r] += float(hidden)
         vec[q] = v
         g[q] = share(v, q)
 
@@ -249,6 +253,7 @@ def order_pending_ref(tree, state, pods):
     fair = tree["fair_share"].tolist()
     req = pods["req"].tolist()
     Q, P = len(parent), len(req)
+    R = tree["limit"].shape[1]
     kids = _children(parent)
     leaf = [not kids[q] for q in range(Q)]
 

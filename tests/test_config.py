@@ -362,10 +362,12 @@ def test_config_ordering_changes_who_goes_first(tmp_path, capsys):
     old["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     new["metadata"]["creationTimestamp"] = "2026-01-01T05:00:00Z"
     dump = _dump(tmp_path, [node("n0", gpus=1), old, new])
-    assert [b["pod"] for b in _schedule(capsys, dump)["bindings"]] == ["default/old"]
+    # --now dump: ages measured at the newest creation time (05:00), not the wall clock
+    assert [b["pod"] for b in _schedule(capsys, dump, "--now", "dump")["bindings"]] == ["default/old"]
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(doc(ordering={"ageBoostPerHour": 0})))
-    assert [b["pod"] for b in _schedule(capsys, dump, "--config", str(cfg))["bindings"]] == ["default/new"]
+    assert [b["pod"] for b in _schedule(capsys, dump, "--now", "dump", "--config", str(cfg))["bindings"]] \
+        == ["default/new"]
 
 
 def test_simulate_takes_strategy_and_plugins_from_the_file(tmp_path, capsys):

@@ -499,18 +499,21 @@ def test_good_input_passes_validation():
     run_both(tree, pods)
 
 
-def test_children_deserved_above_the_parents_is_not_charged_as_over_quota():
-    """Pins a property of the specified semantics: over-quota usage is per leaf, against the leaf's
-    own deserved. team (quota 2) -> c1, c2 (quota 2 each) against B (no quota), 6 GPUs: phase 1 gives
-    c1 2 GPUs (team's deserved is then used up); in phase 2 c2's first 2 GPUs are within c2's own
-    deserved, so they count as zero over-quota for team, and team ends with 5 GPUs (3 over its
-    deserved) against B's 1."""
+def test_parent_over_its_deserved_is_charged_as_over_quota():
+    """Issue 11, parent-level charging. team (quota 2) -> c1, c2 (quota 2 each) against B (no
+    quota), 6 GPUs. Phase 1 gives c1 2 GPUs (team's deserved is then used up). Phase 2, by hand
+    (equal weights and priorities, ties to the lower index): team and B both at g 0 -> team, c1
+    (index) takes one (c1 3, team over by 1); B 0 < 1/6 takes one; tie 1/6 -> team, where c2 (g 0,
+    within its own quota) takes one -- but team is now 2 over its deserved, g 2/6; B takes the last.
+    Team 4 (2 over), B 2 (2 over): the excess is split evenly. Before, c2's GPUs within c2's own
+    quota counted as zero over-quota for team, and team ended with 5 against B's 1."""
     gpu = [[1000, 0, 0]] * 10
     tree = make_tree([-1, 0, 0, -1], [6000, 0, 0], quota=[[2000, 0, 0]] * 3 + [[0, 0, 0]])
     pods = make_pods([[], gpu, gpu, gpu])
     out = run_both(tree, pods)
     np.testing.assert_array_equal(out["deserved"][:, GPU], [2000, 2000, 2000, 0])
-    assert admitted_per_queue(out, pods) == [0, 3, 2, 1]
+    assert admitted_per_queue(out, pods) == [0, 3, 1, 2]
+    np.testing.assert_array_equal(out["fair_share"][:, GPU], [4000, 3000, 1000, 2000])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,

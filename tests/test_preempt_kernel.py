@@ -350,7 +350,8 @@ def check_rules(empty, running, pending, queues, out):
             for a in up_v[:up_v.index(lca) if lca >= 0 else None]:   # (b) the victim's side
                 for r in judged:
                     if running["req"][v][r] > 0:
-                        assert alloc[a][r] - sub[a][r] >= ent[a][r], "victim queue below its entitlement"
+                        prot = ent[a][r] if parent[a] == lca else min(ent[a][r], queues["fair_share"][a][r])
+                        assert alloc[a][r] - sub[a][r] >= prot, "victim queue below its entitlement"
             pp = _path(parent, qp)
             for a in pp[:pp.index(lca) if lca >= 0 else None]:        # (a) the preemptor's side
                 for r in judged:

@@ -2,6 +2,7 @@
 
 ``kaiwo schedule [DUMP]``  one scheduling cycle on a cluster dump (default: the bundled MI300X
                            example); a readable table, or ``--output json`` (DESIGN.md contract).
+``kaiwo explain DUMP POD`` why one pod is where the cycle left it, node class by node class.
 ``kaiwo generate``         a synthetic cluster dump at a DESIGN.md scale (S, M, L).
 ``kaiwo monitor``, ``kaiwo alerts``, ``kaiwo recommend``  see :mod:`kaiwo.cli.monitor`.
 ``kaiwo controller``       the Kubernetes scheduler/controller, see :mod:`kaiwo.cli.controller`.
@@ -46,6 +47,8 @@ def _devices_text(devices: list[dict]) -> str:
             s += f" {d['memoryMiB']}MiB"
         if d["xcds"] and d["fraction"] < 1:
             s += f" xcd{','.join(map(str, d['xcds']))}"
+        if "cus" in d:  # what the pod gets, absolute (a fraction's size depends on the partition)
+            s += f" ({d['cus']}CU/{d['memoryGiB']:g}GiB)" if d["gpuCUs"] else f" ({d['memoryGiB']:g}GiB)"
         parts.append(s)
     return " ".join(parts) or "-"
 
@@ -90,32 +93,136 @@ def render_table(doc: dict) -> str:
     return "\n\n".join(out)
 
 
-def cmd_schedule(args) -> int:
+#: 9999-12-31T23:59:59Z: the last time a date can show.
+LATEST = 253402300799.0
+
+
+def parse_now(text: str | None) -> float | None:
+    """``--now``: None (not given) is the wall clock; ``dump`` the newest pod creation time in the
+    dump (the library's default: the same dump always gives the same decisions); else epoch
+    seconds or an RFC 3339 time. Raises ValueError naming the value."""
+    if text is None:
+        return time.time()
+    if text == "dump":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        from datetime import datetime, timezone
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"--now {text!r}: expected an RFC 3339 time (2026-11-28T16:00:00Z), "
+                             "epoch seconds or 'dump'") from None
+        value = (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+    if not 0 <= value <= LATEST:  # NaN too: times are written back as dates (years 1970-9999)
+        raise ValueError(f"--now {text!r}: must be a time from 1970 to 9999")
+    return value
+
+
+def _cycle(args, command: str):
+    """Read the dump and run one cycle as ``args`` say; (decisions, None) or (None, exit code)."""
     from kaiwo_core import Snapshot, schedule
 
     from ..dump import DumpError, load_dump
 
-    cfg = config.load("schedule", args.config, {"strategy": args.strategy} if args.strategy else None)
+    cfg = config.load(command, args.config, {"strategy": args.strategy} if args.strategy else None)
     if cfg is None:
-        return 2
+        return None, 2
+    try:
+        now = parse_now(args.now)
+    except ValueError as e:
+        print(f"kaiwo {command}: {e}", file=sys.stderr)
+        return None, 2
     path = args.dump or example_path()
     t0 = time.perf_counter()
     try:
         objs = load_dump(path)
     except (OSError, DumpError) as e:
-        print(f"kaiwo schedule: {e}", file=sys.stderr)
-        return 2
+        print(f"kaiwo {command}: {e}", file=sys.stderr)
+        return None, 2
     snap = Snapshot.from_objects(objs, scheduler_name=args.scheduler_name)
     read = time.perf_counter() - t0
-    decisions = schedule(snap, **cfg.schedule_kwargs())
+    decisions = schedule(snap, now=now, **cfg.schedule_kwargs())
     decisions.timings["read"] = read
+    return decisions, 0
+
+
+#: Output lists whose entries name one pod (``--pod`` keeps only those of the pods asked for).
+POD_LISTS = ("bindings", "preemptions", "pending", "rejected", "running")
+
+
+def cmd_schedule(args) -> int:
+    decisions, code = _cycle(args, "schedule")
+    if decisions is None:
+        return code
     doc = decisions.to_dict()
+    if args.pod:
+        wanted = set(args.pod)
+        for key in POD_LISTS:
+            doc[key] = [e for e in doc[key] if e["pod"] in wanted]
+        seen = {e["pod"] for key in POD_LISTS for e in doc[key]}
+        for name in sorted(wanted - seen):
+            print(f"kaiwo schedule: no pod {name} in the dump", file=sys.stderr)
     if args.output == "json":
         json.dump(doc, sys.stdout, indent=None if args.compact else 1)
         sys.stdout.write("\n")
     else:
         print(render_table(doc))
     return 0
+
+
+def render_explain(doc: dict) -> str:
+    """``kaiwo explain`` as text."""
+    out = [f"pod {doc['pod']}: {doc['status']}"]
+    if "node" in doc:
+        out[0] += f" on {doc['node']}" + (f" ({_devices_text(doc['devices'])})" if doc.get("devices") else "")
+    if "error" in doc:
+        out.append(f"  {doc['field']}: {doc['error']}")
+    if "reason" in doc:
+        out.append(f"  reason: {doc['reason']}")
+    if doc.get("note"):
+        out.append(f"  note: {doc['note']}")
+    if doc.get("nodeClasses"):
+        out.append("node classes (nodes grouped by what the pod sees):")
+        for c in doc["nodeClasses"]:
+            nodes = c["nodes"]
+            shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+            out.append(f"  {len(nodes)} node{'s' if len(nodes) > 1 else ''} ({shown}): "
+                       + ("; ".join(c["missing"]) or "fits"))
+    if doc.get("nearMiss"):
+        m = doc["nearMiss"]
+        missing = "; ".join(m["missing"])
+        out.append(f"best near miss: node {m['node']}: "
+                   + (f"{missing}; everything else fits" if missing else "fits on its own"))
+    return "\n".join(out)
+
+
+def cmd_explain(args) -> int:
+    from kaiwo_core.scheduling.explain import explain
+
+    decisions, code = _cycle(args, "explain")
+    if decisions is None:
+        return code
+    doc = explain(decisions, args.pod)
+    if args.output == "json":
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render_explain(doc))
+    return 1 if doc["status"] == "unknown" else 0
+
+
+def _cycle_options(s) -> None:
+    s.add_argument("--strategy", choices=("binpack", "spread", "frag"),
+                   help="node scoring (default: the --config file's, else binpack)")
+    config.add_config_flag(s)
+    s.add_argument("--scheduler-name", default="kaiwo",
+                   help="pending pods with this schedulerName are Kaiwo's (default: kaiwo)")
+    s.add_argument("--now", metavar="TIME",
+                   help="the cycle's time (ages pending pods, expires reservations): an RFC 3339 time, "
+                   "epoch seconds, or 'dump' = the newest pod creation time in the dump, so that a "
+                   "dump always gives the same decisions (default: the wall clock)")
 
 
 def cmd_plugins(args) -> int:
@@ -171,12 +278,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "PriorityClasses... (default: the bundled MI300X example)")
     s.add_argument("--output", "-o", choices=("table", "json"), default="table")
     s.add_argument("--compact", action="store_true", help="JSON on one line")
-    s.add_argument("--strategy", choices=("binpack", "spread", "frag"),
-                   help="node scoring (default: the --config file's, else binpack)")
-    config.add_config_flag(s)
-    s.add_argument("--scheduler-name", default="kaiwo",
-                   help="pending pods with this schedulerName are Kaiwo's (default: kaiwo)")
+    s.add_argument("--pod", action="append", metavar="NS/NAME",
+                   help="list only this pod among bindings, preemptions, pending, rejected and running "
+                   "(repeatable; queues and stats stay those of the whole cycle)")
+    _cycle_options(s)
     s.set_defaults(func=cmd_schedule)
+    e = sub.add_parser("explain", help="why one pod is where a scheduling cycle leaves it",
+                       description="Run one cycle on the dump and explain one pod: where it went, or "
+                       "why it was rejected or is pending; for a pod that could not be placed, every "
+                       "node class (nodes grouped by what the pod sees: the filter that rejects it with "
+                       "the value, the resources missing) and the best near-miss node with what it "
+                       "lacks. Exit status 1 if the pod is not in the dump.")
+    e.add_argument("dump", help="a cluster dump, as for 'kaiwo schedule'")
+    e.add_argument("pod", help="the pod, namespace/name")
+    e.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    _cycle_options(e)
+    e.set_defaults(func=cmd_explain)
     g = sub.add_parser("generate", help="write a synthetic MI300X cluster dump (JSON kind: List)")
     g.add_argument("--scale", choices=("S", "M", "L"), default="S",
                    help="S = 100 nodes / 1,000 pending pods, M = 1,000 / 10,000, L = 10,000 / 100,000")

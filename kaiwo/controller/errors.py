@@ -1,5 +1,5 @@
 """Error policy of the controller: temporary errors are retried with backoff, permanent ones are
-reported and the controller moves on (DESIGN.md, Conventions: "Errors carry policy").
+reported and the controller moves on (DESIGN.md, "The controller": errors carry policy).
 
 Every API call the controller makes goes through :func:`classify`, which sorts a failure into
 

@@ -32,6 +32,7 @@ import concurrent.futures as cf
 import dataclasses
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -50,7 +51,7 @@ from .binder import MANAGED_BY, Binder, BindTask, ConfigMapTask, EvictTask, conf
 from .cache import ClusterCache, Informer, object_key
 from .errors import (ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry, classify,
                      describe)
-from .events import NORMAL, WARNING, EventRecorder, custom_ref
+from .events import NORMAL, WARNING, EventRecorder, custom_ref, pod_ref
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
 from .migrate import Migrator
@@ -541,7 +542,7 @@ class Controller:
 
         plan = decisions.preemption
         self._visibility(cs, doc, {n["pod"]: n["node"] for n in plan.nominations()} if plan is not None else {})
-        self._log_warnings(doc["warnings"])
+        self._log_warnings(doc["warnings"], cs)
         self.status.queues(cs.queues, doc)
         self.status.jobs(cs.jobs, cs.pods, doc)
         report.pending = len(doc["pending"])
@@ -582,12 +583,17 @@ class Controller:
             self.status.unschedulable(pod, f"rejected: {r['field']}: {r['error']}", rejected=True)
         self.status.forget_pods(live)
 
-    def _log_warnings(self, warnings: list[str]) -> None:
-        """The snapshot's warnings (a running pod Kaiwo could not fully read, overcommitted
-        nodes...) are logged when they first appear, not every cycle."""
+    def _log_warnings(self, warnings: list[str], cs=None) -> None:
+        """The snapshot's and the cycle's warnings (a running pod Kaiwo could not fully read,
+        overcommitted nodes, unknown annotations or fields...) are logged when they first appear,
+        not every cycle; one that names a pod, KaiwoQueue or KaiwoJob of the cache also becomes a
+        Warning Event on it (``KaiwoWarning``), where ``kubectl describe`` shows it."""
         current = set(warnings)
         for w in sorted(current - self._seen_warnings):
             log.warning("%s", w)
+            ref = _warning_ref(cs, w) if cs is not None else None
+            if ref is not None:
+                self.events.emit(ref, WARNING, "KaiwoWarning", w, throttle=600.0)
         self._seen_warnings = current
 
     def _create_job_pods(self, pods: list[dict], jobs: dict) -> int:
@@ -759,3 +765,20 @@ def _with_file(config: ControllerConfig, scheduling: SchedulerConfiguration) -> 
     s = scheduling.controller
     return dataclasses.replace(config, scheduling=scheduling, period=s.period, resync_period=s.resync_period,
                                assume_ttl=s.assume_ttl, pod_event_interval=s.event_interval)
+
+
+_WARNING_SUBJECT = re.compile(r"^(?:running )?(pod|KaiwoQueue|KaiwoJob) (\S+?)(?: \(and \d+ more\))?: ")
+
+
+def _warning_ref(cs, warning: str) -> dict | None:
+    """The object a warning names (``pod ns/name: ...``, ``KaiwoQueue q: ...``), as an Event's
+    involvedObject, if the cache holds it."""
+    m = _WARNING_SUBJECT.match(warning)
+    if m is None:
+        return None
+    kind, name = m.groups()
+    if kind == "pod":
+        obj = cs.pods.get(name)
+        return pod_ref(obj) if obj is not None else None
+    obj = (cs.queues if kind == "KaiwoQueue" else cs.jobs).get(name)
+    return custom_ref(kind, obj) if obj is not None else None

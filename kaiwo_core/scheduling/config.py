@@ -28,13 +28,13 @@ Reading the file (bounded) is :func:`kaiwo.dump.load_config`; this module does n
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..model.durations import parse_duration
 from ..model.errors import show
+from ..model.fields import did_you_mean
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_DEVICES
 from .. import plugins as plugin_registry
 from ..plugins import Pipeline, PluginError
@@ -294,10 +294,7 @@ _TOP = ("apiVersion", "kind", "strategy", "plugins", *SECTIONS)
 
 
 def _suggest(value, names) -> str:
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(names), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return did_you_mean(value, list(names)) if isinstance(value, str) else ""
 
 
 def _unknown(errors: list, path: str, mapping: dict, known) -> None:

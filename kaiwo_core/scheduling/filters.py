@@ -24,7 +24,7 @@ STRATEGIES = {"binpack": STRATEGY_BINPACK, "spread": STRATEGY_SPREAD, "frag": ST
               "gpu-clustering": STRATEGY_GPU_CLUSTERING, "fgd": STRATEGY_FGD}
 #: splitmix64's increment: row r of a batch draws from counters 2r+1 and 2r+2 (see ``random_seed_at``).
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
-DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource")
+DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource", "gpu-partition")
 
 
 def _label_column(ctx: CycleContext, key: str) -> np.ndarray:
@@ -80,6 +80,31 @@ class NodeAffinity(Plugin):
             return ok
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        labels = [ctx.cluster.nodes[i].labels for i in nodes]
+        out = []
+        for lab in labels:
+            # texts name the pod's term, not the node's value: they group nodes in pending reasons
+            why = next((f"node selector {k}={v} not matched" for k, v in con.node_selector
+                        if lab.get(k) != v), None)
+            if why is None:
+                misses = [next(_term_miss(term, lab)) for term in con.affinity]
+                why = (f"node affinity {misses[0]} not matched" if len(misses) == 1 else
+                       f"no node affinity term matched ({'; '.join(misses)})")
+            out.append(why)
+        return out
+
+
+def _term_miss(term, labels):
+    """The expressions of one affinity term a node's labels fail, as text."""
+    for key, op, values in term:
+        v = labels.get(key)
+        ok = (v is not None if op == "Exists" else v is None if op == "DoesNotExist"
+              else (v is not None and v in values) == (op == "In"))
+        if not ok:
+            shown = f" [{', '.join(values)}]" if op in ("In", "NotIn") else ""
+            yield f"{key} {op}{shown}"
+
 
 def tolerates(tolerations, taint) -> bool:
     """Kubernetes toleration matching for one (key, value, effect) taint."""
@@ -112,6 +137,17 @@ class Taints(Plugin):
             return r
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        out = []
+        for i in nodes:
+            nd = ctx.cluster.nodes[i]
+            if nd.unschedulable:
+                out.append("node cordoned (unschedulable)")
+                continue
+            key, value, effect = next(t for t in nd.taints if not tolerates(con.tolerations, t))
+            out.append(f"untolerated taint {key}{'=' + value if value else ''}:{effect}")
+        return out
+
 
 @register
 class GpuModel(Plugin):
@@ -128,6 +164,11 @@ class GpuModel(Plugin):
             return None if con.gpu_models is None else np.isin(models, list(con.gpu_models))
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        asked = "|".join(sorted(con.gpu_models))
+        return [f"GPU model {ctx.cluster.nodes[i].model.upper() or 'none'} (pod asks for {asked})"
+                for i in nodes]
+
 
 @register
 class GpuResource(Plugin):
@@ -143,6 +184,70 @@ class GpuResource(Plugin):
             return np.array([con.gpu_resource in nd.resources for nd in ctx.cluster.nodes],
                             dtype=bool)
         return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        return [f"no {con.gpu_resource} resource" for _ in nodes]
+
+
+def gpu_sizes(ctx: CycleContext):
+    """Per node (cached per cycle): its compute partition modes (a frozenset, empty without GPUs)
+    and the least compute units and memory (MiB) of any of its logical GPUs (0 = unknown: generic
+    GPUs have no CU count)."""
+    got = ctx.extra.get("gpu_sizes")
+    if got is None:
+        nodes = ctx.cluster.nodes
+        modes = np.array([frozenset(g.part.compute for g in nd.gpus) for nd in nodes] + [None],
+                         dtype=object)[:-1]
+        cus = np.array([min((g.part.model.cus // g.part.logical_per_gpu for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        mem = np.array([min((g.part.memory_per_partition_mib for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        got = ctx.extra["gpu_sizes"] = (modes, cus, mem)
+    return got
+
+
+@register
+class GpuPartition(Plugin):
+    """``kaiwo.ai/gpu-partition``, ``gpu-min-cus``, ``gpu-min-memory``: every logical GPU of the
+    node must be of an allowed compute partition mode and have at least that many compute units
+    and that much memory, so a fraction is of a GPU of a known size (a CPX pod never lands on an
+    SPX node, nor the other way round)."""
+
+    name = "gpu-partition"
+
+    def filter(self, ctx):
+        if all(c.gpu_partitions is None and not c.gpu_min_cus and not c.gpu_min_memory
+               for c in ctx.constraints):
+            return None
+        modes, cus, mem = gpu_sizes(ctx)
+
+        def row(con):
+            if con.gpu_partitions is None and not con.gpu_min_cus and not con.gpu_min_memory:
+                return None
+            ok = np.array([bool(m) for m in modes], dtype=bool)  # GPUs at all
+            if con.gpu_partitions is not None:
+                ok &= np.array([m <= con.gpu_partitions for m in modes], dtype=bool)
+            return ok & (cus >= con.gpu_min_cus) & (mem >= con.gpu_min_memory)
+        return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        modes, cus, mem = gpu_sizes(ctx)
+        out = []
+        for i in nodes:
+            if not modes[i]:
+                out.append("no GPUs")
+            elif con.gpu_partitions is not None and not modes[i] <= con.gpu_partitions:
+                out.append(f"GPU partition {'+'.join(sorted(modes[i]))} (pod asks for "
+                           f"{'|'.join(sorted(con.gpu_partitions))})")
+            elif cus[i] < con.gpu_min_cus:
+                out.append(f"{cus[i]} CUs per logical GPU < {con.gpu_min_cus} asked")
+            else:
+                out.append(f"{_gib(mem[i])} GiB per logical GPU < {_gib(con.gpu_min_memory)} asked")
+        return out
+
+
+def _gib(mib) -> str:
+    return f"{int(mib) / 1024:.4g}"
 
 
 class _Strategy(Plugin):
