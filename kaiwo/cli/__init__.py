@@ -1,4 +1,4 @@
-"""``kaiwo`` command line.
+"""``kaiwo``: Kaiwo's command line (``kaiwo COMMAND --help`` for each command).
 
 ``kaiwo schedule [DUMP]``  one scheduling cycle on a cluster dump (default: the bundled MI300X
                            example); a readable table, or ``--output json`` (DESIGN.md contract).
@@ -9,17 +9,19 @@
 ``kaiwo config``           the scheduler configuration file, see :mod:`kaiwo.cli.config`.
 ``kaiwo rebalance DUMP``   a plan of pod moves (read-only), see :mod:`kaiwo.cli.rebalance`.
 ``kaiwo plugins``          the registered plugins (built-in and ``kaiwo.plugins`` entry points).
+``kaiwo completion SHELL`` a bash or zsh completion script, see :mod:`kaiwo.cli.completion`.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from importlib.resources import files
 
-from . import config, controller, monitor, rebalance, simulate
+from . import completion, config, controller, monitor, rebalance, simulate, usage
 
 EXAMPLE_DUMP = "mi300x-example.yaml"
 
@@ -164,12 +166,11 @@ def cmd_schedule(args) -> int:
         seen = {e["pod"] for key in POD_LISTS for e in doc[key]}
         for name in sorted(wanted - seen):
             print(f"kaiwo schedule: no pod {name} in the dump", file=sys.stderr)
-    if args.output == "json":
-        json.dump(doc, sys.stdout, indent=None if args.compact else 1)
-        sys.stdout.write("\n")
-    else:
+    if args.output == "table":
         print(render_table(doc))
-    return 0
+    else:
+        usage.emit(doc, args.output, args.compact)
+    return 1 if args.fail_on_rejected and doc["rejected"] else 0
 
 
 def render_explain(doc: dict) -> str:
@@ -205,9 +206,8 @@ def cmd_explain(args) -> int:
     if decisions is None:
         return code
     doc = explain(decisions, args.pod)
-    if args.output == "json":
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.output != "text":
+        usage.emit(doc, args.output)
     else:
         print(render_explain(doc))
     return 1 if doc["status"] == "unknown" else 0
@@ -225,17 +225,33 @@ def _cycle_options(s) -> None:
                    "dump always gives the same decisions (default: the wall clock)")
 
 
+def summary(doc: str | None) -> str:
+    """The first sentence of a docstring's first paragraph, on one line, as plain text."""
+    para = " ".join((doc or "").strip().split("\n\n", 1)[0].split())
+    m = re.match(r"(.+?(?<!\be\.g)(?<!\bi\.e)[.!?])(\s|$)", para)
+    return usage.plain(m.group(1) if m else para)
+
+
 def cmd_plugins(args) -> int:
     from kaiwo_core import plugins
 
     import kaiwo_core.scheduling.filters  # noqa: F401  (registers the built-ins)
     for name in plugins.available():
-        cls = plugins._REGISTRY[name]
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name:16} {doc}")
+        print(f"{name:16} {summary(plugins._REGISTRY[name].__doc__)}")
     for why in plugins.BROKEN.values():
         print(f"kaiwo plugins: warning: {why}", file=sys.stderr)
     return 0
+
+
+def partition_mode(text: str) -> str:
+    """``--partition`` of ``kaiwo generate``: a node partition label value (``cpx_nps4``)."""
+    from kaiwo_core.model.gpu import PartitionError, parse_mode_label
+
+    try:
+        compute, memory = parse_mode_label(text)
+    except PartitionError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return f"{compute}_{memory}".lower()
 
 
 def cmd_generate(args) -> int:
@@ -271,13 +287,17 @@ def cmd_warmup(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kaiwo", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="kaiwo", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("schedule", help="one scheduling cycle on a cluster dump")
     s.add_argument("dump", nargs="?", help="multi-document YAML / kind: List / JSON of Nodes, Pods, "
-                   "PriorityClasses... (default: the bundled MI300X example)")
-    s.add_argument("--output", "-o", choices=("table", "json"), default="table")
+                   "PriorityClasses..., gzipped or not; - for standard input (default: the bundled "
+                   "MI300X example)")
+    s.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table",
+                   help="a readable table (default), or the whole result as JSON or YAML")
     s.add_argument("--compact", action="store_true", help="JSON on one line")
+    s.add_argument("--fail-on-rejected", action="store_true",
+                   help="exit status 1 when a pod (of those listed, with --pod) is rejected as invalid")
     s.add_argument("--pod", action="append", metavar="NS/NAME",
                    help="list only this pod among bindings, preemptions, pending, rejected and running "
                    "(repeatable; queues and stats stay those of the whole cycle)")
@@ -289,18 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
                        "node class (nodes grouped by what the pod sees: the filter that rejects it with "
                        "the value, the resources missing) and the best near-miss node with what it "
                        "lacks. Exit status 1 if the pod is not in the dump.")
-    e.add_argument("dump", help="a cluster dump, as for 'kaiwo schedule'")
+    e.add_argument("dump", help="a cluster dump, as for 'kaiwo schedule' (- for standard input)")
     e.add_argument("pod", help="the pod, namespace/name")
-    e.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    e.add_argument("--output", "-o", choices=("text", "json", "yaml"), default="text",
+                   help="readable text (default), JSON or YAML")
     _cycle_options(e)
     e.set_defaults(func=cmd_explain)
     g = sub.add_parser("generate", help="write a synthetic MI300X cluster dump (JSON kind: List)")
     g.add_argument("--scale", choices=("S", "M", "L"), default="S",
                    help="S = 100 nodes / 1,000 pending pods, M = 1,000 / 10,000, L = 10,000 / 100,000")
-    g.add_argument("--partition", default="spx_nps1", help="node partition mode (default spx_nps1)")
+    g.add_argument("--partition", default="spx_nps1", type=partition_mode, help="node partition mode (default spx_nps1)")
     g.add_argument("--running", action="store_true",
                    help="also add the scale's running pods, already placed, with their assignments")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=int, default=0, help="random seed of the pods' shapes (default 0)")
     g.add_argument("--output", "-o", default="-", help="file (default: standard output)")
     g.set_defaults(func=cmd_generate)
     monitor.add_commands(sub)
@@ -316,11 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_warmup)
     pl = sub.add_parser("plugins", help="list registered plugins")
     pl.set_defaults(func=cmd_plugins)
-    return p
+    completion.add_commands(sub, p)
+    return usage.finish(p)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    usage.setup_logging(args)
     try:
         return args.func(args)
     except BrokenPipeError:

@@ -7,8 +7,9 @@ Goals in order: consolidation (room for pending pods and gangs that fit nowhere)
 """
 from __future__ import annotations
 
-import json
 import sys
+
+from .usage import emit
 
 
 def _devices(devs: list) -> str:
@@ -77,9 +78,8 @@ def cmd_rebalance(args) -> int:
     plan = plan_rebalance(snap, config, load=load)
     doc = plan.to_dict()
     doc["warnings"] = extra + doc["warnings"]
-    if args.output == "json":
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.output != "table":
+        emit(doc, args.output)
     else:
         print(render_table(doc))
     return 0
@@ -88,15 +88,17 @@ def cmd_rebalance(args) -> int:
 def add_commands(sub) -> None:
     r = sub.add_parser("rebalance", help="plan moves of running pods (read-only)",
                        description=__doc__.splitlines()[0])
-    r.add_argument("dump", nargs="?", help="cluster dump, as for kaiwo schedule (default: the bundled example)")
+    r.add_argument("dump", nargs="?", help="cluster dump, as for kaiwo schedule (- for standard input; default: the "
+                   "bundled example)")
     r.add_argument("--metrics", help="exporter scrapes: a replay file, URL or .npz history (kaiwo monitor --source)")
     r.add_argument("--window", type=float, default=300.0, help="seconds of metrics to average (default 300)")
     r.add_argument("--hot-threshold", type=float, default=0.9, help="measured load (0..1) above which a node is hot")
     r.add_argument("--defrag-min-gain", type=float, default=None, metavar="MILLI",
                    help="plan defragmentation moves that each lower the cluster's fragmentation F (free GPU milli "
                         "the typical pod cannot use) by at least MILLI (default: no defragmentation)")
-    r.add_argument("--max-moves", type=int, default=16)
-    r.add_argument("--max-moves-per-queue", type=int, default=8)
+    r.add_argument("--max-moves", type=int, default=16, help="most moves in the plan (default 16)")
+    r.add_argument("--max-moves-per-queue", type=int, default=8, help="most moves of one queue's pods (default 8)")
     r.add_argument("--min-runtime", type=float, default=0.0, help="seconds a pod must have run before it moves")
-    r.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    r.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table",
+                   help="a readable table (default), JSON or YAML")
     r.set_defaults(func=cmd_rebalance)

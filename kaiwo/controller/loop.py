@@ -105,9 +105,19 @@ def make_api_client(kubeconfig: str | None = None, in_cluster: bool | None = Non
     if in_cluster or (in_cluster is None and kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST")):
         config.load_incluster_config(client_configuration=cfg)
     else:
+        path = os.path.expanduser(kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+                                  or config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
+        if not os.path.isfile(path):  # the client would say only "No configuration found"
+            raise config.ConfigException(f"kubeconfig {path}: no such file"
+                                         + ("" if kubeconfig else " (from $KUBECONFIG or the default "
+                                            "location; give one with --kubeconfig, or --in-cluster)"))
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                 persist_config=False)
     cfg.connection_pool_maxsize = pool_size
+    # No urllib3 retries: every caller retries with its own backoff (errors.RetryPolicy, the
+    # informers' watch backoff), and urllib3's immediate ones only log a warning each while the
+    # API server is down (three per request, a flood in the log).
+    cfg.retries = 0
     return client.ApiClient(cfg)
 
 

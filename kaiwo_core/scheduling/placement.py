@@ -104,6 +104,8 @@ class Placement:
         """Why row i was not placed, Kubernetes style, with the most common reasons first."""
         n = self.cluster.n_nodes
         b = self.batch
+        if n == 0:  # before the gang's count: with no node, no member is kept out by one
+            return "no nodes in the cluster"
         if self.gang_failed[i]:
             g = int(b.gang[i])
             fit = int(self._gang_fit()[g])
@@ -111,8 +113,6 @@ class Placement:
             why = (f"gang {name}: {fit} of the {int(b.gang_need[i])} members it needs fit, so none "
                    "was placed")
             return why if self.reason_counts[i].sum() == 0 else f"{why}; this one: {self._nodes_reason(i)}"
-        if n == 0:
-            return "no nodes in the cluster"
         return self._nodes_reason(i)
 
     def _gang_fit(self) -> np.ndarray:
