@@ -126,7 +126,7 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
     // ---- config ----
     Inputs k(config, "config", {"max_moves", "max_moves_per_queue", "max_units", "parent", "slack", "pdb_allowed",
                                 "hot_threshold"},
-             {"load"});
+             {"load", "defrag_min_gain"});
     RebalanceConfig cfg;
     auto scalar = [&k](const char* key) {
         const int64_t x = k.vec<int64_t>(key, 1, "one value")[0];
@@ -149,6 +149,11 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
     check_range(k, "pdb_allowed", cfg.pdb_allowed, B, 0, kMaxQty, "PDB");
     cfg.hot_threshold = k.vec<double>("hot_threshold", 1, "one value")[0];
     if (!std::isfinite(cfg.hot_threshold)) fail(k.at("hot_threshold"), "must be finite");
+    if (k.has("defrag_min_gain")) {
+        cfg.defrag_min_gain = k.vec<double>("defrag_min_gain", 1, "one value")[0];
+        if (!std::isfinite(cfg.defrag_min_gain) || cfg.defrag_min_gain < 0)
+            fail(k.at("defrag_min_gain"), "must be a finite number >= 0");
+    }
     if (k.has("load")) {
         cfg.load = k.vec<double>("load", N, ns);
         for (py::ssize_t n = 0; n < N; ++n)
@@ -241,6 +246,8 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
     out["units_tried"] = plan.units_tried;
     out["units_blocked"] = plan.units_blocked;
     out["hot_nodes"] = plan.hot_nodes;
+    out["frag_before"] = plan.frag_before;
+    out["frag_after"] = plan.frag_after;
     return out;
 }
 
@@ -249,6 +256,7 @@ py::dict plan_rebalance_py(const py::dict& cluster, const py::dict& running, con
 void register_rebalance(py::module_& m) {
     m.attr("MOVE_CONSOLIDATION") = static_cast<int>(kMoveConsolidation);
     m.attr("MOVE_HOT_SPOT") = static_cast<int>(kMoveHotSpot);
+    m.attr("MOVE_DEFRAGMENTATION") = static_cast<int>(kMoveDefragmentation);
     m.def("plan_rebalance", &plan_rebalance_py, py::arg("cluster"), py::arg("running"), py::arg("pending"),
           py::arg("config"),
           R"doc(Plan moves of running pods (see csrc/rebalance.hpp). Read-only: nothing is written.
@@ -256,7 +264,9 @@ void register_rebalance(py::module_& m) {
 Returns a dict: pod int64 (running rows moved), from/to int32 nodes, reason int8 (MOVE_*), unit int32
 (first pending row of the unit the move made room for, -1 none), the new devices as a CSR
 (asg_start, asg_dev, asg_milli, asg_mem, asg_xcds), unlocked int32 (pending rows given room by moves),
-fits_now int32 (pending rows that fit without moves), units_tried, units_blocked, hot_nodes.
+fits_now int32 (pending rows that fit without moves), units_tried, units_blocked, hot_nodes, frag_before
+and frag_after (cluster fragmentation F around the defragmentation goal, which runs only with the
+optional config key defrag_min_gain).
 Raises ValueError naming the key on bad input.)doc");
 }
 

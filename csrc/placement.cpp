@@ -267,6 +267,11 @@ public:
           fgd_on_(s == kFgd || s == kFragAware), xt_(xcd_table()) {}
 
     Result run();
+    /// F of every node before any placement (node_fragmentation).
+    std::vector<double> fragmentation() {
+        setup();
+        return fgd_F_;
+    }
 
 private:
     // ---- per-device rules (one place each, shared by checks, fragmentation and commit) ----
@@ -1000,10 +1005,9 @@ void Placer::setup() {
     if (fgd_on_) setup_workload();
 }
 
-/// The target workload: the caller's, or the batch's own shapes (each distinct (CPU, GPU shape,
-/// class) weighted by its share of the pods, most frequent first, ties to first appearance).
+/// The target workload: the caller's, or the batch's own shapes (batch_workload).
 void Placer::setup_workload() {
-    const int32_t N = v_.n_nodes, P = b_.n_pods;
+    const int32_t N = v_.n_nodes;
     auto mode_of = [](int8_t kind, uint8_t exclusive) {
         if (kind == kNoGpu) return kModeNone;
         if (kind == kWhole || exclusive) return kModeIdle;
@@ -1017,35 +1021,8 @@ void Placer::setup_workload() {
         wl_cls_.push_back(cls);
         wl_w_.push_back(w);
     };
-    if (!b_.workload.empty()) {
-        for (const WorkloadShape& w : b_.workload)
-            add(w.cpu, w.kind, w.count, w.milli, w.gpu_mem, w.exclusive, w.cls, w.weight);
-    } else if (P > 0) {
-        using Key = std::tuple<int64_t, int8_t, int32_t, int32_t, int64_t, uint8_t, int32_t>;
-        std::map<Key, int32_t> ids;
-        std::vector<Key> keys;
-        std::vector<int64_t> cnt;
-        for (int32_t p = 0; p < P; ++p) {
-            const bool gpu = b_.kind[p] != kNoGpu;
-            const Key k{b_.cpu[p], b_.kind[p], gpu ? b_.count[p] : 0, gpu ? b_.milli[p] : 0,
-                        gpu ? b_.gpu_mem[p] : 0, gpu ? b_.exclusive[p] : uint8_t(0), b_.cls[p]};
-            const auto ins = ids.emplace(k, static_cast<int32_t>(keys.size()));
-            if (ins.second) {
-                keys.push_back(k);
-                cnt.push_back(0);
-            }
-            ++cnt[ins.first->second];
-        }
-        std::vector<int32_t> order(keys.size());
-        for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
-        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return cnt[a] > cnt[b]; });
-        if (order.size() > std::size_t(kMaxWorkload)) order.resize(kMaxWorkload);
-        for (int32_t i : order) {
-            const Key& k = keys[i];
-            add(std::get<0>(k), std::get<1>(k), std::get<2>(k), std::get<3>(k), std::get<4>(k), std::get<5>(k),
-                std::get<6>(k), static_cast<double>(cnt[i]) / static_cast<double>(P));
-        }
-    }
+    for (const WorkloadShape& w : b_.workload.empty() ? batch_workload(b_) : b_.workload)
+        add(w.cpu, w.kind, w.count, w.milli, w.gpu_mem, w.exclusive, w.cls, w.weight);
     T_ = static_cast<int32_t>(wl_shape_.size());
     {
         // The workload's CPU per GPU milli, over its GPU shapes (Kaiwo's policy keeps nodes' free CPU
@@ -1564,6 +1541,49 @@ Result Placer::run() {
 Result place_batch(ClusterView& view, const Batch& batch, Strategy strategy) {
     Placer placer(view, batch, strategy);
     return placer.run();
+}
+
+std::vector<WorkloadShape> batch_workload(const Batch& b) {
+    using Key = std::tuple<int64_t, int8_t, int32_t, int32_t, int64_t, uint8_t, int32_t>;
+    std::map<Key, int32_t> ids;
+    std::vector<Key> keys;
+    std::vector<int64_t> cnt;
+    for (int32_t p = 0; p < b.n_pods; ++p) {
+        const bool gpu = b.kind[p] != kNoGpu;
+        const Key k{b.cpu[p], b.kind[p], gpu ? b.count[p] : 0, gpu ? b.milli[p] : 0,
+                    gpu ? b.gpu_mem[p] : 0, gpu ? b.exclusive[p] : uint8_t(0), b.cls[p]};
+        const auto ins = ids.emplace(k, static_cast<int32_t>(keys.size()));
+        if (ins.second) {
+            keys.push_back(k);
+            cnt.push_back(0);
+        }
+        ++cnt[ins.first->second];
+    }
+    std::vector<int32_t> order(keys.size());
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int32_t>(i);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t x, int32_t y) { return cnt[x] > cnt[y]; });
+    if (order.size() > std::size_t(kMaxWorkload)) order.resize(kMaxWorkload);
+    std::vector<WorkloadShape> out;
+    for (int32_t i : order) {
+        const Key& k = keys[i];
+        WorkloadShape w;
+        w.cpu = std::get<0>(k);
+        w.kind = std::get<1>(k);
+        w.count = std::get<2>(k);
+        w.milli = std::get<3>(k);
+        w.gpu_mem = std::get<4>(k);
+        w.exclusive = std::get<5>(k);
+        w.cls = std::get<6>(k);
+        w.weight = static_cast<double>(cnt[i]) / static_cast<double>(b.n_pods);
+        out.push_back(w);
+    }
+    return out;
+}
+
+std::vector<double> node_fragmentation(const ClusterView& view, const Batch& batch) {
+    ClusterView v = view;  // setup() only reads it
+    Placer placer(v, batch, kFgd);
+    return placer.fragmentation();
 }
 
 }  // namespace kaiwo

@@ -233,4 +233,15 @@ inline ClusterView node_view(const ClusterView& v, int32_t n, const int64_t* sta
 /// Deterministic: ties go to the lower node index, then the lower device index.
 Result place_batch(ClusterView& view, const Batch& batch, Strategy strategy);
 
+/// Fragmentation F of every node of `view` against `batch`'s target workload (Batch::workload, or
+/// the batch's own shapes): the free GPU milli the workload cannot use, exactly as kFgd and
+/// kFragAware measure it before a placement. Reads `view` only (the rebalancing planner's
+/// defragmentation goal scores moves with it).
+std::vector<double> node_fragmentation(const ClusterView& view, const Batch& batch);
+
+/// A batch's own shapes as its target workload (what kFgd and kFragAware use when Batch::workload
+/// is empty): every distinct (cpu, GPU shape, class), weighted by its share of the batch's pods,
+/// most frequent first (ties to first appearance), at most kMaxWorkload. Reads the request columns.
+std::vector<WorkloadShape> batch_workload(const Batch& batch);
+
 }  // namespace kaiwo

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <set>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 namespace kaiwo {
@@ -123,6 +125,8 @@ private:
     bool room_for_member(int32_t m, int32_t unit);
     bool evictions(int64_t h, int32_t n, std::size_t limit, std::vector<int64_t>& out);
     void relieve(int32_t n);
+    void defragment();
+    double node_frag(int32_t n);
     void record(int64_t v, int32_t from, int8_t reason, int32_t unit);
     void refresh_candidates();
 
@@ -153,6 +157,7 @@ private:
 
     std::vector<uint8_t> mask_;                ///< [N] scratch class-mask row
     std::vector<uint8_t> hot_;                 ///< [N]
+    Batch workload_;                           ///< defragmentation's target workload (workload only)
     RebalancePlan plan_;
 };
 
@@ -517,6 +522,99 @@ void Rebalancer::relieve(int32_t n) {
     }
 }
 
+/// F of node n as the state is now.
+double Rebalancer::node_frag(int32_t n) {
+    const int64_t starts[2] = {0, in_.node_dev_start[n + 1] - in_.node_dev_start[n]};
+    return node_fragmentation(node_view(view_, n, starts), workload_)[0];
+}
+
+/// Goal (b), see rebalance.hpp "Defragmentation".
+void Rebalancer::defragment() {
+    {
+        // The typical pod: the running then pending rows as one batch, every node allowed.
+        const int64_t H = R_ + P_;
+        std::vector<int64_t> cpu(H), gmem(H);
+        std::vector<int8_t> kind(H);
+        std::vector<int32_t> count(H), milli(H), cls(H, 0);
+        std::vector<uint8_t> excl(H);
+        for (int64_t h = 0; h < H; ++h) {
+            const Batch& b = batch_of(h);
+            const int32_t p = row_of(h);
+            cpu[h] = b.cpu[p]; kind[h] = b.kind[p]; count[h] = b.count[p]; milli[h] = b.milli[p];
+            gmem[h] = b.gpu_mem[p]; excl[h] = b.exclusive[p];
+        }
+        Batch all;
+        all.n_pods = static_cast<int32_t>(H);
+        all.cpu = cpu.data(); all.kind = kind.data(); all.count = count.data(); all.milli = milli.data();
+        all.gpu_mem = gmem.data(); all.exclusive = excl.data(); all.cls = cls.data();
+        workload_.workload = batch_workload(all);
+        for (WorkloadShape& w : workload_.workload) w.cls = -1;
+    }
+    std::vector<double> F = node_fragmentation(view_, workload_);
+    for (double f : F) plan_.frag_before += f;
+    // gain(v -> t) = src(v) + dst(shape of v, t): the target's part depends only on the shape and
+    // t's state, so it is kept per (shape, node) until t changes. F' >= 0 bounds both parts
+    // (src <= F[s], dst <= F[t]; float addition is monotone), so a pod or node whose bound cannot
+    // beat the best so far, or reach the threshold, is not tried: the outcome is the same.
+    constexpr double kUnknown = -std::numeric_limits<double>::infinity();
+    constexpr double kNoFit = std::numeric_limits<double>::lowest();
+    std::map<std::array<int64_t, 7>, int32_t> shape_ids;
+    std::vector<std::vector<double>> dst;  // [shape][N], kUnknown = not computed, kNoFit = does not fit
+    while (moves_used_ < c_.max_moves) {
+        double best = 0.0, max_f = 0.0;
+        for (int32_t t = 0; t < N_; ++t)
+            if (!hot_[t]) max_f = std::max(max_f, F[t]);
+        int64_t bv = -1;
+        int32_t bt = -1;
+        for (int64_t v = 0; v < R_; ++v) {
+            const int32_t s = loc_[v];
+            if (s < 0 || !(F[s] + max_f > best && F[s] + max_f >= c_.defrag_min_gain) || !allowed(v)) continue;
+            const std::array<int64_t, 7> key = {r_.batch.cpu[v], r_.batch.mem[v], r_.batch.kind[v], r_.batch.count[v],
+                                                r_.batch.milli[v], r_.batch.gpu_mem[v], r_.batch.exclusive[v]};
+            const auto ins = shape_ids.emplace(key, static_cast<int32_t>(dst.size()));
+            if (ins.second) dst.emplace_back(N_, kUnknown);
+            std::vector<double>& to = dst[ins.first->second];
+            const uint8_t* vrow = r_.batch.class_mask + std::size_t(r_.batch.cls[v]) * std::size_t(N_);
+            Saved out;
+            begin(out, s);
+            spend(v);
+            release(v);
+            const double src = F[s] - node_frag(s);
+            for (int32_t t = 0; t < N_; ++t) {
+                if (t == s || !vrow[t] || hot_[t]) continue;
+                if (!(src + F[t] > best && src + F[t] >= c_.defrag_min_gain)) continue;
+                if (to[t] == kUnknown) {
+                    Saved in;
+                    begin(in, t);
+                    to[t] = place(v, nullptr, t) ? F[t] - node_frag(t) : kNoFit;
+                    rollback(in);
+                }
+                if (to[t] == kNoFit) continue;
+                const double gain = src + to[t];
+                if (gain > best) {
+                    best = gain;
+                    bv = v;
+                    bt = t;
+                }
+            }
+            rollback(out);
+        }
+        if (bv < 0 || best < c_.defrag_min_gain) break;
+        const int32_t s = loc_[bv];
+        Saved keep;
+        begin(keep);
+        spend(bv);
+        release(bv);
+        place(bv, nullptr, bt);
+        end(keep);
+        record(bv, s, kMoveDefragmentation, -1);
+        F[s] = node_frag(s);
+        F[bt] = node_frag(bt);
+        for (auto& row : dst) row[s] = row[bt] = kUnknown;
+    }
+    for (double f : F) plan_.frag_after += f;
+}
+
 RebalancePlan Rebalancer::run() {
     setup();
     refresh_candidates();
@@ -569,14 +667,20 @@ RebalancePlan Rebalancer::run() {
         }
         p = last + 1;
     }
-    // (c) hot-spot relief.
-    if (c_.load) {
-        std::vector<int32_t> hot;
+    std::vector<int32_t> hot;
+    if (c_.load)
         for (int32_t n = 0; n < N_; ++n)
             if (c_.load[n] > c_.hot_threshold) {
                 hot_[n] = 1;
                 hot.push_back(n);
             }
+    // (b) defragmentation.
+    if (c_.defrag_min_gain >= 0.0) {
+        defragment();
+        refresh_candidates();
+    }
+    // (c) hot-spot relief.
+    if (c_.load) {
         std::sort(hot.begin(), hot.end(), [this](int32_t a, int32_t b) {
             return c_.load[a] != c_.load[b] ? c_.load[a] > c_.load[b] : a < b;
         });

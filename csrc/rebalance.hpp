@@ -1,6 +1,7 @@
 // Rebalancing planner: which running pods to move, and where, so that (a) pending pods and gangs that
-// fit nowhere now get room (consolidation) and (c) nodes whose measured load is above a threshold
-// are relieved (hot-spot relief). Read-only: it plans moves and never evicts anything.
+// fit nowhere now get room (consolidation), (b) the cluster packs better by at least a threshold
+// (defragmentation) and (c) nodes whose measured load is above a threshold are relieved (hot-spot
+// relief). Read-only: it plans moves and never evicts anything.
 //
 // Plain C++17, no Python headers. The binding (bindings/register_rebalance.cpp) validates every
 // input; the kernel trusts it. The executable specification is tests/naive_rebalance.py
@@ -35,6 +36,18 @@
 //    kBinpack). The first node where all of them land wins; else the member gets no room. A unit with at least `gang_need` members
 //    placed (1 for a single pod) keeps its moves and is *unlocked*; otherwise everything it did is
 //    undone. Unlocked members hold their room for later units.
+//  * Defragmentation (only with defrag_min_gain >= 0), after consolidation. The packing measure is
+//    placement's fragmentation F (node_fragmentation, the `frag` strategy's): per node, the free GPU
+//    milli the typical pod cannot use, summed over nodes. The typical pod is the workload of every
+//    distinct (cpu, kind, count, milli, gpu_mem, exclusive) -- GPU fields 0 for CPU-only pods --
+//    over the running rows then the pending rows, weight = its share of all R + P rows, most
+//    frequent first (ties to first appearance), at most kMaxWorkload shapes, every node allowed.
+//    Rounds, while a move is allowed: for every running pod v the budgets allow (row order) and
+//    every other node t its class allows and that is not hot (index order), v is released from its
+//    node s and placed on t alone (place_batch, kBinpack); gain = (F(s) - F'(s)) + (F(t) - F'(t)).
+//    The largest gain wins (ties to the first found); it is made if gain > 0 and gain >=
+//    defrag_min_gain, else the goal stops. Pods already moved, and the room held for pending pods,
+//    stay where they are.
 //  * Hot-spot relief (only with `load`): nodes with load > hot_threshold, by (load desc, index). The
 //    node's load is assumed proportional to the GPU milli its holders hold (CPU milli if none); its
 //    movable holders, in the order above, move to a node whose load is <= hot_threshold (place_batch,
@@ -52,6 +65,7 @@ namespace kaiwo {
 enum MoveReason : int8_t {
     kMoveConsolidation = 0,
     kMoveHotSpot = 1,
+    kMoveDefragmentation = 2,
 };
 
 /// Running pods. Their request shapes and classes are `batch` rows (class_mask shared with pending).
@@ -82,6 +96,7 @@ struct RebalanceConfig {
     const int64_t* pdb_allowed = nullptr; ///< [B] disruptions allowed
     const double* load = nullptr;         ///< [N] measured load (0..1), nullptr = no metrics
     double hot_threshold = 0.9;
+    double defrag_min_gain = -1.0;        ///< F gain (GPU milli) a defragmentation move needs; < 0 = off
 };
 
 struct RebalancePlan {
@@ -99,6 +114,8 @@ struct RebalancePlan {
     int64_t units_tried = 0;         ///< units examined
     int64_t units_blocked = 0;       ///< of those, fitting nowhere now
     int64_t hot_nodes = 0;
+    double frag_before = 0.0;        ///< cluster F before / after defragmentation (0 when off)
+    double frag_after = 0.0;
 };
 
 /// Plan moves. `view` is the cluster with every running pod charged; it is not modified.

@@ -237,6 +237,7 @@ def plan_preemptions(cluster: _PlacementCluster, running: _PreemptRunning, pendi
 # ---- rebalancing planner (bindings/register_rebalance.cpp, csrc/rebalance.hpp) ----
 MOVE_CONSOLIDATION: int  # 0: room for a pending pod or gang that fits nowhere
 MOVE_HOT_SPOT: int  # 1: off a node whose measured load is above the threshold
+MOVE_DEFRAGMENTATION: int  # 2: lowers the cluster's fragmentation F by at least defrag_min_gain
 
 class _RebalanceRunning(_PlacementBatchRequired):
     node: npt.NDArray[np.int32]  # [R]
@@ -267,6 +268,7 @@ class _RebalanceConfigRequired(TypedDict):
 
 class _RebalanceConfig(_RebalanceConfigRequired, total=False):
     load: npt.NDArray[np.float64]  # [N] measured load (finite; unmeasured = 0)
+    defrag_min_gain: npt.NDArray[np.float64]  # [1] F gain (GPU milli) per defragmentation move; absent = goal off
 
 class _RebalancePods(TypedDict):
     pod: npt.NDArray[np.int64]  # running rows moved
@@ -288,6 +290,8 @@ class _RebalanceResult(_RebalancePods, _RebalanceMoves):
     units_tried: int
     units_blocked: int
     hot_nodes: int
+    frag_before: float  # cluster F before / after defragmentation (0.0 when the goal is off)
+    frag_after: float
 
 def plan_rebalance(cluster: _PlacementCluster, running: _RebalanceRunning, pending: _RebalancePending,
                    config: _RebalanceConfig) -> _RebalanceResult:

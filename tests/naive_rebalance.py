@@ -11,14 +11,14 @@ import copy
 
 import numpy as np
 
-from tests.naive import place_batch_ref
+from tests.naive import MAX_WORKLOAD, frag_F_ref, place_batch_ref
 
 BINPACK, NO_GPU, WHOLE, XCD = 0, 0, 1, 3
 IDLE, SHARED, EXCLUSIVE = 0, 1, 2
 MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
            "dev_xcd_free", "dev_state")
 KEYS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls")
-CONSOLIDATION, HOT_SPOT = 0, 1
+CONSOLIDATION, HOT_SPOT, DEFRAGMENTATION = 0, 1, 2
 MAX_TRIALS = 4  # nodes tried per member
 
 
@@ -231,6 +231,61 @@ def plan_rebalance_ref(cluster, running, pending, config):
                 return t
         return None
 
+    def typical_workload():
+        """Distinct shapes of the running then pending rows, most frequent first, as frag_F_ref
+        takes them (every node allowed)."""
+        counts, keys = {}, []
+        for b, rows in ((run, range(R)), (pend, range(P))):
+            for i in rows:
+                gpu = b["kind"][i] != NO_GPU
+                key = (b["cpu"][i], b["kind"][i]) + tuple(b[f][i] if gpu else 0
+                                                          for f in ("count", "milli", "gpu_mem", "exclusive"))
+                if key not in counts:
+                    counts[key] = 0
+                    keys.append(key)
+                counts[key] += 1
+        ranked = sorted(keys, key=lambda k: -counts[k])[:MAX_WORKLOAD]   # stable: first appearance
+        return [(k[0], None if k[1] == NO_GPU else k[1:], -1, float(counts[k]) / float(R + P)) for k in ranked]
+
+    def defragment(w, gain_needed, hot):
+        wl = typical_workload()
+
+        def F(world, n):
+            return frag_F_ref(world.c, None, n, int(world.c["node_cpu_free"][n]), wl)
+
+        frag = [F(w, n) for n in range(N)]
+        before = 0.0
+        for f in frag:
+            before += f
+        while w.moves_used < max_moves:
+            best, pick = 0.0, None
+            for v in range(R):
+                if not allowed(w, v):
+                    continue
+                s = w.loc[v]
+                t = copy.deepcopy(w)
+                spend(t, v)
+                release(t, v)
+                fs = F(t, s)
+                row = class_row(run, v)
+                for n in range(N):
+                    if n == s or not row[n] or n in hot:
+                        continue
+                    u = copy.deepcopy(t)
+                    if place_on(u, v, n):
+                        gain = (frag[s] - fs) + (frag[n] - F(u, n))
+                        if gain > best:
+                            best, pick = gain, (v, s, n, u)
+            if pick is None or best < gain_needed:
+                break
+            v, s, n, w = pick
+            w.moves.append((v, s, n, DEFRAGMENTATION, -1, list(w.charges[v])))
+            frag[s], frag[n] = F(w, s), F(w, n)
+        after = 0.0
+        for f in frag:
+            after += f
+        return w, before, after
+
     unlocked, fits_now = [], []
     tried = blocked = 0
     no_room = set()
@@ -284,9 +339,14 @@ def plan_rebalance_ref(cluster, running, pending, config):
                 no_room.add(key)
         p = last + 1
 
+    hot = [] if load is None else sorted((n for n in range(N) if load[n] > thr), key=lambda n: (-load[n], n))
+    frag_before = frag_after = 0.0
+    gain_needed = cfg.get("defrag_min_gain")
+    if gain_needed is not None:
+        w, frag_before, frag_after = defragment(w, gain_needed[0], set(hot))
+
     hot_nodes = 0
     if load is not None:
-        hot = sorted((n for n in range(N) if load[n] > thr), key=lambda n: (-load[n], n))
         hot_nodes = len(hot)
         for n in hot:
             gpu = sum(x["milli"] for d in range(dev_start[n], dev_start[n + 1]) for x in w.hold[d])
@@ -322,4 +382,5 @@ def plan_rebalance_ref(cluster, running, pending, config):
             "reason": [m[3] for m in w.moves], "unit": [m[4] for m in w.moves], "asg_start": asg_start,
             "asg_dev": [d[0] for d in devs], "asg_milli": [d[1] for d in devs], "asg_mem": [d[2] for d in devs],
             "asg_xcds": [d[3] for d in devs], "unlocked": unlocked, "fits_now": fits_now,
-            "units_tried": tried, "units_blocked": blocked, "hot_nodes": hot_nodes}
+            "units_tried": tried, "units_blocked": blocked, "hot_nodes": hot_nodes,
+            "frag_before": frag_before, "frag_after": frag_after}

@@ -233,7 +233,8 @@ def test_the_cli_lists_every_error_and_never_runs(tmp_path, capsys):
     (doc(controller={"resyncPeriod": "5 minutes"}),
      "controller.resyncPeriod: '5 minutes': not a duration (expected e.g. 10m, 1h30m, 90s)"),
     (doc(**{"1": 2}), "1: unknown key (known: apiVersion, kind, strategy, plugins, ordering, preemption, "
-                      "reservation, load, controller)"),
+                      "reservation, load, controller, rebalance)"),
+    (doc(rebalance={"mode": "yes"}), "rebalance.mode: 'yes': must be one of off, plan, apply"),
 ])
 def test_hostile_values_are_errors_with_their_path(bad, first):
     assert errors_of(bad)[0] == first
@@ -433,3 +434,12 @@ def test_hostile_files_are_refused_with_a_message(case, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("kaiwo schedule: ") and "Traceback" not in err
     assert (says if says != "not a Kubernetes object" else "must be a map") in err
+
+
+def test_rebalance_section_off_by_default_and_a_bare_yaml_off_reads_as_off():
+    from kaiwo_core.scheduling.config import decode
+    assert decode(doc()).rebalance.mode == "off"
+    assert decode(doc(**yaml.safe_load("rebalance: {mode: off}"))).rebalance.mode == "off"   # YAML 1.1: false
+    cfg = decode(doc(rebalance={"mode": "apply", "holdTtl": "2m", "defragMinGain": 500})).rebalance
+    assert (cfg.mode, cfg.hold_ttl) == ("apply", 120.0)
+    assert cfg.planner().defrag_min_gain == 500 and decode(doc()).rebalance.planner().defrag_min_gain is None

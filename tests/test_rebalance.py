@@ -13,7 +13,7 @@ import yaml
 
 import kaiwo_core as kc
 from kaiwo.cli import main
-from kaiwo_core.scheduling.rebalance import RebalancePlan, apply_plan
+from kaiwo_core.scheduling.rebalance import RebalanceConfig, RebalancePlan, apply_plan
 from tests import invariants
 from tests.scenario_loader import load, scenario_objects
 
@@ -179,3 +179,46 @@ def test_binding_refuses_bad_input_naming_the_key():
         _core.plan_rebalance(cluster, {**running, "typo": np.zeros(1)}, pending, config)
     with pytest.raises(ValueError, match=re.escape("config['load']: expected length")):
         _core.plan_rebalance(cluster, running, pending, {**config, "load": np.zeros(7)})
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=re.escape("config['defrag_min_gain']: must be a finite number >= 0")):
+            _core.plan_rebalance(cluster, running, pending, {**config, "defrag_min_gain": np.array([bad])})
+    with pytest.raises(ValueError, match="defrag_min_gain: -1 must be"):
+        RebalanceConfig(defrag_min_gain=-1)
+
+
+# Two 8-GPU nodes, each with a pinned 1-GPU pod and a migratable half-GPU pod on a device of its
+# own. The typical pod (running pods' shapes, 2 each: weight 0.5) is half a GPU or a whole GPU.
+# F by hand: on each node the half-used device's 500 free milli cannot host a whole GPU -> 0.5 x 500
+# = 250; the cluster's F = 500. Moving half-a onto b's half-used device (binpack: already shared,
+# least free) fills it (0 free) and leaves a's device idle: F = 0 on both, a gain of 500. half-b
+# onto a gains the same; the tie goes to the lower row (half-a). After it no move gains.
+DEFRAG = yaml.safe_load("""
+nodes: [{name: a, gpus: 8}, {name: b, gpus: 8}]
+pods:
+  - {name: half-a, nodeName: a, annotations: {kaiwo.ai/gpu-fraction: "0.5", kaiwo.ai/migratable: "true"}}
+  - {name: half-b, nodeName: b, annotations: {kaiwo.ai/gpu-fraction: "0.5", kaiwo.ai/migratable: "true"}}
+  - {name: whole-a, gpu: 1, nodeName: a}
+  - {name: whole-b, gpu: 1, nodeName: b}
+""")
+
+
+def test_defragmentation_moves_a_half_gpu_pod_onto_the_other_half_used_device(tmp_path):
+    objs = scenario_objects(DEFRAG)
+    assert rebalance_cli(tmp_path, objs)["moves"] == []            # off unless asked for
+    doc = rebalance_cli(tmp_path, objs, "--defrag-min-gain", "500")
+    assert [(m["pod"], m["from"]["node"], m["to"]["node"], m["reason"]) for m in doc["moves"]] == [
+        ("default/half-a", "a", "b", "defragmentation")]
+    assert doc["stats"]["fragmentation"] == {"before": 500.0, "after": 0.0}
+    to = doc["moves"][0]["to"]["devices"]
+    assert [(d["gpu"], d["fraction"]) for d in to] == [(0, 0.5)]   # b's GPU 0, which half-b half uses
+    moved, after = carried_out(objs, doc)
+    assert invariants.violations(moved, after, now=0.0) == []
+    where = {r["pod"]: (r["node"], [d["gpu"] for d in r["devices"]]) for r in after["running"]}
+    assert where["default/half-a"] == where["default/half-b"] == ("b", [0])
+    assert sorted(r["pod"] for r in after["running"]) == sorted(f"default/{p['name']}" for p in DEFRAG["pods"])
+
+
+def test_defragmentation_threshold_stops_moves_that_gain_too_little(tmp_path):
+    objs = scenario_objects(DEFRAG)
+    doc = rebalance_cli(tmp_path, objs, "--defrag-min-gain", "501")  # the best move gains 500
+    assert doc["moves"] == [] and doc["stats"]["fragmentation"] == {"before": 500.0, "after": 500.0}

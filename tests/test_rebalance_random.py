@@ -85,7 +85,8 @@ def cases(draw):
     load = draw(st.none() | st.lists(st.sampled_from([0.0, 0.5, 0.95, 1.0, float("nan")]),
                                      min_size=n_nodes, max_size=n_nodes))
     config = RebalanceConfig(max_moves=draw(st.integers(0, 6)), max_moves_per_queue=draw(st.integers(1, 4)),
-                             max_units=draw(st.integers(1, 6)), hot_threshold=0.9)
+                             max_units=draw(st.integers(1, 6)), hot_threshold=0.9,
+                             defrag_min_gain=draw(st.none() | st.sampled_from([0.0, 50.0, 400.0])))
     return objs, load, config
 
 

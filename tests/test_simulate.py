@@ -127,11 +127,7 @@ def test_online_waits_by_hand(tmp_path):
     # One 8-GPU node (VC a: 1 node; VC b: none). a's 8-GPU job arrives at 0 and runs 100 s; b's
     # 8-GPU job arrives at 5 and must wait. Cycles every 10 s: the first at 10 starts a's job
     # (wait 10); it ends at 110, and the cycle after it (at 120) starts b's (wait 115).
-    jobs = tmp_path / "jobs.csv"
-    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n"
-                    "2017-10-01 00:00:00,100,8,800,a\n2017-10-01 00:00:05,50,8,400,b\n")
-    vc = tmp_path / "vc.csv"
-    vc.write_text("vc,node num\na,1\n")
+    jobs, vc = _online_files(tmp_path, "2017-10-01 00:00:00,100,8,800,a\n2017-10-01 00:00:05,50,8,400,b\n", "a,1\n")
     r = O.replay_online(O.read_jobs_csv(str(jobs)), O.read_vc_nodes(str(vc)), "binpack", period=10, sample=0)
     waits = {q.name: q.waits for q in r.queues}
     assert waits == {"a": [10.0], "b": [115.0]}
@@ -269,3 +265,55 @@ def test_strategy_constants_match_plugins():
     from kaiwo_core.scheduling.filters import STRATEGIES
     assert STRATEGIES["fgd"] == _core.STRATEGY_FGD and STRATEGIES["random"] == _core.STRATEGY_RANDOM
     assert STRATEGIES["frag"] == _core.STRATEGY_FRAG_AWARE and len(STRATEGIES) == _core.NUM_STRATEGIES
+
+
+def _fragmented(tmp_path):
+    """Jobs and VCs of the rebalancing scenario below: (jobs CSV, vc CSV)."""
+    return _online_files(tmp_path, "0,100,7,0,a\n1,10000,1,0,a\n2,10000,6,0,a\n3,10000,1,0,a\n1000,1000,8,0,a\n",
+                         "b,2\n")
+
+
+def _online_files(tmp_path, job_rows: str, vc_rows: str):
+    """A Philly-format job CSV and a VC CSV with these rows (after their headers)."""
+    jobs, vc = tmp_path / "jobs.csv", tmp_path / "vc.csv"
+    jobs.write_text("timestamp,duration,num_gpus,gpu_time,cluster\n" + job_rows)
+    vc.write_text("vc,node num\n" + vc_rows)
+    return jobs, vc
+
+
+def test_online_rebalancing_by_hand(tmp_path):
+    # Two 8-GPU nodes; the jobs' VC has no quota (a queue with a quota is never taken below it by a
+    # move, so its own pods could not move to make room for it). Cycles every 10 s: at 10 the 7-GPU
+    # job takes node 0's GPUs 0-6 and the first 1-GPU job GPU 7, the 6-GPU job node 1's GPUs 0-5
+    # and the second 1-GPU job GPU 6 (waits 10, 9, 8, 7). The 7-GPU job ends at 110: node 0 has 7
+    # free GPUs, node 1 one. The 8-GPU job arriving at 1000 fits nowhere. Without rebalancing it
+    # waits for the 10,000 s jobs (they end at 10,010; placed at 10,020: wait 9,020). With it the
+    # plan at 1,010 moves the first 1-GPU job (it has run 1,000 s >= min runtime 600) to node 1's
+    # last GPU; the next cycle (1,020) places the 8-GPU job (wait 20); the moved job pays 60 s.
+    jobs, vc = _fragmented(tmp_path)
+    from kaiwo_core.scheduling.rebalance import RebalanceConfig
+
+    def run(rebalance):
+        return O.replay_online(O.read_jobs_csv(str(jobs)), O.read_vc_nodes(str(vc)), "binpack", period=10,
+                               sample=0, rebalance=rebalance, rebalance_period=300, migration_cost=60)
+    without, with_ = run(None), run(RebalanceConfig(min_runtime=600))
+    assert {q.name: q.waits for q in without.queues}["a"] == [10.0, 9.0, 8.0, 7.0, 9020.0]
+    assert {q.name: q.waits for q in with_.queues}["a"] == [10.0, 9.0, 8.0, 7.0, 20.0]
+    assert without.migrations is None
+    assert with_.migrations == {"plans": 1, "moves": 1, "jobsMoved": 1, "byReason": {"consolidation": 1},
+                                "movesPerPlacedJob": 0.2, "maxMovesOfAJob": 1, "migrationCostS": 60,
+                                "periodS": 300}
+    assert with_.times[-1] == 10080.0       # the moved job ended at 10,010 + 60 (next cycle at 10,080)
+    too_young = run(RebalanceConfig(min_runtime=2000))   # nothing has run 2,000 s at 1,010
+    assert too_young.migrations["moves"] == 0 and too_young.migrations["plans"] == 1
+
+
+def test_cli_online_rebalance(tmp_path, capsys):
+    jobs, vc = _fragmented(tmp_path)
+    assert main(["simulate", "--online", "--trace", str(jobs), "--vc-nodes", str(vc), "--period", "10",
+                 "--rebalance", "--rebalance-period", "300", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "1 migrations of 1 jobs (0.2000 per placed job; consolidation 1), each costing 60 s" in out
+    assert main(["simulate", "--online", "--trace", str(jobs), "--vc-nodes", str(vc), "--rebalance",
+                 "--migration-cost", "-1", "--quiet"]) == 2
+    assert "migration_cost" in capsys.readouterr().err

@@ -23,7 +23,8 @@ from .usage import emit
 #: Flags that are also keys of the configuration file (argparse dest -> dotted file key): when
 #: given, they override the file.
 FILE_FLAGS = {"strategy": "strategy", "period": "controller.period", "resync_period": "controller.resyncPeriod",
-              "assume_ttl": "controller.assumeTtl", "event_interval": "controller.eventInterval"}
+              "assume_ttl": "controller.assumeTtl", "event_interval": "controller.eventInterval",
+              "rebalance": "rebalance.mode"}
 
 
 def _duration(text: str) -> float:
@@ -169,6 +170,10 @@ def add_commands(sub) -> None:
                    help="--once summary format (default text)")
     c.add_argument("--scheduler-name", default="kaiwo", help="pods with this schedulerName are Kaiwo's")
     c.add_argument("--strategy", choices=("binpack", "spread", "frag"), help="node scoring (default binpack)")
+    c.add_argument("--rebalance", choices=("off", "plan", "apply"),
+                   help="migrations (default off): plan = the rebalancing plan as Events and a metric only; "
+                        "apply = evict the moved pods and hold their targets for the replacements "
+                        "(config file section rebalance)")
     c.add_argument("--concurrency", type=int, default=16, help="bindings in flight at once (default 16)")
     c.add_argument("--request-timeout", type=_duration, default=30.0, metavar="DURATION",
                    help="timeout of one API request (default 30s)")

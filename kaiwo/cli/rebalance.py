@@ -1,6 +1,7 @@
 """``kaiwo rebalance DUMP [--metrics FILE|URL]``: a plan of pod moves, read-only (nothing is evicted).
 
-Goals in order: consolidation (room for pending pods and gangs that fit nowhere), hot-spot relief
+Goals in order: consolidation (room for pending pods and gangs that fit nowhere), defragmentation
+(only with ``--defrag-min-gain``: moves lowering the ``frag`` fragmentation by that much), hot-spot relief
 (only with ``--metrics``: nodes whose measured load is above ``--hot-threshold``). See
 :mod:`kaiwo_core.scheduling.rebalance` for which pods may move.
 """
@@ -35,7 +36,9 @@ def render_table(doc: dict) -> str:
     st = doc["stats"]
     out.append(f"{st['moves']} moves; {st['movable']} of {st['running']} running pods may move; "
                f"{st['blockedUnits']} blocked pending units examined; {st['hotNodes']} hot nodes"
-               f"{'' if st['metrics'] else ' (no metrics)'}; plan {st['timingsMs']['plan']:.1f} ms")
+               f"{'' if st['metrics'] else ' (no metrics)'}"
+               + (f"; fragmentation {st['fragmentation']['before']:.0f} -> {st['fragmentation']['after']:.0f}"
+                  if st.get("fragmentation") else "") + f"; plan {st['timingsMs']['plan']:.1f} ms")
     return "\n\n".join(out)
 
 
@@ -53,7 +56,8 @@ def cmd_rebalance(args) -> int:
         return 2
     try:
         config = RebalanceConfig(max_moves=args.max_moves, max_moves_per_queue=args.max_moves_per_queue,
-                                 min_runtime=args.min_runtime, hot_threshold=args.hot_threshold)
+                                 min_runtime=args.min_runtime, hot_threshold=args.hot_threshold,
+                                 defrag_min_gain=args.defrag_min_gain)
     except ValueError as e:
         print(f"kaiwo rebalance: {e}", file=sys.stderr)
         return 2
@@ -84,6 +88,9 @@ def add_commands(sub) -> None:
     r.add_argument("--metrics", help="exporter scrapes: a replay file, URL or .npz history (kaiwo monitor --source)")
     r.add_argument("--window", type=float, default=300.0, help="seconds of metrics to average (default 300)")
     r.add_argument("--hot-threshold", type=float, default=0.9, help="measured load (0..1) above which a node is hot")
+    r.add_argument("--defrag-min-gain", type=float, default=None, metavar="MILLI",
+                   help="plan defragmentation moves that each lower the cluster's fragmentation F (free GPU milli "
+                        "the typical pod cannot use) by at least MILLI (default: no defragmentation)")
     r.add_argument("--max-moves", type=int, default=16, help="most moves in the plan (default 16)")
     r.add_argument("--max-moves-per-queue", type=int, default=8, help="most moves of one queue's pods (default 8)")
     r.add_argument("--min-runtime", type=float, default=0.0, help="seconds a pod must have run before it moves")

@@ -122,9 +122,24 @@ def _online(args, cfg) -> int:
         return 2
     if args.node_scale != 1.0:
         vc = {k: (max(1, round(v * args.node_scale)) if v > 0 else 0) for k, v in vc.items()}
+    rebalance = None
+    if args.rebalance:
+        from kaiwo_core.scheduling.rebalance import RebalanceConfig
+        try:
+            rebalance = RebalanceConfig(max_moves=args.max_moves, max_moves_per_queue=args.max_moves,
+                                        min_runtime=args.rebalance_period)
+        except ValueError as e:
+            print(f"kaiwo simulate: {e}", file=sys.stderr)
+            return 2
     bar = ProgressBar(len(jobs)) if _progress(args) else None
-    result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim, config=cfg,
-                           progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None)
+    try:
+        result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim, config=cfg,
+                               progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None,
+                               rebalance=rebalance, rebalance_period=args.rebalance_period,
+                               migration_cost=args.migration_cost)
+    except ValueError as e:
+        print(f"kaiwo simulate: {e}", file=sys.stderr)
+        return 2
     if bar:
         bar.close()
     rows = [q.to_dict() for q in result.queues]
@@ -138,6 +153,12 @@ def _online(args, cfg) -> int:
                f"preemptions, mean GPU utilisation {100 * result.mean_utilization():.1f}%, "
                f"mean Jain fairness {'-' if fair != fair else f'{fair:.3f}'}, {result.cycles} cycles, "
                f"{result.wall:.1f} s")
+    if result.migrations is not None:
+        m = result.migrations
+        summary += (f"\nrebalancing every {m['periodS']:g} s ({m['plans']} plans): {m['moves']} migrations of "
+                    f"{m['jobsMoved']} jobs ({m['movesPerPlacedJob']:.4f} per placed job; "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(m["byReason"].items())) +
+                    f"), each costing {m['migrationCostS']:g} s")
     table = report.Table(header, table_rows, note=summary)
     if args.json is not None:
         _emit_json(result.to_dict(), args.json)
@@ -211,4 +232,10 @@ def add_commands(sub) -> None:
     on.add_argument("--reclaim", choices=RECLAIM_CHOICES, default=DEFAULT_RECLAIM,
                     help="every queue's reclaimStrategy, or none: no reclaim or preemption (default "
                          f"{DEFAULT_RECLAIM}, a KaiwoQueue's default)")
+    on.add_argument("--rebalance", action="store_true",
+                    help="every --rebalance-period, the rebalancing planner's moves carried out (all jobs migratable)")
+    on.add_argument("--rebalance-period", type=float, default=600.0, help="seconds between plans (default 600)")
+    on.add_argument("--migration-cost", type=float, default=60.0,
+                    help="seconds a migration adds to its job's run (default 60; the job keeps its progress)")
+    on.add_argument("--max-moves", type=int, default=16, help="moves per plan (default 16)")
     s.set_defaults(func=cmd_simulate, policy_given=False)

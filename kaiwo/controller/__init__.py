@@ -23,6 +23,7 @@ leader    Lease-based leader election
 server    HTTP probes and metrics
 errors    temporary vs permanent error policy, retries with backoff
 metrics   Prometheus metrics (reuses :class:`kaiwo_core.self_metrics.KaiwoMetrics`)
+migrate   migrations: the rebalancing plan as Events, or carried out with holds (--rebalance)
 """
 from .binder import Binder, BindTask, EvictTask, cu_mask_bits, device_env
 from .cache import ChargeBook, ClusterCache, Informer

@@ -203,7 +203,7 @@ class ConfigMapTask:
 
 @dataclass
 class EvictTask:
-    """One preemption to carry out."""
+    """One preemption (or migration) to carry out."""
 
     namespace: str
     name: str
@@ -212,6 +212,8 @@ class EvictTask:
     preemptor: str = ""
     node: str = ""
     rule: str = ""
+    #: (Event reason, message) on the evicted pod instead of the preemption's "Preempted by ..."
+    event: tuple | None = None
 
     @property
     def key(self) -> str:
@@ -574,7 +576,10 @@ class Binder:
                     result, error = "blocked", str(e.cause)
                 else:
                     raise
-            if result == "evicted":
+            if result == "evicted" and task.event is not None:
+                self.events.emit({"apiVersion": "v1", "kind": "Pod", "namespace": task.namespace,
+                                  "name": task.name, "uid": task.uid}, NORMAL, *task.event)
+            elif result == "evicted":
                 text = f"Preempted by {task.preemptor or 'a higher-priority pod'}"
                 if task.node:
                     text += f" on {task.node}"

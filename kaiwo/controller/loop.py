@@ -17,7 +17,9 @@ binding). A cycle:
    (asynchronous, bounded concurrency: the next cycle does not wait for the API), preemptions to
    its evictor;
 5. makes unschedulable and rejected pods visible (condition + Event), writes KaiwoQueue and KaiwoJob
-   status, and records metrics.
+   status, and records metrics;
+6. with ``--rebalance plan|apply`` (off by default), settles and plans migrations
+   (:mod:`kaiwo.controller.migrate`); the targets of migrations under way are held in step 3.
 
 Standby replicas run the informers too (a warm cache makes fail-over take one lease period plus one
 relist) but no cycles. Every replica relists everything every ``resync_period`` (default 5 min) and
@@ -52,6 +54,7 @@ from .errors import (ControllerError, Disposition, RetryPolicy, StoppedError, ca
 from .events import NORMAL, WARNING, EventRecorder, custom_ref, pod_ref
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
+from .migrate import Migrator
 from .reload import ConfigWatcher
 from .server import ProbeServer
 from .status import StatusWriter
@@ -229,6 +232,7 @@ class Controller:
                 retry = dataclasses.replace(retry, deadline=cap)
         self.binder = Binder(self.api, self.cache, self.events, retry, c.concurrency, self.is_leader,
                              self.stop_event, on_outcome=self.metrics.outcome)
+        self.migrator = Migrator(self.binder, self.events, self.metrics)
         self._creator = cf.ThreadPoolExecutor(2, thread_name_prefix="kaiwo-create")
         self.informers: list[Informer] = []
         for kind, namespaced in WATCHED_KINDS.items():
@@ -504,7 +508,12 @@ class Controller:
         cs = self.cache.snapshot()
         report.created_pods = self._create_job_pods(cs.missing_job_pods, cs.jobs)
         snap = cs.snapshot
-        decisions = schedule(snap, now=self.config.now(), **self._schedule_kwargs)
+        now = self.config.now()
+        # Targets of migrations under way are held for their replacements (migrate.py).
+        holds = self.migrator.holds(cs, now)
+        if holds:
+            snap.objects["KaiwoReservation"] = [*snap.objects.get("KaiwoReservation", []), *holds]
+        decisions = schedule(snap, now=now, **self._schedule_kwargs)
         doc = decisions.to_dict()
         report.doc = doc
         cluster = snap.cluster
@@ -550,6 +559,10 @@ class Controller:
         report.rejected = len(doc["rejected"])
         report.seconds = time.perf_counter() - t0
         self._record(decisions, doc, report)
+        try:
+            self.migrator.step(cs, doc, self.config.scheduling.rebalance, self._schedule_kwargs["pipeline"], now)
+        except Exception:  # noqa: BLE001 - a failed plan must not cost the cycle its bookkeeping
+            log.exception("rebalancing failed")
         self.cycles += 1
         self.last_report = report
         return report

@@ -79,6 +79,10 @@ class ControllerMetrics:
         self.config_ok = Gauge("kaiwo_config_last_reload_successful",
                                "1 unless the latest version of the --config file was rejected", registry=r)
         self.config_ok.set(1)
+        self.migrations = Counter("kaiwo_migrations", "Moves of the rebalancing planner (kaiwo controller "
+                                  "--rebalance) by goal and outcome: planned (plan mode), evicted, blocked "
+                                  "(eviction refused), completed (the replacement on its target), elsewhere, "
+                                  "timed-out (hold released)", ["reason", "outcome"], registry=r)
         self.invalid = Gauge("kaiwo_invalid_objects", "Objects left out or rejected as invalid", ["kind"],
                              registry=r)
 

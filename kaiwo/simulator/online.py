@@ -22,6 +22,16 @@ and the job goes back to pending and later starts over with its full duration. `
 every queue's ``reclaimStrategy`` (``aggressive``, the KaiwoQueue default, or ``conservative``), or
 turns reclaim and preemption off (``none``).
 
+With ``rebalance`` (``kaiwo simulate --online --rebalance``), every ``rebalance_period`` seconds of
+simulated time at which jobs wait (and the cycle evicted nothing), the rebalancing planner of
+``kaiwo rebalance`` (:func:`kaiwo_core.scheduling.rebalance.plan_rebalance`; every job migratable)
+plans on the replay's snapshot and its moves are carried out at once, as the controller's
+``--rebalance apply`` would with a replacement that finds its held target: a moved pod leaves its
+devices and holds the planned ones, its job keeps its progress (checkpoint and restart) and pays
+``migration_cost`` seconds (its finish moves that much later; a job with several moved pods pays
+once), and the pods the moves unlock are placed by the next cycle (one ``period`` later).
+Migrations per job are reported beside the waits.
+
 Reported: per queue the waiting time (time pending before the job's run that completed: placement -
 arrival, plus eviction to restart for each preemption; mean, median, 95th percentile, jobs still
 waiting at the end), the jobs preempted, GPU utilisation over time (allocated / total GPUs after each cycle), and
@@ -43,6 +53,7 @@ from kaiwo_core.scheduling.cycle import schedule
 from kaiwo_core.scheduling.gangs import ANN_GANG, ANN_GANG_MIN
 from kaiwo_core.scheduling.config import SchedulerConfiguration
 from kaiwo_core.model.requests import LABEL_QUEUE, SCHEDULER_NAME, pod_request
+from kaiwo_core.scheduling.rebalance import ANN_MIGRATABLE, RebalanceConfig, plan_rebalance
 from kaiwo_core.scheduling.snapshot import Snapshot
 from kaiwo_core.model.trace import LIMITS, TraceError, read_rows
 
@@ -189,6 +200,7 @@ class OnlineResult:
     wall: float
     policy: str
     reclaim: str = DEFAULT_RECLAIM
+    migrations: dict | None = None  #: with rebalancing: moves, jobsMoved, byReason, plans, movesPerPlacedJob
 
     def mean_utilization(self) -> float:
         return _time_average(self.times, self.utilization)
@@ -204,6 +216,7 @@ class OnlineResult:
                 "meanGpuUtilization": round(self.mean_utilization(), 4),
                 "meanJainFairness": None if math.isnan(self.mean_fairness()) else round(self.mean_fairness(), 4),
                 "queues": [q.to_dict() for q in self.queues],
+                **({"migrations": self.migrations} if self.migrations is not None else {}),
                 "utilization": {"timesS": [round(float(t), 1) for t in self.times[:: max(1, len(self.times) // 500)]],
                                 "values": [round(float(u), 4) for u in self.utilization[:: max(1, len(self.times) // 500)]]}}
 
@@ -241,11 +254,13 @@ def _queue_objects(vc_nodes: dict, queues: list, reclaim: str = DEFAULT_RECLAIM)
     return out
 
 
-def _job_pods(j: int, queue: str, gpus: int, created: float) -> list:
+def _job_pods(j: int, queue: str, gpus: int, created: float, migratable: bool = False) -> list:
     """The pods of job ``j`` as the scheduler reads them (pending): 8-GPU pods and one with the
-    rest, a gang of all of them when there are several."""
+    rest, a gang of all of them when there are several; ``migratable``: they may be moved."""
     sizes = [GPUS_PER_NODE] * (gpus // GPUS_PER_NODE) + ([gpus % GPUS_PER_NODE] if gpus % GPUS_PER_NODE else [])
     ann = {ANN_GANG: f"job-{j}", ANN_GANG_MIN: str(len(sizes))} if len(sizes) > 1 else {}
+    if migratable:
+        ann[ANN_MIGRATABLE] = "true"
     ts = datetime.fromtimestamp(created, timezone.utc)
     return [pod_request({"kind": "Pod",
                          "metadata": {"name": f"job-{j}-{k}", "namespace": NAMESPACE, "creationTimestamp": ts,
@@ -257,7 +272,8 @@ def _job_pods(j: int, queue: str, gpus: int, created: float) -> list:
 
 def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", period: float = 60.0,
                   sample: float = 600.0, progress=None, reclaim: str = DEFAULT_RECLAIM,
-                  config: SchedulerConfiguration | None = None) -> OnlineResult:
+                  config: SchedulerConfiguration | None = None, rebalance: RebalanceConfig | None = None,
+                  rebalance_period: float = 600.0, migration_cost: float = 60.0) -> OnlineResult:
     """Replay ``jobs`` on one 8-GPU node per quota node of ``vc_nodes``; see the module doc.
 
     ``period``: seconds between scheduling cycles (a cycle runs only when jobs wait);
@@ -265,8 +281,13 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
     ``reclaim``: every queue's ``reclaimStrategy`` (``conservative``, ``aggressive``), or ``none``
     for no reclaim or preemption at all;
     ``config``: plugins, ordering, preemption and reservation settings (a ``--config`` file; its
-    strategy is ``policy``'s to choose).
+    strategy is ``policy``'s to choose);
+    ``rebalance``: the planner's limits, None = no rebalancing; ``rebalance_period``: seconds
+    between plans; ``migration_cost``: seconds a migration adds to its job's run (see the module doc).
     """
+    if rebalance is not None and not (rebalance_period > 0 and 0 <= migration_cost < math.inf):
+        raise ValueError(f"rebalance_period ({rebalance_period}) must be > 0 and migration_cost "
+                         f"({migration_cost}) a finite number >= 0")
     if reclaim not in RECLAIM_CHOICES:
         raise ValueError(f"reclaim: {reclaim!r} is not one of {', '.join(RECLAIM_CHOICES)}")
     t0 = time.perf_counter()
@@ -292,6 +313,10 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
     since = np.zeros(n_jobs)         # when the job last became pending
     alloc: dict = {name: 0 for name in stats}  # GPUs each queue's running jobs hold
     done_heap: list = []             # (finish time, job id, generation)
+    finish = np.zeros(n_jobs)        # when each running job ends
+    moves = np.zeros(n_jobs, np.int64)  # migrations of each job
+    by_reason: dict = {}
+    plans, last_plan = 0, -math.inf
     times, util, fair = [], [], []
     next_arrival, cycles, now, again = 0, 0, 0.0, False
     while True:
@@ -316,7 +341,8 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
             if too_big[j]:
                 stats[jobs.queue[j]].waiting += 1  # can never run here
             else:
-                pods[j] = _job_pods(j, jobs.queue[j], int(jobs.gpus[j]), epoch + float(jobs.arrival[j]))
+                pods[j] = _job_pods(j, jobs.queue[j], int(jobs.gpus[j]), epoch + float(jobs.arrival[j]),
+                                    migratable=rebalance is not None)
                 job_of.update((r.name, j) for r in pods[j])
                 snap.pending.extend(pods[j])
                 since[j] = jobs.arrival[j]
@@ -330,7 +356,8 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
             started = _bind(snap, d, running, job_of, up, epoch + now)
             for j in started:
                 if up[j] == len(pods[j]):  # every pod of the job runs (a gang binds all at once)
-                    heapq.heappush(done_heap, (now + float(jobs.duration[j]), j, int(gen[j])))
+                    finish[j] = now + float(jobs.duration[j])
+                    heapq.heappush(done_heap, (finish[j], j, int(gen[j])))
                     alloc[jobs.queue[j]] += int(jobs.gpus[j])
                     waits = stats[jobs.queue[j]].waits
                     if slot[j] < 0:
@@ -348,6 +375,17 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
                     snap.pending.extend(pods[j])
                 again = True
             snap.pending = [r for r in snap.pending if r.name not in running]
+            if rebalance is not None and snap.pending and not victims and now - last_plan >= rebalance_period:
+                last_plan, plans = now, plans + 1
+                plan = plan_rebalance(snap, rebalance, now=epoch + now, pipeline=settings["pipeline"])
+                for j in _migrate(snap, plan.moves, running, job_of, epoch + now):
+                    moves[j] += sum(1 for m in plan.moves if job_of[m["pod"]] == j)
+                    gen[j] += 1  # its old finish event is void
+                    finish[j] += migration_cost
+                    heapq.heappush(done_heap, (finish[j], j, int(gen[j])))
+                for m in plan.moves:
+                    by_reason[m["reason"]] = by_reason.get(m["reason"], 0) + 1
+                again = again or bool(plan.moves)
         if not times or now - times[-1] >= sample:
             times.append(now)
             util.append(1.0 - float(snap.state.dev_milli_free.sum()) / max(1, cluster.n_devices * 1000))
@@ -357,9 +395,16 @@ def replay_online(jobs: JobTrace, vc_nodes: dict, policy: str = "binpack", perio
     for r in snap.pending:
         if job_of[r.name] in pods and pods[job_of[r.name]][0] is r:  # once per job
             stats[jobs.queue[job_of[r.name]]].waiting += 1
+    migrations = None
+    if rebalance is not None:
+        placed = sum(len(q.waits) for q in stats.values())
+        migrations = {"plans": plans, "moves": int(moves.sum()), "jobsMoved": int((moves > 0).sum()),
+                      "byReason": by_reason, "movesPerPlacedJob": round(float(moves.sum()) / max(1, placed), 4),
+                      "maxMovesOfAJob": int(moves.max()) if n_jobs else 0, "migrationCostS": migration_cost,
+                      "periodS": rebalance_period}
     return OnlineResult(sorted(stats.values(), key=lambda s: s.name), np.array(times), np.array(util),
                         np.array(fair), n_jobs, cycles, time.perf_counter() - t0, policy,
-                        reclaim if settings["preempting"].enabled else "none")
+                        reclaim if settings["preempting"].enabled else "none", migrations)
 
 
 def _nominate(snap: Snapshot, d) -> None:
@@ -413,23 +458,47 @@ def _stop(snap: Snapshot, running: dict, pods: dict, up: np.ndarray, alloc: dict
     resources back, their whole GPUs idle again."""
     if not len(ended):
         return
-    c, s = snap.cluster, snap.state
     for j in ended:
         alloc[jobs.queue[j]] -= int(jobs.gpus[j])
         up[j] = 0
         for pod in pods[j]:
-            req = running.pop(pod.name)
-            n = c.index(req.node)
-            s.node_cpu_free[n] += req.cpu
-            s.node_mem_free[n] += req.memory
-            s.node_pods_free[n] += 1
-            for a in req.assignment:  # whole GPUs: nothing else is on the device
-                dev = c.device_index(n, a["gpu"], a["partition"])
-                s.dev_milli_free[dev] = 1000
-                s.dev_mem_free[dev] = c.dev_mem_cap[dev]
-                s.dev_xcd_free[dev] = c.dev_xcd_mask[dev]
-                s.dev_state[dev] = IDLE
+            _release(snap, running.pop(pod.name))
     snap.running = list(running.values())
+
+
+def _release(snap: Snapshot, req) -> None:
+    """Running pod ``req``'s node resources back, its (whole) GPUs idle again."""
+    c, s = snap.cluster, snap.state
+    n = c.index(req.node)
+    s.node_cpu_free[n] += req.cpu
+    s.node_mem_free[n] += req.memory
+    s.node_pods_free[n] += 1
+    for a in req.assignment:  # whole GPUs: nothing else is on the device
+        dev = c.device_index(n, a["gpu"], a["partition"])
+        s.dev_milli_free[dev] = 1000
+        s.dev_mem_free[dev] = c.dev_mem_cap[dev]
+        s.dev_xcd_free[dev] = c.dev_xcd_mask[dev]
+        s.dev_state[dev] = IDLE
+
+
+def _migrate(snap: Snapshot, moves: list, running: dict, job_of: dict, started: float) -> list:
+    """Carry out a plan's moves: every moved pod leaves its devices, then holds its planned ones
+    (all leave first: a target may be what another move of the plan frees). Returns the jobs
+    moved, in plan order."""
+    if not moves:
+        return []
+    for m in moves:
+        _release(snap, running[m["pod"]])
+    new = []
+    for m in moves:
+        req = replace(running[m["pod"]], node=m["to"]["node"], assignment=m["to"]["devices"], started=started)
+        running[m["pod"]] = req  # same place in the order: snap.running stays in insertion order
+        new.append(req)
+    charge = Snapshot(snap.cluster, snap.state, running=new)
+    charge.charge_running()
+    snap.dev_xcd_held |= charge.dev_xcd_held
+    snap.running = list(running.values())
+    return list(dict.fromkeys(job_of[m["pod"]] for m in moves))
 
 
 def _fairness(d, alloc: dict) -> float:

@@ -11,6 +11,7 @@
     preemption: {maxPreemptors: 64, checkResources: all}
     reservation: {starvation: 15m}
     controller: {period: 2s}
+    rebalance: {mode: plan, period: 5m}
 
 :func:`decode` turns such a mapping (YAML or JSON, already parsed) into a
 :class:`SchedulerConfiguration` made of the dataclasses the cycle takes (:class:`OrderingConfig`,
@@ -87,6 +88,38 @@ class LoadSettings:
 
     def plugin_args(self) -> dict:
         return {"alloc_weight": self.allocation_weight, "load_weight": self.load_weight}
+
+
+REBALANCE_MODES = ("off", "plan", "apply")
+
+
+@dataclass(frozen=True)
+class RebalanceSettings:
+    """Migrations by ``kaiwo controller`` (``--rebalance``): ``off`` (the default: nothing is
+    planned), ``plan`` (the plan only as Events and a metric) or ``apply`` (moves carried out
+    through the Eviction API, the replacement held on its planned target for ``hold_ttl``). The
+    other keys are the planner's limits (:class:`kaiwo_core.scheduling.rebalance.RebalanceConfig`)."""
+
+    mode: str = "off"
+    period: float = 300.0           #: seconds between two plans (none while migrations are under way)
+    hold_ttl: float = 600.0         #: seconds the target is held for the replacement pod
+    max_moves: int = 4              #: moves per plan
+    max_moves_per_queue: int = 2
+    min_runtime: float = 600.0      #: seconds a pod must have run before it moves
+    hot_threshold: float = 0.9
+    defrag_min_gain: float = -1.0   #: GPU milli of fragmentation a defragmentation move recovers; < 0: none
+
+    def planner(self):
+        """The planner's configuration."""
+        from .rebalance import RebalanceConfig
+        return RebalanceConfig(max_moves=self.max_moves, max_moves_per_queue=self.max_moves_per_queue,
+                               min_runtime=self.min_runtime, hot_threshold=self.hot_threshold,
+                               defrag_min_gain=None if self.defrag_min_gain < 0 else self.defrag_min_gain)
+
+
+def rebalance_mode(value) -> str:
+    # YAML 1.1 reads a bare `off` as false: take it for what the writer meant.
+    return "off" if value is False else choice(*REBALANCE_MODES)(value)
 
 
 # --------------------------------------------------------------------------------- readers
@@ -234,6 +267,20 @@ SECTIONS: dict[str, Section] = {
         _durations("eventInterval", "event_interval", duration(),
                    "least time between two FailedScheduling Events of one pod"),
     )),
+    "rebalance": Section(RebalanceSettings, "kaiwo controller's migrations (README \"Migrations\"): the "
+                         "rebalancing planner every period, its moves as Events (plan) or carried out (apply)", (
+        Setting("mode", "mode", rebalance_mode, "off, plan (Events and a metric only) or apply (evict and "
+                "hold the target for the replacement)"),
+        _durations("period", "period", duration(positive=True), "time between two plans"),
+        _durations("holdTtl", "hold_ttl", duration(positive=True),
+                   "how long a planned target waits for the replacement pod before it is released"),
+        Setting("maxMoves", "max_moves", integer(0, 1_000_000), "moves per plan"),
+        Setting("maxMovesPerQueue", "max_moves_per_queue", integer(0, 1_000_000), "moves per plan and queue"),
+        _durations("minRuntime", "min_runtime", duration(), "how long a pod must have run before it moves"),
+        Setting("hotThreshold", "hot_threshold", number(0, 1e9), "measured load above which a node is hot"),
+        Setting("defragMinGain", "defrag_min_gain", number(-1, 1e9),
+                "GPU milli of fragmentation a defragmentation move must recover (-1: no defragmentation)"),
+    )),
 }
 
 
@@ -250,6 +297,7 @@ class SchedulerConfiguration:
     reservation: ReservationConfig = field(default_factory=ReservationConfig)
     load: LoadSettings = field(default_factory=LoadSettings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
+    rebalance: RebalanceSettings = field(default_factory=RebalanceSettings)
 
     def pipeline(self, strategy: str | None = None, node_load: dict | None = None) -> Pipeline:
         """The built-in filters, the file's plugins and the strategy (``strategy`` overrides the

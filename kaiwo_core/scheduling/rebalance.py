@@ -5,7 +5,11 @@ scheduling cycle runs first (preemption off), its bindings hold their devices an
 and the pending pods it could not place -- in its order, gangs together -- are the ones moves may
 make room for (goal a, *consolidation*). With a measured load per node (``load``, 0..1, e.g.
 :func:`kaiwo_core.monitoring.node_load.node_load`'s ``load`` column) nodes above ``hot_threshold``
-are relieved (goal c, *hot-spot*); without metrics nothing is hot.
+are relieved (goal c, *hot-spot*); without metrics nothing is hot. With ``defrag_min_gain`` set,
+after consolidation, single moves that lower the cluster's fragmentation F (the ``frag``
+strategy's measure: free GPU milli the typical pod -- the running and pending pods' shapes by
+frequency -- cannot use) by at least that many milli are planned, best first (goal b,
+*defragmentation*; off by default: each round tries every movable pod on every node).
 
 Which pods may move: ``kaiwo.ai/migratable: "true"`` on the pod, or ``spec.migratable: true`` on
 the KaiwoJob it belongs to; never a non-preemptible pod (``kaiwo.ai/preemptible: "false"`` or a
@@ -35,7 +39,8 @@ from .preemption import PreemptionConfig, preemptible_flags, runtimes, state_aft
 from .reservations import Reservations
 
 ANN_MIGRATABLE = "kaiwo.ai/migratable"
-REASONS = {_core.MOVE_CONSOLIDATION: "consolidation", _core.MOVE_HOT_SPOT: "hot-spot"}
+REASONS = {_core.MOVE_CONSOLIDATION: "consolidation", _core.MOVE_HOT_SPOT: "hot-spot",
+           _core.MOVE_DEFRAGMENTATION: "defragmentation"}
 _BATCH_KEYS = ("cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls")
 
 
@@ -48,6 +53,7 @@ class RebalanceConfig:
     max_units: int = 64            #: blocked pending units (pods or gangs) examined, in cycle order
     min_runtime: float = 0.0       #: seconds a pod must have run before it may move
     hot_threshold: float = 0.9     #: measured load above which a node is hot
+    defrag_min_gain: float | None = None  #: F (GPU milli) a defragmentation move must recover; None = off
     nonpreemptible_priority: int = PreemptionConfig.nonpreemptible_priority
 
     def __post_init__(self):
@@ -59,6 +65,9 @@ class RebalanceConfig:
             raise ValueError(f"min_runtime: {show(self.min_runtime)} must be a finite number >= 0")
         if not (isinstance(self.hot_threshold, (int, float)) and 0 <= self.hot_threshold < float("inf")):
             raise ValueError(f"hot_threshold: {show(self.hot_threshold)} must be a finite number >= 0")
+        g = self.defrag_min_gain
+        if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not 0 <= g < float("inf")):
+            raise ValueError(f"defrag_min_gain: {show(g)} must be a finite number >= 0 (or None: off)")
 
 
 class JobError(ObjectError):
@@ -239,6 +248,8 @@ def kernel_inputs(snapshot, config: RebalanceConfig = RebalanceConfig(), load=No
         "pdb_allowed": np.array(allowed, np.int64),
         "hot_threshold": np.array([float(config.hot_threshold)]),
     }
+    if config.defrag_min_gain is not None:
+        cfg["defrag_min_gain"] = np.array([float(config.defrag_min_gain)])
     if load is not None:
         load = np.asarray(load, np.float64)
         if load.shape != (cluster.n_nodes,):
@@ -294,6 +305,8 @@ def plan_rebalance(snapshot, config: RebalanceConfig = RebalanceConfig(), load=N
              "hotNodes": int(out["hot_nodes"]), "metrics": load is not None,
              "timingsMs": {"cycle": round(ki.cycle_seconds * 1e3, 3), "inputs": round((t2 - t1 - ki.cycle_seconds) * 1e3, 3),
                            "plan": round((t3 - t2) * 1e3, 3)}}
+    if config.defrag_min_gain is not None:
+        stats["fragmentation"] = {"before": round(float(out["frag_before"]), 3), "after": round(float(out["frag_after"]), 3)}
     return RebalancePlan(moves, unlocks, stats, ki.warnings + list(snapshot.warnings), ki.errors)
 
 

@@ -18,6 +18,10 @@ Two sources:
         start: "2026-11-28T16:00:00Z"   # when the owner needs it (default: now)
         until: "2026-11-28T20:00:00Z"   # or ttl: 4h; an expired reservation releases itself
 
+  A reservation of GPUs or XCDs annotated ``kaiwo.ai/pin-owner: "true"`` also keeps the pods that
+  may use it on the held node(s): the controller's migrations hold a moved pod's planned target
+  this way for its replacement.
+
 * automatic: a pending gang or multi-GPU pod that has waited longer than
   ``ReservationConfig.starvation`` while smaller pods keep taking its capacity gets capacity that
   will free up soonest held for it, for ``ReservationConfig.ttl``: a pod that one node can take gets
@@ -52,6 +56,7 @@ from .podtable import PodTable
 from ..model.requests import KIND_NONE
 
 
+ANN_PIN = "kaiwo.ai/pin-owner"
 _LAST_DATE = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
@@ -92,6 +97,7 @@ class Reservation:
     until: float = float("inf")    #: expiry
     automatic: bool = False
     reason: str = ""
+    pin: bool = False              #: pods that may use it go only to the held devices' nodes
 
     def to_dict(self) -> dict:
         def t(x):
@@ -124,6 +130,7 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
     collect(None, _owner, r, name, spec)
     collect(None, _what, r, spec)
     collect(None, _window, r, name, meta, spec, now)
+    collect(None, _pin, r, name, meta, spec)
     collect.raise_all()
     r.reason = "declared by a KaiwoReservation"
     return r
@@ -156,6 +163,17 @@ def _window(r: Reservation, name: str, meta: dict, spec: dict, now: float) -> No
         raise ReservationError(name, "spec.start", spec["start"],
                                "is after spec.until (or creation + spec.ttl): the reservation would "
                                "end before it is needed")
+
+
+def _pin(r: Reservation, name: str, meta: dict, spec: dict) -> None:
+    annotations = field_map(ReservationError, name, meta.get("annotations"), "metadata.annotations")
+    pin = field_str(ReservationError, name, annotations.get(ANN_PIN), f"metadata.annotations.{ANN_PIN}")
+    if pin not in ("", "true", "false"):
+        raise ReservationError(name, f"metadata.annotations.{ANN_PIN}", pin, 'must be "true" or "false"')
+    r.pin = pin == "true"
+    if r.pin and spec.get("node") is None and spec.get("devices") is None:
+        raise ReservationError(name, f"metadata.annotations.{ANN_PIN}", pin,
+                               "only a reservation of GPUs or XCDs of a node (spec.node or spec.devices) pins")
 
 
 _HOLDS = ("nodes", "gpus", "xcds", "devices")
@@ -586,7 +604,8 @@ class Reservations(Plugin):
 
     def filter(self, ctx):
         held = [r for r in self.config["reservations"] if r.nodes]
-        if not held:
+        pinned = [r for r in self.config["reservations"] if r.pin and r.held_out]
+        if not held and not pinned:
             return None
         c, n = ctx.shape
         mask = np.ones((c, n), dtype=bool)
@@ -595,6 +614,12 @@ class Reservations(Plugin):
             for i, con in enumerate(ctx.constraints):
                 if res.name not in getattr(con, "reservations", ()):
                     mask[i, cols] = False
+        for res in pinned:
+            keep = np.zeros(n, dtype=bool)
+            keep[[ctx.cluster.index(d["node"]) for d in res.held_out]] = True
+            for i, con in enumerate(ctx.constraints):
+                if res.name in getattr(con, "reservations", ()):
+                    mask[i] &= keep
         return mask
 
     def kernel_args(self, ctx):
