@@ -212,6 +212,7 @@ private:
     int32_t block_depth_ = -2;        ///< the same over the resources judged on the node being evaluated
     uint64_t judged_ = 7;             ///< resources the queue rules judge on that node (bit r; see eval_node)
     std::vector<int64_t> req_all_;    ///< [R] the pod's request with every model column = its GPUs (pod_queues)
+    std::vector<int64_t> charge_;     ///< [R] what the pod charges its queue on that node
     std::vector<int64_t> req_node_;   ///< [R] the pod's request on that node (its model column set; see eval_node)
     std::vector<int64_t> head_;       ///< [Q,3] min over the leaf's path below the LCA of alloc - ent
     std::vector<int64_t> elig_;       ///< eligible victims on the node being evaluated
@@ -259,6 +260,7 @@ void Planner::setup() {
     R_ = q_.nres;
     block_r_.assign(std::size_t(R_), -2);
     req_node_.assign(std::size_t(R_), 0);
+    charge_.assign(std::size_t(R_), 0);
     req_all_.assign(std::size_t(R_), 0);
     V_ = r_.n;
     const int32_t G = v_.n_devices;
@@ -408,10 +410,12 @@ void Planner::node_bounds(int32_t n) {
 void Planner::pod_queues(int32_t p) {
     qp_ = pp_.queue[p];
     ent_ = q_.strategy[qp_] == kReclaimConservative ? q_.deserved : q_.fair_share;
-    // A preemptor's GPUs count in the model column of the node it goes to (PreemptQueues::node_res):
-    // per resource, block_r_ is what it would be on a node of that column's model.
+    // A preemptor of a fixed model has its GPUs in the model column of the node it goes to
+    // (PreemptQueues::node_res): per resource, block_r_ is what it would be on a node of that
+    // column's model. One of no fixed model is not judged on model columns (see node_req).
     const int64_t* own_req = pp_.req + std::size_t(p) * R_;
-    for (int r = 0; r < R_; ++r) req_all_[r] = r < kNumRes ? own_req[r] : own_req[0];
+    const bool fixed = std::any_of(own_req + kNumRes, own_req + R_, [](int64_t x) { return x > 0; });
+    for (int r = 0; r < R_; ++r) req_all_[r] = r < kNumRes ? own_req[r] : fixed ? own_req[0] : 0;
     req_p_ = req_all_.data();
     std::vector<int64_t> within(std::size_t(R_), 0);
     within_count_ = 0;
@@ -586,13 +590,24 @@ bool Planner::fits_free(int32_t p, int32_t n) const {
                             v_.dev_mem_free + d0, v_.dev_xcd_free + d0, v_.dev_state + d0});
 }
 
-/// Points req_p_ at pod p's request on node n: gpu, cpu, memory, and its GPUs in the model column of
-/// n's GPUs (none if n's model has no column). Returns that column, -1 if none.
+/// Points req_p_ at pod p's request on node n as rule (a) judges it: gpu, cpu, memory, and -- for a
+/// pod of a fixed model (any model column > 0 in its row) -- its GPUs in the model column of n's
+/// GPUs. A pod of no fixed model has no demand in the model columns (its queue's entitlement there
+/// says nothing about it), so (a) does not judge them; (b) still does, for the victims. `charge_`
+/// gets what placing it on n charges its queue: its GPUs in n's column either way. Returns n's
+/// column, -1 if none.
 int32_t Planner::node_req(int32_t p, int32_t n) {
     const int64_t* own = pp_.req + std::size_t(p) * R_;
-    for (int r = 0; r < R_; ++r) req_node_[r] = r < kNumRes ? own[r] : 0;
+    bool fixed = false;
+    for (int r = 0; r < R_; ++r) {
+        req_node_[r] = charge_[r] = r < kNumRes ? own[r] : 0;
+        fixed = fixed || (r >= kNumRes && own[r] > 0);
+    }
     const int32_t col = q_.node_res && R_ > kNumRes ? q_.node_res[n] : -1;
-    if (col >= kNumRes) req_node_[col] = own[0];
+    if (col >= kNumRes) {
+        charge_[col] = own[0];
+        if (fixed) req_node_[col] = own[0];
+    }
     req_p_ = req_node_.data();
     return col >= kNumRes ? col : -1;
 }
@@ -729,7 +744,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
 /// Evicts the chosen victims and places the pod with place_batch on the freed node.
 bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
     const int32_t n = c.node;
-    node_req(p, n);  // req_p_: what the pod is charged on n
+    node_req(p, n);  // charge_: what the pod is charged on n
     rebuild(n, c.victims);
     // One-node view of the freed state, in scratch.
     int64_t cpu = v_.node_cpu_free[n] + acc_cpu_, mem = v_.node_mem_free[n] + acc_mem_,
@@ -822,7 +837,7 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
                                                                           : kRuleReclaimAggressive);
     }
     for (int32_t a = qp_; a >= 0; a = q_.parent[a])
-        for (int k = 0; k < R_; ++k) alloc_[std::size_t(a) * R_ + k] += req_p_[k];
+        for (int k = 0; k < R_; ++k) alloc_[std::size_t(a) * R_ + k] += charge_[k];
     for (std::size_t k = 0; k < r.asg_dev.size(); ++k) {
         const int32_t d = static_cast<int32_t>(r.asg_dev[k] + d0_);
         ++hold_[d];

@@ -28,7 +28,11 @@
 //        (gpu: its devices do not fit the free ones, by place_batch's device checks alone -- then
 //        also the model column of n's GPUs, node_res[n]; cpu / memory: its request exceeds the
 //        node's free amount), or all of gpu, cpu, memory and n's model column if none (only a pod
-//        slot is missing). On n, req_p's model columns are its GPUs in node_res[n], 0 elsewhere. A queue far over its GPU entitlement thus gives up GPUs to a queue below
+//        slot is missing). On n, req_p's model columns are its GPUs in node_res[n], 0 elsewhere, for
+//        a pod of a fixed model (its row has a model column > 0); a pod of no fixed model has no
+//        demand in the model columns, so (a) judges none of them for it (its queue's entitlement
+//        there is zero for want of demand), while (b) does: a victim's queue keeps its entitlement
+//        on the model of the node. Either way the commit charges its GPUs in node_res[n]. A queue far over its GPU entitlement thus gives up GPUs to a queue below
 //        its own whatever its CPU use says (issue 11).
 //  * Per node n allowed by the class mask, eligible victims on n in (priority, runtime, row) order
 //    are added greedily -- each one only if the rules above hold with it added; a victim that fails
@@ -108,7 +112,9 @@ struct Preemptors {
     Batch batch;                         ///< cpu, mem, kind, ..., cls, class_mask (extra_score unused)
     const int32_t* queue = nullptr;      ///< [P] leaf queue row
     const int64_t* priority = nullptr;   ///< [P]
-    const int64_t* req = nullptr;        ///< [P,R]; the model columns are not read (see PreemptQueues::node_res)
+    /// [P,R]. Model columns: any > 0 = a pod of a fixed GPU model (only nodes of that model are in
+    /// its class); its GPUs then count in the column of the node it is tried on. See node_res.
+    const int64_t* req = nullptr;
     /// Gangs (optional, both or neither; batch.gang / batch.gang_need are not read): a gang's
     /// members are consecutive rows with one `gang_need` (see the header comment, "Gangs").
     const int32_t* gang = nullptr;       ///< [P] gang id, -1 = none

@@ -221,11 +221,14 @@ class _Plan:
             out.add(self.node_res[n])
         return out
 
-    def req_on(self, p, n):
-        """Pod p's request if it runs on node n: gpu, cpu, memory, and its GPUs in n's model column."""
+    def req_on(self, p, n, rules=True):
+        """Pod p's request on node n: gpu, cpu, memory, and its GPUs in n's model column -- for the
+        queue rules (`rules`) only if its model is fixed (a model column of its row above 0); what
+        placing it charges (not `rules`) always."""
         own = self.pend["req"][p]
         out = list(own[:3]) + [0] * (self.R - 3)
-        if self.node_res[n] >= 0:
+        fixed = any(x > 0 for x in own[3:])
+        if self.node_res[n] >= 0 and (fixed or not rules):
             out[self.node_res[n]] = own[0]
         return out
 
@@ -315,7 +318,7 @@ class _Plan:
             for a in _path(self.parent, run["queue"][v]):
                 for r in range(self.R):
                     self.alloc[a][r] -= run["req"][v][r]
-        qp, req = self.pend["queue"][p], self.req_on(p, n)
+        qp, req = self.pend["queue"][p], self.req_on(p, n, rules=False)
         for a in _path(self.parent, qp):
             for r in range(self.R):
                 self.alloc[a][r] += req[r]

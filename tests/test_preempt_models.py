@@ -2,9 +2,9 @@
 
 Random problems of tests/test_preempt_kernel.py widened with 1-3 model columns: each node's GPUs
 belong to one model column or none (``node_res``), a running pod's GPUs count in its node's column,
-deserved / fair shares get random model entries, and the preemptors' own model columns are random
-junk (the kernel does not read them: a preemptor's GPUs count in the column of the node it is tried
-on). Kernel and reference (tests/naive_preempt.py) must agree exactly; model columns of models no
+deserved / fair shares get random model entries, and some preemptors are of a fixed model (a
+model column > 0 in their row: the rules judge their GPUs in the column of the node they are tried
+on) while the rest are not. Kernel and reference (tests/naive_preempt.py) must agree exactly; model columns of models no
 node has change nothing.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def widen(seed, problem, loose=False):
     running = dict(running, req=np.ascontiguousarray(np.hstack([running["req"], run_m])))
     P = len(pending["queue"])
     pending = dict(pending, req=np.ascontiguousarray(
-        np.hstack([pending["req"], rng.integers(0, 5000, size=(P, M))]), dtype=np.int64))
+        np.hstack([pending["req"], rng.integers(0, 5000, size=(P, M)) * (rng.random((P, 1)) < 0.5)]), dtype=np.int64))
     Q = len(queues["parent"])
     des_m = rng.choice([0, 1000, 2000, 4000, 8000], size=(Q, M)).astype(np.int64)
     fair_m = des_m + rng.choice([0, 0, 1000, 4000], size=(Q, M))

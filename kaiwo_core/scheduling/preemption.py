@@ -60,6 +60,7 @@ from .placement import default_pipeline
 from .reservations import device_holds
 from ..plugins import CycleContext
 from .podtable import PodTable, csr_rows
+from . import model_columns
 from .queues import RESOURCES, human
 from ..model.requests import ANN_PREEMPTIBLE, KIND_NONE, KIND_WHOLE, KIND_XCD
 
@@ -390,15 +391,15 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
 
     # Which resources the queue rules see.
     if config.check_resources == "all":
-        keep = np.ones(3, bool)
+        keep = np.ones(tree.n_res, bool)
     else:
-        keep = (tree.quota != 0).any(axis=0) if len(tree) else np.zeros(3, bool)
+        keep = (tree.wide("quota") != 0).any(axis=0) if len(tree) else np.zeros(tree.n_res, bool)
 
     def checked(req):
         out = req * keep
         bare = ~(out > 0).any(axis=1)  # requests none of them: checked in all its resources
         out[bare] = req[bare]
-        return np.ascontiguousarray(out, dtype=np.int64).reshape(-1, 3)
+        return np.ascontiguousarray(out, dtype=np.int64).reshape(-1, tree.n_res)
 
     # Running rows: the snapshot's running pods on known nodes (selected from the snapshot's
     # columns), then this cycle's placements (they hold devices but are never victims).
@@ -414,6 +415,11 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     pend_req = request_vectors(batch, cluster)  # preemptors: estimated (accounting.py)
     placed_req = held_vectors(placement, cluster)[placed]
     p_start, p_idx = csr_rows(placement.asg_start, placed)
+    node_res = model_columns.node_columns(tree, cluster)
+    if tree.models:  # GPUs also in their node's model column; preemptors in their fixed model's
+        run_req = model_columns.widen(tree, run_req, node_res[run.node[run_idx]])
+        placed_req = model_columns.widen(tree, placed_req, node_res[placement.node[placed]])
+        pend_req = model_columns.widen(tree, pend_req, model_columns.pending_columns(tree, batch))
     kind = np.concatenate([rb["kind"], batch.kind[placed]])
     excl = np.concatenate([rb["exclusive"], batch.exclusive[placed]])
     req_all = checked(np.concatenate([run_req, placed_req]))
@@ -462,6 +468,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         "preempt_min_runtime": np.array([s.preempt_min_runtime for s in tree.specs], np.float64),
         "reclaim_min_runtime": np.array([s.reclaim_min_runtime for s in tree.specs], np.float64),
     }
+    if tree.models:
+        queues["node_res"] = node_res
     out = _core.plan_preemptions(kernel_view(cluster, state), running_arrays, pending, queues)
     if out["fit_mismatch"]:
         warnings.append(f"{out['fit_mismatch']} pod(s) left pending: placement refused a node the "
@@ -477,6 +485,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     got_req = pend_req[rows].copy()  # a preemptor that got devices is charged what it holds
     got_req[:, 0] = assigned_gpu(batch.kind[rows], batch.exclusive[rows], out["asg_start"], out["asg_dev"],
                                  out["asg_milli"], out["asg_mem"], out["asg_xcds"], cluster, got_req[:, 0])
+    if tree.models:
+        got_req = model_columns.widen(tree, got_req[:, :3], np.where(got, node_res[np.maximum(out["node"], 0)], -1))
     np.add.at(delta, pending["queue"][got], got_req[got])
     after = allocated + subtree_sums(tree, delta)
 
