@@ -60,6 +60,10 @@ def test_each_queue_ends_on_its_model():
     assert q["a"]["allocated"]["gpuModels"] == {"MI300X": 16, "MI355X": 0}
     assert q["b"]["allocated"]["gpuModels"] == {"MI300X": 0, "MI355X": 16}
     assert q["a"]["allocated"]["gpu"] == 16
+    from kaiwo.cli import render_table
+    table = render_table(doc)
+    assert "GPU MODEL" in table and any(line.split()[:5] == ["a", "MI300X", "16", "16", "16"]
+                                        for line in table.splitlines()), table
 
 
 def test_per_model_limit_holds_for_unconstrained_and_fixed_pods():
