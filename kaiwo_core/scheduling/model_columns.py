@@ -95,7 +95,9 @@ def restrict_to_room(tree: QueueTree, cluster, batch, order, rows, req, allocate
     ``req`` [P, R] (fixed pods charged in their column); ``allocated`` [Q, R] (running, subtree
     sums). Walking the pods in order, each queue keeps, per model column with a limit on its path,
     the room left (limit - allocated - the pods before it that could go there). A fixed pod uses its
-    column's room; an unconstrained one may use any model with room along its whole path, and is
+    column's room, and waits (no model left) if an unconstrained pod before it took that room (the
+    ordering kernel's limit check does not see those); an unconstrained one may use any model with
+    room along its whole path, and is
     charged against all of them, since placement may pick any (conservative: a queue near two
     model limits may get fewer pods this cycle than would fit; the next cycle charges the pods
     placed to their real models). Where a pod loses a model, its constraint gets ``gpu_models`` =
@@ -116,23 +118,30 @@ def restrict_to_room(tree: QueueTree, cluster, batch, order, rows, req, allocate
         if g <= 0:
             continue
         path = tree.ancestors(int(rows[i]))
-        fixed = np.flatnonzero(req[i, 3:] > 0)
-        if fixed.size:
-            room[path, fixed[0]] -= g
-            continue
         ok = (room[path] >= g).all(axis=0)  # [M]
-        if not ok.all():
-            gone = {tree.models[j] for j in np.flatnonzero(~ok)}
+        fixed = np.flatnonzero(req[i, 3:] > 0)
+        if fixed.size:  # the ordering kernel passed it without the unconstrained pods before it
+            ok = np.zeros(M, bool)
+            ok[fixed[0]] = (room[path, fixed[0]] >= g).all()
+            if not ok[fixed[0]]:
+                _narrow(batch, i, index, frozenset())  # waits: its model's limit is taken
+                narrowed.append(i)
+        elif not ok.all():
             con = batch.constraints[batch.cls[i]]
             have = set(con.gpu_models) if con.gpu_models is not None else set(all_models)
-            keep = frozenset(have - gone)
-            new = Constraint(con.node_selector, con.tolerations, con.affinity, keep, con.gpu_resource,
-                             con.reservations)
-            if new not in index:
-                index[new] = len(batch.constraints)
-                batch.constraints.append(new)
-            batch.cls[i] = index[new]
+            _narrow(batch, i, index, frozenset(have - {tree.models[j] for j in np.flatnonzero(~ok)}))
             narrowed.append(i)
         for j in np.flatnonzero(ok):
             room[path, j] -= g
     return narrowed
+
+
+def _narrow(batch, i: int, index: dict, models: frozenset) -> None:
+    """Row i of ``batch`` to its constraint with ``gpu_models = models`` (interned)."""
+    con = batch.constraints[batch.cls[i]]
+    new = Constraint(con.node_selector, con.tolerations, con.affinity, models, con.gpu_resource,
+                     con.reservations)
+    if new not in index:
+        index[new] = len(batch.constraints)
+        batch.constraints.append(new)
+    batch.cls[i] = index[new]
