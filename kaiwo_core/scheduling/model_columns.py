@@ -109,39 +109,56 @@ def restrict_to_room(tree: QueueTree, cluster, batch, order, rows, req, allocate
     if not (limit >= 0).any():
         return []
     M = len(tree.models)
-    room = np.where(limit >= 0, limit - allocated[:, 3:], np.iinfo(np.int64).max // 4)
+    # Plain Python ints: thousands of pods, each touching a few queues x a few models.
+    big = np.iinfo(np.int64).max // 4
+    room = np.where(limit >= 0, limit - allocated[:, 3:], big).tolist()
     all_models = sorted({nd.model.upper() for nd in cluster.nodes if nd.model})
     index = {c: i for i, c in enumerate(batch.constraints)}
+    paths: dict = {}  # leaf -> its path if some queue on it has a model limit, else None
     narrowed = []
+    gpu = req[:, GPU].tolist()
+    fixed_col = np.where((req[:, 3:] > 0).any(axis=1), (req[:, 3:] > 0).argmax(axis=1), -1).tolist()
+    leaf = np.asarray(rows).tolist()
     for i in np.asarray(order).tolist():
-        g = int(req[i, GPU])
+        g = gpu[i]
         if g <= 0:
             continue
-        path = tree.ancestors(int(rows[i]))
-        ok = (room[path] >= g).all(axis=0)  # [M]
-        fixed = np.flatnonzero(req[i, 3:] > 0)
-        if fixed.size:  # the ordering kernel passed it without the unconstrained pods before it
-            ok = np.zeros(M, bool)
-            ok[fixed[0]] = (room[path, fixed[0]] >= g).all()
-            if not ok[fixed[0]]:
+        q = leaf[i]
+        if q not in paths:
+            path = tree.ancestors(q)
+            paths[q] = path if (limit[path] >= 0).any() else None
+        path = paths[q]
+        if path is None:
+            continue
+        ok = [all(room[a][j] >= g for a in path) for j in range(M)]
+        f = fixed_col[i]
+        if f >= 0:  # the ordering kernel passed it without the unconstrained pods before it
+            ok = [ok[j] and j == f for j in range(M)]
+            if not ok[f]:
                 _narrow(batch, i, index, frozenset())  # waits: its model's limit is taken
                 narrowed.append(i)
-        elif not ok.all():
+        elif not all(ok):
             con = batch.constraints[batch.cls[i]]
             have = set(con.gpu_models) if con.gpu_models is not None else set(all_models)
-            _narrow(batch, i, index, frozenset(have - {tree.models[j] for j in np.flatnonzero(~ok)}))
+            _narrow(batch, i, index, frozenset(have - {tree.models[j] for j in range(M) if not ok[j]}))
             narrowed.append(i)
-        for j in np.flatnonzero(ok):
-            room[path, j] -= g
+        for j in range(M):
+            if ok[j]:
+                for a in path:
+                    room[a][j] -= g
     return narrowed
 
 
 def _narrow(batch, i: int, index: dict, models: frozenset) -> None:
-    """Row i of ``batch`` to its constraint with ``gpu_models = models`` (interned)."""
-    con = batch.constraints[batch.cls[i]]
-    new = Constraint(con.node_selector, con.tolerations, con.affinity, models, con.gpu_resource,
-                     con.reservations)
-    if new not in index:
-        index[new] = len(batch.constraints)
-        batch.constraints.append(new)
-    batch.cls[i] = index[new]
+    """Row i of ``batch`` to its constraint with ``gpu_models = models`` (interned; ``index`` also
+    remembers (class, models) -> class, so each pair builds one Constraint)."""
+    key = (int(batch.cls[i]), models)
+    if key not in index:
+        con = batch.constraints[key[0]]
+        new = Constraint(con.node_selector, con.tolerations, con.affinity, models, con.gpu_resource,
+                         con.reservations)
+        if new not in index:
+            index[new] = len(batch.constraints)
+            batch.constraints.append(new)
+        index[key] = index[new]
+    batch.cls[i] = index[key]
