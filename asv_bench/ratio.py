@@ -17,7 +17,7 @@ import argparse
 import json
 import sys
 
-ORDER = {"S": 0, "M": 1, "L": 2, "binpack": 0, "spread": 1, "frag": 2}
+ORDER = {"S": 0, "M": 1, "L": 2, "binpack": 0, "spread": 1, "frag": 2, "load": 3}
 
 
 def rows(doc: dict) -> list[dict]:

@@ -29,6 +29,7 @@ namespace kaiwo::bindings {
 namespace {
 
 constexpr int64_t kMaxQty = int64_t(1) << 53;       ///< CPU, memory, pod slots: exact as double
+constexpr double kMaxLoad = 1e6;                     ///< measured load and its weights (load is ~0..1)
 constexpr int64_t kMaxDevMem = int64_t(1) << 40;    ///< MiB of one device (times milli <= 1000 fits)
 constexpr int64_t kMaxDevMilli = int64_t(1) << 31;  ///< summed over a node's devices, fits int64
 
@@ -47,9 +48,9 @@ void check_range(const int64_t* a, py::ssize_t n, int64_t lo, int64_t hi, const 
 py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int strategy) {
     if (strategy < kBinpack || strategy >= kNumStrategies)
         fail("strategy", "unknown strategy " + std::to_string(strategy) +
-                             " (expected 0..8: STRATEGY_BINPACK, STRATEGY_SPREAD, STRATEGY_FRAG_AWARE, "
+                             " (expected 0..9: STRATEGY_BINPACK, STRATEGY_SPREAD, STRATEGY_FRAG_AWARE, "
                              "STRATEGY_RANDOM, STRATEGY_BEST_FIT, STRATEGY_DOT_PRODUCT, STRATEGY_GPU_PACKING, "
-                             "STRATEGY_GPU_CLUSTERING, STRATEGY_FGD)");
+                             "STRATEGY_GPU_CLUSTERING, STRATEGY_FGD, STRATEGY_LOAD)");
 
     // ---- cluster ----
     Inputs c(cluster, "cluster", {},
@@ -129,7 +130,7 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
     Inputs b(batch, "batch", {},
              {"cpu", "mem", "kind", "count", "milli", "gpu_mem", "exclusive", "cls", "class_mask", "extra_score",
               "gang", "gang_need", "seed", "workload_shapes", "workload_weights", "dev_resv", "dev_resv_xcds",
-              "class_resv"});
+              "class_resv", "node_load", "load_weights", "node_domain"});
     py::array cpu = b.array<int64_t>("cpu", 1, false);
     const py::ssize_t P = cpu.shape(0);
     const std::string pods = "pods = len(cpu)";
@@ -239,6 +240,33 @@ py::dict place_batch_py(const py::dict& cluster, const py::dict& batch, int stra
         }
     }
 
+    // kLoad's measured load and weights, the gangs' topology domains (all optional).
+    py::array node_load = b.has("node_load") ? b.array1<double>("node_load", N, nodes) : py::array();
+    if (b.has("node_load")) {
+        bt.node_load = cst<double>(node_load);
+        for (py::ssize_t n = 0; n < N; ++n)
+            if (!std::isfinite(bt.node_load[n]) || bt.node_load[n] < 0.0 || bt.node_load[n] > kMaxLoad)
+                fail("batch['node_load']", "must be finite, in [0, 1e6] at node " +
+                                               std::to_string(n));
+    }
+    if (b.has("load_weights")) {
+        const double* w = cst<double>(b.array1<double>("load_weights", 2, "two weights: allocation, load"));
+        for (int i = 0; i < 2; ++i)
+            if (!std::isfinite(w[i]) || w[i] < 0.0 || w[i] > kMaxLoad)
+                fail("batch['load_weights']", "must be finite, in [0, 1e6] at index " +
+                                                  std::to_string(i));
+        bt.w_alloc = w[0];
+        bt.w_load = w[1];
+    }
+    py::array node_domain = b.has("node_domain") ? b.array1<int32_t>("node_domain", N, nodes) : py::array();
+    if (b.has("node_domain")) {
+        bt.node_domain = cst<int32_t>(node_domain);
+        for (py::ssize_t n = 0; n < N; ++n)
+            if (bt.node_domain[n] < -1 || bt.node_domain[n] >= N)
+                fail("batch['node_domain']", "domain " + std::to_string(bt.node_domain[n]) + " out of range [-1, " +
+                                                 std::to_string(N) + ") at node " + std::to_string(n));
+    }
+
     check_range(bt.cpu, P, 0, kMaxQty, "batch['cpu']", "pod");
     check_range(bt.mem, P, 0, kMaxQty, "batch['mem']", "pod");
     check_range(bt.gpu_mem, P, 0, kMaxQty, "batch['gpu_mem']", "pod");
@@ -293,6 +321,7 @@ void register_placement(py::module_& m) {
     m.attr("STRATEGY_GPU_PACKING") = static_cast<int>(kGpuPacking);
     m.attr("STRATEGY_GPU_CLUSTERING") = static_cast<int>(kGpuClustering);
     m.attr("STRATEGY_FGD") = static_cast<int>(kFgd);
+    m.attr("STRATEGY_LOAD") = static_cast<int>(kLoad);
     m.attr("NUM_STRATEGIES") = static_cast<int>(kNumStrategies);
     m.attr("MAX_SPEC_CPU") = kMaxSpecCpu;
     m.attr("MAX_SPEC_GPU") = kMaxSpecGpu;
@@ -327,6 +356,9 @@ uint64[N], updated in place (STRATEGY_GPU_CLUSTERING's kinds of GPU pods per nod
 batch keys dev_resv int32[G] (reservation holding the device, -1 = none), dev_resv_xcds uint32[G]
 (XCDs held, 0 = the whole device) and class_resv uint8[C, R] (1 = class may use reservation r),
 all three together: a held device or held XCDs serve only classes that may use the reservation.
+Optional batch keys for STRATEGY_LOAD: node_load float64[N] (measured load, 0 = unmeasured) and
+load_weights float64[2] (allocation, load; default 1, 1). Optional batch key node_domain int32[N]
+(topology domain per node, -1 = none): a gang keeps to one domain when one takes it whole.
 Raises ValueError naming the key on bad input.)doc");
 }
 

@@ -48,6 +48,25 @@
 // FGD's (default trace, seeds 42-51: mean 95.87%, median 95.87%, against FGD's published mean 95.39%;
 // above FGD's published mean on all 17 trace variants, by 0.06 (multigpu40) to 1.09 (gpuspec33) points).
 //
+// Load-aware placement (kLoad, plugin "load"). Spread's allocation after placement, weighted, plus the
+// node's measured load (Batch::node_load, 0..1, 0 where nothing is measured): a GPU pod scores
+// -(w_alloc (gu + 0.001 cu)) - w_load load, a CPU-only pod -(w_alloc (cu + mu) / 2) - [node has
+// GPUs] - w_load load (gu, cu, mu: GPU, CPU, memory utilisation after placement). With w_load = 0
+// and w_alloc = 1 it is spread exactly; the load is a per-node constant within a batch (what was
+// measured before the cycle), so spread's exact pruning bound holds with the weights applied.
+//
+// Gangs. A gang of two or more members (consecutive rows) is steered onto few nodes: member p may use
+//   1. the nodes already holding a member of its gang, if one of them fits p; else
+//   2. the nodes taking the most of the members left (p..last) -- placed there one after another
+//      by the default device rule, stopping at the first that does not fit ("count"), capped at the
+//      members left -- within the gang's domain if one of its nodes fits p.
+// The domain (Batch::node_domain: a zone or rack label value per node) is chosen at the first
+// member: per domain the sum of its nodes' counts; most members taken (the sum capped at the members
+// left), then the smallest sum (best fit), then the lowest id; kept only if the sum reaches the
+// members left. Among the allowed nodes the strategy's score decides as for any pod; best_share is
+// still measured over every node. So a 4 x 2-GPU gang goes whole onto one node that takes all four
+// (the fullest such node under binpack) instead of filling the holes of four nodes.
+//
 // Speed. The naive algorithm scans every device of every node for every pod and, for the
 // fragmentation-aware strategies, re-evaluates every target shape on every device of every feasible
 // node. What keeps the kernel far below that (1,000 nodes x 8 GPUs, 10,000 pods: tens of ms):
@@ -244,7 +263,7 @@ class Placer {
 public:
     Placer(ClusterView& v, const Batch& b, Strategy s)
         : v_(v), b_(b), strategy_(s),
-          policy_((s >= kRandom && s < kNumStrategies) || s == kFragAware),
+          policy_((s >= kRandom && s <= kFgd) || s == kFragAware),
           fgd_on_(s == kFgd || s == kFragAware), xt_(xcd_table()) {}
 
     Result run();
@@ -776,6 +795,8 @@ private:
     template <Strategy S>
     int32_t scan_pod_policy(int32_t p, const CacheRow& cache, int64_t& best_share);
     void count_reasons(int32_t p, const int8_t* gpu_reason, int32_t* out) const;
+    bool gang_nodes(int32_t p, int32_t first, int32_t last, const Result& r, int64_t& share);
+    int32_t gang_cap(int32_t p, int32_t last, int32_t n);
 
     ClusterView& v_;
     const Batch& b_;
@@ -831,6 +852,18 @@ private:
     std::vector<uint8_t> base_;                           ///< [N] node filters passed (0/1)
     std::vector<int32_t> pass_;                           ///< [N] nodes left for scoring
 
+    // kLoad: measured load per node (the batch's, or zeros)
+    const double* load_ = nullptr;
+    std::vector<double> own_load_;
+
+    // gangs by topology (gang_nodes): the nodes a member may use, the gang's domain, scratch
+    const uint8_t* gang_allow_ = nullptr;  ///< [N] override of the class mask row, or nullptr
+    int32_t gang_domain_ = -1;             ///< domain the gang keeps to, -1 = none
+    std::vector<uint8_t> gmask_, feas_;    ///< [N]
+    std::vector<int32_t> gcap_;            ///< [N] members left that a node takes
+    std::vector<int64_t> dsum_;            ///< [N] per domain id: the sum of its nodes' gcap_
+    std::vector<DevSave> gsave_;           ///< [largest node] devices saved around gang_cap
+
     // gang undo log (recording only while a gang's members are being placed)
     bool logging_ = false;
     std::vector<NodeUndo> node_undo_;
@@ -854,6 +887,21 @@ void Placer::setup() {
     cands_.resize(max_devs);
     saved_.resize(max_devs);
     seen_.resize(max_devs);
+    gsave_.resize(max_devs);
+    if (b_.gang) {
+        gmask_.assign(N, 0);
+        feas_.assign(N, 0);
+        gcap_.assign(N, 0);
+        dsum_.assign(N, 0);
+    }
+    if (strategy_ == kLoad) {
+        if (b_.node_load) {
+            load_ = b_.node_load;
+        } else {
+            own_load_.assign(N, 0.0);
+            load_ = own_load_.data();
+        }
+    }
 
     // Intern GPU shapes, counting pods; ids are in order of first appearance. Where the cached
     // outcome depends on the pod's CPU too (kFgd), the CPU request is part of the key.
@@ -1098,7 +1146,8 @@ int64_t filter_nodes(int32_t N, const uint8_t* __restrict allowed, const int64_t
 template <bool kGpu>
 int32_t Placer::candidates(int32_t p, const CacheRow& cache, int64_t& best_share_out) {
     const int32_t N = v_.n_nodes;
-    const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
+    // A gang member may be steered to some of its nodes (gang_nodes): a subset of the class's.
+    const uint8_t* allowed = gang_allow_ ? gang_allow_ : b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
     const uint8_t* base = base_.data();
     int32_t* pass = pass_.data();
     best_share_out = filter_nodes(N, allowed, v_.node_cpu_free, v_.node_mem_free, v_.node_pods_free,
@@ -1139,6 +1188,8 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
     const int64_t* mem_free = v_.node_mem_free;
     const int32_t* pass = pass_.data();
     const int32_t k = candidates<kGpu>(p, cache, best_share_out);
+    const double* load = load_;
+    const double wa = b_.w_alloc, wl = b_.w_load;
 
     int32_t best = -1;
     double best_score = 0.0;
@@ -1160,6 +1211,9 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
                 if constexpr (S == kSpread) {
                     const bool cu_nonneg = (cpu_cap == 0) | (cpu_free[n] - cpu <= cpu_cap);
                     bound = cu_nonneg ? -gu : kInf;
+                } else if constexpr (S == kLoad) {  // wa >= 0: the same bound, weighted
+                    const bool cu_nonneg = (cpu_cap == 0) | (cpu_free[n] - cpu <= cpu_cap);
+                    bound = cu_nonneg ? -(wa * gu) - wl * load[n] : kInf;
                 } else {
                     bound = gu + 0.001;
                 }
@@ -1169,6 +1223,8 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
             const double cu = ratio(cpu_cap - (cpu_free[n] - cpu), cpu_cap);
             if constexpr (S == kSpread) {
                 score = -gu - 0.001 * cu;
+            } else if constexpr (S == kLoad) {
+                score = -(wa * (gu + 0.001 * cu)) - wl * load[n];
             } else {
                 score = gu + 0.001 * cu;
             }
@@ -1178,6 +1234,7 @@ int32_t Placer::scan(int32_t p, const CacheRow& cache, int64_t& best_share_out) 
             const double mu = ratio(mem_cap - (mem_free[n] - mem), mem_cap);
             const double dev_penalty = ndev_[n] > 0 ? 1.0 : 0.0;  // keep CPU pods off GPU nodes
             if constexpr (S == kSpread) score = -(cu + mu) / 2.0 - dev_penalty;
+            else if constexpr (S == kLoad) score = -(wa * ((cu + mu) / 2.0)) - dev_penalty - wl * load[n];
             else score = (cu + mu) / 2.0 - dev_penalty;
         }
         if constexpr (kExtra) score = score + extra[n];
@@ -1284,6 +1341,116 @@ int32_t Placer::scan_pod_policy(int32_t p, const CacheRow& cache, int64_t& best_
     return gpu ? scan_policy<S, true, false>(p, cache, best_share) : scan_policy<S, false, false>(p, cache, best_share);
 }
 
+/// Gang member p (rows first..last): the nodes it may use into gmask_, or false (no steering:
+/// nothing fits it). In `share`, best_share over every node passing the node filters.
+bool Placer::gang_nodes(int32_t p, int32_t first, int32_t last, const Result& r, int64_t& share) {
+    const int32_t N = v_.n_nodes;
+    const uint8_t* allowed = b_.class_mask + std::size_t(b_.cls[p]) * std::size_t(N);
+    share = filter_nodes(N, allowed, v_.node_cpu_free, v_.node_mem_free, v_.node_pods_free, max_share_.data(),
+                         b_.cpu[p], b_.mem[p], base_.data());
+    const Shape& s = pod_shape_[p];
+    auto fits = [&](int32_t n) {
+        int64_t gd = 0;
+        return base_[n] && (s.mode == kModeNone || eval_gpu(s, n, false, gd) < 0);
+    };
+    std::fill(gmask_.begin(), gmask_.end(), uint8_t(0));
+    // 1. Nodes that already hold a member of the gang, when one of them fits this member too
+    // (checked first: most members follow the one before, and need no scan of every node).
+    bool held = false;
+    for (int32_t q = first; q < p; ++q) {
+        const int32_t n = r.node[q];
+        if (n >= 0 && !gmask_[n] && fits(n)) held = gmask_[n] = 1;
+    }
+    if (held) return true;
+    int32_t n_feas = 0;
+    for (int32_t n = 0; n < N; ++n) n_feas += feas_[n] = fits(n);
+    if (n_feas == 0) return false;
+    // 2. How many of the members left each node takes.
+    const int32_t left = last - p + 1;
+    for (int32_t n = 0; n < N; ++n) gcap_[n] = feas_[n] ? gang_cap(p, last, n) : 0;
+    const int32_t* dom = b_.node_domain;
+    // 3. At the first member, the domain: the one that takes the most members (the sum of its
+    // nodes' counts, at most the members left), then the smallest such sum (best fit), then the
+    // lowest id; kept only if it takes them all.
+    if (p == first && dom) {
+        std::fill(dsum_.begin(), dsum_.end(), int64_t(0));
+        for (int32_t n = 0; n < N; ++n)
+            if (dom[n] >= 0) dsum_[dom[n]] += gcap_[n];
+        int32_t best = -1;
+        for (int32_t d = 0; d < N; ++d) {
+            if (dsum_[d] == 0) continue;
+            if (best < 0) {
+                best = d;
+                continue;
+            }
+            const int64_t take = std::min<int64_t>(dsum_[d], left), take_b = std::min<int64_t>(dsum_[best], left);
+            if (take > take_b || (take == take_b && dsum_[d] < dsum_[best])) best = d;
+        }
+        gang_domain_ = best >= 0 && dsum_[best] >= left ? best : -1;
+    }
+    // 4. Within the gang's domain if any node there fits, the nodes taking the most members.
+    bool in_domain = false;
+    for (int32_t n = 0; n < N && gang_domain_ >= 0 && !in_domain; ++n) in_domain = feas_[n] && dom[n] == gang_domain_;
+    int32_t top = 0;
+    for (int32_t n = 0; n < N; ++n)
+        if (feas_[n] && (!in_domain || dom[n] == gang_domain_)) top = std::max(top, gcap_[n]);
+    for (int32_t n = 0; n < N; ++n)
+        gmask_[n] = feas_[n] && (!in_domain || dom[n] == gang_domain_) && gcap_[n] == top;
+    return true;
+}
+
+/// How many of members p..last node n takes placed there one after another, stopping at the first
+/// that does not fit (node filters and device checks, devices by the default rule). The node's
+/// state is restored; nothing cached depends on it in between.
+int32_t Placer::gang_cap(int32_t p, int32_t last, int32_t n) {
+    const int64_t d0 = v_.node_dev_start[n], d1 = v_.node_dev_start[n + 1];
+    for (int64_t d = d0; d < d1; ++d)
+        gsave_[d - d0] = {v_.dev_milli_free[d], v_.dev_mem_free[d], v_.dev_xcd_free[d], v_.dev_state[d]};
+    const int64_t cpu0 = v_.node_cpu_free[n], mem0 = v_.node_mem_free[n], pods0 = v_.node_pods_free[n];
+    const int32_t cls0 = cur_cls_;
+    const bool prefer0 = prefer_;
+    const std::size_t N = std::size_t(v_.n_nodes);
+    int32_t k = 0;
+    bool charged = false;
+    for (int32_t q = p; q <= last; ++q) {
+        const int32_t c = b_.cls[q];
+        if (!b_.class_mask[std::size_t(c) * N + std::size_t(n)] || b_.cpu[q] > v_.node_cpu_free[n] ||
+            b_.mem[q] > v_.node_mem_free[n] || v_.node_pods_free[n] < 1)
+            break;
+        const Shape& sq = pod_shape_[q];
+        if (sq.mode != kModeNone) {
+            cur_cls_ = c;
+            prefer_ = holds_ && may_use_[c];
+            int64_t gd = 0;
+            if (eval_gpu(sq, n, true, gd) >= 0) break;
+            for (int32_t i = 0; i < sq.count; ++i) {
+                int64_t mem;
+                uint32_t xcds;
+                charge(sq, chosen_[i], mem, xcds);
+            }
+            refresh_summaries(n);
+            charged = true;
+        }
+        v_.node_cpu_free[n] -= b_.cpu[q];
+        v_.node_mem_free[n] -= b_.mem[q];
+        v_.node_pods_free[n] -= 1;
+        ++k;
+    }
+    for (int64_t d = d0; d < d1; ++d) {
+        v_.dev_milli_free[d] = gsave_[d - d0].milli_free;
+        v_.dev_mem_free[d] = gsave_[d - d0].mem_free;
+        v_.dev_xcd_free[d] = gsave_[d - d0].xcd_free;
+        v_.dev_state[d] = gsave_[d - d0].state;
+    }
+    v_.node_cpu_free[n] = cpu0;
+    v_.node_mem_free[n] = mem0;
+    v_.node_pods_free[n] = pods0;
+    if (charged) refresh_summaries(n);
+    cur_cls_ = cls0;
+    prefer_ = prefer0;
+    return k;
+}
+
 /// Undo the commits of pods first..last (a gang short of its minimum), newest first, and mark them.
 void Placer::rollback(int32_t first, int32_t last, std::size_t asg_mark, Result& r) {
     for (auto it = dev_undo_.rbegin(); it != dev_undo_.rend(); ++it) {
@@ -1333,12 +1500,15 @@ Result Placer::run() {
     r.asg_xcds.reserve(max_asg);
 
     int32_t gang_first = -1;      // first row of the gang being placed
+    int32_t gang_last = -1;       // its last row
     std::size_t gang_mark = 0;    // assignments before it
     int32_t gang_placed = 0;
     for (int32_t p = 0; p < P; ++p) {
         const int32_t g = b_.gang ? b_.gang[p] : -1;
         if (g >= 0 && (p == 0 || b_.gang[p - 1] != g)) {
             gang_first = p;
+            for (gang_last = p; gang_last + 1 < P && b_.gang[gang_last + 1] == g;) ++gang_last;
+            gang_domain_ = -1;
             gang_mark = r.asg_dev.size();
             gang_placed = 0;
             logging_ = true;
@@ -1356,10 +1526,14 @@ Result Placer::run() {
                      policy_ ? cache_dev_.data() + off : nullptr};
             if (pod_slot_[p] < 0) std::fill(cache.state, cache.state + N, uint8_t(kEntryStale));
         }
-        int64_t best_share = -1;
+        int64_t best_share = -1, gang_share = -1;
+        // A member of a gang of two or more may be steered to some nodes (see "Gangs" above).
+        gang_allow_ = g >= 0 && gang_last > gang_first && gang_nodes(p, gang_first, gang_last, r, gang_share)
+                          ? gmask_.data() : nullptr;
         int32_t best;
         switch (strategy_) {
             case kSpread: best = scan_pod<kSpread>(p, cache, best_share); break;
+            case kLoad: best = scan_pod<kLoad>(p, cache, best_share); break;
             case kFragAware: best = scan_pod_policy<kFragAware>(p, cache, best_share); break;
             case kRandom: best = scan_pod_policy<kRandom>(p, cache, best_share); break;
             case kBestFit: best = scan_pod_policy<kBestFit>(p, cache, best_share); break;
@@ -1369,7 +1543,8 @@ Result Placer::run() {
             case kFgd: best = scan_pod_policy<kFgd>(p, cache, best_share); break;
             default: best = scan_pod<kBinpack>(p, cache, best_share); break;
         }
-        r.best_share[p] = best_share;
+        r.best_share[p] = gang_allow_ ? gang_share : best_share;  // measured over every node
+        gang_allow_ = nullptr;
         if (best < 0) count_reasons(p, cache.reason, r.reason_counts.data() + std::size_t(p) * kNumReasons);
         else commit(p, best, cache, r);
         r.asg_start[p + 1] = static_cast<int64_t>(r.asg_dev.size());

@@ -56,7 +56,8 @@ enum Strategy : int32_t {
     kGpuPacking = 6,     ///< partly used devices, then partly used nodes, then idle nodes.
     kGpuClustering = 7,  ///< nodes holding only pods of the same GPU kind, then fullest.
     kFgd = 8,            ///< least growth of fragmentation F for the target workload (sigmoid score).
-    kNumStrategies = 9,
+    kLoad = 9,           ///< Kaiwo's load-aware: least weighted allocation after placement + measured load.
+    kNumStrategies = 10,
 };
 
 /// Why a node could not take a pod: the first filter that failed, in this order.
@@ -148,6 +149,14 @@ struct Batch {
     const uint32_t* dev_resv_xcds = nullptr; ///< [G] XCDs held (within dev_xcd_mask), 0 = all of it
     int32_t n_resv = 0;
     const uint8_t* class_resv = nullptr;     ///< [C, R] 1 = pods of class c may use reservation r
+    /// kLoad (optional): measured load per node (0..1, 0 = unmeasured: neutral) and the weights of
+    /// the score -(w_alloc * allocation after placement) - w_load * load (see csrc/placement.cpp).
+    const double* node_load = nullptr;       ///< [N], nullptr = nothing measured
+    double w_alloc = 1.0;
+    double w_load = 1.0;
+    /// Gang topology (optional): the domain of each node (a zone or rack label value), -1 = none.
+    /// A gang keeps to one domain when the domain can take it whole (see "Gangs" in placement.cpp).
+    const int32_t* node_domain = nullptr;    ///< [N]
 };
 
 /// XCDs of device d (global index) held against pods of class `cls`: 0 = none, ~0u = the whole

@@ -30,7 +30,8 @@ STRATEGY_DOT_PRODUCT: int  # 5: FGD paper baseline, least free . requested (Tetr
 STRATEGY_GPU_PACKING: int  # 6: FGD paper baseline, partly used GPUs / nodes first
 STRATEGY_GPU_CLUSTERING: int  # 7: FGD paper baseline, nodes holding the same GPU kind first
 STRATEGY_FGD: int  # 8: Fragmentation Gradient Descent (Weng et al., USENIX ATC'23)
-NUM_STRATEGIES: int  # 9
+STRATEGY_LOAD: int  # 9: Kaiwo's load-aware policy (plugin "load"): allocation after placement + measured load
+NUM_STRATEGIES: int  # 10
 MAX_SPEC_CPU: int  # 128000: CPU milli of the FGD paper's reference node (score normalisation)
 MAX_SPEC_GPU: int  # 8000: GPU milli of that node
 MAX_WORKLOAD: int  # 1024: target workload shapes at most
@@ -87,6 +88,13 @@ class _PlacementBatch(_PlacementBatchRequired, total=False):
     # STRATEGY_FGD / STRATEGY_FRAG_AWARE target workload (absent: the batch's own shapes):
     workload_shapes: npt.NDArray[np.int64]  # [T, 7] cpu, kind, count, milli, gpu_mem, exclusive, cls (-1 any)
     workload_weights: npt.NDArray[np.float64]  # [T] frequencies, finite, >= 0
+    # STRATEGY_LOAD: measured load per node (0 = unmeasured, neutral) and the weights (allocation,
+    # load), finite, in [0, 1e6]; default: no load, weights 1 and 1
+    node_load: npt.NDArray[np.float64]  # [N]
+    load_weights: npt.NDArray[np.float64]  # [2]
+    # Topology domain per node (zone or rack), -1 = none, < N: a gang keeps to one domain that
+    # takes it whole (csrc/placement.cpp, "Gangs")
+    node_domain: npt.NDArray[np.int32]  # [N]
 
 class _PlacementResult(TypedDict):
     node: npt.NDArray[np.int32]  # [P] chosen node, -1 = not placed

@@ -101,6 +101,12 @@ class Plugin:
         """Extra batch keys for ``_core.place_batch`` (called after the class mask is built)."""
         return {}
 
+    def explain(self, ctx: CycleContext, con, nodes: list[int]) -> list[str]:
+        """Why this filter keeps pods of constraint ``con`` off each node of ``nodes`` (indices
+        where its row is False): one short text per node, naming the value (pending reasons and
+        ``kaiwo explain`` group nodes by it). Called only for pods that end unplaced."""
+        return [f"excluded by plugin {self.name}"] * len(nodes)
+
     def on_cycle_end(self, ctx: CycleContext, result) -> None:
         pass
 
@@ -195,12 +201,17 @@ class Pipeline:
             p.stop()
 
     def class_mask(self, ctx: CycleContext) -> np.ndarray:
-        """AND of every filter's [C, N] mask, as uint8."""
+        """AND of every filter's [C, N] mask, as uint8. Each filter's own mask is kept in
+        ``ctx.extra["filter_masks"]`` (references, no copy) so an unplaced pod's reason can say
+        which filter rejected which node (:func:`filter_verdicts`)."""
         mask = np.ones(ctx.shape, dtype=np.uint8)
+        kept = ctx.extra["filter_masks"] = []
         for p in self.plugins:
             m = p.filter(ctx)
             if m is not None:
-                mask &= _check(p, "filter", np.asarray(m), ctx.shape).astype(np.uint8)
+                m = _check(p, "filter", np.asarray(m), ctx.shape)
+                kept.append((p, m))
+                mask &= m.astype(np.uint8)
         return mask
 
     def extra_score(self, ctx: CycleContext) -> np.ndarray | None:
@@ -236,6 +247,33 @@ class Pipeline:
             if k is not None:
                 keys.append(_check(p, "order_key", np.asarray(k), (len(ctx.batch),)))
         return keys
+
+
+def filter_verdicts(ctx: CycleContext, cls: int, nodes=None) -> list[list[tuple[str, str]]]:
+    """For constraint class ``cls``: per node of ``nodes`` (default: all), (plugin name, text) of
+    every filter that rejects it, in pipeline order (empty = every filter lets it through). Uses the masks
+    :meth:`Pipeline.class_mask` kept; asks each filter's :meth:`Plugin.explain` only about the
+    nodes it rejects, so the cost is per rejected node of one class, never per pod."""
+    nodes = np.arange(ctx.shape[1]) if nodes is None else np.asarray(nodes, dtype=np.int64)
+    out: list[list[tuple[str, str]]] = [[] for _ in range(len(nodes))]
+    con = ctx.constraints[cls]
+    for p, m in ctx.extra.get("filter_masks", ()):
+        bad = np.flatnonzero(~np.asarray(m[cls], dtype=bool)[nodes])
+        if not len(bad):
+            continue
+        for j, text in zip(bad.tolist(), _explained(p, ctx, con, nodes[bad].tolist())):
+            out[j].append((p.name, text))
+    return out
+
+
+def _explained(plugin: Plugin, ctx: CycleContext, con, nodes: list[int]) -> list[str]:
+    """``plugin.explain``, or the generic text if it fails or answers the wrong length: the reasons
+    of pending pods are written every cycle, and a plugin's explanation must never be what fails it."""
+    try:
+        texts = [str(t) for t in plugin.explain(ctx, con, nodes)]
+    except Exception:  # noqa: BLE001 - third-party code
+        texts = []
+    return texts if len(texts) == len(nodes) else Plugin.explain(plugin, ctx, con, nodes)
 
 
 def _check(plugin: Plugin, hook: str, arr: np.ndarray, shape) -> np.ndarray:

@@ -400,7 +400,8 @@ def next_cycle(objs: list[dict], doc: dict, now: float) -> list[dict]:
         pod = pods[key]
         pod["spec"]["nodeName"] = b["node"]
         pod["metadata"].setdefault("annotations", {})["kaiwo.ai/gpu-assignment"] = \
-            json.dumps(b["devices"], separators=(",", ":"))
+            json.dumps([{k: d[k] for k in ("gpu", "partition", "xcds", "fraction", "memoryMiB")}
+                        for d in b["devices"]], separators=(",", ":"))  # as the binder writes it
     for key, node_name in nominated.items():
         if key in pods and key not in evicted:
             pods[key].setdefault("status", {})["nominatedNodeName"] = node_name

@@ -112,6 +112,7 @@ class Node:
     resources: set                        #: GPU resource names the node advertises
     model: str = ""
     devices: dict = field(default_factory=dict)   #: (gpu, partition) -> Device
+    modes: set = field(default_factory=set)       #: compute partition modes of its GPUs
 
 
 def read_node(obj: dict) -> Node:
@@ -130,6 +131,7 @@ def read_node(obj: dict) -> Node:
             mem = int(labels["nvidia.com/gpu.memory"]) if "nvidia.com/gpu.memory" in labels \
                 else GENERIC_MIB.get(node.model, 0)
             node.devices.update({(g, 0): Device(mem, frozenset(), 0) for g in range(count)})
+            node.modes.add("SPX")
         elif res.startswith("amd.com/"):
             mode = labels.get("amd.com/gpu.compute-memory-partition", "spx_nps1") \
                 if res == "amd.com/gpu" else res.split("/", 1)[1]
@@ -142,6 +144,7 @@ def read_node(obj: dict) -> Node:
             per_gpu = COMPUTE_MODES[compute] or xcds
             count = quantity(raw, "count")
             node.model = model
+            node.modes.add(compute)
             k = xcds // per_gpu
             for i in range(count):
                 g, p = divmod(i, per_gpu)
@@ -187,6 +190,7 @@ class Pod:
     exclusive: bool = False
     resource: str | None = None
     models: frozenset | None = None
+    partitions: frozenset | None = None  #: kaiwo.ai/gpu-partition
     queue: str = "default"
     unit: str = ""               #: gang "ns/name", or the pod itself
     runtime: float | None = None
@@ -233,6 +237,8 @@ def read_pod(obj: dict) -> Pod:
             p.kind, p.milli = "whole", 1000
         if ann.get("kaiwo.ai/gpu-model"):
             p.models = frozenset(m.strip().upper() for m in str(ann["kaiwo.ai/gpu-model"]).split("|"))
+        if ann.get("kaiwo.ai/gpu-partition"):
+            p.partitions = frozenset(m.strip().upper() for m in str(ann["kaiwo.ai/gpu-partition"]).split("|"))
         if "kaiwo.ai/expected-runtime" in ann:
             p.runtime = duration(ann["kaiwo.ai/expected-runtime"])
     except (Unreadable, ValueError, ArithmeticError, TypeError):
@@ -437,6 +443,8 @@ def violations(objs: list[dict], doc: dict, now: float) -> list[tuple[str, str]]
             bad("constraint", f"{k} asks for {p.resource}, {node_name} offers {sorted(node.resources)}")
         if p.models is not None and devs and node.model not in p.models:
             bad("constraint", f"{k} allows models {sorted(p.models)}, {node_name} has {node.model}")
+        if p.partitions is not None and devs and not node.modes <= p.partitions:
+            bad("constraint", f"{k} allows partitions {sorted(p.partitions)}, {node_name} has {sorted(node.modes)}")
 
     # -- gangs: all or nothing, running members counting toward the minimum
     members = defaultdict(list)

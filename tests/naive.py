@@ -171,6 +171,7 @@ P_KIND_NO_GPU, P_KIND_WHOLE, P_KIND_SHARED, P_KIND_XCD = 0, 1, 2, 3
 P_IDLE, P_SHARED, P_EXCLUSIVE = 0, 1, 2
 P_BINPACK, P_SPREAD, P_FRAG = 0, 1, 2
 P_RANDOM, P_BEST_FIT, P_DOT_PRODUCT, P_GPU_PACKING, P_GPU_CLUSTERING, P_FGD = range(3, 9)
+P_LOAD = 9
 P_POLICIES = (P_FRAG, P_RANDOM, P_BEST_FIT, P_DOT_PRODUCT, P_GPU_PACKING, P_GPU_CLUSTERING, P_FGD)
 MAX_SPEC_CPU, MAX_SPEC_GPU = 128000, 8000
 MAX_WORKLOAD = 1024
@@ -668,8 +669,11 @@ def _policy_score(c, b, p, n, strategy, wl, kinds):
 
 
 def _score(c, b, p, n, chosen, strategy):
-    """Score of binpack / spread (the FGD-paper policies and Kaiwo's use `_policy_score`)."""
+    """Score of binpack / spread / load (the FGD-paper policies and Kaiwo's use `_policy_score`).
+    load: spread's utilisations weighted by w_alloc, minus w_load x the node's measured load."""
     cpu_cap = c["node_cpu_cap"][n]
+    w_alloc, w_load = b.get("load_weights") or (1.0, 1.0)
+    load = b["node_load"][n] if b.get("node_load") is not None else 0.0
     cu = _ratio(cpu_cap - (c["node_cpu_free"][n] - b["cpu"][p]), cpu_cap)
     devs = list(_devs(c, n))
     if b["kind"][p] != P_KIND_NO_GPU:
@@ -678,6 +682,8 @@ def _score(c, b, p, n, chosen, strategy):
         gu = float(gused) / float(1000 * len(devs))
         if strategy == P_SPREAD:
             score = -gu - 0.001 * cu
+        elif strategy == P_LOAD:
+            score = -(w_alloc * (gu + 0.001 * cu)) - w_load * load
         else:
             score = gu + 0.001 * cu
     else:
@@ -686,12 +692,57 @@ def _score(c, b, p, n, chosen, strategy):
         penalty = 1.0 if devs else 0.0
         if strategy == P_SPREAD:
             score = -(cu + mu) / 2.0 - penalty
+        elif strategy == P_LOAD:
+            score = -(w_alloc * ((cu + mu) / 2.0)) - penalty - w_load * load
         else:
             score = (cu + mu) / 2.0 - penalty
     extra = b.get("extra_score")
     if extra is not None:
         score = score + extra[b["cls"][p]][n]
     return score
+
+
+def gang_count_ref(c, b, p, last, n):
+    """How many of the gang's members p..last node n takes, placed there one after another (node
+    checks, devices by the default rule), stopping at the first that does not fit. On a copy."""
+    c = {k: list(c[k]) if isinstance(c[k], list) else c[k] for k in c}
+    k = 0
+    for q in range(p, last + 1):
+        r, chosen = _node_reason(c, b, q, n)
+        if r is not None:
+            break
+        c["node_cpu_free"][n] -= b["cpu"][q]
+        c["node_mem_free"][n] -= b["mem"][q]
+        c["node_pods_free"][n] -= 1
+        for d in chosen:
+            _charge(c, d, pod_shape_ref(b, q), Access(b, q))
+        k += 1
+    return k
+
+
+def gang_nodes_ref(c, b, p, first, last, placed, feasible, domain):
+    """The nodes gang member p may use (csrc/placement.cpp, "Gangs"), from its feasible nodes and
+    the nodes of the members placed so far; ``domain`` is a one-element list holding the gang's
+    domain, set at the first member. Returns the allowed node set."""
+    feas = set(feasible)
+    held = {n for n in placed if n >= 0 and n in feas}
+    if held:
+        return held
+    left = last - p + 1
+    count = {n: gang_count_ref(c, b, p, last, n) for n in feasible}
+    dom = b.get("node_domain")
+    if p == first and dom is not None:
+        sums = {}
+        for n, k in count.items():
+            if dom[n] >= 0:
+                sums[dom[n]] = sums.get(dom[n], 0) + k
+        ranked = sorted((d for d in sums if sums[d] > 0), key=lambda d: (-min(sums[d], left), sums[d], d))
+        domain[0] = ranked[0] if ranked and sums[ranked[0]] >= left else -1
+    pool = feas
+    if domain[0] >= 0 and any(dom[n] == domain[0] for n in feas):
+        pool = {n for n in feas if dom[n] == domain[0]}
+    top = max(count[n] for n in pool)
+    return {n for n in pool if count[n] == top}
 
 
 def feasible_nodes_ref(cluster, batch, p):
@@ -709,7 +760,7 @@ def node_scores_ref(cluster, batch, p, strategy):
     for n in range(len(c["node_cpu_free"])):
         r, chosen = _node_reason(c, b, p, n)
         if r is None:
-            if strategy in (P_BINPACK, P_SPREAD):
+            if strategy in (P_BINPACK, P_SPREAD, P_LOAD):
                 out[n] = _score(c, b, p, n, chosen, strategy)
             else:
                 out[n] = _policy_score(c, b, p, n, strategy, wl, kinds)[0]
@@ -734,6 +785,10 @@ def place_batch_ref(cluster, batch, strategy):
             saved = {k: list(c[k]) for k in _CLUSTER_MUTABLE}
             saved_kinds = list(kinds)
             first, mark = p, len(asg_dev)
+            last = p
+            while last + 1 < n_pods and gang[last + 1] == gang[p]:
+                last += 1
+            domain = [-1]
         reasons = [0] * NUM_REASONS
         share = -1
         feasible = []
@@ -747,6 +802,9 @@ def place_batch_ref(cluster, batch, strategy):
                 reasons[r] += 1
             else:
                 feasible.append((n, chosen))
+        if gang[p] >= 0 and last > first and feasible:
+            allowed = gang_nodes_ref(c, b, p, first, last, node[first:p], [n for n, _ in feasible], domain)
+            feasible = [(n, ch) for n, ch in feasible if n in allowed]
         extra = b.get("extra_score")
         best, best_score, best_chosen, best_pick = -1, None, [], None
         pick = None
@@ -754,7 +812,7 @@ def place_batch_ref(cluster, batch, strategy):
             pick = feasible[_draw_below(splitmix64_at_ref(seed, 2 * p + 1), len(feasible))][0]
         for n, chosen in feasible:
             dev_pick = None
-            if strategy in (P_BINPACK, P_SPREAD):
+            if strategy in (P_BINPACK, P_SPREAD, P_LOAD):
                 score = _score(c, b, p, n, chosen, strategy)
             else:
                 if strategy == P_RANDOM:

@@ -166,7 +166,7 @@ controller:
         "stratgy: unknown key (did you mean strategy?)",
         "apiVersion: 'kaiwo.ai/v1': must be kaiwo.ai/v1alpha1",
         "strategy: 'sprad': not a strategy plugin (did you mean spread?) (strategies: best-fit, binpack, "
-        "dot-product, fgd, frag, gpu-clustering, gpu-packing, random, spread)",
+        "dot-product, fgd, frag, gpu-clustering, gpu-packing, load, random, spread)",
         "plugins[0].name: 'test-config-keep-fre': no such plugin (did you mean test-config-keep-free?) "
         "(kaiwo plugins lists them)",
         "plugins[1].name: 'binpack' is a strategy: choose it with strategy:",
@@ -233,7 +233,7 @@ def test_the_cli_lists_every_error_and_never_runs(tmp_path, capsys):
     (doc(controller={"resyncPeriod": "5 minutes"}),
      "controller.resyncPeriod: '5 minutes': not a duration (expected e.g. 10m, 1h30m, 90s)"),
     (doc(**{"1": 2}), "1: unknown key (known: apiVersion, kind, strategy, plugins, ordering, preemption, "
-                      "reservation, controller)"),
+                      "reservation, load, controller)"),
 ])
 def test_hostile_values_are_errors_with_their_path(bad, first):
     assert errors_of(bad)[0] == first
@@ -361,10 +361,12 @@ def test_config_ordering_changes_who_goes_first(tmp_path, capsys):
     old["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
     new["metadata"]["creationTimestamp"] = "2026-01-01T05:00:00Z"
     dump = _dump(tmp_path, [node("n0", gpus=1), old, new])
-    assert [b["pod"] for b in _schedule(capsys, dump)["bindings"]] == ["default/old"]
+    # --now dump: ages measured at the newest creation time (05:00), not the wall clock
+    assert [b["pod"] for b in _schedule(capsys, dump, "--now", "dump")["bindings"]] == ["default/old"]
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(doc(ordering={"ageBoostPerHour": 0})))
-    assert [b["pod"] for b in _schedule(capsys, dump, "--config", str(cfg))["bindings"]] == ["default/new"]
+    assert [b["pod"] for b in _schedule(capsys, dump, "--now", "dump", "--config", str(cfg))["bindings"]] \
+        == ["default/new"]
 
 
 def test_simulate_takes_strategy_and_plugins_from_the_file(tmp_path, capsys):

@@ -19,7 +19,8 @@ from tests.naive import best_xcd_subset_ref, feasible_nodes_ref, node_scores_ref
 
 STRATEGIES = [_core.STRATEGY_BINPACK, _core.STRATEGY_SPREAD, _core.STRATEGY_FRAG_AWARE,
               _core.STRATEGY_RANDOM, _core.STRATEGY_BEST_FIT, _core.STRATEGY_DOT_PRODUCT,
-              _core.STRATEGY_GPU_PACKING, _core.STRATEGY_GPU_CLUSTERING, _core.STRATEGY_FGD]
+              _core.STRATEGY_GPU_PACKING, _core.STRATEGY_GPU_CLUSTERING, _core.STRATEGY_FGD,
+              _core.STRATEGY_LOAD]
 #: Strategies that choose the device of a one-device sharing pod themselves.
 OWN_DEVICE_PICK = (_core.STRATEGY_RANDOM, _core.STRATEGY_FGD, _core.STRATEGY_FRAG_AWARE)
 MUTABLE = ("node_cpu_free", "node_mem_free", "node_pods_free", "dev_milli_free", "dev_mem_free",
@@ -191,6 +192,9 @@ def batches(draw, n_nodes, max_pods=25):
                 gid += 1
             p += size
         b["gang"], b["gang_need"] = gang, need
+        if draw(st.booleans()):  # topology domains (zones, racks) of the nodes, some unlabelled
+            b["node_domain"] = np.array(draw(st.lists(st.integers(-1, min(2, n_nodes - 1)), min_size=n_nodes,
+                                                      max_size=n_nodes)), np.int32)
     return b
 
 
@@ -213,6 +217,13 @@ def policy_inputs(draw, cluster, batch, strategy):
         batch["workload_shapes"] = np.array(rows, np.int64)
         batch["workload_weights"] = np.array(draw(st.lists(st.sampled_from([0.0, 0.1, 0.25, 1 / 3, 0.5, 1.0]),
                                                            min_size=len(rows), max_size=len(rows))), np.float64)
+    if strategy == _core.STRATEGY_LOAD and draw(st.booleans()):  # measured load and weights
+        n = len(cluster["node_cpu_free"])
+        batch["node_load"] = np.array(draw(st.lists(st.sampled_from([0.0, 0.0, 0.1, 0.5, 0.95, 1.0, 1.3]),
+                                                    min_size=n, max_size=n)), np.float64)
+        if draw(st.booleans()):
+            batch["load_weights"] = np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=2,
+                                                           max_size=2)), np.float64)
     if strategy == _core.STRATEGY_GPU_CLUSTERING and draw(st.booleans()):
         n = len(cluster["node_cpu_free"])
         cluster["node_gpu_kinds"] = np.array(draw(st.lists(st.sampled_from([0, 1, 2, 3, 1 << 63, 6]),
@@ -596,7 +607,7 @@ def test_module_constants():
     assert (K.STATE_IDLE, K.STATE_SHARED, K.STATE_EXCLUSIVE) == (0, 1, 2)
     assert (K.STRATEGY_BINPACK, K.STRATEGY_SPREAD, K.STRATEGY_FRAG_AWARE) == (0, 1, 2)
     assert (K.STRATEGY_RANDOM, K.STRATEGY_BEST_FIT, K.STRATEGY_DOT_PRODUCT, K.STRATEGY_GPU_PACKING,
-            K.STRATEGY_GPU_CLUSTERING, K.STRATEGY_FGD, K.NUM_STRATEGIES) == (3, 4, 5, 6, 7, 8, 9)
+            K.STRATEGY_GPU_CLUSTERING, K.STRATEGY_FGD, K.STRATEGY_LOAD, K.NUM_STRATEGIES) == (3, 4, 5, 6, 7, 8, 9, 10)
     assert (K.MAX_SPEC_CPU, K.MAX_SPEC_GPU) == (128000, 8000)
     assert K.NUM_REASONS == len(K.REASON_NAMES) == 10
     assert (K.REASON_NODE_FILTER, K.REASON_CPU, K.REASON_MEMORY, K.REASON_PODS, K.REASON_GPU_COUNT,

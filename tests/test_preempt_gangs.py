@@ -238,3 +238,34 @@ def test_invariant_checker_catches_victims_for_a_gang_short_of_its_minimum():
             p["reason"] = "no node fits"
     found = [m for c, m in violations(objs, doc, 0.0) if c == "gang"]
     assert found and "b/train" in found[0] and "2 nominated of minimum 4" in found[0]
+
+
+def test_a_started_gang_keeps_its_running_member():
+    """A running gang member counts toward its gang's minimum when a gang-mate is bound in the same
+    cycle, so it is no victim in that cycle (found by the random invariant test: the member was
+    reclaimed while its mate was bound on the strength of it, a gang started with 1 of its 2).
+
+    n1 and n2, 8 MI300X each. Queue ``a`` (no quota) runs 15 one-GPU pods: 8 on n1, the youngest of
+    them ``a/g-00`` of gang ``g`` (minimum 2), 7 on n2; its mate ``a/g-01`` is pending. Queue ``b``
+    (quota 8) asks for 2 GPUs: ordered first (below its deserved quota), it does not fit the one
+    free GPU, which ``g-01`` then takes. Reclaim for ``b`` takes two of ``a``'s pods on n1 (before
+    the fix, ``g-00`` was one of them) -- but ``g`` started this cycle: two others go instead."""
+    objs = [node_obj({"name": "n1", "gpus": 8}), node_obj({"name": "n2", "gpus": 8})]
+    objs += [queue_obj({"name": "a", "resources": {"gpu": {"quota": 0}}}),
+             queue_obj({"name": "b", "resources": {"gpu": {"quota": 8}}})]
+    objs += pod_objs({"name": "n1", "namespace": "a", "labels": {"kaiwo.ai/queue": "a"}, "gpu": 1,
+                      "nodeName": "n1", "replicas": 7}, start=0)
+    objs += pod_objs({"name": "n2", "namespace": "a", "labels": {"kaiwo.ai/queue": "a"}, "gpu": 1,
+                      "nodeName": "n2", "replicas": 7}, start=100)
+    gang = {"kaiwo.ai/gang": "g", "kaiwo.ai/gang-min-members": "2"}
+    objs += pod_objs({"name": "g-00", "namespace": "a", "labels": {"kaiwo.ai/queue": "a"}, "gpu": 1,
+                      "nodeName": "n1", "annotations": gang}, start=500)
+    objs += pod_objs({"name": "g-01", "namespace": "a", "labels": {"kaiwo.ai/queue": "a"}, "gpu": 1,
+                      "annotations": gang}, start=600)
+    objs += pod_objs({"name": "want", "namespace": "b", "labels": {"kaiwo.ai/queue": "b"}, "gpu": 2}, start=700)
+    doc = schedule(kc.Snapshot.from_objects(objs), now=10_000).to_dict()
+    assert [(b["pod"], b["node"]) for b in doc["bindings"]] == [("a/g-01", "n2")]
+    victims = [p["pod"] for p in doc["preemptions"]]
+    assert len(victims) == 2 and "a/g-00" not in victims and all(v.startswith("a/n1-") for v in victims)
+    assert {p["preemptor"] for p in doc["preemptions"]} == {"b/want"}
+    assert violations(objs, doc, 10_000) == []

@@ -28,7 +28,9 @@ from kaiwo_core import _core
 from kaiwo_core.model.cluster import kernel_view
 
 SCALES = ["S", "M"]
-STRATEGIES = ["binpack", "spread", "frag"]
+#: ``load`` without metrics in Place and Schedule (every node unmeasured: neutral); PlaceKernel gives
+#: it a seeded synthetic load per node (tests/benchmarks/conftest.py's ``synthetic_load``).
+STRATEGIES = ["binpack", "spread", "frag", "load"]
 SEED = 0
 
 
@@ -84,6 +86,9 @@ class PlaceKernel:
         self.cluster = kernel_view(snap.cluster, snap.state.copy())
         self.batch = batch.kernel_view()
         self.batch["class_mask"] = np.ones((len(batch.constraints), snap.cluster.n_nodes), np.uint8)
+        if strategy == "load":
+            rng = np.random.default_rng(SEED)
+            self.batch.update(node_load=rng.random(snap.cluster.n_nodes), load_weights=np.array([1.0, 1.0]))
         self.code = kc.default_pipeline(strategy).strategy.strategy
 
     def time_place_batch(self, scale, strategy):

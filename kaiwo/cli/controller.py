@@ -12,13 +12,13 @@ cannot be loaded; 3 when ``--once`` could not sync or acquire the lease in time.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import sys
 import threading
 
 from . import config
+from .usage import emit
 
 #: Flags that are also keys of the configuration file (argparse dest -> dotted file key): when
 #: given, they override the file.
@@ -110,10 +110,12 @@ def cmd_controller(args) -> int:
         summary = {"bindings": report.bindings, "results": results, "pending": report.pending,
                    "rejected": report.rejected, "preemptions": report.preemptions,
                    "createdPods": report.created_pods, "cycleSeconds": round(report.seconds, 4)}
-        print(json.dumps(summary) if args.output == "json" else
-              f"{report.bindings} bindings ({', '.join(f'{n} {r}' for r, n in sorted(results.items())) or 'none'}), "
-              f"{report.pending} pending, {report.rejected} rejected, {report.preemptions} preemptions, "
-              f"{report.created_pods} pods created for KaiwoJobs; cycle {report.seconds * 1e3:.1f} ms")
+        if args.output != "text":
+            emit(summary, args.output, compact=True)
+        else:
+            print(f"{report.bindings} bindings ({', '.join(f'{n} {r}' for r, n in sorted(results.items())) or 'none'}), "
+                  f"{report.pending} pending, {report.rejected} rejected, {report.preemptions} preemptions, "
+                  f"{report.created_pods} pods created for KaiwoJobs; cycle {report.seconds * 1e3:.1f} ms")
         return 1 if failed else 0
     done = threading.Event()
 
@@ -163,7 +165,8 @@ def add_commands(sub) -> None:
                    help="schedule without a Lease (only with a single replica)")
     c.add_argument("--identity", help="leader-election identity (default: $POD_NAME or host-pid)")
     c.add_argument("--once", action="store_true", help="one cycle, wait for its bindings, then exit")
-    c.add_argument("--output", "-o", choices=("text", "json"), default="text", help="--once summary format")
+    c.add_argument("--output", "-o", choices=("text", "json", "yaml"), default="text",
+                   help="--once summary format (default text)")
     c.add_argument("--scheduler-name", default="kaiwo", help="pods with this schedulerName are Kaiwo's")
     c.add_argument("--strategy", choices=("binpack", "spread", "frag"), help="node scoring (default binpack)")
     c.add_argument("--concurrency", type=int, default=16, help="bindings in flight at once (default 16)")
@@ -179,5 +182,6 @@ def add_commands(sub) -> None:
                         "check every bound pod's GPU ConfigMap (default 5m; a new leader relists anyway)")
     c.add_argument("--sync-timeout", type=_duration, default=60.0, metavar="DURATION",
                    help="--once: time allowed to sync the caches and take the lease (default 60s)")
-    c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-    c.set_defaults(func=cmd_controller)
+    c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                   help="log messages of this level and above, with timestamps, on standard error (default info)")
+    c.set_defaults(func=cmd_controller, own_logging=True)  # with timestamps, at --log-level (default info)

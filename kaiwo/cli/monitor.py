@@ -109,6 +109,19 @@ def load_source(source: str | None, count: int = 1, interval: float = 15.0):
     return store, src, errors
 
 
+def measured_load(source: str, cluster, state, window: float):
+    """Per-node measured load (0..1, :func:`kaiwo_core.monitoring.node_load.node_load`) of
+    ``cluster`` from the metrics ``source`` (a replay file, URL or ``.npz`` history, as
+    ``--source``), and the warnings (malformed lines, stale or missing series) to show.
+
+    Raises SourceError when the source cannot be read."""
+    from kaiwo_core.monitoring.node_load import node_load
+
+    store, _, errors = load_source(source)
+    nl = node_load(store, cluster, state, window=window)
+    return nl.load, [f"{source}: {e}" for e in errors] + nl.warnings
+
+
 def _report_errors(cmd: str, errors: list) -> None:
     for e in errors[:MAX_SHOWN_ERRORS]:
         print(f"kaiwo {cmd}: warning: {e}", file=sys.stderr)
@@ -184,8 +197,8 @@ def _allocations(store, dump: str | None, window: float):
 
     try:
         objs = load_dump(dump)
-    except (OSError, DumpError) as e:
-        raise SourceError(f"{dump}: {e}") from None
+    except (OSError, DumpError) as e:  # both name the file already
+        raise SourceError(str(e)) from None
     return Allocations.from_snapshot(Snapshot.from_objects(objs))
 
 
@@ -322,8 +335,8 @@ def add_commands(sub) -> None:
     _source_args(m)
     m.add_argument("--rules", help="alert rules YAML (default: the bundled example rules)")
     m.add_argument("--no-alerts", action="store_true", help="skip alert evaluation")
-    m.add_argument("--dump", help="cluster dump (as for 'kaiwo schedule') giving the allocations; "
-                   "default: from kube-state-metrics requests and the exporter's pod labels")
+    m.add_argument("--dump", help="cluster dump (as for 'kaiwo schedule'; - for standard input) giving the "
+                   "allocations; default: from kube-state-metrics requests and the exporter's pod labels")
     m.add_argument("--window", type=_duration, default=600.0, help="averaging window (default 10m)")
     m.add_argument("--idle-threshold", type=float, default=5.0,
                    help="GPU activity percent below which a GPU is idle (default 5)")
@@ -339,7 +352,8 @@ def add_commands(sub) -> None:
     a.set_defaults(func=cmd_alerts)
     r = sub.add_parser("recommend", help="right-sizing: request changes from usage history")
     _source_args(r)
-    r.add_argument("--dump", help="cluster dump giving the current requests (default: from the metrics)")
+    r.add_argument("--dump", help="cluster dump giving the current requests (- for standard input; default: "
+                   "from the metrics)")
     r.add_argument("--window", type=_duration, default=3600.0, help="usage history used (default 1h)")
     r.add_argument("--quantile", type=float, default=0.95, help="usage quantile for CPU and GPU (default 0.95)")
     r.add_argument("--margin", type=float, default=0.15, help="headroom over it (default 0.15)")

@@ -6,8 +6,9 @@ Goals in order: consolidation (room for pending pods and gangs that fit nowhere)
 """
 from __future__ import annotations
 
-import json
 import sys
+
+from .usage import emit
 
 
 def _devices(devs: list) -> str:
@@ -59,23 +60,17 @@ def cmd_rebalance(args) -> int:
     snap = Snapshot.from_objects(objs)
     load, extra = None, []
     if args.metrics:
-        from kaiwo_core.monitoring.node_load import node_load
-
-        from .monitor import SourceError, load_source
+        from .monitor import SourceError, measured_load
         try:
-            store, _, errors = load_source(args.metrics)
+            load, extra = measured_load(args.metrics, snap.cluster, snap.state, args.window)
         except SourceError as e:
             print(f"kaiwo rebalance: {e}", file=sys.stderr)
             return 2
-        extra = [f"{args.metrics}: {e}" for e in errors]
-        nl = node_load(store, snap.cluster, snap.state, window=args.window)
-        load, extra = nl.load, extra + nl.warnings
     plan = plan_rebalance(snap, config, load=load)
     doc = plan.to_dict()
     doc["warnings"] = extra + doc["warnings"]
-    if args.output == "json":
-        json.dump(doc, sys.stdout, indent=1)
-        sys.stdout.write("\n")
+    if args.output != "table":
+        emit(doc, args.output)
     else:
         print(render_table(doc))
     return 0
@@ -84,12 +79,14 @@ def cmd_rebalance(args) -> int:
 def add_commands(sub) -> None:
     r = sub.add_parser("rebalance", help="plan moves of running pods (read-only)",
                        description=__doc__.splitlines()[0])
-    r.add_argument("dump", nargs="?", help="cluster dump, as for kaiwo schedule (default: the bundled example)")
+    r.add_argument("dump", nargs="?", help="cluster dump, as for kaiwo schedule (- for standard input; default: the "
+                   "bundled example)")
     r.add_argument("--metrics", help="exporter scrapes: a replay file, URL or .npz history (kaiwo monitor --source)")
     r.add_argument("--window", type=float, default=300.0, help="seconds of metrics to average (default 300)")
     r.add_argument("--hot-threshold", type=float, default=0.9, help="measured load (0..1) above which a node is hot")
-    r.add_argument("--max-moves", type=int, default=16)
-    r.add_argument("--max-moves-per-queue", type=int, default=8)
+    r.add_argument("--max-moves", type=int, default=16, help="most moves in the plan (default 16)")
+    r.add_argument("--max-moves-per-queue", type=int, default=8, help="most moves of one queue's pods (default 8)")
     r.add_argument("--min-runtime", type=float, default=0.0, help="seconds a pod must have run before it moves")
-    r.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    r.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table",
+                   help="a readable table (default), JSON or YAML")
     r.set_defaults(func=cmd_rebalance)

@@ -34,11 +34,18 @@ def parse_policies(text: str) -> list:
     names = [p.strip() for p in text.split(",") if p.strip()]
     if names == ["all"]:
         return list(POLICIES)
-    bad = [p for p in names if p not in POLICIES]
+    # load: not in "all" -- a replay measures nothing, so it places by allocation alone (as spread)
+    known = (*POLICIES, "load")
+    bad = [p for p in names if p not in known]
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown policy {', '.join(bad) or text!r} "
-                                         f"(known: {', '.join(POLICIES)}, or all)")
+                                         f"(known: {', '.join(known)}, or all)")
     return names
+
+
+def _progress(args) -> bool:
+    """A progress bar only on a terminal: in a log file its carriage-return redraws pile up."""
+    return not args.quiet and sys.stderr.isatty()
 
 
 def _emit_json(doc: dict, target: str) -> None:
@@ -59,7 +66,7 @@ def cmd_simulate(args) -> int:
     if args.online:
         return _online(args, cfg)
     from ..simulator import report
-    from ..simulator.offline import load_scenario, render_table, run_all
+    from ..simulator.offline import load_scenario, run_all, summary_table
 
     try:
         scn = load_scenario(args.trace, args.nodes, ratio=args.ratio, gpu_model=args.gpu_model,
@@ -71,23 +78,24 @@ def cmd_simulate(args) -> int:
     except (TraceError, OSError, ValueError, KeyError) as e:
         print(f"kaiwo simulate: {e}", file=sys.stderr)
         return 2
-    summaries = run_all(scn, args.policy, args.seeds, show_progress=not args.quiet, plugins=cfg.plugins)
-    table = render_table(summaries, scn)
+    summaries = run_all(scn, args.policy, args.seeds, show_progress=_progress(args), plugins=cfg.plugins)
+    table = summary_table(summaries, scn)
     if args.json is not None:
         _emit_json({"trace": scn.name, "pods": len(scn.trace), "nodes": len(scn.nodes), "gpus": scn.n_gpus,
                     "ratio": scn.ratio, "gpuModel": scn.gpu_model, "partition": scn.partition if scn.gpu_model else None,
                     "isolation": scn.isolation if scn.gpu_model else None,
                     "policies": [s.to_dict() for s in summaries]}, args.json)
     if args.json != "-":
-        print(table)
+        print(table.text())
     try:
         png = None
         if args.plot or args.html:
-            png = report.allocation_png(summaries, f"GPU allocation ratio, {scn.name}")
+            title = report.offline_title(scn, summaries)
+            png = report.allocation_png(summaries, title)
         if args.plot:
             report.write_png(args.plot, png)
         if args.html:
-            report.html_report(f"kaiwo simulate: {scn.name}",
+            report.html_report(f"kaiwo simulate: {title.splitlines()[0]}",
                                [("Allocation ratio at 100% and 130% arrival", table, None),
                                 ("Allocation ratio against arrived workload", None, png)], args.html)
     except report.ReportError as e:
@@ -114,7 +122,7 @@ def _online(args, cfg) -> int:
         return 2
     if args.node_scale != 1.0:
         vc = {k: (max(1, round(v * args.node_scale)) if v > 0 else 0) for k, v in vc.items()}
-    bar = None if args.quiet else ProgressBar(len(jobs))
+    bar = ProgressBar(len(jobs)) if _progress(args) else None
     result = replay_online(jobs, vc, policy, args.period, reclaim=args.reclaim, config=cfg,
                            progress=(lambda d, t: bar.update(d, f"online {policy}")) if bar else None)
     if bar:
@@ -124,29 +132,26 @@ def _online(args, cfg) -> int:
               "WAIT P95 s"]
     table_rows = [[r["queue"], r["quotaGpus"], r["jobsPlaced"], r["jobsWaitingAtEnd"], r["jobsPreempted"],
                    r["waitMeanS"], r["waitMedianS"], r["waitP95S"]] for r in rows]
-    cols = [header, *[[("-" if v is None else v) for v in r] for r in table_rows]]
-    widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
-    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-             for r in cols]
     fair = result.mean_fairness()
     summary = (f"{result.jobs} jobs on {sum(vc.values())} nodes x 8 GPUs, policy {policy}, reclaim "
                f"{args.reclaim}, cycles every {args.period:g} s: {sum(r['jobsPreempted'] for r in rows)} "
                f"preemptions, mean GPU utilisation {100 * result.mean_utilization():.1f}%, "
                f"mean Jain fairness {'-' if fair != fair else f'{fair:.3f}'}, {result.cycles} cycles, "
                f"{result.wall:.1f} s")
-    table = "\n".join(lines + [summary])
+    table = report.Table(header, table_rows, note=summary)
     if args.json is not None:
         _emit_json(result.to_dict(), args.json)
     if args.json != "-":
-        print(table)
+        print(table.text())
     try:
         if args.plot or args.html:
-            png = report.online_png(result, f"Online replay of {jobs.path.rsplit('/', 1)[-1]}")
+            title = report.online_title(jobs.path, result, sum(vc.values()), args.period, args.node_scale)
+            png = report.online_png(result, title)
             if args.plot:
                 report.write_png(args.plot, png)
             if args.html:
-                report.html_report("kaiwo simulate --online", [
-                    ("Waiting time per queue", table, report.waiting_png(result, "waiting time per queue")),
+                report.html_report(f"kaiwo simulate --online: {title.splitlines()[0]}", [
+                    ("Waiting time per queue", table, report.waiting_png(result, title)),
                     ("GPU utilisation and fairness over time", None, png)], args.html)
     except report.ReportError as e:
         print(f"kaiwo simulate: {e}", file=sys.stderr)
@@ -183,7 +188,8 @@ def add_commands(sub) -> None:
                    help="write results as JSON to FILE (no FILE: to standard output, instead of the table)")
     s.add_argument("--plot", metavar="FILE.png", help="allocation ratio against arrived workload, one line per policy")
     s.add_argument("--html", metavar="FILE", help="a self-contained HTML report (tables and plots)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--quiet", action="store_true",
+                   help="no progress bar (there is one only when standard error is a terminal)")
     s.add_argument("--config", metavar="FILE",
                    help="a KaiwoSchedulerConfiguration: its strategy is the policy unless --policy is given, "
                         "its plugins join the pipeline; --online also takes its ordering, preemption and "

@@ -46,14 +46,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from kaiwo_core.model.requests import ANN_ASSIGNMENT, KIND_SHARED, KIND_XCD
+from kaiwo_core.model.requests import ANN_ASSIGNMENT, KIND_SHARED, KIND_XCD, assignment_text
 
 from .errors import ControllerError, Disposition, NotLeaderError, RetryPolicy, StoppedError, call_with_retry
 from .events import NORMAL, WARNING, EventRecorder
@@ -165,7 +164,7 @@ def device_env(cluster, node: int, kind: int, devices: list[dict]) -> dict[str, 
         # Device numbers in HSA_CU_MASK are taken after ROCR_VISIBLE_DEVICES reordering.
         env["HSA_CU_MASK"] = ";".join(masks)
     env.update(env_mem)
-    env["KAIWO_GPU_ASSIGNMENT"] = json.dumps(devices, separators=(",", ":"))
+    env["KAIWO_GPU_ASSIGNMENT"] = assignment_text(devices)
     return env
 
 
@@ -362,7 +361,7 @@ class Binder:
             sent.append(1)
             return self.api.bind(task.namespace, task.name, task.uid, task.node, annotations)
         try:
-            annotations = {ANN_ASSIGNMENT: json.dumps(task.devices, separators=(",", ":"))}
+            annotations = {ANN_ASSIGNMENT: assignment_text(task.devices)}
             written, found = self._write_config_map(task) if task.env is not None else (True, None)
             if not written:  # the pod is bound already (or gone): no binding to send
                 ok, result, error = self._settle(task, found)
@@ -427,7 +426,7 @@ class Binder:
             return False, "gone", f"{task.key} was deleted and re-created"
         self.cache.upsert("Pod", pod)
         node = spec.get("nodeName")
-        ours = json.dumps(task.devices, separators=(",", ":"))
+        ours = assignment_text(task.devices)
         if node == task.node and (meta.get("annotations") or {}).get(ANN_ASSIGNMENT) == ours:
             return True, "already-bound", ""  # our earlier attempt went through; its answer was lost
         log.warning("%s is bound to %s by someone else (we chose %s)", task.key, node, task.node)

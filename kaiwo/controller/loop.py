@@ -30,6 +30,7 @@ import concurrent.futures as cf
 import dataclasses
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -48,7 +49,7 @@ from .binder import MANAGED_BY, Binder, BindTask, ConfigMapTask, EvictTask, conf
 from .cache import ClusterCache, Informer, object_key
 from .errors import (ControllerError, Disposition, RetryPolicy, StoppedError, call_with_retry, classify,
                      describe)
-from .events import NORMAL, WARNING, EventRecorder, custom_ref
+from .events import NORMAL, WARNING, EventRecorder, custom_ref, pod_ref
 from .leader import LeaderElector
 from .metrics import ControllerMetrics
 from .reload import ConfigWatcher
@@ -101,9 +102,19 @@ def make_api_client(kubeconfig: str | None = None, in_cluster: bool | None = Non
     if in_cluster or (in_cluster is None and kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST")):
         config.load_incluster_config(client_configuration=cfg)
     else:
+        path = os.path.expanduser(kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+                                  or config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
+        if not os.path.isfile(path):  # the client would say only "No configuration found"
+            raise config.ConfigException(f"kubeconfig {path}: no such file"
+                                         + ("" if kubeconfig else " (from $KUBECONFIG or the default "
+                                            "location; give one with --kubeconfig, or --in-cluster)"))
         config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg,
                                 persist_config=False)
     cfg.connection_pool_maxsize = pool_size
+    # No urllib3 retries: every caller retries with its own backoff (errors.RetryPolicy, the
+    # informers' watch backoff), and urllib3's immediate ones only log a warning each while the
+    # API server is down (three per request, a flood in the log).
+    cfg.retries = 0
     return client.ApiClient(cfg)
 
 
@@ -532,7 +543,7 @@ class Controller:
 
         plan = decisions.preemption
         self._visibility(cs, doc, {n["pod"]: n["node"] for n in plan.nominations()} if plan is not None else {})
-        self._log_warnings(doc["warnings"])
+        self._log_warnings(doc["warnings"], cs)
         self.status.queues(cs.queues, doc)
         self.status.jobs(cs.jobs, cs.pods, doc)
         report.pending = len(doc["pending"])
@@ -569,12 +580,17 @@ class Controller:
             self.status.unschedulable(pod, f"rejected: {r['field']}: {r['error']}", rejected=True)
         self.status.forget_pods(live)
 
-    def _log_warnings(self, warnings: list[str]) -> None:
-        """The snapshot's warnings (a running pod Kaiwo could not fully read, overcommitted
-        nodes...) are logged when they first appear, not every cycle."""
+    def _log_warnings(self, warnings: list[str], cs=None) -> None:
+        """The snapshot's and the cycle's warnings (a running pod Kaiwo could not fully read,
+        overcommitted nodes, unknown annotations or fields...) are logged when they first appear,
+        not every cycle; one that names a pod, KaiwoQueue or KaiwoJob of the cache also becomes a
+        Warning Event on it (``KaiwoWarning``), where ``kubectl describe`` shows it."""
         current = set(warnings)
         for w in sorted(current - self._seen_warnings):
             log.warning("%s", w)
+            ref = _warning_ref(cs, w) if cs is not None else None
+            if ref is not None:
+                self.events.emit(ref, WARNING, "KaiwoWarning", w, throttle=600.0)
         self._seen_warnings = current
 
     def _create_job_pods(self, pods: list[dict], jobs: dict) -> int:
@@ -746,3 +762,20 @@ def _with_file(config: ControllerConfig, scheduling: SchedulerConfiguration) -> 
     s = scheduling.controller
     return dataclasses.replace(config, scheduling=scheduling, period=s.period, resync_period=s.resync_period,
                                assume_ttl=s.assume_ttl, pod_event_interval=s.event_interval)
+
+
+_WARNING_SUBJECT = re.compile(r"^(?:running )?(pod|KaiwoQueue|KaiwoJob) (\S+?)(?: \(and \d+ more\))?: ")
+
+
+def _warning_ref(cs, warning: str) -> dict | None:
+    """The object a warning names (``pod ns/name: ...``, ``KaiwoQueue q: ...``), as an Event's
+    involvedObject, if the cache holds it."""
+    m = _WARNING_SUBJECT.match(warning)
+    if m is None:
+        return None
+    kind, name = m.groups()
+    if kind == "pod":
+        obj = cs.pods.get(name)
+        return pod_ref(obj) if obj is not None else None
+    obj = (cs.queues if kind == "KaiwoQueue" else cs.jobs).get(name)
+    return custom_ref(kind, obj) if obj is not None else None

@@ -41,6 +41,7 @@ from kaiwo_core.model.cluster import Cluster, cluster_from_arrays, kernel_view
 from kaiwo_core.scheduling.filters import random_seed_at
 from kaiwo_core.plugins import CycleContext, Pipeline
 from kaiwo_core.model.requests import KIND_NONE, KIND_SHARED, KIND_WHOLE, KIND_XCD, PodBatch
+from .report import Table
 from kaiwo_core.model.trace import (NodeList, PodTrace, Workload, constraint_classes, fgd_arrivals,
                               read_node_csv, read_pod_csv, workload_shapes)
 
@@ -58,6 +59,8 @@ BUNDLED_PODS = "openb_pod_list_default.csv.gz"
 BUNDLED_NODES = "openb_node_list_gpu_node.csv.gz"
 KEY_POINTS = (80, 90, 95, 100, 110, 120, 130)
 MAX_X = 130
+#: Largest --ratio (the curve ends at 130 %: more only adds pods that are dropped).
+MAX_RATIO = 10.0
 
 
 def bundled(name: str) -> str:
@@ -66,6 +69,15 @@ def bundled(name: str) -> str:
 
 
 # ----------------------------------------------------------------------------------- AMD mode
+
+def amd_model(model: str):
+    """The :class:`~kaiwo_core.model.gpu` model of a name; ValueError naming the known ones."""
+    amd = gpumod.MODELS.get(model.upper())
+    if amd is None:
+        raise ValueError(f"--gpu-model {model!r}: not an AMD Instinct model "
+                         f"(known: {', '.join(sorted(gpumod.MODELS))})")
+    return amd
+
 
 def amd_cluster(nodes: NodeList, model: str = "MI300X", partition: str = "SPX", seed: int = 0) -> Cluster:
     """A cluster of AMD GPUs with the GPU count of ``nodes``: nodes of 8 GPUs plus one smaller
@@ -78,10 +90,7 @@ def amd_cluster(nodes: NodeList, model: str = "MI300X", partition: str = "SPX", 
     ValueError
         Unknown model or a partition mode the model does not have.
     """
-    amd = gpumod.MODELS.get(model.upper())
-    if amd is None:
-        raise ValueError(f"--gpu-model {model!r}: not an AMD Instinct model "
-                         f"(known: {', '.join(sorted(gpumod.MODELS))})")
+    amd = amd_model(model)
     gpumod.partitioning(amd, partition.upper(), "NPS1")  # validates the mode
     total = nodes.n_gpus
     full, rest = divmod(total, 8)
@@ -132,6 +141,7 @@ class Scenario:
     gpu_model: str | None = None       #: AMD model for AMD mode (None: the node list's GPUs)
     partition: str = "SPX"
     isolation: str = "time-slicing"    #: fractions in AMD mode: "time-slicing" or "xcd"
+    custom_nodes: bool = False         #: a node list of the user's (the paper's numbers do not apply)
     _workloads: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -154,7 +164,7 @@ class Scenario:
         """Logical GPUs per physical GPU (1 unless AMD mode partitions them)."""
         if self.gpu_model is None:
             return 1
-        amd = gpumod.MODELS[self.gpu_model.upper()]
+        amd = amd_model(self.gpu_model)
         return gpumod.partitioning(amd, self.partition.upper(), "NPS1").logical_per_gpu
 
 
@@ -191,6 +201,10 @@ def alloc_curve(requests: np.ndarray, placed: np.ndarray, n_gpus: int) -> np.nda
         sel = y[x == k]
         if sel.size == 0:
             sel = y[(x >= k - 1) & (x <= k + 1)]
+        if sel.size == 0 and x.size and x[0] <= k <= x[-1]:
+            # Few GPUs: one pod moves arrivals by more than 2 points. Arrivals passed k, so the
+            # ratio at k is that after the last offer below it (the curve is a step function).
+            sel = y[np.searchsorted(x, k) - 1:][:1]
         if sel.size:
             out[k] = round(float(np.mean(sel)), 2)
     return out
@@ -328,10 +342,13 @@ class PolicySummary:
         return np.array([r.at(k) for r in self.runs])
 
     def mean(self, k: int) -> float:
-        return round(float(np.nanmean(self.values(k))), 3)
+        """Over seeds with a value at k (NaN if none: arrivals never reached k %)."""
+        v = self.values(k)
+        return round(float(np.mean(v[~np.isnan(v)])), 3) if (~np.isnan(v)).any() else math.nan
 
     def median(self, k: int) -> float:
-        return round(float(np.nanmedian(self.values(k))), 3)
+        v = self.values(k)
+        return round(float(np.median(v[~np.isnan(v)])), 3) if (~np.isnan(v)).any() else math.nan
 
     def curve(self) -> np.ndarray:
         with np.errstate(all="ignore"):
@@ -406,37 +423,51 @@ def run_all(scn: Scenario, policies, seeds, parts: int = 4, show_progress: bool 
     return out
 
 
-def render_table(summaries: list, scn: Scenario) -> str:
+def summary_table(summaries: list, scn: Scenario) -> Table:
     """Allocation ratio at 100% and 130% arrival per policy (means over seeds), with the paper's
     published means beside them when the replay is the bundled default trace on its node list."""
-    paper = scn.name == "default" and scn.gpu_model is None and abs(scn.ratio - 1.3) < 1e-9
+    paper = scn.name == "default" and scn.gpu_model is None and not scn.custom_nodes and abs(scn.ratio - 1.3) < 1e-9
     header = ["POLICY", "SEEDS", "ALLOC@100%", "ALLOC@130%", "MEDIAN@130%", "UNALLOC@130%", "FRAG%",
               "FAILED", "WALL s"]
     if paper:
         header += ["PAPER@100%", "PAPER@130%"]
     rows = []
     for s in summaries:
-        row = [s.policy, len(s.runs), f"{s.mean(100):.2f}", f"{s.mean(130):.2f}", f"{s.median(130):.2f}",
-               f"{100 - s.mean(130):.2f}", f"{np.mean([r.fragmentation for r in s.runs]):.2f}",
+        row = [s.policy, len(s.runs), _pct(s.mean(100)), _pct(s.mean(130)), _pct(s.median(130)),
+               _pct(100 - s.mean(130)), f"{np.mean([r.fragmentation for r in s.runs]):.2f}",
                int(round(np.mean([r.failed for r in s.runs]))), f"{sum(r.wall for r in s.runs):.1f}"]
         if paper:
             pub = PUBLISHED_DEFAULT.get(s.policy)
             row += [f"{pub[0]:.2f}" if pub else "-", f"{pub[1]:.2f}" if pub else "-"]
         rows.append(row)
-    cols = [header, *rows]
-    widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
-    lines = ["  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths)))
-             for r in cols]
     where = (f"{scn.name} ({len(scn.trace)} pods) on {len(scn.nodes)} nodes / {scn.n_gpus} GPUs"
              if scn.gpu_model is None else
              f"{scn.name} ({len(scn.trace)} pods) on {scn.n_gpus} {scn.gpu_model} in {scn.partition} "
              f"({scn.isolation} for fractions)")
     note = ("PAPER: FGD's published means over seeds 42-51 (Weng et al., USENIX ATC'23)" if paper else "")
-    return "\n".join([f"GPU allocation ratio (%) by arrived GPU requests: {where}", *lines] + ([note] if note else []))
+    if any(math.isnan(s.mean(130)) for s in summaries):
+        note = (note + "\n" if note else "") + (f"-: arrivals (up to --ratio {scn.ratio:g} of capacity, "
+                                                 "one pod at a time) never reached that share")
+    return Table(header, rows, f"GPU allocation ratio (%) by arrived GPU requests: {where}", note)
+
+
+def render_table(summaries: list, scn: Scenario) -> str:
+    """:func:`summary_table` as text columns."""
+    return summary_table(summaries, scn).text()
+
+
+def _pct(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:.2f}"
 
 
 def load_scenario(trace: str | None = None, nodes: str | None = None, **kw) -> Scenario:
-    """A scenario from CSV paths (default: the bundled openb ``default`` trace and GPU nodes)."""
+    """A scenario from CSV paths (default: the bundled openb ``default`` trace and GPU nodes).
+
+    Raises ValueError for a ``ratio`` that is not a positive number."""
+    ratio = kw.get("ratio", 1.3)
+    if not 0 < ratio <= MAX_RATIO:  # NaN too
+        raise ValueError(f"--ratio {ratio:g}: must be above 0 and at most {MAX_RATIO:g} (share of GPU capacity)")
+    kw.setdefault("custom_nodes", nodes is not None)
     pods = read_pod_csv(trace or bundled(BUNDLED_PODS))
     node_list = read_node_csv(nodes or bundled(BUNDLED_NODES))
     name = "default" if trace is None else _trace_name(trace)

@@ -116,6 +116,18 @@ class Cluster:
             offset += group.count * per
         return -1
 
+    def dev_cus_per_xcd(self) -> np.ndarray:
+        """int64[G] compute units per XCD of each logical GPU's model (0: a generic GPU, whose
+        CUs are unknown), laid out as :func:`build_cluster` lays the devices; cached."""
+        got = self.__dict__.get("_cus_per_xcd")
+        if got is None:
+            per = [g.part.model.cus // g.part.model.xcds if g.part.model.xcds else 0
+                   for nd in self.nodes for g in nd.gpus]
+            counts = [g.count * g.part.logical_per_gpu for nd in self.nodes for g in nd.gpus]
+            got = self.__dict__["_cus_per_xcd"] = np.repeat(np.array(per, dtype=np.int64),
+                                                             np.array(counts, dtype=np.int64))
+        return got
+
     def empty_state(self) -> "ClusterState":
         """Everything free."""
         return ClusterState(

@@ -35,9 +35,12 @@ def show(value) -> str:
 
 
 class ObjectError(ValueError):
-    """A Kubernetes object (or array row) with a field Kaiwo cannot accept."""
+    """A Kubernetes object (or array row) with a field Kaiwo cannot accept. ``others`` holds the
+    object's further independent errors (:func:`combined`): every report shows them all, on one
+    line, after the first."""
 
     kind = "Object"
+    others: tuple = ()
 
     def __init__(self, name: str, field: str, value, reason: str):
         self.name = name
@@ -48,16 +51,52 @@ class ObjectError(ValueError):
         super().__init__(f"{self.kind} {name}: {field}{shown}: {reason}")
 
     def to_dict(self) -> dict:
-        """The shape ``kaiwo schedule --output json`` reports (``rejected`` entries)."""
+        """The shape ``kaiwo schedule --output json`` reports (``rejected`` entries): the first
+        error's field; the error text goes on with the others' ``field = value: reason``."""
         return {"pod" if self.kind == "Pod" else self.kind.lower(): self.name,
                 "field": self.field,
-                "error": self.reason if self.value is None else f"{show(self.value)}: {self.reason}"}
+                "error": (self.reason if self.value is None else f"{show(self.value)}: {self.reason}")
+                + self._more()}
 
     def message(self) -> str:
         """``field = value: reason`` -- the error without the object (warnings and reasons that
-        name the object already)."""
+        name the object already), then the object's other errors."""
         shown = "" if self.value is None else f" = {show(self.value)}"
-        return f"{self.field}{shown}: {self.reason}"
+        return f"{self.field}{shown}: {self.reason}{self._more()}"
+
+    def _more(self) -> str:
+        return "".join(f"; {e.message()}" for e in self.others)
+
+
+class Collector:
+    """Reads the independent fields of one object and keeps going past a bad one:
+    ``collect(default, fn, *args)`` is ``fn(*args)``, or ``default`` with the ObjectError kept;
+    :meth:`raise_all` then raises them together (:func:`combined`). The work stays bounded: one
+    error per field read, and a decoder reads a fixed set of fields."""
+
+    def __init__(self):
+        self.errors: list = []
+
+    def __call__(self, default, fn, *args):
+        try:
+            return fn(*args)
+        except ObjectError as e:
+            self.errors.append(e)
+            return default
+
+    def raise_all(self) -> None:
+        if self.errors:
+            raise combined(self.errors)
+
+
+def combined(errors: list) -> ObjectError:
+    """One error reporting all of ``errors`` (one object's, in the order found): the first, with
+    the rest as its ``others``."""
+    first = errors[0]
+    if len(errors) > 1:
+        first.others = tuple(errors[1:])
+        first.args = (f"{first.args[0]}{first._more()}",)
+    return first
 
 
 # ------------------------------------------------------------------------------ the guard

@@ -17,6 +17,8 @@ MAX_DEVICES = 1024
 #: so sums over a million nodes or pods stay far inside int64.
 MAX_CPU_MILLI = 2**40
 MAX_MEMORY_MIB = 2**40
+#: Compute units one logical GPU may be asked to have (``kaiwo.ai/gpu-min-cus``); an MI300X has 304.
+MAX_GPU_CUS = 65_536
 #: Pod slots on one node (the kubelet's --max-pods is 110 by default).
 MAX_PODS_PER_NODE = 2**20
 #: Replicas (and minMembers) of one KaiwoJob; Kubernetes' indexed Jobs allow 100,000 completions.

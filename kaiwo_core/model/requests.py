@@ -13,6 +13,10 @@ Annotations (the README lists them with examples, "Scheduling pods with Kaiwo"):
 ``kaiwo.ai/gpu-sharing``              "false": a fractional pod that must have its devices alone
 ``kaiwo.ai/gpu-isolation``            "time-slicing" (default) or "xcd" (whole XCDs, CU-masked)
 ``kaiwo.ai/gpu-model``                allowed GPU models, ``|``-separated (e.g. ``MI300X|MI325X``)
+``kaiwo.ai/gpu-partition``            allowed compute partition modes, ``|``-separated (``cpx``,
+                                      ``spx|dpx``): what "one logical GPU" (and so a fraction) is
+``kaiwo.ai/gpu-min-cus``              least compute units of each logical GPU used (e.g. ``38``)
+``kaiwo.ai/gpu-min-memory``           least memory of each logical GPU used (``24Gi``; plain = MiB)
 
 A pod that only names ``kaiwo.ai/gpu-memory`` reserves that memory and time-shares compute without
 a compute reservation (ROCm runs processes concurrently on a GPU natively).
@@ -26,9 +30,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from .durations import parse_duration
-from .errors import (ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name,
-                     require_name)
-from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_MEMORY_MIB
+from .errors import (ObjectError, combined, field_int, field_list, field_map, field_str, guarded, metadata,
+                     object_name, require_name)
+from .limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_DEVICES, MAX_GPU_CUS, MAX_MEMORY_MIB
 from .quantity import QuantityError, parse_bool, parse_fraction, parse_mib, parse_positive_int, parse_quantity
 
 KIND_NONE, KIND_WHOLE, KIND_SHARED, KIND_XCD = 0, 1, 2, 3
@@ -40,12 +44,20 @@ ANN_MEMORY = ANN + "gpu-memory"
 ANN_SHARING = ANN + "gpu-sharing"
 ANN_ISOLATION = ANN + "gpu-isolation"
 ANN_MODEL = ANN + "gpu-model"
+ANN_PARTITION = ANN + "gpu-partition"
+ANN_MIN_CUS = ANN + "gpu-min-cus"
+ANN_MIN_MEMORY = ANN + "gpu-min-memory"
 ANN_ASSIGNMENT = ANN + "gpu-assignment"
 ANN_RUNTIME = ANN + "expected-runtime"
 ANN_PREEMPTIBLE = ANN + "preemptible"
 ANN_GANG = ANN + "gang"
 ANN_GANG_MIN = ANN + "gang-min-members"
 LABEL_QUEUE = ANN + "queue"
+#: Every ``kaiwo.ai/`` annotation a pod may carry; any other is warned about (with the closest
+#: of these), since it would be silently ignored. A new annotation must be added here.
+POD_ANNOTATIONS = frozenset({ANN_FRACTION, ANN_NUM_DEVICES, ANN_MEMORY, ANN_SHARING, ANN_ISOLATION, ANN_MODEL,
+                             ANN_PARTITION, ANN_MIN_CUS, ANN_MIN_MEMORY, ANN_ASSIGNMENT, ANN_RUNTIME,
+                             ANN_PREEMPTIBLE, ANN_GANG, ANN_GANG_MIN})
 ISOLATION_MODES = ("time-slicing", "xcd")
 SCHEDULER_NAME = "kaiwo"
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -68,12 +80,18 @@ class Constraint:
     gpu_models: frozenset | None = None   #: allowed models (upper case), None = any
     gpu_resource: str | None = None  #: the GPU resource name the pod asks for (e.g. amd.com/gpu)
     reservations: frozenset = frozenset()  #: reservations whose held nodes the pod may use
+    #: the size of one logical GPU: allowed compute partition modes (upper case, None = any), least
+    #: compute units and least memory (MiB) per logical GPU (0 = any)
+    gpu_partitions: frozenset | None = None
+    gpu_min_cus: int = 0
+    gpu_min_memory: int = 0
 
     def __hash__(self):  # cached: interning thousands of pods hashes each constraint once
         h = self.__dict__.get("_hash")
         if h is None:
             h = hash((self.node_selector, self.tolerations, self.affinity, self.gpu_models,
-                      self.gpu_resource, self.reservations))
+                      self.gpu_resource, self.reservations, self.gpu_partitions, self.gpu_min_cus,
+                      self.gpu_min_memory))
             object.__setattr__(self, "_hash", h)
         return h
 
@@ -331,8 +349,28 @@ def _decode_pod(obj, classes: dict) -> tuple[PodRequest, list[str]]:
     bound = spec.get("nodeName") if isinstance(spec, dict) else None
     if isinstance(bound, str) and bound and pod_phase(obj) not in FINISHED_PHASES:
         problems: list[str] = []
-        return _decode(obj, classes, problems), problems
-    return _decode(obj, classes, None), []
+        req = _decode(obj, classes, problems)
+    else:
+        req, problems = _decode(obj, classes, None), []
+    return req, problems + annotation_warnings(req.name, req.annotations)
+
+
+def annotation_warnings(name: str, ann: dict) -> list[str]:
+    """``kaiwo.ai/`` annotations of a pod that Kaiwo does not know (a typo would be silently
+    ignored: ``kaiwo.ai/gpu-fracton`` runs the pod without a GPU), with the closest known name;
+    one warning per pod, at most a few names listed. Labels put among the annotations are named."""
+    unknown = [k for k in ann if isinstance(k, str) and k.startswith(ANN) and k not in POD_ANNOTATIONS]
+    if not unknown:
+        return []
+    from .fields import MAX_LISTED, did_you_mean
+    unknown.sort()
+    parts = []
+    for key in unknown[:MAX_LISTED]:
+        hint = (f" ({key} is a label, not an annotation)" if key == LABEL_QUEUE
+                else did_you_mean(key, sorted(POD_ANNOTATIONS), ANN))
+        parts.append(f"unknown annotation {key}{hint}")
+    more = f" (and {len(unknown) - MAX_LISTED} more)" if len(unknown) > MAX_LISTED else ""
+    return [f"pod {name}: {', '.join(parts)}{more}; ignored"]
 
 
 def _raw_gang(obj) -> str | None:
@@ -347,26 +385,31 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     """:func:`pod_request`; with ``lenient`` (a list), a step that fails keeps its default and
     its error is appended to the list instead of raised."""
     name = pod_name(obj)
+    errors: list[PodError] = []  # strict: every independent error, raised together at the end
 
     def step(default, fn, *args):
-        if lenient is None:
-            return fn(*args)
         try:
             return fn(*args)
         except PodError as e:
-            lenient.append(f"running pod {name}: {e.message()}; ignored, the pod is charged to its "
-                           "node anyway")
+            if lenient is None:
+                errors.append(e)
+            else:
+                lenient.append(f"running pod {name}: {e.message()}; ignored, the pod is charged to its "
+                               "node anyway")
             return default
 
     meta = step({}, field_map, PodError, name, obj.get("metadata"), "metadata")
     step(None, _identity, name, meta)
-    spec = field_map(PodError, name, obj.get("spec"), "spec")  # a bound pod's spec is a map
+    try:
+        spec = field_map(PodError, name, obj.get("spec"), "spec")  # a bound pod's spec is a map
+    except PodError as e:  # nothing more can be read
+        raise combined([*errors, e]) from None
     status = step({}, field_map, PodError, name, obj.get("status"), "status")
     ann = step({}, field_map, PodError, name, meta.get("annotations"), "metadata.annotations")
     labels = step({}, field_map, PodError, name, meta.get("labels"), "metadata.labels")
     if step(False, _gang_name, name, ann) is False:
         ann = {k: v for k, v in ann.items() if k != ANN_GANG}  # unreadable: in no gang
-    node = field_str(PodError, name, spec.get("nodeName"), "spec.nodeName")
+    node = step("", field_str, PodError, name, spec.get("nodeName"), "spec.nodeName")
     step(None, field_list, PodError, name, spec.get("schedulingGates"), "spec.schedulingGates")
     cpu, mem, gpu_res = step((0, 0, None), _resources, name, spec)
     req = PodRequest(name=name, uid=step("", field_str, PodError, name, meta.get("uid"), "metadata.uid"),
@@ -393,7 +436,9 @@ def _decode(obj: dict, classes: dict, lenient: list | None) -> PodRequest:
     if step(False, _gpu_request, req, ann, gpu_res) is False and lenient is not None:
         _kind_from_assignment(req, gpu_res)
     req.constraint = step(_plain(gpu_res[0] if gpu_res else None), _constraint, name, spec, ann,
-                          gpu_res[0] if gpu_res else None)
+                          gpu_res[0] if gpu_res else None, req.kind != KIND_NONE)
+    if errors:
+        raise combined(errors)
     return req
 
 
@@ -594,7 +639,7 @@ def _gpu_request(req: PodRequest, ann: dict, gpu_res) -> bool:
     return True
 
 
-def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
+def _constraint(name: str, spec: dict, ann: dict, gpu_resource, wants_gpu: bool = True) -> Constraint:
     selector = field_map(PodError, name, spec.get("nodeSelector"), "spec.nodeSelector")
     tolerations = []
     for i, t in enumerate(field_list(PodError, name, spec.get("tolerations"), "spec.tolerations")):
@@ -613,10 +658,42 @@ def _constraint(name: str, spec: dict, ann: dict, gpu_resource) -> Constraint:
         models = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
         if not models:
             raise PodError(name, f"metadata.annotations.{ANN_MODEL}", raw, "names no GPU model")
-    if not selector and not tolerations and not affinity and models is None:
+    size = _gpu_size(name, ann, wants_gpu)
+    if not selector and not tolerations and not affinity and models is None and size == (None, 0, 0):
         return _plain(gpu_resource)  # most pods: one shared object per GPU resource name
     return Constraint(tuple(sorted((str(k), str(v)) for k, v in selector.items())),
-                      tuple(sorted(tolerations)), affinity, models, gpu_resource)
+                      tuple(sorted(tolerations)), affinity, models, gpu_resource, frozenset(), *size)
+
+
+def _gpu_size(name: str, ann: dict, wants_gpu: bool) -> tuple:
+    """``kaiwo.ai/gpu-partition``, ``gpu-min-cus`` and ``gpu-min-memory``: (modes or None, CUs,
+    MiB). They say what one logical GPU must be, so they need a GPU request."""
+    from .gpu import COMPUTE_PARTITIONS
+    fld = lambda a: f"metadata.annotations.{a}"  # noqa: E731
+    given = [a for a in (ANN_PARTITION, ANN_MIN_CUS, ANN_MIN_MEMORY) if a in ann]
+    if given and not wants_gpu:
+        raise PodError(name, fld(given[0]), ann[given[0]],
+                       "sizes the logical GPUs a pod uses; this pod asks for no GPU")
+    modes = None
+    if ANN_PARTITION in ann:
+        raw = field_str(PodError, name, ann[ANN_PARTITION], fld(ANN_PARTITION))
+        modes = frozenset(m.strip().upper() for m in raw.split("|") if m.strip())
+        bad = sorted(modes - set(COMPUTE_PARTITIONS))
+        if bad or not modes:
+            why = f"unknown compute partition mode {bad[0].lower()!r}" if bad else "names no mode"
+            raise PodError(name, fld(ANN_PARTITION), raw,
+                           f"{why} (expected one of {', '.join(m.lower() for m in COMPUTE_PARTITIONS)})")
+    cus = 0
+    if ANN_MIN_CUS in ann:
+        cus = _field(name, fld(ANN_MIN_CUS), ann[ANN_MIN_CUS], parse_positive_int, ANN_MIN_CUS)
+        if cus > MAX_GPU_CUS:
+            raise PodError(name, fld(ANN_MIN_CUS), ann[ANN_MIN_CUS], f"more than {MAX_GPU_CUS} compute units")
+    mib = 0
+    if ANN_MIN_MEMORY in ann:
+        mib = _field(name, fld(ANN_MIN_MEMORY), ann[ANN_MIN_MEMORY], parse_mib, ANN_MIN_MEMORY)
+        if mib > MAX_MEMORY_MIB:
+            raise PodError(name, fld(ANN_MIN_MEMORY), ann[ANN_MIN_MEMORY], f"more than {MAX_MEMORY_MIB} MiB")
+    return modes, cus, mib
 
 
 _PLAIN: dict = {}
@@ -730,6 +807,15 @@ def _timestamp(name: str, raw, fld: str = "metadata.creationTimestamp") -> float
         return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
     except ValueError:
         raise PodError(name, fld, raw, "not an RFC 3339 time") from None
+
+
+ASSIGNMENT_KEYS = ("gpu", "partition", "xcds", "fraction", "memoryMiB")
+
+
+def assignment_text(devices: list[dict]) -> str:
+    """The ``kaiwo.ai/gpu-assignment`` value for device entries (only its own keys: ``kaiwo
+    schedule`` output adds sizes that are no part of it)."""
+    return json.dumps([{k: d[k] for k in ASSIGNMENT_KEYS} for d in devices], separators=(",", ":"))
 
 
 def parse_assignment(name: str, raw) -> list[dict]:

@@ -5,7 +5,8 @@
     apiVersion: kaiwo.ai/v1alpha1
     kind: KaiwoSchedulerConfiguration
     strategy: spread
-    plugins: [{name: avoid-node, args: {node: gpu-07}}]
+    plugins: [{name: avoid-node, args: {node: gpu-07}}, {name: gang-topology, args: {label: example.com/rack}}]
+    load: {allocationWeight: 1, loadWeight: 2}
     ordering: {gpuDemandFactor: 5}
     preemption: {maxPreemptors: 64, checkResources: all}
     reservation: {starvation: 15m}
@@ -27,13 +28,13 @@ Reading the file (bounded) is :func:`kaiwo.dump.load_config`; this module does n
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..model.durations import parse_duration
 from ..model.errors import show
+from ..model.fields import did_you_mean
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_DEVICES
 from .. import plugins as plugin_registry
 from ..plugins import Pipeline, PluginError
@@ -74,6 +75,18 @@ class ControllerSettings:
     resync_period: float = 300.0  #: seconds between relists of everything (0: never)
     assume_ttl: float = 30.0      #: seconds a binding may stay unconfirmed before it is checked
     event_interval: float = 60.0  #: least seconds between two FailedScheduling events of a pod
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """The ``load`` strategy's weights (used only when the strategy is ``load``): a node scores
+    -(allocation_weight x its allocation after placement) - load_weight x its measured load."""
+
+    allocation_weight: float = 1.0
+    load_weight: float = 1.0
+
+    def plugin_args(self) -> dict:
+        return {"alloc_weight": self.allocation_weight, "load_weight": self.load_weight}
 
 
 # --------------------------------------------------------------------------------- readers
@@ -205,6 +218,13 @@ SECTIONS: dict[str, Section] = {
         Setting("maxNodeFraction", "max_node_fraction", number(0, 1),
                 "share of the nodes automatic reservations may hold"),
     )),
+    "load": Section(LoadSettings, "the load strategy (strategy: load): measured load from kaiwo schedule "
+                    "--metrics; nodes without metrics count as unloaded", (
+        Setting("allocationWeight", "allocation_weight", number(0, 1e6),
+                "weight of the node's GPU/CPU allocation after placement"),
+        Setting("loadWeight", "load_weight", number(0, 1e6),
+                "weight of the node's measured load (0..1); 0: allocation only, as spread"),
+    )),
     "controller": Section(ControllerSettings, "kaiwo controller only (the deployment's flags win)", (
         _durations("period", "period", duration(positive=True), "longest time between two cycles"),
         _durations("resyncPeriod", "resync_period", duration(),
@@ -228,17 +248,19 @@ class SchedulerConfiguration:
     ordering: OrderingConfig = field(default_factory=OrderingConfig)
     preemption: PreemptionConfig = field(default_factory=PreemptionConfig)
     reservation: ReservationConfig = field(default_factory=ReservationConfig)
+    load: LoadSettings = field(default_factory=LoadSettings)
     controller: ControllerSettings = field(default_factory=ControllerSettings)
 
-    def pipeline(self, strategy: str | None = None) -> Pipeline:
+    def pipeline(self, strategy: str | None = None, node_load: dict | None = None) -> Pipeline:
         """The built-in filters, the file's plugins and the strategy (``strategy`` overrides the
-        file's), started."""
-        return Pipeline([*filters.DEFAULT_PLUGINS, *((n, dict(a)) for n, a in self.plugins),
-                         strategy or self.strategy])
+        file's), started. ``node_load``: measured load per node name, for the ``load`` strategy."""
+        name = strategy or self.strategy
+        strat = (name, {**self.load.plugin_args(), "load": node_load}) if name == "load" else name
+        return Pipeline([*filters.DEFAULT_PLUGINS, *((n, dict(a)) for n, a in self.plugins), strat])
 
-    def schedule_kwargs(self, strategy: str | None = None) -> dict:
+    def schedule_kwargs(self, strategy: str | None = None, node_load: dict | None = None) -> dict:
         """Keyword arguments of :func:`kaiwo_core.schedule` for this configuration."""
-        return {"pipeline": self.pipeline(strategy), "ordering": self.ordering,
+        return {"pipeline": self.pipeline(strategy, node_load), "ordering": self.ordering,
                 "preempting": self.preemption, "reserving": self.reservation}
 
 
@@ -246,10 +268,7 @@ _TOP = ("apiVersion", "kind", "strategy", "plugins", *SECTIONS)
 
 
 def _suggest(value, names) -> str:
-    if not isinstance(value, str):
-        return ""
-    close = difflib.get_close_matches(value, list(names), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return did_you_mean(value, list(names)) if isinstance(value, str) else ""
 
 
 def _unknown(errors: list, path: str, mapping: dict, known) -> None:

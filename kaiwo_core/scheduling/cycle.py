@@ -33,11 +33,14 @@ from .placement import Placement, default_pipeline, place
 from ..plugins import CycleContext, Pipeline
 from .queues import GPU, MEMORY, RESOURCES, QueueTree, human
 from .podtable import PodTable
+from ..model.fields import spec_warnings
 from ..model.requests import (
     ANN_GANG,
     ANN_GANG_MIN,
     ANN_MEMORY,
+    ANN_MODEL,
     KIND_NONE,
+    KIND_XCD,
     LABEL_QUEUE,
     PodError,
     batch_from_requests,
@@ -64,15 +67,23 @@ class Decisions:
     expired: list = field(default_factory=list)       #: names of reservations that expired
     preemption: object = None                         #: PreemptionPlan (reclaim and preemption)
     rejected: list = field(default_factory=list)      #: PodError (snapshot's and the cycle's)
+    warnings: list = field(default_factory=list)      #: str: the cycle's, after the snapshot's
     timings: dict = field(default_factory=dict)       #: seconds per step
 
-    def bindings(self) -> list[dict]:
+    def bindings(self, sizes: bool = False) -> list[dict]:
+        """Pod, node and devices (the ``kaiwo.ai/gpu-assignment`` entries; with ``sizes``, each
+        also says in absolute terms what the pod gets, see :func:`device_sizes`)."""
         p = self.placement
         if p is None:
             return []
-        names = self.snapshot.cluster.names
-        return [{"pod": p.batch.names[i], "node": names[p.node[i]], "devices": p.devices(i)}
-                for i in np.flatnonzero(p.placed)]
+        c = self.snapshot.cluster
+        names = c.names
+        out = [{"pod": p.batch.names[i], "node": names[p.node[i]], "devices": p.devices(i)}
+               for i in np.flatnonzero(p.placed).tolist()]
+        if sizes:
+            for b, i in zip(out, np.flatnonzero(p.placed).tolist()):
+                device_sizes(c, int(p.node[i]), b["devices"], p.batch.kind[i] == KIND_XCD)
+        return out
 
     def pending(self) -> list[dict]:
         out = [{"pod": name, "reason": why} for name, why in self.snapshot.ignored]
@@ -125,7 +136,7 @@ class Decisions:
 
     def to_dict(self) -> dict:
         """The ``kaiwo schedule --output json`` document (DESIGN.md, stable interface)."""
-        bindings, pending, running = self.bindings(), self.pending(), self.running()
+        bindings, pending, running = self.bindings(sizes=True), self.pending(), self.running()
         rejected = [e.to_dict() for e in self.rejected]
         snap = self.snapshot
         return {
@@ -142,7 +153,7 @@ class Decisions:
             "reservations": [r.to_dict() for r in self.reservations],
             "expiredReservations": list(self.expired),
             "invalidReservations": [e.to_dict() for e in self.reservation_errors],
-            "warnings": list(snap.warnings),
+            "warnings": list(snap.warnings) + self.warnings,
             "stats": {
                 "nodes": snap.cluster.n_nodes, "gpus": snap.cluster.n_devices,
                 "queues": len(self.tree),
@@ -152,6 +163,41 @@ class Decisions:
                 "timingsMs": {k: round(v * 1e3, 3) for k, v in self.timings.items()},
             },
         }
+
+
+def device_sizes(cluster, node: int, devices: list[dict], xcd: bool) -> None:
+    """Add to each device entry what the pod gets of it in absolute terms (a fraction is of one
+    logical GPU, whose size depends on the partition mode): ``gpuCUs`` and ``gpuMemoryGiB`` of the
+    logical GPU, ``cus`` (its XCDs' CUs for an XCD-isolated pod, else the fraction of the GPU's)
+    and ``memoryGiB`` held. CUs are 0 on generic GPUs (unknown)."""
+    per_xcd = cluster.dev_cus_per_xcd()
+    for d in devices:
+        dev = cluster.device_index(node, d["gpu"], d["partition"])
+        k = int(per_xcd[dev])
+        gpu_cus = bin(int(cluster.dev_xcd_mask[dev])).count("1") * k
+        d["gpuCUs"] = gpu_cus
+        d["gpuMemoryGiB"] = round(int(cluster.dev_mem_cap[dev]) / 1024, 3)
+        d["cus"] = len(d["xcds"]) * k if xcd else round(d["fraction"] * gpu_cus)
+        d["memoryGiB"] = round(d["memoryMiB"] / 1024, 3)
+
+
+def model_warnings(cluster, batch) -> list[str]:
+    """A ``kaiwo.ai/gpu-model`` that no node of the cluster has (a typo, or a model not there):
+    one warning per set of models asked, naming the first pod by name and how many more."""
+    have = {nd.model.upper() for nd in cluster.nodes if nd.gpus}
+    pods: dict[frozenset, list[int]] = {}
+    for c, con in enumerate(batch.constraints):
+        if con.gpu_models is not None and not con.gpu_models & have:
+            pods.setdefault(con.gpu_models, []).extend(np.flatnonzero(batch.cls == c).tolist())
+    out = []
+    for models, rows in sorted(pods.items(), key=lambda kv: sorted(kv[0])):
+        if not rows:
+            continue
+        first = min(batch.names[i] for i in rows)
+        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+        out.append(f"pod {first}{more}: {ANN_MODEL} names {'|'.join(sorted(models))}, which no node "
+                   f"has (the cluster has: {', '.join(sorted(have)) or 'no GPUs'})")
+    return out
 
 
 def impossible(snapshot: Snapshot, pending: PodTable) -> tuple[np.ndarray, list]:
@@ -293,7 +339,9 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     """Run one cycle on a copy of the snapshot's state; the snapshot itself is not changed.
 
     ``now`` (epoch seconds) ages pending pods and expires reservations; by default the newest
-    creation time among the pods, so that a dump always gives the same decisions.
+    creation time among the pods, so that a dump always gives the same decisions (``kaiwo
+    schedule`` and ``kaiwo explain`` pass the wall clock unless ``--now dump``; the controller
+    passes its clock).
     """
     t0 = time.perf_counter()
     _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting)
@@ -397,7 +445,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
         if len(ordered) else None
     t4 = time.perf_counter()
     decisions = Decisions(snapshot, placement, tree, shares, rows[order], run_rows, held, held_rows,
-                          reservations, res_errors, expired, rejected=rejected)
+                          reservations, res_errors, expired, rejected=rejected,
+                          warnings=spec_warnings(snapshot.objects) + model_warnings(cluster, batch))
 
     # 5. reclaim and preemption, for the pods placement could not place
     if placement is not None and not placement.placed.all() and snapshot.running:

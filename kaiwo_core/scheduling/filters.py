@@ -6,8 +6,13 @@ nodes are visited one by one, and a cluster has few of those.
 
 Strategies carry no Python code on the hot path: they select the compiled scoring function of the
 kernel, and hand it what their configuration needs (:meth:`_Strategy.kernel_args`: a seed, a target
-workload). The FGD paper's policies (``random``, ``best-fit``, ``dot-product``, ``gpu-packing``,
-``gpu-clustering``, ``fgd``) score as that paper's simulator does; ``frag`` is Kaiwo's own.
+workload, a measured load). The FGD paper's policies (``random``, ``best-fit``, ``dot-product``,
+``gpu-packing``, ``gpu-clustering``, ``fgd``) score as that paper's simulator does; ``frag`` and
+``load`` are Kaiwo's own.
+
+Gangs keep to one topology domain (a zone, or a rack) when one can take them whole: the domain of
+each node is its value of a label (``gang-topology``'s ``label``, default
+``topology.kubernetes.io/zone``), handed to the kernel as ``node_domain`` (:func:`topology_domains`).
 """
 from __future__ import annotations
 
@@ -18,13 +23,16 @@ from ..plugins import CycleContext, Plugin, register
 STRATEGY_BINPACK, STRATEGY_SPREAD, STRATEGY_FRAG = 0, 1, 2
 (STRATEGY_RANDOM, STRATEGY_BEST_FIT, STRATEGY_DOT_PRODUCT, STRATEGY_GPU_PACKING, STRATEGY_GPU_CLUSTERING,
  STRATEGY_FGD) = range(3, 9)
+STRATEGY_LOAD = 9
 STRATEGIES = {"binpack": STRATEGY_BINPACK, "spread": STRATEGY_SPREAD, "frag": STRATEGY_FRAG,
               "random": STRATEGY_RANDOM, "best-fit": STRATEGY_BEST_FIT,
               "dot-product": STRATEGY_DOT_PRODUCT, "gpu-packing": STRATEGY_GPU_PACKING,
-              "gpu-clustering": STRATEGY_GPU_CLUSTERING, "fgd": STRATEGY_FGD}
+              "gpu-clustering": STRATEGY_GPU_CLUSTERING, "fgd": STRATEGY_FGD, "load": STRATEGY_LOAD}
 #: splitmix64's increment: row r of a batch draws from counters 2r+1 and 2r+2 (see ``random_seed_at``).
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
-DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource")
+DEFAULT_PLUGINS = ("node-affinity", "taints", "gpu-model", "gpu-resource", "gpu-partition")
+#: The label whose values are the topology domains gangs keep to, unless ``gang-topology`` names another.
+TOPOLOGY_LABEL = "topology.kubernetes.io/zone"
 
 
 def _label_column(ctx: CycleContext, key: str) -> np.ndarray:
@@ -80,6 +88,31 @@ class NodeAffinity(Plugin):
             return ok
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        labels = [ctx.cluster.nodes[i].labels for i in nodes]
+        out = []
+        for lab in labels:
+            # texts name the pod's term, not the node's value: they group nodes in pending reasons
+            why = next((f"node selector {k}={v} not matched" for k, v in con.node_selector
+                        if lab.get(k) != v), None)
+            if why is None:
+                misses = [next(_term_miss(term, lab)) for term in con.affinity]
+                why = (f"node affinity {misses[0]} not matched" if len(misses) == 1 else
+                       f"no node affinity term matched ({'; '.join(misses)})")
+            out.append(why)
+        return out
+
+
+def _term_miss(term, labels):
+    """The expressions of one affinity term a node's labels fail, as text."""
+    for key, op, values in term:
+        v = labels.get(key)
+        ok = (v is not None if op == "Exists" else v is None if op == "DoesNotExist"
+              else (v is not None and v in values) == (op == "In"))
+        if not ok:
+            shown = f" [{', '.join(values)}]" if op in ("In", "NotIn") else ""
+            yield f"{key} {op}{shown}"
+
 
 def tolerates(tolerations, taint) -> bool:
     """Kubernetes toleration matching for one (key, value, effect) taint."""
@@ -112,6 +145,17 @@ class Taints(Plugin):
             return r
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        out = []
+        for i in nodes:
+            nd = ctx.cluster.nodes[i]
+            if nd.unschedulable:
+                out.append("node cordoned (unschedulable)")
+                continue
+            key, value, effect = next(t for t in nd.taints if not tolerates(con.tolerations, t))
+            out.append(f"untolerated taint {key}{'=' + value if value else ''}:{effect}")
+        return out
+
 
 @register
 class GpuModel(Plugin):
@@ -128,6 +172,11 @@ class GpuModel(Plugin):
             return None if con.gpu_models is None else np.isin(models, list(con.gpu_models))
         return _rows(ctx, row)
 
+    def explain(self, ctx, con, nodes):
+        asked = "|".join(sorted(con.gpu_models))
+        return [f"GPU model {ctx.cluster.nodes[i].model.upper() or 'none'} (pod asks for {asked})"
+                for i in nodes]
+
 
 @register
 class GpuResource(Plugin):
@@ -143,6 +192,70 @@ class GpuResource(Plugin):
             return np.array([con.gpu_resource in nd.resources for nd in ctx.cluster.nodes],
                             dtype=bool)
         return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        return [f"no {con.gpu_resource} resource" for _ in nodes]
+
+
+def gpu_sizes(ctx: CycleContext):
+    """Per node (cached per cycle): its compute partition modes (a frozenset, empty without GPUs)
+    and the least compute units and memory (MiB) of any of its logical GPUs (0 = unknown: generic
+    GPUs have no CU count)."""
+    got = ctx.extra.get("gpu_sizes")
+    if got is None:
+        nodes = ctx.cluster.nodes
+        modes = np.array([frozenset(g.part.compute for g in nd.gpus) for nd in nodes] + [None],
+                         dtype=object)[:-1]
+        cus = np.array([min((g.part.model.cus // g.part.logical_per_gpu for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        mem = np.array([min((g.part.memory_per_partition_mib for g in nd.gpus), default=0)
+                        for nd in nodes], dtype=np.int64)
+        got = ctx.extra["gpu_sizes"] = (modes, cus, mem)
+    return got
+
+
+@register
+class GpuPartition(Plugin):
+    """``kaiwo.ai/gpu-partition``, ``gpu-min-cus``, ``gpu-min-memory``: every logical GPU of the
+    node must be of an allowed compute partition mode and have at least that many compute units
+    and that much memory, so a fraction is of a GPU of a known size (a CPX pod never lands on an
+    SPX node, nor the other way round)."""
+
+    name = "gpu-partition"
+
+    def filter(self, ctx):
+        if all(c.gpu_partitions is None and not c.gpu_min_cus and not c.gpu_min_memory
+               for c in ctx.constraints):
+            return None
+        modes, cus, mem = gpu_sizes(ctx)
+
+        def row(con):
+            if con.gpu_partitions is None and not con.gpu_min_cus and not con.gpu_min_memory:
+                return None
+            ok = np.array([bool(m) for m in modes], dtype=bool)  # GPUs at all
+            if con.gpu_partitions is not None:
+                ok &= np.array([m <= con.gpu_partitions for m in modes], dtype=bool)
+            return ok & (cus >= con.gpu_min_cus) & (mem >= con.gpu_min_memory)
+        return _rows(ctx, row)
+
+    def explain(self, ctx, con, nodes):
+        modes, cus, mem = gpu_sizes(ctx)
+        out = []
+        for i in nodes:
+            if not modes[i]:
+                out.append("no GPUs")
+            elif con.gpu_partitions is not None and not modes[i] <= con.gpu_partitions:
+                out.append(f"GPU partition {'+'.join(sorted(modes[i]))} (pod asks for "
+                           f"{'|'.join(sorted(con.gpu_partitions))})")
+            elif cus[i] < con.gpu_min_cus:
+                out.append(f"{cus[i]} CUs per logical GPU < {con.gpu_min_cus} asked")
+            else:
+                out.append(f"{_gib(mem[i])} GiB per logical GPU < {_gib(con.gpu_min_memory)} asked")
+        return out
+
+
+def _gib(mib) -> str:
+    return f"{int(mib) / 1024:.4g}"
 
 
 class _Strategy(Plugin):
@@ -300,3 +413,62 @@ class Fgd(_WorkloadStrategy):
     workload's expected unusable GPU capacity, scored as its simulator does."""
 
     name = "fgd"
+
+
+@register
+class Load(_Strategy):
+    """Kaiwo's load-aware policy: the least weighted allocation after placement (spread's GPU and
+    CPU utilisation) plus the node's measured load (0..1: its busiest of GPU activity, VRAM, heat,
+    power, CPU, memory; :func:`kaiwo_core.monitoring.node_load.node_load`). Unmeasured nodes count
+    as 0 (neutral). ``load_weight: 0`` is spread exactly."""
+
+    name = "load"
+    config_schema = {
+        "alloc_weight": ((int, float), 1.0, "weight of the allocation after placement (>= 0)"),
+        "load_weight": ((int, float), 1.0, "weight of the measured load (>= 0)"),
+        "load": (dict, None, "measured load per node name (0..1); None or a missing node = 0"),
+    }
+
+    def configure(self, config: dict) -> None:
+        from ..plugins import PluginError
+        super().configure(config)
+        for key in ("alloc_weight", "load_weight"):
+            v = self.config[key]
+            if v is None or not (0.0 <= float(v) <= 1e6):
+                raise PluginError(f"plugin 'load': config {key!r} = {self.config[key]!r}: must be a finite number "
+                                  "in [0, 1e6]")
+        for node, v in (self.config["load"] or {}).items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= float(v) <= 1e6):
+                raise PluginError(f"plugin 'load': config 'load' of node {node!r} = {v!r}: must be a finite "
+                                  "number in [0, 1e6]")
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        by_name = self.config["load"] or {}
+        load = np.array([float(by_name.get(n, 0.0)) for n in ctx.cluster.names], np.float64) if by_name \
+            else np.zeros(ctx.cluster.n_nodes, np.float64)
+        return {"node_load": load,
+                "load_weights": np.array([self.config["alloc_weight"], self.config["load_weight"]], np.float64)}
+
+
+def topology_domains(ctx: CycleContext, label: str) -> np.ndarray:
+    """int32[N]: each node's domain, the rank of its ``label`` value among the values present
+    (sorted, so independent of node order); -1 for nodes without the label."""
+    col = _label_column(ctx, label) if label else np.full(ctx.cluster.n_nodes, None, dtype=object)
+    has = np.array([v is not None for v in col], dtype=bool)
+    out = np.full(len(col), -1, np.int32)
+    if has.any():
+        _, inv = np.unique(np.array([str(v) for v in col[has]], dtype=object), return_inverse=True)
+        out[has] = inv.astype(np.int32)
+    return out
+
+
+@register
+class GangTopology(Plugin):
+    """Gangs keep to the nodes sharing one value of a topology label (a zone, a rack) when such a
+    domain can take them whole; ``label: ""`` turns that off (gangs still go onto few nodes)."""
+
+    name = "gang-topology"
+    config_schema = {"label": (str, TOPOLOGY_LABEL, "node label whose values are the domains")}
+
+    def kernel_args(self, ctx: CycleContext) -> dict:
+        return {"node_domain": topology_domains(ctx, self.config["label"])}

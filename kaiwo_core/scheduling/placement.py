@@ -13,8 +13,8 @@ import numpy as np
 
 from .. import _core
 from ..model.cluster import Cluster, ClusterState, kernel_view
-from .filters import DEFAULT_PLUGINS
-from ..plugins import CycleContext, Pipeline
+from .filters import DEFAULT_PLUGINS, TOPOLOGY_LABEL, topology_domains
+from ..plugins import CycleContext, Pipeline, filter_verdicts
 from ..model.requests import KIND_XCD, PodBatch
 
 NUM_REASONS = _core.NUM_REASONS
@@ -31,6 +31,9 @@ REASON_TEXT = (
     "not enough free XCDs",
     "GPUs held by a reservation",
 )
+#: Distinct filter texts a pending reason lists (the rest are counted together); ``kaiwo explain``
+#: lists every node class.
+MAX_FILTER_GROUPS = 6
 REASON_KEYS = ("NodeFilter", "Cpu", "Memory", "Pods", "GpuCount", "GpuBusy", "GpuShare",
                "GpuMemory", "Xcd", "Reserved")
 
@@ -56,6 +59,12 @@ class Placement:
     best_share: np.ndarray     #: int64[P] largest free milli on a node that otherwise fit
     gang_failed: np.ndarray    #: uint8[P] 1 = member of a gang rolled back (too few members fit)
     xcd_held: np.ndarray | None = None  #: uint32[G] XCDs held by XCD pods before this batch
+    #: the cycle context: its ``extra["filter_masks"]`` name the filter behind each excluded node
+    ctx: CycleContext | None = None
+    #: what the kernel was given (batch arrays, class mask, scores, strategy arguments) and the
+    #: strategy code: :mod:`kaiwo_core.scheduling.explain` replays a prefix of the batch with them
+    kernel_batch: dict | None = None
+    strategy: int = 0
 
     def _held_after(self) -> np.ndarray:
         """XCDs held exclusively by XCD-isolated pods once this batch is in (cached)."""
@@ -95,6 +104,8 @@ class Placement:
         """Why row i was not placed, Kubernetes style, with the most common reasons first."""
         n = self.cluster.n_nodes
         b = self.batch
+        if n == 0:  # before the gang's count: with no node, no member is kept out by one
+            return "no nodes in the cluster"
         if self.gang_failed[i]:
             g = int(b.gang[i])
             fit = int(self._gang_fit()[g])
@@ -102,8 +113,6 @@ class Placement:
             why = (f"gang {name}: {fit} of the {int(b.gang_need[i])} members it needs fit, so none "
                    "was placed")
             return why if self.reason_counts[i].sum() == 0 else f"{why}; this one: {self._nodes_reason(i)}"
-        if n == 0:
-            return "no nodes in the cluster"
         return self._nodes_reason(i)
 
     def _gang_fit(self) -> np.ndarray:
@@ -116,14 +125,41 @@ class Placement:
             fit = self._fit = np.bincount(gang[ok], minlength=int(gang.max()) + 1)
         return fit
 
+    def filter_reasons(self, cls: int) -> list[tuple[int, str]]:
+        """(nodes, why) for the nodes the filters keep constraint class ``cls`` off, grouped by
+        the first filter that rejects each (with its value: the taint, the selector term, the GPU
+        model...), most nodes first. Computed once per class, and only for classes of pods that
+        end unplaced: the placement itself never pays for it."""
+        cache = self.__dict__.setdefault("_filter_reasons", {})
+        got = cache.get(cls)
+        if got is None:
+            groups: dict[str, int] = {}
+            if self.ctx is not None:
+                for texts in filter_verdicts(self.ctx, cls, self._excluded(cls)):
+                    why = texts[0][1] if texts else REASON_TEXT[0]
+                    groups[why] = groups.get(why, 0) + 1
+            got = sorted(((k, t) for t, k in groups.items()), key=lambda x: (-x[0], x[1]))
+            if len(got) > MAX_FILTER_GROUPS:  # a reason stays one readable line
+                rest = sum(k for k, _ in got[MAX_FILTER_GROUPS - 1:])
+                got = got[:MAX_FILTER_GROUPS - 1] + [(rest, "excluded by other filter values")]
+            cache[cls] = got
+        return got
+
+    def _excluded(self, cls: int) -> np.ndarray:
+        """Nodes the class mask keeps constraint class ``cls`` off."""
+        mask = self.ctx.extra.get("class_mask")
+        return np.flatnonzero(mask[cls] == 0) if mask is not None else np.zeros(0, dtype=np.int64)
+
     def _nodes_reason(self, i: int) -> str:
         n = self.cluster.n_nodes
         counts = self.reason_counts[i]
-        parts = []
-        for r in np.argsort(-counts, kind="stable"):
-            if counts[r] == 0:
-                break
-            text = f"{counts[r]} {REASON_TEXT[r]}"
+        parts = []  # (nodes, reason code, text): most nodes first, then by code
+        for r in np.flatnonzero(counts).tolist():
+            k = int(counts[r])
+            if r == 0 and self.ctx is not None:  # the node filters, each named with its value
+                parts += [(g, 0, f"{g} {why}") for g, why in self.filter_reasons(int(self.batch.cls[i]))]
+                continue
+            text = f"{k} {REASON_TEXT[r]}"
             if r == _core.REASON_GPU_SHARE and self.best_share[i] >= 0 and self.batch.milli[i] > 0:
                 need, count = self.batch.milli[i] / 1000, int(self.batch.count[i])
                 if self.best_share[i] >= self.batch.milli[i]:  # the share is there, not on enough GPUs
@@ -131,7 +167,9 @@ class Placement:
                 else:
                     text += (f" (largest free share {self.best_share[i] / 1000:.3g} < {need:.3g} needed"
                              + (f" on each of {count} GPUs)" if count > 1 else ")"))
-            parts.append(text)
+            parts.append((k, r, text))
+        parts.sort(key=lambda x: (-x[0], x[1]))  # stable: filter groups keep their own order
+        parts = [t for _, _, t in parts]
         return f"0/{n} nodes can take it: " + ", ".join(parts)
 
 
@@ -160,13 +198,17 @@ def place(cluster: Cluster, state: ClusterState, batch: PodBatch,
     for p in pipeline.plugins:
         p.on_cycle_start(ctx)
     kb = batch.kernel_view()
-    kb["class_mask"] = pipeline.class_mask(ctx)
+    kb["class_mask"] = ctx.extra["class_mask"] = pipeline.class_mask(ctx)
     extra = pipeline.extra_score(ctx)
     if extra is not None:
         kb["extra_score"] = extra
     kb.update(pipeline.kernel_args(ctx))  # e.g. random's seed, fgd's target workload, held devices
+    gang = getattr(batch, "gang", None)
+    if "node_domain" not in kb and gang is not None and (gang >= 0).any():
+        kb["node_domain"] = topology_domains(ctx, TOPOLOGY_LABEL)  # no gang-topology plugin: the zone label
     out = _core.place_batch(kernel_view(cluster, state), kb, pipeline.strategy.strategy)
-    result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, **out)
+    result = Placement(cluster=cluster, batch=batch, xcd_held=xcd_held, ctx=ctx, kernel_batch=kb,
+                       strategy=pipeline.strategy.strategy, **out)
     for p in pipeline.plugins:
         p.on_cycle_end(ctx, result)
     return result

@@ -56,6 +56,7 @@ from .. import _core
 from .accounting import assigned_gpu, held_vectors, request_vectors
 from ..model.cluster import EXCLUSIVE, SHARED, ClusterState, kernel_view
 from .fairness import subtree_sums
+from .gangs import gang_id
 from .placement import default_pipeline
 from .reservations import device_holds
 from ..plugins import CycleContext
@@ -409,6 +410,7 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     rb = {k: getattr(run.batch, k)[run_idx] for k in ("kind", "exclusive", "priority", "cpu", "mem")}
     run_req = run.held[run_idx]  # what they hold: what evicting them frees
     flags = preemptible_flags(run, config)[run_idx]
+    flags = _protect_started_gangs(flags, run, run_idx, placement)
     queue = np.asarray(decisions.running_rows, np.int32)[run_idx]
     a_start, a_dev, a_milli, a_mem, a_xcds = run.charges(run_idx)
     placed = np.flatnonzero(placement.placed)
@@ -498,6 +500,26 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
                           out["asg_xcds"], new_state, after, np.asarray(decisions.pending_rows),
                           warnings=warnings, timings={"preempt": time.perf_counter() - t0})
     return plan
+
+
+def _protect_started_gangs(flags: np.ndarray, run, run_idx: np.ndarray, placement) -> np.ndarray:
+    """Running gang members whose gang gets members bound in this cycle are no victims in it.
+
+    Placement counted them toward the gang's minimum; evicting one in the same cycle would leave
+    the gang started with fewer members than it needs (all or nothing, across running and new)."""
+    batch = placement.batch
+    gang = getattr(batch, "gang", None)
+    if gang is None or not len(run.gang_rows):
+        return flags
+    started = {batch.gang_names[g] for g in np.unique(np.asarray(gang)[placement.placed & (np.asarray(gang) >= 0)])}
+    if not started:
+        return flags
+    out = flags.copy()
+    member = np.zeros(len(run), bool)
+    for i in run.gang_rows.tolist():
+        member[i] = gang_id(run.reqs[i]) in started
+    out[member[run_idx]] = 0
+    return out
 
 
 __all__ = ["ANN_PREEMPTIBLE", "RULES", "PreemptionConfig", "PreemptionPlan", "plan_preemptions",

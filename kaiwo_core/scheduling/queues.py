@@ -45,7 +45,8 @@ import numpy as np
 
 from ..model import gpu as gpu_models
 from ..model.durations import parse_duration
-from ..model.errors import ObjectError, field_int, field_map, field_number, field_str, guarded, metadata, object_name
+from ..model.errors import (Collector, ObjectError, field_int, field_map, field_number, field_str, guarded, metadata,
+                            object_name)
 from ..model.limits import INT32_MAX, INT32_MIN, MAX_CPU_MILLI, MAX_MEMORY_MIB
 from ..model.quantity import QuantityError, parse_quantity
 
@@ -173,46 +174,57 @@ def _amount(name: str, fld: str, raw, resource: str, allow_unlimited: bool) -> i
 
 
 def queue_spec(obj: dict) -> QueueSpec:
-    """Decode one KaiwoQueue object. Raises QueueError naming the queue, field and value."""
+    """Decode one KaiwoQueue object. Raises QueueError naming the queue, field and value (every
+    independent error: each of parent, name, priority, resources, fairness and runtimes)."""
     name = object_name(obj)
     metadata(QueueError, name, obj, "KaiwoQueue")
     spec = field_map(QueueError, name, obj.get("spec"), "spec")
-    qs = QueueSpec(name=name, parent=field_str(QueueError, name, spec.get("parentQueue"), "spec.parentQueue"),
-                   display_name=field_str(QueueError, name, spec.get("displayName"), "spec.displayName") or name)
+    collect = Collector()
+    qs = QueueSpec(name=name, parent=collect("", field_str, QueueError, name, spec.get("parentQueue"),
+                                             "spec.parentQueue"),
+                   display_name=collect("", field_str, QueueError, name, spec.get("displayName"),
+                                        "spec.displayName") or name)
     # The ordering kernel keeps queue priorities as int32.
-    qs.priority = field_int(QueueError, name, spec.get("priority", 0), "spec.priority", INT32_MIN, INT32_MAX)
-    resources = field_map(QueueError, name, spec.get("resources"), "spec.resources")
+    qs.priority = collect(0, field_int, QueueError, name, spec.get("priority", 0), "spec.priority",
+                          INT32_MIN, INT32_MAX)
+    resources = collect({}, field_map, QueueError, name, spec.get("resources"), "spec.resources")
     unknown = sorted(str(k) for k in resources if k not in RESOURCES and k != "gpuModels")
     if unknown:
-        raise QueueError(name, f"spec.resources.{unknown[0]}", None,
-                         f"unknown resource (expected {', '.join(RESOURCES)} or gpuModels)")
+        collect.errors.append(QueueError(name, f"spec.resources.{unknown[0]}", None,
+                                         f"unknown resource (expected {', '.join(RESOURCES)} or gpuModels)"))
     quota, limit, weight = [0, 0, 0], [UNLIMITED] * 3, [1.0] * 3
     for i, res in enumerate(RESOURCES):
-        base = f"spec.resources.{res}"
-        r = field_map(QueueError, name, resources.get(res), base)
-        quota[i] = 0 if "quota" not in r else _amount(name, f"{base}.quota", r["quota"], res, True)
-        limit[i] = _amount(name, f"{base}.limit", r.get("limit"), res, True)
-        # Refused here as the fair-share kernel refuses it: NaN, infinities, 0 and negatives.
-        weight[i] = field_number(QueueError, name, r.get("overQuotaWeight", 1), f"{base}.overQuotaWeight",
-                                 0.0, MAX_WEIGHT)
-        if limit[i] != UNLIMITED and quota[i] != UNLIMITED and quota[i] > limit[i]:
-            raise QueueError(name, f"{base}.quota", r["quota"], f"larger than the limit {r['limit']}")
+        collect(None, _resource, name, res, resources.get(res), i, quota, limit, weight)
     qs.quota, qs.limit, qs.weight = tuple(quota), tuple(limit), tuple(weight)
-    qs.models = _gpu_models(name, field_map(QueueError, name, resources.get("gpuModels"), "spec.resources.gpuModels"),
-                            quota[GPU])
-    fairness = field_map(QueueError, name, spec.get("fairness"), "spec.fairness")
+    raw_models = collect({}, field_map, QueueError, name, resources.get("gpuModels"), "spec.resources.gpuModels")
+    qs.models = collect({}, _gpu_models, name, raw_models, quota[GPU])
+    fairness = collect({}, field_map, QueueError, name, spec.get("fairness"), "spec.fairness")
     policy = fairness.get("policy", "DRF")
     if policy not in FAIRNESS_POLICIES:
-        raise QueueError(name, "spec.fairness.policy", policy, "only DRF is supported")
+        collect.errors.append(QueueError(name, "spec.fairness.policy", policy, "only DRF is supported"))
     qs.reclaim = fairness.get("reclaimStrategy", "aggressive")
     if qs.reclaim not in RECLAIM_STRATEGIES:
-        raise QueueError(name, "spec.fairness.reclaimStrategy", qs.reclaim,
-                         f"expected one of {', '.join(RECLAIM_STRATEGIES)}")
+        collect.errors.append(QueueError(name, "spec.fairness.reclaimStrategy", qs.reclaim,
+                                         f"expected one of {', '.join(RECLAIM_STRATEGIES)}"))
     for key, attr in (("preemptMinRuntime", "preempt_min_runtime"),
                       ("reclaimMinRuntime", "reclaim_min_runtime")):
         if spec.get(key) is not None:
-            setattr(qs, attr, _duration(spec[key], name, f"spec.{key}"))
+            setattr(qs, attr, collect(0.0, _duration, spec[key], name, f"spec.{key}"))
+    collect.raise_all()
     return qs
+
+
+def _resource(name: str, res: str, raw, i: int, quota: list, limit: list, weight: list) -> None:
+    """``spec.resources.<res>`` into row ``i`` of ``quota``, ``limit`` and ``weight``."""
+    base = f"spec.resources.{res}"
+    r = field_map(QueueError, name, raw, base)
+    quota[i] = 0 if "quota" not in r else _amount(name, f"{base}.quota", r["quota"], res, True)
+    limit[i] = _amount(name, f"{base}.limit", r.get("limit"), res, True)
+    # Refused here as the fair-share kernel refuses it: NaN, infinities, 0 and negatives.
+    weight[i] = field_number(QueueError, name, r.get("overQuotaWeight", 1), f"{base}.overQuotaWeight",
+                             0.0, MAX_WEIGHT)
+    if limit[i] != UNLIMITED and quota[i] != UNLIMITED and quota[i] > limit[i]:
+        raise QueueError(name, f"{base}.quota", r["quota"], f"larger than the limit {r['limit']}")
 
 
 def _gpu_models(name: str, raw: dict, gpu_quota: int) -> dict:

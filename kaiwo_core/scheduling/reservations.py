@@ -43,12 +43,16 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..model.durations import parse_duration
-from ..model.errors import ObjectError, field_int, field_list, field_map, field_str, guarded, metadata, object_name
+from ..model.errors import (Collector, ObjectError, field_int, field_list, field_map, field_str, guarded, metadata,
+                            object_name)
 from ..model.limits import INT32_MAX, MAX_DEVICES
 from .gangs import ANN_GANG, unit_of
 from ..plugins import Plugin, register
 from .podtable import PodTable
 from ..model.requests import KIND_NONE
+
+
+_LAST_DATE = 253402300800.0  # 10000-01-01T00:00:00Z
 
 
 class ReservationError(ObjectError):
@@ -91,8 +95,9 @@ class Reservation:
 
     def to_dict(self) -> dict:
         def t(x):
-            return None if x in (0.0, float("inf")) else \
-                datetime.fromtimestamp(x, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+            if x in (0.0, float("inf")) or not 0 < x < _LAST_DATE:  # no date to show (past year 9999)
+                return None
+            return datetime.fromtimestamp(x, tz=timezone.utc).isoformat().replace("+00:00", "Z")
         return {"name": self.name, "queue": self.owner_queue or None, "job": self.owner_job or None,
                 "nodes": list(self.nodes), "devices": list(self.held_out), "neededAt": t(self.start),
                 "until": t(self.until), "automatic": self.automatic, "reason": self.reason}
@@ -109,18 +114,32 @@ def _time(name: str, fld: str, raw) -> float:
 
 
 def reservation_spec(obj: dict, now: float) -> Reservation:
-    """Decode one KaiwoReservation. Raises ReservationError naming the field and value."""
+    """Decode one KaiwoReservation. Raises ReservationError naming the field and value (every
+    independent error: the owner, what is held, and when)."""
     name = object_name(obj)
     meta = metadata(ReservationError, name, obj, "KaiwoReservation")
     spec = field_map(ReservationError, name, obj.get("spec"), "spec")
-    r = Reservation(name=name, owner_queue=field_str(ReservationError, name, spec.get("queue"), "spec.queue"),
-                    owner_job=field_str(ReservationError, name, spec.get("job"), "spec.job"))
+    r = Reservation(name=name)
+    collect = Collector()
+    collect(None, _owner, r, name, spec)
+    collect(None, _what, r, spec)
+    collect(None, _window, r, name, meta, spec, now)
+    collect.raise_all()
+    r.reason = "declared by a KaiwoReservation"
+    return r
+
+
+def _owner(r: Reservation, name: str, spec: dict) -> None:
+    r.owner_queue = field_str(ReservationError, name, spec.get("queue"), "spec.queue")
+    r.owner_job = field_str(ReservationError, name, spec.get("job"), "spec.job")
     if bool(r.owner_queue) == bool(r.owner_job):
         raise ReservationError(name, "spec.queue", spec.get("queue"),
                                "name exactly one owner: spec.queue or spec.job")
     if r.owner_job and "/" not in r.owner_job:
         raise ReservationError(name, "spec.job", r.owner_job, "expected namespace/name")
-    _what(r, spec)
+
+
+def _window(r: Reservation, name: str, meta: dict, spec: dict, now: float) -> None:
     r.start = _time(name, "spec.start", spec["start"]) if spec.get("start") is not None else now
     if spec.get("until") is not None and spec.get("ttl") is not None:
         raise ReservationError(name, "spec.ttl", spec["ttl"], "give spec.until or spec.ttl, not both")
@@ -137,8 +156,6 @@ def reservation_spec(obj: dict, now: float) -> Reservation:
         raise ReservationError(name, "spec.start", spec["start"],
                                "is after spec.until (or creation + spec.ttl): the reservation would "
                                "end before it is needed")
-    r.reason = "declared by a KaiwoReservation"
-    return r
 
 
 _HOLDS = ("nodes", "gpus", "xcds", "devices")
@@ -582,3 +599,9 @@ class Reservations(Plugin):
 
     def kernel_args(self, ctx):
         return device_holds(ctx.cluster, ctx.constraints, self.config["reservations"])
+
+    def explain(self, ctx, con, nodes):
+        names = ctx.cluster.names
+        holder = {x: res.name for res in self.config["reservations"] for x in res.nodes
+                  if res.name not in getattr(con, "reservations", ())}
+        return [f"held by reservation {holder.get(names[i], '?')}" for i in nodes]

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..model.cluster import EXCLUSIVE, SHARED, Cluster, ClusterState, cluster_from_arrays, cluster_from_nodes
-from ..model.errors import ObjectError
+from ..model.errors import ObjectError, show
 from .gangs import expand_jobs, hold_waiting_gangs
 from ..plugins import Plugin
 from .podtable import PodTable
@@ -112,8 +112,9 @@ class Snapshot:
         for i, o in enumerate(objs):
             kind = o.get("kind", "") if isinstance(o, dict) else None
             if not isinstance(kind, str):
-                warnings.append(f"object {i}: {'kind' if isinstance(o, dict) else 'the object'} is "
-                                f"not {'a string' if isinstance(o, dict) else 'a map'}; ignored")
+                warnings.append(f"objects[{i}] = {show(o)}: " + (f"kind {show(kind)} is not a string"
+                                if isinstance(o, dict) else f"a {type(o).__name__}, not a Kubernetes "
+                                "object (a map)") + "; left out")
                 continue
             by_kind.setdefault(kind, []).append(o)
         cluster = cluster_from_nodes(by_kind.pop("Node", []))
@@ -164,7 +165,8 @@ class Snapshot:
             n = c.index(req.node)
             if n < 0:
                 self.warnings.append(f"pod {req.name}: runs on node {req.node!r}, which is not in "
-                                     "the cluster (or could not be read); not charged")
+                                     "the cluster (or could not be read); charged to no node, but "
+                                     "still to its queue (it runs somewhere, so it uses its quota)")
                 continue
             if req.kind != KIND_NONE and req.assignment is None:
                 unannotated.append((j, req, n))

@@ -4,7 +4,8 @@ Which scales and strategies run comes from the environment, so the default test 
 
 * ``KAIWO_BENCH_SCALES``: comma list of ``S``/``M``/``L`` (default ``S``; ``S,M`` for the
   DESIGN.md reference scale, where the pure-Python reference takes over a minute per call).
-* ``KAIWO_BENCH_STRATEGIES``: comma list of ``binpack``/``spread``/``frag`` (default all three).
+* ``KAIWO_BENCH_STRATEGIES``: comma list of ``binpack``/``spread``/``frag``/``load`` (default all
+  four; ``load`` with a synthetic measured load per node, :func:`synthetic_load`).
 
 Every timed call gets a fresh copy of the free state (placement updates it in place) from the
 ``setup`` of ``benchmark.pedantic``, so the copy is not timed.
@@ -21,7 +22,7 @@ from kaiwo_core import _core
 from kaiwo_core.model.cluster import kernel_view
 
 STRATEGY_CODES = {"binpack": _core.STRATEGY_BINPACK, "spread": _core.STRATEGY_SPREAD,
-                  "frag": _core.STRATEGY_FRAG_AWARE}
+                  "frag": _core.STRATEGY_FRAG_AWARE, "load": _core.STRATEGY_LOAD}
 SEED = 0
 
 
@@ -37,8 +38,15 @@ def pytest_generate_tests(metafunc):
     if "scale" in metafunc.fixturenames:
         metafunc.parametrize("scale", _env_list("KAIWO_BENCH_SCALES", "S", list(synth.SCALES)))
     if "strategy" in metafunc.fixturenames:
-        metafunc.parametrize("strategy", _env_list("KAIWO_BENCH_STRATEGIES", "binpack,spread,frag",
+        metafunc.parametrize("strategy", _env_list("KAIWO_BENCH_STRATEGIES", "binpack,spread,frag,load",
                                                    list(STRATEGY_CODES)))
+
+
+def synthetic_load(n_nodes: int, seed: int = SEED) -> dict:
+    """The load strategy's extra batch keys for a benchmark: a seeded measured load per node,
+    uniform in [0, 1) (what node_load would give), weights 1 and 1."""
+    rng = np.random.default_rng(seed)
+    return {"node_load": rng.random(n_nodes), "load_weights": np.array([1.0, 1.0])}
 
 
 class PlacementCase:
@@ -50,7 +58,11 @@ class PlacementCase:
         self.batch = batch.kernel_view()
         self.batch["class_mask"] = np.ones((len(batch.constraints), snap.cluster.n_nodes), np.uint8)
         self.n_pods = len(batch.names)
+        self.load_batch = dict(self.batch, **synthetic_load(snap.cluster.n_nodes))
         self.last_cluster: dict | None = None
+
+    def batch_for(self, strategy: str) -> dict:
+        return self.load_batch if strategy == "load" else self.batch
 
     def cluster_dict(self) -> dict:
         """Kernel cluster dict on a fresh copy of the free state."""
@@ -63,14 +75,14 @@ class PlacementCase:
 
         def make():
             self.last_cluster = self.cluster_dict()
-            return (self.last_cluster, self.batch, code), {}
+            return (self.last_cluster, self.batch_for(strategy), code), {}
 
         return make
 
     def run_kernel(self, strategy: str) -> tuple[dict, dict]:
         """(kernel output, cluster dict it updated), untimed, on a fresh state."""
         cluster = self.cluster_dict()
-        return _core.place_batch(cluster, self.batch, STRATEGY_CODES[strategy]), cluster
+        return _core.place_batch(cluster, self.batch_for(strategy), STRATEGY_CODES[strategy]), cluster
 
 
 _CASES: dict[str, PlacementCase] = {}

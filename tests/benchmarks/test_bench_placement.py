@@ -63,7 +63,7 @@ def test_place_kernel_device_holds(benchmark, case, scale, strategy):
     resv = np.full(G, -1, np.int32)
     for n in range(0, case.cluster.n_nodes, 10):
         resv[case.cluster.node_dev_start[n]:case.cluster.node_dev_start[n] + 2] = 0
-    batch = dict(case.batch, dev_resv=resv, dev_resv_xcds=np.zeros(G, np.uint32),
+    batch = dict(case.batch_for(strategy), dev_resv=resv, dev_resv_xcds=np.zeros(G, np.uint32),
                  class_resv=np.zeros((case.batch["class_mask"].shape[0], 1), np.uint8))
     make = case.setup(strategy)
 
@@ -74,3 +74,21 @@ def test_place_kernel_device_holds(benchmark, case, scale, strategy):
                              iterations=1)
     held = np.flatnonzero(resv >= 0)
     assert not np.isin(out["asg_dev"], held).any()  # nobody may use the held GPUs
+
+
+def test_place_kernel_gangs(benchmark, case, scale, strategy):
+    """The kernel with every 4 consecutive pods a gang (no minimum, so nothing rolls back) and the
+    nodes in 10 zones (compare with test_place_kernel: the cost of steering gangs onto few nodes)."""
+    benchmark.group = f"place {scale} {strategy}"
+    benchmark.extra_info.update(scale=scale, strategy=strategy, impl="kernel, gangs of 4")
+    P, N = case.n_pods, case.cluster.n_nodes
+    batch = dict(case.batch_for(strategy), gang=(np.arange(P) // 4).astype(np.int32),
+                 gang_need=np.zeros(P, np.int32), node_domain=(np.arange(N) % 10).astype(np.int32))
+    make = case.setup(strategy)
+
+    def setup():
+        (cluster, _, code), _ = make()
+        return (cluster, batch, code), {}
+    out = benchmark.pedantic(_core.place_batch, setup=setup, rounds=KERNEL_ROUNDS[scale], warmup_rounds=1,
+                             iterations=1)
+    assert not out["gang_failed"].any()  # no minimum: a gang never rolls back

@@ -11,7 +11,7 @@ from kaiwo.controller.binder import config_map_name, device_env
 from kaiwo_core import Snapshot, schedule
 from kaiwo_core.model.cluster import cluster_from_nodes
 from kaiwo_core.scheduling.gangs import expand_jobs
-from kaiwo_core.model.requests import pod_request, priority_classes
+from kaiwo_core.model.requests import ASSIGNMENT_KEYS, pod_request, priority_classes
 from tests.controller.kube import assignment, device_usage, node, pod, wait_until
 
 NOW = 1_800_000_000.0  # a fixed "now" for the pods' age, so both sides decide identically
@@ -74,7 +74,8 @@ def test_example_cluster_cycle_matches_kaiwo_schedule_and_writes_everything(emul
     for b in expected["bindings"]:
         p = bound[b["pod"]]
         assert p["spec"]["nodeName"] == b["node"] and stats["binds"][b["pod"]] == 1
-        assert assignment(p) == b["devices"]
+        # the annotation holds its own keys; the output adds the devices' absolute sizes
+        assert assignment(p) == [{k: d[k] for k in ASSIGNMENT_KEYS} for d in b["devices"]]
         ns, name = b["pod"].split("/")
         env = device_env(cluster, cluster.index(b["node"]), pod_request(p, classes).kind, b["devices"])
         cm = cms.get(f"{ns}/{config_map_name(name)}")

@@ -520,7 +520,13 @@ def test_values_schema_accepts_the_defaults_and_refuses_retired_or_misspelt_keys
     that moved into the scheduler configuration (controller.strategy, controller.period) fail the
     install with their path instead of being silently ignored."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
+    # No image is published: the defaults fail on image.repository alone, until it is set.
+    assert [e.split(":")[0] for e in _values_errors(values)] == ["image.repository"]
+    values["image"]["repository"] = "registry.example.com/kaiwo"
     assert _values_errors(values) == []
+    assert _values_errors({**values, "image": {"tag": "0.1.0"}}) == ["image: 'repository' is a required property"]
+    # the test renderer's values (what every other test renders) with the repository set
+    assert "registry.example.com/kaiwo:0.1.0" in render((CHART / "templates" / "deployment.yaml").read_text(), values)
     for key, value in (("strategy", "spread"), ("period", "2s"), ("schedulername", "kaiwo")):
         bad = {**values, "controller": {**values["controller"], key: value}}
         errors = _values_errors(bad)
