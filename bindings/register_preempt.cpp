@@ -80,7 +80,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     Inputs qi(queues, "queues",
               {"parent", "deserved", "fair_share", "allocated", "strategy", "preempt_min_runtime",
                "reclaim_min_runtime"},
-              {"checked"});
+              {"checked", "node_res"});
     py::ssize_t Q = 0;
     const int32_t* parent = qi.any<int32_t>("parent", &Q);
     const int32_t Qi = checked_size(Q, "queues['parent']");
@@ -92,34 +92,46 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     std::vector<uint8_t> leaf(static_cast<std::size_t>(Q), 1);
     for (py::ssize_t q = 0; q < Q; ++q)
         if (parent[q] >= 0) leaf[parent[q]] = 0;
-    const int64_t* deserved = qi.mat<int64_t>("deserved", Q, qs);
-    const int64_t* fair = qi.mat<int64_t>("fair_share", Q, qs);
-    const int64_t* allocated = qi.mat<int64_t>("allocated", Q, qs);
+    // The number of resource columns R is deserved's (gpu, cpu, memory, then one per GPU model);
+    // every other [., R] array must have as many.
+    int R = kNumRes;
+    {
+        py::ssize_t ds[2];
+        qi.get<int64_t>("deserved", 2, ds);
+        if (ds[1] < kNumRes || ds[1] > kMaxRes)
+            fail(qi.at("deserved"), "expected " + std::to_string(kNumRes) + " to " + std::to_string(kMaxRes) +
+                                        " resource columns (gpu, cpu, memory, then GPU models), got " +
+                                        std::to_string(ds[1]));
+        R = static_cast<int>(ds[1]);
+    }
+    const int64_t* deserved = qi.mat<int64_t>("deserved", Q, qs, R);
+    const int64_t* fair = qi.mat<int64_t>("fair_share", Q, qs, R);
+    const int64_t* allocated = qi.mat<int64_t>("allocated", Q, qs, R);
     for (const char* key : {"deserved", "fair_share", "allocated"}) {
         const int64_t* m = std::string(key) == "deserved" ? deserved : std::string(key) == "fair_share" ? fair : allocated;
-        for (py::ssize_t i = 0; i < Q * kNumRes; ++i)
+        for (py::ssize_t i = 0; i < Q * R; ++i)
             if (m[i] < 0 || m[i] > kMaxAmount)
-                fail(qi.at(key), "must be in [0, 2^60], got " + std::to_string(m[i]) + at_row("queue", i / kNumRes));
+                fail(qi.at(key), "must be in [0, 2^60], got " + std::to_string(m[i]) + at_row("queue", i / R));
     }
     // Internal rows: zero (computed here) or exactly the sum of the children.
-    std::vector<int64_t> alloc_sum(static_cast<std::size_t>(Q) * kNumRes, 0);
+    std::vector<int64_t> alloc_sum(static_cast<std::size_t>(Q) * R, 0);
     {
-        std::vector<int64_t> total(kNumRes, 0);
+        std::vector<int64_t> total(R, 0);
         for (py::ssize_t q = Q - 1; q >= 0; --q)
-            for (int r = 0; r < kNumRes; ++r) {
-                const std::size_t i = std::size_t(q) * kNumRes + r;
+            for (int r = 0; r < R; ++r) {
+                const std::size_t i = std::size_t(q) * R + r;
                 if (leaf[q]) {
                     alloc_sum[i] = allocated[i];
                     if (allocated[i] > kMaxAmount - total[r]) fail(qi.at("allocated"), "column total of the leaves above 2^60");
                     total[r] += allocated[i];
                 }
-                if (parent[q] >= 0) alloc_sum[std::size_t(parent[q]) * kNumRes + r] += alloc_sum[i];
+                if (parent[q] >= 0) alloc_sum[std::size_t(parent[q]) * R + r] += alloc_sum[i];
             }
         for (py::ssize_t q = 0; q < Q; ++q) {
             if (leaf[q]) continue;
             bool zero = true, same = true;
-            for (int r = 0; r < kNumRes; ++r) {
-                const std::size_t i = std::size_t(q) * kNumRes + r;
+            for (int r = 0; r < R; ++r) {
+                const std::size_t i = std::size_t(q) * R + r;
                 zero = zero && allocated[i] == 0;
                 same = same && allocated[i] == alloc_sum[i];
             }
@@ -157,6 +169,14 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     const int64_t* cpu_cap = c.vec<int64_t>("node_cpu_cap", N, nodes);
     const int64_t* mem_cap = c.vec<int64_t>("node_mem_cap", N, nodes);
     const int64_t* dev_start = c.vec<int64_t>("node_dev_start", N + 1, "nodes + 1");
+    const int32_t* node_res = nullptr;  // model column of each node's GPUs (-1: none)
+    if (qi.has("node_res")) {
+        node_res = qi.vec<int32_t>("node_res", N, "nodes");
+        for (py::ssize_t n = 0; n < N; ++n)
+            if (node_res[n] != -1 && (node_res[n] < kNumRes || node_res[n] >= R))
+                fail(qi.at("node_res"), "must be -1 or a GPU-model column in [" + std::to_string(kNumRes) + ", " +
+                                            std::to_string(R) + "), got " + std::to_string(node_res[n]) + at_row("node", n));
+    }
     const int32_t* dev_gpu = c.any<int32_t>("dev_gpu", &G);
     const std::string devs = "devices = len(dev_gpu)";
     const int64_t* dev_mem_cap = c.vec<int64_t>("dev_mem_cap", G, devs);
@@ -202,7 +222,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     rp.priority = ri.vec<int64_t>("priority", V, vs);
     rp.preemptible = ri.vec<uint8_t>("preemptible", V, vs);
     rp.runtime = ri.vec<double>("runtime", V, vs);
-    rp.req = ri.mat<int64_t>("req", V, "running pods");
+    rp.req = ri.mat<int64_t>("req", V, "running pods", R);
     rp.cpu = ri.vec<int64_t>("cpu", V, vs);
     rp.mem = ri.vec<int64_t>("mem", V, vs);
     rp.asg_start = ri.vec<int64_t>("asg_start", V + 1, "running pods + 1");
@@ -231,7 +251,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     check_flag(ri, "exclusive", rp.exclusive, V, "running pod");
     check_flag(ri, "xcd", rp.xcd, V, "running pod");
     check_seconds(ri, "runtime", rp.runtime, V, "running pod");
-    check_amounts(ri, "req", rp.req, V, kNumRes, "running pod");
+    check_amounts(ri, "req", rp.req, V, R, "running pod");
     check_amounts(ri, "cpu", rp.cpu, V, 1, "running pod");
     check_amounts(ri, "mem", rp.mem, V, 1, "running pod");
     check_amounts(ri, "asg_milli", rp.asg_milli, K, 1, "device charge");
@@ -292,7 +312,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     read_device_resv(pi, bt, G, C, dev_mask);
     pre.queue = pi.vec<int32_t>("queue", P, ps);
     pre.priority = pi.vec<int64_t>("priority", P, ps);
-    pre.req = pi.mat<int64_t>("req", P, "pending pods");
+    pre.req = pi.mat<int64_t>("req", P, "pending pods", R);
     bt.n_pods = checked_size(P, "pending['cpu']");
     bt.n_classes = checked_size(C, "pending['class_mask']");
     bt.extra_score = nullptr;
@@ -313,7 +333,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     check_amounts(pi, "cpu", bt.cpu, P, 1, "pending pod");
     check_amounts(pi, "mem", bt.mem, P, 1, "pending pod");
     check_amounts(pi, "gpu_mem", bt.gpu_mem, P, 1, "pending pod");
-    check_amounts(pi, "req", pre.req, P, kNumRes, "pending pod");
+    check_amounts(pi, "req", pre.req, P, R, "pending pod");
     if (pi.has("gang") != pi.has("gang_need"))
         fail(pi.at(pi.has("gang") ? "gang_need" : "gang"), "gang and gang_need come together");
     if (pi.has("gang")) {  // each gang one run of consecutive rows in one queue, one minimum
@@ -342,6 +362,8 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     pq.deserved = deserved;
     pq.fair_share = fair;
     pq.allocated = alloc_sum.data();
+    pq.nres = R;
+    pq.node_res = node_res;
     pq.strategy = strategy;
     pq.preempt_min_runtime = pmr;
     pq.reclaim_min_runtime = rmr;
@@ -393,7 +415,7 @@ py::dict plan_preemptions_py(const py::dict& cluster, const py::dict& running, c
     out["dev_mem_free"] = o_dmem;
     out["dev_xcd_free"] = o_xcd;
     out["dev_state"] = o_state;
-    out["allocated"] = to_numpy(r.allocated).reshape({Q, static_cast<py::ssize_t>(kNumRes)});
+    out["allocated"] = to_numpy(r.allocated).reshape({Q, static_cast<py::ssize_t>(R)});
     out["fit_mismatch"] = r.fit_mismatch;
     return out;
 }
@@ -421,7 +443,9 @@ pending: the place_batch batch keys (extra_score accepted, unused) in the order 
 queue int32[P] (leaf), priority int64[P], req int64[P,3]; optional gang and gang_need int32[P]
 (together): a gang's consecutive rows are tried as one transaction, kept only if at least
 gang_need of them get a node, otherwise undone (no victim evicted for it, no node).
-queues: parent int32[Q], deserved, fair_share, allocated int64[Q,3] (internal rows zero or subtree
+queues: parent int32[Q], deserved, fair_share, allocated int64[Q,R] (R = 3..64: gpu, cpu, memory, then
+GPU models; running/pending req have R columns too), optional node_res int32[N] (model column of each
+node's GPUs, -1 none: a preemptor's GPUs count in its node's column), (internal rows zero or subtree
 sums), strategy int8[Q] (RECLAIM_AGGRESSIVE / RECLAIM_CONSERVATIVE), preempt_min_runtime,
 reclaim_min_runtime float64[Q] (seconds); optional checked uint8[3]: the resources the queue rules
 may judge (default all; a pod that requests none of those it lacks on a node is judged on all it
@@ -429,7 +453,7 @@ lacks there).
 Returns a dict: node int32[P] (-1 = nothing), vic_start int64[P+1], vic int64 (running rows),
 vic_rule int8 (RULE_*), asg_start int64[P+1], asg_dev int32, asg_milli int64, asg_mem int64,
 asg_xcds uint32 (the preemptor's devices), the final node_*_free / dev_*_free / dev_state arrays,
-allocated int64[Q,3] (after the plan) and fit_mismatch (int, always 0 unless placement's checks
+allocated int64[Q,R] (after the plan) and fit_mismatch (int, always 0 unless placement's checks
 changed). Raises ValueError naming the key on bad input.)doc");
 }
 

@@ -23,7 +23,7 @@ namespace kaiwo {
 
 /// The usual resource columns of every queue array: gpu milli-units, cpu milli-cores, memory MiB.
 /// The queue kernels take any number R of columns (`QueueTree::nres`; e.g. one more per GPU model),
-/// with a compiled copy for R = kNumRes; the preemption kernel takes these three.
+/// with a compiled copy for R = kNumRes; the preemption kernel takes R at run time too.
 constexpr int kNumRes = 3;
 /// Most resource columns the queue kernels take (ordering keeps saturated ones in a 64-bit mask).
 constexpr int kMaxRes = 64;

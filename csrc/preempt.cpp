@@ -45,7 +45,7 @@ namespace {
 /// A candidate victim, packed for the per-node scans (node-major, sorted like `cand_`).
 struct CandRec {
     int64_t priority;
-    int64_t req[kNumRes];
+    const int64_t* req;  ///< [R] its row of RunningPods::req
     int32_t queue;
     uint8_t alive;    ///< not evicted yet
     uint8_t pre_ok;   ///< runtime >= preempt_min_runtime[queue]
@@ -133,7 +133,7 @@ private:
     /// more than the parent's cannot together shield the parent's excess from its siblings
     /// (parent-level charging, issue 11); for aggressive reclaim (ent = fair share) nothing changes.
     int64_t victim_ent(int32_t a, int32_t L, int r) const {
-        const std::size_t i = std::size_t(a) * kNumRes + r;
+        const std::size_t i = std::size_t(a) * R_ + r;
         return q_.parent[a] == L ? ent_[i] : std::min(ent_[i], q_.fair_share[i]);
     }
 
@@ -147,7 +147,7 @@ private:
     }
     void add_path(int32_t q, const int64_t* req, int64_t sign) {
         for (int32_t a = q; a >= 0; a = q_.parent[a])
-            for (int r = 0; r < kNumRes; ++r) sub_[std::size_t(a) * kNumRes + r] += sign * req[r];
+            for (int r = 0; r < R_; ++r) sub_[std::size_t(a) * R_ + r] += sign * req[r];
     }
     void pod_queues(int32_t p);
     bool static_ok(int32_t p, const CandRec& c) const;
@@ -165,6 +165,7 @@ private:
     bool fits_free(int32_t p, int32_t n) const;
 
     // ---- per pod ----
+    int32_t node_req(int32_t p, int32_t n);
     bool try_pod(int32_t p, PreemptResult& out);
     void eval_node(int32_t p, int32_t n, Choice& best);
     bool commit(int32_t p, const Choice& c, PreemptResult& out);
@@ -180,6 +181,7 @@ private:
     const PreemptQueues& q_;
 
     int32_t N_ = 0, Q_ = 0;
+    int R_ = kNumRes;                 ///< resource columns: gpu, cpu, memory, then GPU models
     int64_t V_ = 0;
     std::vector<int32_t> hold_;       ///< [G] running pods (+ preemptors placed) on each device
     std::vector<int32_t> phold_;      ///< [G] of those, alive candidate victims
@@ -206,9 +208,12 @@ private:
     const int64_t* req_p_ = nullptr;
     std::vector<int32_t> lca_;        ///< [Q] LCA of the pod's queue with each leaf (-1 = root)
     std::vector<int32_t> lca_depth_;  ///< [Q] its depth (-1 = root)
-    int32_t block_r_[kNumRes] = {-2, -2, -2};  ///< per resource: reclaim needs an LCA this deep (pod_queues)
+    std::vector<int32_t> block_r_;    ///< [R] per resource: reclaim needs an LCA this deep (pod_queues)
     int32_t block_depth_ = -2;        ///< the same over the resources judged on the node being evaluated
-    unsigned judged_ = 7;             ///< resources the queue rules judge on that node (bit r; see eval_node)
+    uint64_t judged_ = 7;             ///< resources the queue rules judge on that node (bit r; see eval_node)
+    std::vector<int64_t> req_all_;    ///< [R] the pod's request with every model column = its GPUs (pod_queues)
+    std::vector<int64_t> charge_;     ///< [R] what the pod charges its queue on that node
+    std::vector<int64_t> req_node_;   ///< [R] the pod's request on that node (its model column set; see eval_node)
     std::vector<int64_t> head_;       ///< [Q,3] min over the leaf's path below the LCA of alloc - ent
     std::vector<int64_t> elig_;       ///< eligible victims on the node being evaluated
     std::vector<int64_t> under_;      ///< [(depth + 2) * 3] their requests by LCA depth (see eval_node)
@@ -252,6 +257,11 @@ private:
 void Planner::setup() {
     N_ = v_.n_nodes;
     Q_ = q_.n;
+    R_ = q_.nres;
+    block_r_.assign(std::size_t(R_), -2);
+    req_node_.assign(std::size_t(R_), 0);
+    charge_.assign(std::size_t(R_), 0);
+    req_all_.assign(std::size_t(R_), 0);
     V_ = r_.n;
     const int32_t G = v_.n_devices;
     hold_.assign(G, 0);
@@ -294,7 +304,7 @@ void Planner::setup() {
             CandRec& c = crec_[i];
             const int32_t q = r_.queue[v];
             c.priority = r_.priority[v];
-            for (int r = 0; r < kNumRes; ++r) c.req[r] = r_.req[v * kNumRes + r];
+            c.req = r_.req + v * R_;
             c.queue = q;
             c.alive = 1;
             c.pre_ok = r_.runtime[v] >= q_.preempt_min_runtime[q];
@@ -313,20 +323,20 @@ void Planner::setup() {
 
     depth_.assign(Q_, 0);
     for (int32_t q = 0; q < Q_; ++q) depth_[q] = q_.parent[q] < 0 ? 0 : depth_[q_.parent[q]] + 1;
-    alloc_.assign(q_.allocated, q_.allocated + std::size_t(Q_) * kNumRes);
-    sub_.assign(std::size_t(Q_) * kNumRes, 0);
-    recsum_.assign(std::size_t(Q_) * kNumRes, 0);
+    alloc_.assign(q_.allocated, q_.allocated + std::size_t(Q_) * R_);
+    sub_.assign(std::size_t(Q_) * R_, 0);
+    recsum_.assign(std::size_t(Q_) * R_, 0);
     qcand_start_.assign(std::size_t(Q_) + 1, 0);
     for (int64_t v = 0; v < V_; ++v)
         if (alive_[v]) {
             ++qcand_start_[r_.queue[v] + 1];
             if (r_.runtime[v] >= q_.reclaim_min_runtime[r_.queue[v]])
-                for (int r = 0; r < kNumRes; ++r) recsum_[std::size_t(r_.queue[v]) * kNumRes + r] += r_.req[v * kNumRes + r];
+                for (int r = 0; r < R_; ++r) recsum_[std::size_t(r_.queue[v]) * R_ + r] += r_.req[v * R_ + r];
         }
     for (int32_t q = Q_ - 1; q >= 0; --q)
         if (q_.parent[q] >= 0)
-            for (int r = 0; r < kNumRes; ++r)
-                recsum_[std::size_t(q_.parent[q]) * kNumRes + r] += recsum_[std::size_t(q) * kNumRes + r];
+            for (int r = 0; r < R_; ++r)
+                recsum_[std::size_t(q_.parent[q]) * R_ + r] += recsum_[std::size_t(q) * R_ + r];
     for (int32_t q = 0; q < Q_; ++q) qcand_start_[q + 1] += qcand_start_[q];
     qcand_.resize(qcand_start_[Q_]);
     {
@@ -339,9 +349,9 @@ void Planner::setup() {
     {
         int32_t max_depth = 0;
         for (int32_t q = 0; q < Q_; ++q) max_depth = std::max(max_depth, depth_[q]);
-        under_.assign(std::size_t(max_depth + 2) * kNumRes, 0);
+        under_.assign(std::size_t(max_depth + 2) * R_, 0);
     }
-    head_.assign(std::size_t(Q_) * kNumRes, 0);
+    head_.assign(std::size_t(Q_) * R_, 0);
 
     acc_cnt_.assign(max_dev, 0);
     acc_milli_.assign(max_dev, 0);
@@ -400,21 +410,27 @@ void Planner::node_bounds(int32_t n) {
 void Planner::pod_queues(int32_t p) {
     qp_ = pp_.queue[p];
     ent_ = q_.strategy[qp_] == kReclaimConservative ? q_.deserved : q_.fair_share;
-    req_p_ = pp_.req + std::size_t(p) * kNumRes;
-    int64_t within[kNumRes] = {0, 0, 0};
+    // A preemptor of a fixed model has its GPUs in the model column of the node it goes to
+    // (PreemptQueues::node_res): per resource, block_r_ is what it would be on a node of that
+    // column's model. One of no fixed model is not judged on model columns (see node_req).
+    const int64_t* own_req = pp_.req + std::size_t(p) * R_;
+    const bool fixed = std::any_of(own_req + kNumRes, own_req + R_, [](int64_t x) { return x > 0; });
+    for (int r = 0; r < R_; ++r) req_all_[r] = r < kNumRes ? own_req[r] : fixed ? own_req[0] : 0;
+    req_p_ = req_all_.data();
+    std::vector<int64_t> within(std::size_t(R_), 0);
     within_count_ = 0;
     for (int64_t j = qcand_start_[qp_]; j < qcand_start_[qp_ + 1]; ++j) {
         const int64_t v = qcand_[j];
         if (!alive_[v] || !(r_.priority[v] < pp_.priority[p]) || !(r_.runtime[v] >= q_.preempt_min_runtime[qp_]))
             continue;
         ++within_count_;
-        for (int r = 0; r < kNumRes; ++r) within[r] += r_.req[v * kNumRes + r];
+        for (int r = 0; r < R_; ++r) within[r] += r_.req[v * R_ + r];
     }
-    const int64_t* own = &recsum_[std::size_t(qp_) * kNumRes];
-    for (int r = 0; r < kNumRes; ++r) {
+    const int64_t* own = &recsum_[std::size_t(qp_) * R_];
+    for (int r = 0; r < R_; ++r) {
         block_r_[r] = -2;
         for (int32_t a = qp_; a >= 0 && block_r_[r] < 0; a = q_.parent[a]) {
-            const std::size_t i = std::size_t(a) * kNumRes + r;
+            const std::size_t i = std::size_t(a) * R_ + r;
             const int64_t most = recsum_[i] - own[r] + within[r];
             if (req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block_r_[r] = depth_[a];
         }
@@ -424,11 +440,11 @@ void Planner::pod_queues(int32_t p) {
         const int32_t L = lca(q, qp_);
         lca_[q] = L;
         lca_depth_[q] = L < 0 ? -1 : depth_[L];
-        int64_t* h = &head_[std::size_t(q) * kNumRes];
-        for (int r = 0; r < kNumRes; ++r) h[r] = kBig;
+        int64_t* h = &head_[std::size_t(q) * R_];
+        for (int r = 0; r < R_; ++r) h[r] = kBig;
         for (int32_t a = q; a != L; a = q_.parent[a])
-            for (int r = 0; r < kNumRes; ++r)
-                h[r] = std::min(h[r], alloc_[std::size_t(a) * kNumRes + r] - victim_ent(a, L, r));
+            for (int r = 0; r < R_; ++r)
+                h[r] = std::min(h[r], alloc_[std::size_t(a) * R_ + r] - victim_ent(a, L, r));
     }
 }
 
@@ -439,8 +455,8 @@ bool Planner::static_ok(int32_t p, const CandRec& c) const {
     const int32_t qv = c.queue;
     if (qv == qp_) return c.pre_ok && c.priority < pp_.priority[p];
     if (!c.rec_ok || lca_depth_[qv] < block_depth_) return false;
-    const int64_t* h = &head_[std::size_t(qv) * kNumRes];
-    for (int r = 0; r < kNumRes; ++r)
+    const int64_t* h = &head_[std::size_t(qv) * R_];
+    for (int r = 0; r < R_; ++r)
         if ((judged_ >> r & 1u) && c.req[r] > 0 && c.req[r] > h[r]) return false;
     return true;
 }
@@ -449,10 +465,10 @@ bool Planner::static_ok(int32_t p, const CandRec& c) const {
 bool Planner::check_b(int64_t v) const {
     const int32_t qv = r_.queue[v];
     const int32_t L = lca_[qv];
-    const int64_t* rq = r_.req + v * kNumRes;
+    const int64_t* rq = r_.req + v * R_;
     for (int32_t a = qv; a != L; a = q_.parent[a])
-        for (int r = 0; r < kNumRes; ++r) {
-            const std::size_t i = std::size_t(a) * kNumRes + r;
+        for (int r = 0; r < R_; ++r) {
+            const std::size_t i = std::size_t(a) * R_ + r;
             if ((judged_ >> r & 1u) && rq[r] > 0 && alloc_[i] - sub_[i] - rq[r] < victim_ent(a, L, r)) return false;
         }
     return true;
@@ -461,8 +477,8 @@ bool Planner::check_b(int64_t v) const {
 /// (a) on the preemptor's path strictly below depth `lca_depth` (-1 = the virtual root).
 bool Planner::check_a(int32_t lca_depth) const {
     for (int32_t a = qp_; a >= 0 && depth_[a] > lca_depth; a = q_.parent[a])
-        for (int r = 0; r < kNumRes; ++r) {
-            const std::size_t i = std::size_t(a) * kNumRes + r;
+        for (int r = 0; r < R_; ++r) {
+            const std::size_t i = std::size_t(a) * R_ + r;
             if ((judged_ >> r & 1u) && req_p_[r] > 0 && alloc_[i] - sub_[i] + req_p_[r] > ent_[i]) return false;
         }
     return true;
@@ -473,7 +489,7 @@ bool Planner::check_a(int32_t lca_depth) const {
 bool Planner::victim_ok(int64_t v) {
     const int32_t qv = r_.queue[v];
     if (qv != qp_ && !(check_a(lca_depth_[qv]) && check_b(v))) return false;
-    add_path(qv, r_.req + v * kNumRes, +1);
+    add_path(qv, r_.req + v * R_, +1);
     return true;
 }
 
@@ -574,6 +590,28 @@ bool Planner::fits_free(int32_t p, int32_t n) const {
                             v_.dev_mem_free + d0, v_.dev_xcd_free + d0, v_.dev_state + d0});
 }
 
+/// Points req_p_ at pod p's request on node n as rule (a) judges it: gpu, cpu, memory, and -- for a
+/// pod of a fixed model (any model column > 0 in its row) -- its GPUs in the model column of n's
+/// GPUs. A pod of no fixed model has no demand in the model columns (its queue's entitlement there
+/// says nothing about it), so (a) does not judge them; (b) still does, for the victims. `charge_`
+/// gets what placing it on n charges its queue: its GPUs in n's column either way. Returns n's
+/// column, -1 if none.
+int32_t Planner::node_req(int32_t p, int32_t n) {
+    const int64_t* own = pp_.req + std::size_t(p) * R_;
+    bool fixed = false;
+    for (int r = 0; r < R_; ++r) {
+        req_node_[r] = charge_[r] = r < kNumRes ? own[r] : 0;
+        fixed = fixed || (r >= kNumRes && own[r] > 0);
+    }
+    const int32_t col = q_.node_res && R_ > kNumRes ? q_.node_res[n] : -1;
+    if (col >= kNumRes) {
+        charge_[col] = own[0];
+        if (fixed) req_node_[col] = own[0];
+    }
+    req_p_ = req_node_.data();
+    return col >= kNumRes ? col : -1;
+}
+
 /// Greedy + drop on node n for pod p; replaces `best` if this node is better.
 void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
     // O(1) bounds over every alive candidate of the node.
@@ -599,29 +637,32 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
     {
         const int64_t d0 = v_.node_dev_start[n];
         constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
-        unsigned m = 0;
+        uint64_t m = 0;
+        const int32_t col = node_req(p, n);
+        const uint64_t model = col >= 0 ? uint64_t(1) << col : 0;
         if (kind != kNoGpu &&
             !fits_on(b_, p, v_, kAll, kAll, 1, NodeDevs{d0, static_cast<int32_t>(v_.node_dev_start[n + 1] - d0),
                                                       v_.dev_milli_free + d0, v_.dev_mem_free + d0,
                                                       v_.dev_xcd_free + d0, v_.dev_state + d0}))
-            m |= 1u;
+            m |= 1u | model;  // lacking GPUs on an MI300X node: lacking gpu and gpu/MI300X
         if (b_.cpu[p] > v_.node_cpu_free[n]) m |= 2u;
         if (b_.mem[p] > v_.node_mem_free[n]) m |= 4u;
-        // Of those, the ones the rules may look at (`checked`): e.g. no CPU quota anywhere means no
-        // queue deserves CPU, and CPU would block every reclaim. But a pod that requests none of
-        // the checked resources it lacks is judged on all it lacks: were the checked ones judged
-        // alone, its queue would take GPUs no rule looked at, and the victim's take them back.
-        const unsigned lack = m ? m : 7u;
-        unsigned kept = 0;
+        // Of those, the ones the rules may look at (`checked`, of gpu, cpu and memory; GPU-model
+        // columns always): e.g. no CPU quota anywhere means no queue deserves CPU, and CPU would block
+        // every reclaim. But a pod that requests none of the checked resources it lacks is judged on
+        // all it lacks: were the checked ones judged alone, its queue would take GPUs no rule looked
+        // at, and the victim's take them back.
+        const uint64_t lack = m ? m : (7u | model);
+        uint64_t kept = 0;
         bool asks = false;
-        for (int r = 0; r < kNumRes; ++r)
-            if ((lack >> r & 1u) && (!q_.checked || q_.checked[r])) {
-                kept |= 1u << r;
+        for (int r = 0; r < R_; ++r)
+            if ((lack >> r & 1u) && (r >= kNumRes || !q_.checked || q_.checked[r])) {
+                kept |= uint64_t(1) << r;
                 asks = asks || req_p_[r] > 0;
             }
         judged_ = asks ? kept : lack;
         block_depth_ = -2;
-        for (int r = 0; r < kNumRes; ++r)
+        for (int r = 0; r < R_; ++r)
             if (judged_ >> r & 1u) block_depth_ = std::max(block_depth_, block_r_[r]);
     }
     // At least one victim is needed (run() found no node that fits without one). Against a best of
@@ -630,7 +671,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
     const bool need_lower = best.node >= 0 && best.victims.size() == 1;
     elig_.clear();
     const int32_t dp = depth_[qp_];
-    std::fill(under_.begin(), under_.begin() + std::size_t(dp + 2) * kNumRes, 0);
+    std::fill(under_.begin(), under_.begin() + std::size_t(dp + 2) * R_, 0);
     for (int64_t i = cand_start_[n]; i < cand_start_[n + 1]; ++i) {
         const CandRec& c = crec_[i];
         if (need_lower && c.priority >= best.prio_sum) {
@@ -640,7 +681,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
         if (!c.alive || !static_ok(p, c)) continue;
         elig_.push_back(cand_[i]);
         const int32_t ld = c.queue == qp_ ? dp : lca_depth_[c.queue];
-        for (int r = 0; r < kNumRes; ++r) under_[std::size_t(ld + 1) * kNumRes + r] += c.req[r];
+        for (int r = 0; r < R_; ++r) under_[std::size_t(ld + 1) * R_ + r] += c.req[r];
     }
     if (elig_.empty()) return;
     // The preemptor's side, on this node: under a queue a of its path, at most the eligible victims
@@ -648,14 +689,14 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
     // gone, every reclaim victim whose LCA is above a is out. The deepest such a decides; the
     // victims it removes do not change the sums at or below it, so one pass is exact.
     for (int32_t d = dp - 1; d >= 0; --d)  // under_[d + 1] = eligible victims with LCA depth >= d
-        for (int r = 0; r < kNumRes; ++r)
-            under_[std::size_t(d + 1) * kNumRes + r] += under_[std::size_t(d + 2) * kNumRes + r];
+        for (int r = 0; r < R_; ++r)
+            under_[std::size_t(d + 1) * R_ + r] += under_[std::size_t(d + 2) * R_ + r];
     int32_t block = -2;
     for (int32_t a = qp_; a >= 0 && block < -1; a = q_.parent[a]) {
         const int32_t d = depth_[a];
-        for (int r = 0; r < kNumRes; ++r) {
-            const std::size_t i = std::size_t(a) * kNumRes + r;
-            const int64_t most = under_[std::size_t(d + 1) * kNumRes + r];
+        for (int r = 0; r < R_; ++r) {
+            const std::size_t i = std::size_t(a) * R_ + r;
+            const int64_t most = under_[std::size_t(d + 1) * R_ + r];
             if ((judged_ >> r & 1u) && req_p_[r] > 0 && alloc_[i] - most + req_p_[r] > ent_[i]) block = d;
         }
     }
@@ -688,7 +729,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
         // Drop victims that are not needed, last added first.
         for (std::size_t j = set_.size(); j-- > 0;) {
             const int64_t v = set_[j];
-            add_path(r_.queue[v], r_.req + v * kNumRes, -1);
+            add_path(r_.queue[v], r_.req + v * R_, -1);
             std::vector<int64_t> rest(set_);
             rest.erase(rest.begin() + static_cast<std::ptrdiff_t>(j));
             bool drop = set_ok(rest);
@@ -699,12 +740,12 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
             if (drop) {
                 set_.swap(rest);
             } else {
-                add_path(r_.queue[v], r_.req + v * kNumRes, +1);
+                add_path(r_.queue[v], r_.req + v * R_, +1);
             }
         }
     }
     // (A single victim is never dropped: zero victims was checked first and did not fit.)
-    for (int64_t v : set_) add_path(r_.queue[v], r_.req + v * kNumRes, -1);  // undo the tentative sums
+    for (int64_t v : set_) add_path(r_.queue[v], r_.req + v * R_, -1);  // undo the tentative sums
     if (!ok) return;
     Choice c;
     c.node = n;
@@ -716,6 +757,7 @@ void Planner::eval_node(int32_t p, int32_t n, Choice& best) {
 /// Evicts the chosen victims and places the pod with place_batch on the freed node.
 bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
     const int32_t n = c.node;
+    node_req(p, n);  // charge_: what the pod is charged on n
     rebuild(n, c.victims);
     // One-node view of the freed state, in scratch.
     int64_t cpu = v_.node_cpu_free[n] + acc_cpu_, mem = v_.node_mem_free[n] + acc_mem_,
@@ -798,9 +840,9 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
         crec_[cpos_[v]].alive = 0;
         const int32_t qv = r_.queue[v];
         for (int32_t a = qv; a >= 0; a = q_.parent[a])
-            for (int k = 0; k < kNumRes; ++k) {
-                alloc_[std::size_t(a) * kNumRes + k] -= r_.req[v * kNumRes + k];
-                if (crec_[cpos_[v]].rec_ok) recsum_[std::size_t(a) * kNumRes + k] -= r_.req[v * kNumRes + k];
+            for (int k = 0; k < R_; ++k) {
+                alloc_[std::size_t(a) * R_ + k] -= r_.req[v * R_ + k];
+                if (crec_[cpos_[v]].rec_ok) recsum_[std::size_t(a) * R_ + k] -= r_.req[v * R_ + k];
             }
         out.vic.push_back(v);
         out.vic_rule.push_back(qv == qp_ ? kRuleWithinQueue
@@ -808,7 +850,7 @@ bool Planner::commit(int32_t p, const Choice& c, PreemptResult& out) {
                                                                           : kRuleReclaimAggressive);
     }
     for (int32_t a = qp_; a >= 0; a = q_.parent[a])
-        for (int k = 0; k < kNumRes; ++k) alloc_[std::size_t(a) * kNumRes + k] += req_p_[k];
+        for (int k = 0; k < R_; ++k) alloc_[std::size_t(a) * R_ + k] += charge_[k];
     for (std::size_t k = 0; k < r.asg_dev.size(); ++k) {
         const int32_t d = static_cast<int32_t>(r.asg_dev[k] + d0_);
         ++hold_[d];
@@ -833,7 +875,7 @@ bool Planner::try_pod(int32_t p, PreemptResult& out) {
     for (int32_t n = 0; n < N_ && best.node < 0; ++n)  // zero victims: nothing beats it
         if (mask[n] && (!idle_mode || idle_now_[n] >= b_.count[p]) && fits_free(p, n)) best.node = n;
     // No victim anywhere: nobody in its queue it may preempt, and reclaim blocked at its leaf.
-    const bool any = within_count_ > 0 || *std::min_element(block_r_, block_r_ + kNumRes) < depth_[qp_];
+    const bool any = within_count_ > 0 || *std::min_element(block_r_.begin(), block_r_.end()) < depth_[qp_];
     if (best.node < 0 && any)
         for (int32_t n = 0; n < N_; ++n)
             if (mask[n]) eval_node(p, n, best);

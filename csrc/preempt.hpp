@@ -25,9 +25,14 @@
 //              its own deserved from the parent's siblings (parent-level charging; their fair
 //              shares add up to the parent's).
 //        The judged resources are those being reclaimed: the ones the pod lacks on node n as it is
-//        (gpu: its devices do not fit the free ones, by place_batch's device checks alone; cpu /
-//        memory: its request exceeds the node's free amount), or all three if none (only a pod
-//        slot is missing). A queue far over its GPU entitlement thus gives up GPUs to a queue below
+//        (gpu: its devices do not fit the free ones, by place_batch's device checks alone -- then
+//        also the model column of n's GPUs, node_res[n]; cpu / memory: its request exceeds the
+//        node's free amount), or all of gpu, cpu, memory and n's model column if none (only a pod
+//        slot is missing). On n, req_p's model columns are its GPUs in node_res[n], 0 elsewhere, for
+//        a pod of a fixed model (its row has a model column > 0); a pod of no fixed model has no
+//        demand in the model columns, so (a) judges none of them for it (its queue's entitlement
+//        there is zero for want of demand), while (b) does: a victim's queue keeps its entitlement
+//        on the model of the node. Either way the commit charges its GPUs in node_res[n]. A queue far over its GPU entitlement thus gives up GPUs to a queue below
 //        its own whatever its CPU use says (issue 11).
 //  * Per node n allowed by the class mask, eligible victims on n in (priority, runtime, row) order
 //    are added greedily -- each one only if the rules above hold with it added; a victim that fails
@@ -90,7 +95,7 @@ struct RunningPods {
     const int64_t* priority = nullptr;     ///< [V]
     const uint8_t* preemptible = nullptr;  ///< [V] 0 = never a victim
     const double* runtime = nullptr;       ///< [V] seconds it has run
-    const int64_t* req = nullptr;          ///< [V,3] gpu milli, cpu milli, memory MiB (queue units)
+    const int64_t* req = nullptr;          ///< [V,R] gpu milli, cpu milli, memory MiB (queue units), GPU models
     const int64_t* cpu = nullptr;          ///< [V] node-level CPU request, milli-cores
     const int64_t* mem = nullptr;          ///< [V] node-level memory request, MiB
     const int64_t* asg_start = nullptr;    ///< [V+1] CSR into the asg_* arrays
@@ -107,7 +112,9 @@ struct Preemptors {
     Batch batch;                         ///< cpu, mem, kind, ..., cls, class_mask (extra_score unused)
     const int32_t* queue = nullptr;      ///< [P] leaf queue row
     const int64_t* priority = nullptr;   ///< [P]
-    const int64_t* req = nullptr;        ///< [P,3]
+    /// [P,R]. Model columns: any > 0 = a pod of a fixed GPU model (only nodes of that model are in
+    /// its class); its GPUs then count in the column of the node it is tried on. See node_res.
+    const int64_t* req = nullptr;
     /// Gangs (optional, both or neither; batch.gang / batch.gang_need are not read): a gang's
     /// members are consecutive rows with one `gang_need` (see the header comment, "Gangs").
     const int32_t* gang = nullptr;       ///< [P] gang id, -1 = none
@@ -117,10 +124,15 @@ struct Preemptors {
 /// The queue tree and its entitlements. Rows parent-before-child.
 struct PreemptQueues {
     int32_t n = 0;
+    /// Resource columns R of every [.,R] array: gpu, cpu, memory, then one per GPU model with a
+    /// quota (3..64). A running pod's request has its GPUs in its node's model column too; a
+    /// preemptor's GPUs count in the column of the node it is tried on, `node_res[n]`.
+    int32_t nres = kNumRes;
+    const int32_t* node_res = nullptr;             ///< [N] model column of each node (>= 3), -1 none; null: none
     const int32_t* parent = nullptr;               ///< [Q] -1 = top level, else < own index
-    const int64_t* deserved = nullptr;             ///< [Q,3]
-    const int64_t* fair_share = nullptr;           ///< [Q,3]
-    const int64_t* allocated = nullptr;            ///< [Q,3] current use, internal rows = subtree sums
+    const int64_t* deserved = nullptr;             ///< [Q,R]
+    const int64_t* fair_share = nullptr;           ///< [Q,R]
+    const int64_t* allocated = nullptr;            ///< [Q,R] current use, internal rows = subtree sums
     const int8_t* strategy = nullptr;              ///< [Q] ReclaimStrategy
     const double* preempt_min_runtime = nullptr;   ///< [Q] seconds
     const double* reclaim_min_runtime = nullptr;   ///< [Q] seconds
@@ -141,7 +153,7 @@ struct PreemptResult {
     std::vector<int64_t> asg_milli;
     std::vector<int64_t> asg_mem;
     std::vector<uint32_t> asg_xcds;
-    std::vector<int64_t> allocated;   ///< [Q,3] after the evictions and placements
+    std::vector<int64_t> allocated;   ///< [Q,R] after the evictions and placements
     /// Pods left unplaced because place_batch refused a node the kernel's fit check accepted.
     /// Always 0 unless csrc/placement.cpp changed its checks without this kernel following.
     int64_t fit_mismatch = 0;

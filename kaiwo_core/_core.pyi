@@ -179,7 +179,7 @@ class _PreemptRunning(TypedDict):
     priority: npt.NDArray[np.int64]  # [V]
     preemptible: npt.NDArray[np.uint8]  # [V] 0 = never a victim
     runtime: npt.NDArray[np.float64]  # [V] seconds, >= 0
-    req: npt.NDArray[np.int64]  # [V, 3] queue charge: gpu milli, cpu milli, memory MiB
+    req: npt.NDArray[np.int64]  # [V, R] queue charge: gpu milli, cpu milli, memory MiB, GPUs per model column
     cpu: npt.NDArray[np.int64]  # [V] node-level CPU milli-cores
     mem: npt.NDArray[np.int64]  # [V] node-level memory MiB
     asg_start: npt.NDArray[np.int64]  # [V + 1] CSR of the device charges
@@ -193,21 +193,24 @@ class _PreemptRunning(TypedDict):
 class _PreemptPendingRequired(_PlacementBatchRequired):
     queue: npt.NDArray[np.int32]  # [P] leaf row
     priority: npt.NDArray[np.int64]  # [P]
-    req: npt.NDArray[np.int64]  # [P, 3]
+    req: npt.NDArray[np.int64]  # [P, R]; a model column > 0: a pod of a fixed GPU model
 
 class _PreemptPending(_PreemptPendingRequired, total=False):
     extra_score: npt.NDArray[np.float64]  # [C, N], accepted and not used
     gang: npt.NDArray[np.int32]  # [P] gang id, -1 = none (with gang_need; a gang's rows consecutive)
     gang_need: npt.NDArray[np.int32]  # [P] rows of the gang that must get a node, else none does
 
-class _PreemptQueues(TypedDict):
+class _PreemptQueuesRequired(TypedDict):
     parent: npt.NDArray[np.int32]  # [Q], -1 = top level, else < own index
-    deserved: npt.NDArray[np.int64]  # [Q, 3]
-    fair_share: npt.NDArray[np.int64]  # [Q, 3]
-    allocated: npt.NDArray[np.int64]  # [Q, 3], internal rows 0 or the sum of their children
+    deserved: npt.NDArray[np.int64]  # [Q, R], R = 3..64 (gpu, cpu, memory, GPU models)
+    fair_share: npt.NDArray[np.int64]  # [Q, R]
+    allocated: npt.NDArray[np.int64]  # [Q, R], internal rows 0 or the sum of their children
     strategy: npt.NDArray[np.int8]  # [Q], RECLAIM_*
     preempt_min_runtime: npt.NDArray[np.float64]  # [Q] seconds
     reclaim_min_runtime: npt.NDArray[np.float64]  # [Q] seconds
+
+class _PreemptQueues(_PreemptQueuesRequired, total=False):
+    node_res: npt.NDArray[np.int32]  # [N] GPU-model column of each node (>= 3), -1 none
 
 class _PreemptResult(TypedDict):
     node: npt.NDArray[np.int32]  # [P], -1 = nothing
@@ -226,7 +229,7 @@ class _PreemptResult(TypedDict):
     dev_mem_free: npt.NDArray[np.int64]
     dev_xcd_free: npt.NDArray[np.uint32]
     dev_state: npt.NDArray[np.int8]
-    allocated: npt.NDArray[np.int64]  # [Q, 3] after the plan
+    allocated: npt.NDArray[np.int64]  # [Q, R] after the plan
     fit_mismatch: int  # 0 unless placement's checks changed without csrc/preempt.cpp following
 
 def plan_preemptions(cluster: _PlacementCluster, running: _PreemptRunning, pending: _PreemptPending,

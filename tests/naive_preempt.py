@@ -90,10 +90,10 @@ def subtree_allocated(parent, allocated):
     for p in parent:
         if p >= 0:
             leaf[p] = False
-    out = [[allocated[q][r] if leaf[q] else 0 for r in range(R)] for q in range(len(parent))]
+    out = [[a if leaf[q] else 0 for a in allocated[q]] for q in range(len(parent))]
     for q in reversed(range(len(parent))):
         if parent[q] >= 0:
-            for r in range(R):
+            for r in range(len(out[q])):
                 out[parent[q]][r] += out[q][r]
     return out
 
@@ -111,6 +111,9 @@ class _Plan:
         self.pmr, self.rmr = q["preempt_min_runtime"], q["reclaim_min_runtime"]
         self.checked = {r for r in range(R) if q.get("checked") is None or q["checked"][r]}
         self.alloc = subtree_allocated(self.parent, q["allocated"])
+        #: resource columns: gpu, cpu, memory, then GPU models; node_res[n] = model column of node n
+        self.R = len(self.deserved[0]) if self.deserved else R
+        self.node_res = q.get("node_res") or [-1] * len(self.c["node_cpu_free"])
         run = self.run
         V = len(run["node"])
         self.hold = [0] * len(self.c["dev_gpu"])
@@ -212,24 +215,39 @@ class _Plan:
         return run["runtime"][v] >= self.rmr[qv]
 
     def judged(self, p, n):
-        """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node): the
-        checked ones it lacks there, or every one it lacks if it requests none of those."""
+        """Resources the queue rules judge for pod p on node n (csrc/preempt.cpp eval_node): what it
+        lacks there (a lack of GPUs being one of gpu and of the node's model column too), of those
+        the checked ones (model columns always), or every one it lacks if it requests none of those."""
         lack = lacking(self.freed(n, []), self.one_pod(p, n))
-        kept = lack & self.checked
-        return kept if any(self.pend["req"][p][r] > 0 for r in kept) else lack
+        if 0 in lack and self.node_res[n] >= 0:
+            lack.add(self.node_res[n])
+        kept = {r for r in lack if r >= 3 or r in self.checked}
+        req = self.req_on(p, n)
+        return kept if any(req[r] > 0 for r in kept) else lack
+
+    def req_on(self, p, n, rules=True):
+        """Pod p's request on node n: gpu, cpu, memory, and its GPUs in n's model column -- for the
+        queue rules (`rules`) only if its model is fixed (a model column of its row above 0); what
+        placing it charges (not `rules`) always."""
+        own = self.pend["req"][p]
+        out = list(own[:3]) + [0] * (self.R - 3)
+        fixed = any(x > 0 for x in own[3:])
+        if self.node_res[n] >= 0 and (fixed or not rules):
+            out[self.node_res[n]] = own[0]
+        return out
 
     def set_ok(self, p, victims):
         """The queue rules for every reclaim victim, with `victims` (the whole set) gone, judged on
         the resources `self.judging` (those the pod lacks on the node being tried)."""
         run, parent = self.run, self.parent
-        qp, req_p, ent = self.pend["queue"][p], self.pend["req"][p], self.ent(p)
+        qp, req_p, ent = self.pend["queue"][p], self.req_here, self.ent(p)
         sub = {}
         for v in victims:
             for a in _path(parent, run["queue"][v]):
-                row = sub.setdefault(a, [0] * R)
-                for r in range(R):
+                row = sub.setdefault(a, [0] * self.R)
+                for r in range(self.R):
                     row[r] += run["req"][v][r]
-        zero = [0] * R
+        zero = [0] * self.R
         for v in victims:
             qv = run["queue"][v]
             if qv == qp:
@@ -270,6 +288,7 @@ class _Plan:
             return None
         chosen = []
         self.judging = self.judged(p, n)
+        self.req_here = self.req_on(p, n)
         if not self.fits(p, n, chosen):
             for v in cands:
                 if not self.victim_ok(p, chosen, v):
@@ -301,12 +320,12 @@ class _Plan:
             for d, _, _, _ in self.devs_of[v]:
                 self.hold[d] -= 1
             for a in _path(self.parent, run["queue"][v]):
-                for r in range(R):
+                for r in range(self.R):
                     self.alloc[a][r] -= run["req"][v][r]
-        qp = self.pend["queue"][p]
+        qp, req = self.pend["queue"][p], self.req_on(p, n, rules=False)
         for a in _path(self.parent, qp):
-            for r in range(R):
-                self.alloc[a][r] += self.pend["req"][p][r]
+            for r in range(self.R):
+                self.alloc[a][r] += req[r]
         asg = []
         for k in range(len(out["asg_dev"])):
             d = int(out["asg_dev"][k]) + d0
@@ -380,7 +399,7 @@ class _Plan:
         }
         for k in STATE_KEYS:
             out[k] = np.array(self.c[k], dtype=STATE_DTYPES[k])
-        out["allocated"] = np.array(self.alloc, np.int64).reshape(len(self.parent), R)
+        out["allocated"] = np.array(self.alloc, np.int64).reshape(len(self.parent), self.R)
         out["fit_mismatch"] = 0
         return out
 

@@ -70,6 +70,12 @@ def render_table(doc: dict) -> str:
                             f"{q['deserved']['gpu']:g}", f"{q['fairShare']['gpu']:g}",
                             f"{q['allocated']['gpu']:g}", q["pendingPods"]] for q in doc["queues"]],
                           ["QUEUE", "PARENT", "PRIO", "DESERVED GPU", "FAIR GPU", "ALLOCATED GPU", "PENDING"]))
+        # Per-GPU-model columns, when some queue names a model: one row per queue and model.
+        rows = [[q["name"], m, f"{q['deserved']['gpuModels'][m]:g}", f"{q['fairShare']['gpuModels'][m]:g}",
+                 f"{q['allocated']['gpuModels'][m]:g}"]
+                for q in doc["queues"] for m in q["deserved"].get("gpuModels", {})]
+        if rows:
+            out.append(_table(rows, ["QUEUE", "GPU MODEL", "DESERVED", "FAIR", "ALLOCATED"]))
     if doc.get("reservations"):
         # Whole nodes by name, held GPUs as node/gpu<index>.<partition>:<XCDs> (JSON has the rest).
         out.append(_table([[r["name"], r["queue"] or r["job"],

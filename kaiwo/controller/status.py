@@ -5,6 +5,7 @@ KaiwoQueue ``status`` (units as in ``kaiwo schedule --output json``: GPUs, CPU c
     deserved:   {gpu, cpu, memory}   # quota the queue is owed, capped by its demand and limit
     fairShare:  {gpu, cpu, memory}   # deserved plus its share of what is left (H-DRF)
     allocated:  {gpu, cpu, memory}   # running pods plus this cycle's bindings
+    # each with gpuModels: {MI300X: 8, ...} when some queue sets per-GPU-model amounts
     pendingPods: 3
     conditions: [{type: Valid, status: "True"|"False", reason, message, lastTransitionTime}]
 

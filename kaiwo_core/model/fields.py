@@ -15,7 +15,8 @@ import heapq
 _RESOURCE = {"quota": None, "overQuotaWeight": None, "limit": None}
 SPEC_FIELDS = {
     "KaiwoQueue": {"displayName": None, "parentQueue": None, "priority": None,
-                   "resources": {"gpu": _RESOURCE, "cpu": _RESOURCE, "memory": _RESOURCE},
+                   # gpuModels: model names as keys (opaque here; queues.py checks each model's fields)
+                   "resources": {"gpu": _RESOURCE, "cpu": _RESOURCE, "memory": _RESOURCE, "gpuModels": None},
                    "fairness": {"policy": None, "reclaimStrategy": None},
                    "preemptMinRuntime": None, "reclaimMinRuntime": None},
     "KaiwoJob": {"replicas": None, "minMembers": None, "gpusPerReplica": None,

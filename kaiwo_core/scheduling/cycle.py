@@ -28,9 +28,10 @@ from .accounting import assign_queues, held_vectors, request_vectors
 from .fairness import ORDER_HELD_LIMIT, OrderingConfig, Shares, compute_shares, order_pending, \
     subtree_sums, within_queue_key
 from .gangs import gang_id, gang_of
+from . import model_columns
 from .placement import Placement, default_pipeline, place
 from ..plugins import CycleContext, Pipeline
-from .queues import RESOURCES, QueueTree, human
+from .queues import GPU, MEMORY, RESOURCES, QueueTree, human
 from .podtable import PodTable
 from ..model.fields import spec_warnings
 from ..model.requests import (
@@ -102,12 +103,15 @@ class Decisions:
         return out
 
     def queue_allocated(self) -> np.ndarray:
-        """[Q, 3] used by running pods plus this cycle's bindings (internal rows = subtree sums)."""
-        alloc = np.zeros((len(self.tree), 3), dtype=np.int64)
+        """[Q, R] used by running pods plus this cycle's bindings (internal rows = subtree sums)."""
+        alloc = np.zeros((len(self.tree), self.tree.n_res), dtype=np.int64)
         p = self.placement
         if p is not None and len(p.batch):
             vec = held_vectors(p, self.snapshot.cluster)
             placed = p.placed
+            if self.tree.models:  # a binding's GPUs count in its node's model column
+                cols = model_columns.node_columns(self.tree, self.snapshot.cluster)
+                vec = model_columns.widen(self.tree, vec, np.where(placed, cols[np.maximum(p.node, 0)], -1))
             np.add.at(alloc, self.pending_rows[placed], vec[placed])
         return self.shares.running + subtree_sums(self.tree, alloc)
 
@@ -120,7 +124,10 @@ class Decisions:
             pending = pending + np.bincount(self.held_rows, minlength=len(t))
 
         def vec(v):
-            return {res: human(i, int(v[i])) for i, res in enumerate(RESOURCES)}
+            out = {res: human(i, int(v[i])) for i, res in enumerate(RESOURCES)}
+            if t.models:
+                out["gpuModels"] = {m: human(0, int(v[3 + j])) for j, m in enumerate(t.models)}
+            return out
         return [{"name": spec.name, "parent": spec.parent or None, "priority": spec.priority,
                  "deserved": vec(s.deserved[q]), "fairShare": vec(s.fair_share[q]),
                  "allocated": vec(alloc[q]), "demand": vec(s.demand[q]),
@@ -348,6 +355,8 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     keep, rejected = impossible(snapshot, pend)
     rejected = list(snapshot.rejected) + rejected
     tree = snapshot.queue_tree()
+    capacity = model_columns.capacity(tree, cluster, capacity)
+    snapshot.warnings.extend(w for w in tree.warnings if w not in snapshot.warnings)
     run_rows, run_err = assign_queues(tree, run)
     for e in run_err:  # running pods run whatever their label says: account them nowhere
         snapshot.warnings.append(f"running pod {e.name}: {e.message()}; not counted in any queue")
@@ -382,6 +391,11 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     run_req = run.held[keep_run]  # what running pods hold
     pend_req = request_vectors(batch, cluster)      # estimated until placed (accounting.py)
     key = within_queue_key(batch.priority, batch.created, pend_req[:, 0] / 1000.0, now, ordering)
+    if tree.models:  # GPUs also in the model column: running by their node, pending if fixed
+        node_col = model_columns.node_columns(tree, cluster)
+        on = run.node[keep_run]
+        run_req = model_columns.widen(tree, run_req, np.where(on >= 0, node_col[np.maximum(on, 0)], -1))
+        pend_req = model_columns.widen(tree, pend_req, model_columns.pending_columns(tree, batch))
     # Ties (equal key) go by creation time, then namespace/name and uid: never by list order.
     tiebreak = _rank(batch.created, pend.rank[keep])
     t1 = time.perf_counter()
@@ -417,6 +431,10 @@ def schedule(snapshot: Snapshot, strategy: str = "binpack", pipeline: Pipeline |
     # 4. place
     state = snapshot.state.copy()
     ordered = batch.take(order)
+    if tree.models:  # pods of no fixed model: only to models whose per-model limits have room
+        ordered.constraints = list(ordered.constraints)
+        model_columns.restrict_to_room(tree, cluster, ordered, np.arange(len(order)), rows[order],
+                                       pend_req[order], shares.running)
     # The kernel reserves result space for every device the batch asks for. A pod asking for more
     # devices than the largest node has can never be placed: it goes in asking for one more than
     # that (it fails with the kernel's own reason, too few GPUs on the node), so no allocation is
@@ -457,11 +475,12 @@ def _check_arguments(snapshot, pipeline, ordering, now, reserving, preempting) -
 
 def _limit_reason(tree: QueueTree, shares: Shares, q: int, req: np.ndarray) -> str:
     for a in tree.ancestors(q):
-        for r, res in enumerate(RESOURCES):
-            lim = int(tree.limit[a, r])
+        for r, res in enumerate(RESOURCES + tuple(f"gpu/{m}" for m in tree.models)):
+            lim = int(tree.wide("limit")[a, r])
             if lim >= 0 and req[r] > 0 and shares.running[a, r] + req[r] > lim:
+                u = GPU if r > MEMORY else r  # model columns count GPUs
                 return (f"queue {tree.specs[a].name} would exceed its {res} limit "
-                        f"({human(r, lim)}; running {human(r, int(shares.running[a, r]))}, "
-                        f"this pod {human(r, int(req[r]))})")
+                        f"({human(u, lim)}; running {human(u, int(shares.running[a, r]))}, "
+                        f"this pod {human(u, int(req[r]))})")
     return (f"queue {tree.specs[q].name} or a parent would exceed its limit with the pods "
             "ordered before this one")

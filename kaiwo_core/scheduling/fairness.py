@@ -47,7 +47,8 @@ class OrderingConfig:
 
 @dataclass
 class Shares:
-    """Per-queue vectors [Q, 3] in kernel units (gpu milli, cpu milli, memory MiB)."""
+    """Per-queue vectors [Q, R] in kernel units (gpu milli, cpu milli, memory MiB, then GPU milli
+    per GPU model with a column: :mod:`~kaiwo_core.scheduling.model_columns`)."""
 
     demand: np.ndarray
     deserved: np.ndarray
@@ -64,7 +65,8 @@ def _csr(rows: np.ndarray, n_queues: int, *keys) -> tuple[np.ndarray, np.ndarray
 
 
 def tree_arrays(tree: QueueTree, capacity: np.ndarray) -> dict:
-    return {"parent": tree.parent, "quota": tree.quota, "limit": tree.limit, "weight": tree.weight,
+    return {"parent": tree.parent, "quota": tree.wide("quota"), "limit": tree.wide("limit"),
+            "weight": tree.wide("weight"),
             "priority": tree.priority, "capacity": np.ascontiguousarray(capacity, dtype=np.int64)}
 
 
@@ -86,14 +88,14 @@ def compute_shares(tree: QueueTree, capacity, run_rows, run_req, pend_rows, pend
     order of tied pods must not be the order they were listed in), then by position."""
     q = len(tree)
     rows = np.concatenate([run_rows, pend_rows]).astype(np.int64)
-    req = np.ascontiguousarray(np.concatenate([run_req, pend_req]), dtype=np.int64).reshape(-1, 3)
+    req = np.ascontiguousarray(np.concatenate([run_req, pend_req]), dtype=np.int64).reshape(-1, tree.n_res)
     phase = np.concatenate([np.zeros(len(run_rows)), np.ones(len(pend_rows))])
     key = np.concatenate([np.zeros(len(run_rows)), pend_key])
     tie = np.concatenate([np.zeros(len(run_rows), np.int64) if run_tiebreak is None else run_tiebreak,
                           np.zeros(len(pend_rows), np.int64) if pend_tiebreak is None else pend_tiebreak])
     perm, start = _csr(rows, q, phase, key, tie)
     out = _core.fair_share(tree_arrays(tree, capacity), {"pod_start": start, "req": req[perm]})
-    running = np.zeros((q, 3), dtype=np.int64)
+    running = np.zeros((q, tree.n_res), dtype=np.int64)
     np.add.at(running, run_rows, run_req)
     return Shares(out["demand"], out["deserved"], out["fair_share"], subtree_sums(tree, running))
 

@@ -61,6 +61,7 @@ from .placement import default_pipeline
 from .reservations import device_holds
 from ..plugins import CycleContext
 from .podtable import PodTable, csr_rows
+from . import model_columns
 from .queues import RESOURCES, human
 from ..model.requests import ANN_PREEMPTIBLE, KIND_NONE, KIND_WHOLE, KIND_XCD
 
@@ -410,6 +411,11 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     pend_req = request_vectors(batch, cluster)  # preemptors: estimated (accounting.py)
     placed_req = held_vectors(placement, cluster)[placed]
     p_start, p_idx = csr_rows(placement.asg_start, placed)
+    node_res = model_columns.node_columns(tree, cluster)
+    if tree.models:  # GPUs also in their node's model column; preemptors in their fixed model's
+        run_req = model_columns.widen(tree, run_req, node_res[run.node[run_idx]])
+        placed_req = model_columns.widen(tree, placed_req, node_res[placement.node[placed]])
+        pend_req = model_columns.widen(tree, pend_req, model_columns.pending_columns(tree, batch))
     kind = np.concatenate([rb["kind"], batch.kind[placed]])
     excl = np.concatenate([rb["exclusive"], batch.exclusive[placed]])
     req_all = np.ascontiguousarray(np.concatenate([run_req, placed_req]), dtype=np.int64)
@@ -459,6 +465,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
         "reclaim_min_runtime": np.array([s.reclaim_min_runtime for s in tree.specs], np.float64),
         "checked": keep,
     }
+    if tree.models:
+        queues["node_res"] = node_res
     out = _core.plan_preemptions(kernel_view(cluster, state), running_arrays, pending, queues)
     if out["fit_mismatch"]:
         warnings.append(f"{out['fit_mismatch']} pod(s) left pending: placement refused a node the "
@@ -474,6 +482,8 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
     got_req = pend_req[rows].copy()  # a preemptor that got devices is charged what it holds
     got_req[:, 0] = assigned_gpu(batch.kind[rows], batch.exclusive[rows], out["asg_start"], out["asg_dev"],
                                  out["asg_milli"], out["asg_mem"], out["asg_xcds"], cluster, got_req[:, 0])
+    if tree.models:
+        got_req = model_columns.widen(tree, got_req[:, :3], np.where(got, node_res[np.maximum(out["node"], 0)], -1))
     np.add.at(delta, pending["queue"][got], got_req[got])
     after = allocated + subtree_sums(tree, delta)
 

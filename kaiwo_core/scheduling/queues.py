@@ -10,11 +10,25 @@
         gpu:    {quota: 8, overQuotaWeight: 2, limit: 16}     # GPUs (fractions allowed)
         cpu:    {quota: "64", limit: -1}                      # Kubernetes CPU quantity
         memory: {quota: 512Gi}                                # Kubernetes memory quantity
+        gpuModels:                    # per GPU model (names as kaiwo.ai/gpu-model takes them)
+          MI300X: {quota: 8, overQuotaWeight: 1, limit: 16}
+          MI355X: {quota: 8}
       fairness: {policy: DRF, reclaimStrategy: aggressive}  # or conservative
       preemptMinRuntime: 10m
       reclaimMinRuntime: 5m
 
 ``quota: -1`` means unlimited, an absent ``limit`` (or -1) means no limit, an absent quota is 0.
+
+Per-GPU-model amounts (``gpuModels``) are GPUs on nodes of that model, beside the model-agnostic
+``gpu`` amount, which still bounds the total. Every model some accepted queue names becomes a
+resource column after gpu, cpu, memory (:attr:`QueueTree.models`); a queue that does not name a model
+gets, in its column, its own ``gpu`` quota (capped by its parent's amount for that model), ``gpu``
+limit and ``gpu`` weight: the column then binds nothing the ``gpu`` amount does not already bind.
+(0 would let no pod charged to that model in within the deserved pass; -1 would make every queue
+without a quota "below deserved" there.) A per-model quota above the queue's ``gpu`` quota, a limit
+below the quota, or a quota above the parent's for that model is an error naming queue, field and
+value; a model name the GPU table (:mod:`kaiwo_core.model.gpu`) does not know is a warning
+(``QueueTree.warnings``), the column is kept.
 Only leaf queues hold pods; pods without a ``kaiwo.ai/queue`` label go to the ``default`` queue,
 which is created (top level, no quota) when no KaiwoQueue of that name exists.
 
@@ -29,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model import gpu as gpu_models
 from ..model.durations import parse_duration
 from ..model.errors import (Collector, ObjectError, field_int, field_map, field_number, field_str, guarded, metadata,
                             object_name)
@@ -41,6 +56,8 @@ DEFAULT_QUEUE = "default"
 UNLIMITED = -1
 RECLAIM_STRATEGIES = ("aggressive", "conservative")
 FAIRNESS_POLICIES = ("DRF",)
+#: Most GPU models with a column over all queues: the kernels take at most 64 resource columns.
+MAX_GPU_MODELS = 61
 #: Largest overQuotaWeight: weights are ratios, and the kernel divides by their sums.
 MAX_WEIGHT = 1e6
 
@@ -63,6 +80,8 @@ class QueueSpec:
     limit: tuple = (-1, -1, -1)         #: -1 = none
     weight: tuple = (1.0, 1.0, 1.0)     #: overQuotaWeight per resource
     reclaim: str = "aggressive"
+    #: per GPU model (upper case): (quota | None, limit | None, weight | None) as written
+    models: dict = field(default_factory=dict)
     preempt_min_runtime: float = 0.0    #: seconds
     reclaim_min_runtime: float = 0.0    #: seconds
 
@@ -79,6 +98,24 @@ class QueueTree:
     priority: np.ndarray                 #: int32[Q]
     errors: list = field(default_factory=list)   #: QueueError for queues left out
     index: dict = field(default_factory=dict)    #: name -> row
+    #: GPU models with a column (after gpu, cpu, memory), sorted; empty: the three columns only
+    models: tuple = ()
+    model_quota: np.ndarray | None = None  #: int64[Q, M], defaults filled in (module docstring)
+    model_limit: np.ndarray | None = None  #: int64[Q, M]
+    model_weight: np.ndarray | None = None  #: float64[Q, M]
+    warnings: list = field(default_factory=list)  #: unknown GPU model names, as sentences
+
+    @property
+    def n_res(self) -> int:
+        """Resource columns: gpu, cpu, memory, then one per GPU model."""
+        return 3 + len(self.models)
+
+    def wide(self, name: str) -> np.ndarray:
+        """``quota``, ``limit`` or ``weight`` with the model columns: [Q, n_res]."""
+        base = getattr(self, name)
+        if not self.models:
+            return base
+        return np.ascontiguousarray(np.hstack([base, getattr(self, "model_" + name)]))
 
     @property
     def names(self) -> list[str]:
@@ -151,14 +188,16 @@ def queue_spec(obj: dict) -> QueueSpec:
     qs.priority = collect(0, field_int, QueueError, name, spec.get("priority", 0), "spec.priority",
                           INT32_MIN, INT32_MAX)
     resources = collect({}, field_map, QueueError, name, spec.get("resources"), "spec.resources")
-    unknown = sorted(str(k) for k in resources if k not in RESOURCES)
+    unknown = sorted(str(k) for k in resources if k not in RESOURCES and k != "gpuModels")
     if unknown:
         collect.errors.append(QueueError(name, f"spec.resources.{unknown[0]}", None,
-                                         f"unknown resource (expected {', '.join(RESOURCES)})"))
+                                         f"unknown resource (expected {', '.join(RESOURCES)} or gpuModels)"))
     quota, limit, weight = [0, 0, 0], [UNLIMITED] * 3, [1.0] * 3
     for i, res in enumerate(RESOURCES):
         collect(None, _resource, name, res, resources.get(res), i, quota, limit, weight)
     qs.quota, qs.limit, qs.weight = tuple(quota), tuple(limit), tuple(weight)
+    raw_models = collect({}, field_map, QueueError, name, resources.get("gpuModels"), "spec.resources.gpuModels")
+    qs.models = collect({}, _gpu_models, name, raw_models, quota[GPU])
     fairness = collect({}, field_map, QueueError, name, spec.get("fairness"), "spec.fairness")
     policy = fairness.get("policy", "DRF")
     if policy not in FAIRNESS_POLICIES:
@@ -186,6 +225,55 @@ def _resource(name: str, res: str, raw, i: int, quota: list, limit: list, weight
                              0.0, MAX_WEIGHT)
     if limit[i] != UNLIMITED and quota[i] != UNLIMITED and quota[i] > limit[i]:
         raise QueueError(name, f"{base}.quota", r["quota"], f"larger than the limit {r['limit']}")
+
+
+def _gpu_models(name: str, raw: dict, gpu_quota: int) -> dict:
+    """``spec.resources.gpuModels`` -> {MODEL: (quota | None, limit | None, weight | None)}."""
+    if len(raw) > MAX_GPU_MODELS:
+        raise QueueError(name, "spec.resources.gpuModels", len(raw), f"more than {MAX_GPU_MODELS} GPU models")
+    out = {}
+    for key in sorted(raw, key=str):
+        base = f"spec.resources.gpuModels.{key}"
+        model = str(key).strip().upper()
+        if not isinstance(key, str) or not model or "|" in model:
+            raise QueueError(name, base, key, "not a GPU model name")
+        if model in out:
+            raise QueueError(name, base, key, "GPU model named twice (names are case-insensitive)")
+        r = field_map(QueueError, name, raw[key], base)
+        extra = sorted(str(k) for k in r if k not in ("quota", "limit", "overQuotaWeight"))
+        if extra:
+            raise QueueError(name, f"{base}.{extra[0]}", r[extra[0]], "unknown field (expected quota, limit, overQuotaWeight)")
+        q = _amount(name, f"{base}.quota", r["quota"], "gpu", True) if "quota" in r else None
+        lim = _amount(name, f"{base}.limit", r["limit"], "gpu", True) if "limit" in r else None
+        w = (field_number(QueueError, name, r["overQuotaWeight"], f"{base}.overQuotaWeight", 0.0, MAX_WEIGHT)
+             if "overQuotaWeight" in r else None)
+        if q is not None and gpu_quota != UNLIMITED and (q == UNLIMITED or q > gpu_quota):
+            raise QueueError(name, f"{base}.quota", r["quota"],
+                             f"larger than the queue's gpu quota ({human(GPU, gpu_quota)})")
+        if q is not None and lim not in (None, UNLIMITED) and (q == UNLIMITED or q > lim):
+            raise QueueError(name, f"{base}.limit", r["limit"], f"smaller than the quota {r['quota']}")
+        out[model] = (q, lim, w)
+    return out
+
+
+def _model_arrays(rows: list, parent: list, models: tuple):
+    """[Q, M] quota, limit, weight of the model columns, defaults filled in (module docstring)."""
+    q, m = len(rows), len(models)
+    quota = np.zeros((q, m), np.int64)
+    limit = np.full((q, m), UNLIMITED, np.int64)
+    weight = np.ones((q, m), np.float64)
+    for i, s in enumerate(rows):
+        for j, model in enumerate(models):
+            mq, ml, mw = s.models.get(model, (None, None, None))
+            if mq is None:
+                mq = s.quota[GPU]
+                up = quota[parent[i], j] if parent[i] >= 0 else UNLIMITED
+                if up != UNLIMITED and (mq == UNLIMITED or mq > up):
+                    mq = up
+            quota[i, j] = mq
+            limit[i, j] = s.limit[GPU] if ml is None else ml
+            weight[i, j] = s.weight[GPU] if mw is None else mw
+    return quota, limit, weight
 
 
 def build_tree(objs: list[dict]) -> QueueTree:
@@ -251,11 +339,38 @@ def build_tree(objs: list[dict]) -> QueueTree:
                                          f"larger than parent {qs.parent}'s quota "
                                          f"({human(bad[0], pq.quota[bad[0]])})"))
                 continue
+            # A per-model quota against the parent's amount for that model: the parent's own, else
+            # its gpu quota (the default of its column; an ancestor's smaller amount is caught there).
+            over = []
+            for m, (mq, _, _) in sorted(qs.models.items()):
+                up = pq.models.get(m, (None,))[0]
+                up = pq.quota[GPU] if up is None else up
+                if mq is not None and up != UNLIMITED and (mq == UNLIMITED or mq > up):
+                    over.append((m, mq, up))
+            if over:
+                m, mq, up = over[0]
+                dropped.add(name)
+                errors.append(QueueError(name, f"spec.resources.gpuModels.{m}.quota", human(GPU, mq),
+                                         f"larger than parent {qs.parent}'s {m} quota ({human(GPU, up)})"))
+                continue
         ok.append(name)
     index = {n: i for i, n in enumerate(ok)}
     rows = [specs[n] for n in ok]
     q = len(rows)
-    return QueueTree(
+    models = tuple(sorted({m for s in rows for m in s.models}))
+    if len(models) > MAX_GPU_MODELS:  # the kernels take at most 64 resource columns
+        errors += [QueueError(s.name, "spec.resources.gpuModels", len(models),
+                              f"the queues name {len(models)} GPU models together; at most {MAX_GPU_MODELS}")
+                   for s in rows if s.models]
+        models = ()
+        for s in rows:
+            s.models = {}
+    warnings = [f"KaiwoQueue {s.name}: spec.resources.gpuModels.{m}: unknown GPU model (known: "
+                f"{', '.join(sorted(gpu_models.MODELS))}); its column counts GPUs on nodes reporting that model"
+                for s in rows for m in sorted(s.models) if m not in gpu_models.MODELS]
+    parent_rows = [index[s.parent] if s.parent else -1 for s in rows]
+    mq, ml, mw = _model_arrays(rows, parent_rows, models)
+    return QueueTree(models=models, model_quota=mq, model_limit=ml, model_weight=mw, warnings=warnings,
         specs=rows,
         parent=np.array([index[s.parent] if s.parent else -1 for s in rows], np.int32),
         quota=np.array([s.quota for s in rows], np.int64).reshape(q, 3),

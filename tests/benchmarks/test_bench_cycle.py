@@ -67,6 +67,26 @@ def test_cycle_kernel(benchmark, scale):
     assert d.to_dict()["stats"]["bound"] > 0
 
 
+def test_cycle_kernel_gpu_models(benchmark, scale):
+    """The same cycle with per-GPU-model quotas (issue 11): every queue with a GPU quota sets MI300X
+    (the dump's model) to that quota with a limit of twice it, and MI355X to 0 -- R = 5 resource
+    columns, and pods of no fixed model narrowed by the MI300X limits."""
+    objs = synth.dump_objects(scale, seed=5, running=True)
+    for o in objs:
+        if o["kind"] == "KaiwoQueue":
+            gpu = o["spec"].get("resources", {}).get("gpu", {})
+            q = gpu.get("quota", 0)
+            if isinstance(q, (int, float)) and q > 0:
+                o["spec"]["resources"]["gpuModels"] = {"MI300X": {"quota": q, "limit": 2 * q},
+                                                       "MI355X": {"quota": 0}}
+    snap = kc.Snapshot.from_objects(objs)
+    benchmark.group = f"cycle {scale}"
+    benchmark.extra_info.update(scale=scale, strategy="full cycle, GPU-model quotas", impl="kernel")
+    d = benchmark.pedantic(kc.schedule, args=(snap,), rounds=KERNEL_ROUNDS[scale], warmup_rounds=1,
+                           iterations=1)
+    assert d.tree.n_res == 5 and d.to_dict()["stats"]["bound"] > 0
+
+
 def test_cycle_reference(benchmark, scale, monkeypatch):
     if scale == "L":
         pytest.skip("the pure-Python cycle at L would take hours")

@@ -180,6 +180,13 @@ QUEUES = [  # (object, accepted by both sides)
     (_queue_variant(priority=2**31), False),
     (_queue_variant(resources={"gpu": {"quota": 1, "overQuotaWeight": 1e7}}), False),
     (_queue_variant(preemptMinRuntime=4_000_000_000), False),
+    # Per-GPU-model amounts (issue 11).
+    (_queue_variant(resources={"gpu": {"quota": 16, "limit": 24}, "gpuModels": {
+        "MI300X": {"quota": 8, "overQuotaWeight": 1, "limit": 16}, "MI355X": {"quota": "8"}}}), True),
+    (_queue_variant(resources={"gpu": {"quota": 16}, "gpuModels": {"MI300X": {"overQuotaWeight": 0}}}), False),
+    (_queue_variant(resources={"gpu": {"quota": 16}, "gpuModels": {"MI300X": {"quota": "lots"}}}), False),
+    (_queue_variant(resources={"gpu": {"quota": 16}, "gpuModels": ["MI300X"]}), False),
+    (_queue_variant(resources={"gpu": {"quota": 16}, "gpuModels": {"MI300X": 8}}), False),
 ]
 
 TEMPLATE = {"spec": {"containers": [{"name": "t", "image": "rocm/pytorch"}]}}
