@@ -269,3 +269,18 @@ def test_a_started_gang_keeps_its_running_member():
     assert len(victims) == 2 and "a/g-00" not in victims and all(v.startswith("a/n1-") for v in victims)
     assert {p["preemptor"] for p in doc["preemptions"]} == {"b/want"}
     assert violations(objs, doc, 10_000) == []
+
+
+def test_a_gang_never_evicts_its_own_running_member():
+    """Regression (random invariant test, 1 in ~200 dumps at 1,500 examples): gang g0 of 3 (minimum
+    3) runs p2 and p3 on n0; its pending member p4 preempted p3 within the queue -- evicting its own
+    gang-mate, so the gang was left with 1 running + 1 nominated of 3. Running members of a gang with
+    members pending in the cycle are no victims in it."""
+    import json
+    from pathlib import Path
+
+    from tests.test_invariants_random import NOW, check_cycle
+
+    case = json.loads((Path(__file__).parent / "scenarios" / "gang_evicts_own_member.json").read_text())
+    doc = check_cycle(case["objects"], NOW, case["order"])
+    assert not any(p["pod"] in ("default/p2", "default/p3") for p in doc["preemptions"])

@@ -126,8 +126,15 @@ def test_python_examples_run(section, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("KAIWO_README_RUN") != "1", reason="set KAIWO_README_RUN=1 to run them")
-@pytest.mark.parametrize("line,words", [(n, w) for n, w in COMMANDS if w[0] in ("kaiwo", "python")
-                                        and not set(w) & USER_FILES and "pytest" not in w],
+def _runnable(words: list[str]) -> bool:
+    """Commands this machine can run on their own: not a benchmark (``pytest``), not reading a file
+    the user or a skipped command provides (a user file, a benchmark's ``/tmp`` JSON, ``-`` fed by
+    a pipe), not scraping a live endpoint (``http://``)."""
+    return (words[0] in ("kaiwo", "python") and not set(words) & USER_FILES and "pytest" not in words
+            and "-" not in words[1:] and not any(w.startswith("/tmp/") or "://" in w for w in words))
+
+
+@pytest.mark.parametrize("line,words", [(n, w) for n, w in COMMANDS if _runnable(w)],
                          ids=lambda x: str(x) if isinstance(x, int) else x[0])
 def test_command_runs(line, words):
     r = subprocess.run([sys.executable, "-m", "kaiwo", *words[1:]] if words[0] == "kaiwo" else

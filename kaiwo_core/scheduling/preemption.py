@@ -498,21 +498,24 @@ def plan_preemptions(decisions, state: ClusterState | None = None, *, class_mask
 
 
 def _protect_started_gangs(flags: np.ndarray, run, run_idx: np.ndarray, placement) -> np.ndarray:
-    """Running gang members whose gang gets members bound in this cycle are no victims in it.
+    """Running gang members whose gang has members pending in this cycle are no victims in it.
 
-    Placement counted them toward the gang's minimum; evicting one in the same cycle would leave
-    the gang started with fewer members than it needs (all or nothing, across running and new)."""
+    Placement and the gang's remaining need count them toward the gang's minimum: evicting one in
+    the same cycle -- for another queue, or for a gang-mate, which would evict its own gang -- would
+    leave the gang started or nominated with fewer members than it needs (all or nothing, across
+    running, bound and nominated members)."""
     batch = placement.batch
     gang = getattr(batch, "gang", None)
     if gang is None or not len(run.gang_rows):
         return flags
-    started = {batch.gang_names[g] for g in np.unique(np.asarray(gang)[placement.placed & (np.asarray(gang) >= 0)])}
-    if not started:
+    gang = np.asarray(gang)
+    active = {batch.gang_names[g] for g in np.unique(gang[gang >= 0])}
+    if not active:
         return flags
     out = flags.copy()
     member = np.zeros(len(run), bool)
     for i in run.gang_rows.tolist():
-        member[i] = gang_id(run.reqs[i]) in started
+        member[i] = gang_id(run.reqs[i]) in active
     out[member[run_idx]] = 0
     return out
 
